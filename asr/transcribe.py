@@ -1,0 +1,176 @@
+"""Transcription of recordings: Silero VAD cuts each channel into utterances, Whisper decodes each one.
+
+Decoding utterance by utterance (rather than letting Whisper walk 30-second windows) gives one `Utterance` per
+stretch of speech with exact VAD boundaries, keeps the channels strictly apart, and means silence is never
+shown to the decoder at all, which is where most Whisper hallucinations come from.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from asr.errors import AsrError
+from asr.models import resolve_model
+from asr.text import collapse_repeats, remove_hallucinations, tidy
+from asr.types import MODEL_SAMPLE_RATE_HZ, AsrOptions, DecodedAudio, Utterance, Word
+
+log = logging.getLogger(__name__)
+
+#: Channel roles assumed when the caller names none: the usual recording layout of a call-centre switch.
+DEFAULT_STEREO_ROLES = ("agent", "customer")
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechSpan:
+    """A stretch of speech found by the VAD, in samples at 16 kHz."""
+
+    start: int
+    end: int
+
+
+def default_roles(channel_count: int) -> tuple[str, ...]:
+    """Channel roles when the caller gives none: `agent`,`customer` for stereo, `mono` or `ch0..` otherwise."""
+    if channel_count == 1:
+        return ("mono",)
+    if channel_count == 2:
+        return DEFAULT_STEREO_ROLES
+    return tuple(f"ch{i}" for i in range(channel_count))
+
+
+def speech_spans(samples: np.ndarray, options: AsrOptions) -> list[SpeechSpan]:
+    """Find utterances in one 16 kHz channel with Silero VAD (shipped inside faster-whisper)."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    if samples.size == 0:
+        return []
+    vad = VadOptions(
+        threshold=options.vad_threshold,
+        min_silence_duration_ms=options.min_silence_ms,
+        max_speech_duration_s=options.max_utterance_s,
+        speech_pad_ms=options.speech_pad_ms,
+        min_speech_duration_ms=150,
+    )
+    return [SpeechSpan(int(s["start"]), int(s["end"])) for s in get_speech_timestamps(samples, vad)]
+
+
+class Transcriber:
+    """Loads one Whisper model and turns decoded audio into utterances.
+
+    Thread-safe: one instance is shared by every caller of a process (CTranslate2 serialises or parallelises
+    inside; `cpu_threads` bounds it). The model loads lazily on first use or eagerly with `load()`.
+    """
+
+    def __init__(self, options: AsrOptions, model: object | None = None) -> None:
+        self.options = options
+        self._model = model
+        self._lock = threading.Lock()
+        self.model_path: str | None = None
+
+    def load(self) -> None:
+        """Provision (offline) and load the model now; raises `ModelUnavailableError` with install advice."""
+        with self._lock:
+            if self._model is not None:
+                return
+            from faster_whisper import WhisperModel
+
+            self.model_path = resolve_model(self.options.model, self.options.model_cache_dir)
+            try:
+                self._model = WhisperModel(
+                    self.model_path,
+                    device=self.options.device,
+                    compute_type=self.options.compute_type,
+                    cpu_threads=self.options.cpu_threads,
+                )
+            except (RuntimeError, ValueError, OSError) as e:
+                raise AsrError(f"cannot load speech model from {self.model_path}: {e}") from e
+            log.info("loaded Whisper model %s (%s)", self.model_path, self.options.compute_type)
+
+    @property
+    def model(self):  # type: ignore[no-untyped-def]
+        if self._model is None:
+            self.load()
+        return self._model
+
+    def transcribe(
+        self,
+        audio: DecodedAudio,
+        roles: Sequence[str] | None = None,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> list[Utterance]:
+        """Transcribe every channel of `audio` separately; utterances come back sorted by start time.
+
+        `roles` names the channels in order (default: `default_roles`). `on_progress` receives the seconds of
+        channel audio processed so far (the total is `duration_s * channel_count`).
+        """
+        roles = tuple(roles) if roles else default_roles(audio.channel_count)
+        if len(roles) != audio.channel_count:
+            raise AsrError(f"{len(roles)} channel roles given for audio with {audio.channel_count} channels")
+        utterances: list[Utterance] = []
+        done_s = 0.0
+        for index, role in enumerate(roles):
+            channel = audio.samples[index]
+            for span in speech_spans(channel, self.options):
+                utterance = self.transcribe_span(channel[span.start : span.end], role, span.start / MODEL_SAMPLE_RATE_HZ)
+                if utterance is not None:
+                    utterances.append(utterance)
+                if on_progress is not None:
+                    on_progress(done_s + span.end / MODEL_SAMPLE_RATE_HZ)
+            done_s += audio.duration_s
+            if on_progress is not None:
+                on_progress(done_s)
+        utterances.sort(key=lambda u: (u.start_s, u.channel))
+        return utterances
+
+    def transcribe_span(self, samples: np.ndarray, channel: str, offset_s: float) -> Utterance | None:
+        """Decode one utterance-sized stretch of 16 kHz audio; None when it holds no real speech."""
+        opts = self.options
+        segments, _info = self.model.transcribe(
+            samples,
+            language=opts.language,
+            beam_size=opts.beam_size,
+            initial_prompt=opts.initial_prompt,
+            hotwords=" ".join(opts.hotwords) if opts.hotwords else None,
+            condition_on_previous_text=False,
+            vad_filter=False,
+            without_timestamps=not opts.word_timestamps,
+            word_timestamps=opts.word_timestamps,
+            no_speech_threshold=opts.no_speech_threshold,
+            log_prob_threshold=opts.log_prob_threshold,
+            compression_ratio_threshold=opts.compression_ratio_threshold,
+        )
+        segments = list(segments)  # the generator does the decoding: consume it here, in the caller's thread
+        if not segments:
+            return None
+        text = tidy("".join(s.text for s in segments))
+        text = collapse_repeats(text)
+        text = remove_hallucinations(text, opts.hallucination_phrases, opts.initial_prompt)
+        if not text:
+            return None
+        tokens = [max(len(s.tokens), 1) for s in segments]
+        avg_logprob = sum(s.avg_logprob * n for s, n in zip(segments, tokens, strict=True)) / sum(tokens)
+        no_speech = min(s.no_speech_prob for s in segments)
+        if no_speech > opts.no_speech_threshold and avg_logprob < opts.log_prob_threshold:
+            return None
+        words = None
+        if opts.word_timestamps:
+            words = tuple(
+                Word(offset_s + w.start, offset_s + w.end, tidy(w.word), w.probability)
+                for s in segments
+                for w in (s.words or [])
+            )
+        duration_s = samples.shape[0] / MODEL_SAMPLE_RATE_HZ
+        return Utterance(
+            channel=channel,
+            start_s=offset_s,
+            end_s=offset_s + duration_s,
+            text=text,
+            words=words,
+            avg_logprob=float(avg_logprob) if math.isfinite(avg_logprob) else -10.0,
+            no_speech_prob=float(no_speech),
+        )

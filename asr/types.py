@@ -1,0 +1,111 @@
+"""Plain records exchanged by `asr` and its callers. Units are in the field names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Whisper and Silero VAD both work on 16 kHz mono float32.
+MODEL_SAMPLE_RATE_HZ = 16_000
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """One recognised word (for Mandarin usually one or two characters) with its audio time span."""
+
+    start_s: float
+    end_s: float
+    text: str
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """One stretch of speech on one channel, between two pauses.
+
+    Times are seconds from the first sample of the recording. `avg_logprob` and `no_speech_prob` are Whisper's
+    own confidence figures for the decoded text (higher logprob and lower no-speech probability are better).
+    """
+
+    channel: str
+    start_s: float
+    end_s: float
+    text: str
+    words: tuple[Word, ...] | None
+    avg_logprob: float
+    no_speech_prob: float
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form (rounded to milliseconds)."""
+        out: dict[str, object] = {
+            "channel": self.channel,
+            "start_s": round(self.start_s, 3),
+            "end_s": round(self.end_s, 3),
+            "text": self.text,
+            "avg_logprob": round(self.avg_logprob, 4),
+            "no_speech_prob": round(self.no_speech_prob, 4),
+        }
+        if self.words is not None:
+            out["words"] = [
+                {"start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3), "text": w.text,
+                 "probability": round(w.probability, 4)}
+                for w in self.words
+            ]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedAudio:
+    """A recording decoded to 16 kHz float32, one row per channel (shape `(channels, samples)`)."""
+
+    samples: np.ndarray
+    source_sample_rate_hz: int
+    source_codec: str
+
+    @property
+    def channel_count(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.samples.shape[1]) / MODEL_SAMPLE_RATE_HZ
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """Bounds that keep a hostile or mistaken upload from taking unbounded memory or time."""
+
+    max_duration_s: float = 2 * 3600.0
+    max_channels: int = 8
+    max_file_bytes: int = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class AsrOptions:
+    """How to recognise speech. Built by the service from its settings; usable from a plain script too."""
+
+    model: str = "base"
+    model_cache_dir: str | None = None
+    device: str = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = 0
+    language: str = "zh"
+    beam_size: int = 5
+    #: Silence (ms) that ends an utterance when cutting a recording into utterances with Silero VAD.
+    min_silence_ms: int = 500
+    #: Utterances longer than this are split by the VAD at the longest pause it can find (Whisper sees 30 s).
+    max_utterance_s: float = 25.0
+    vad_threshold: float = 0.5
+    #: Audio kept on each side of a VAD speech chunk, so that word onsets and tails are not clipped.
+    speech_pad_ms: int = 200
+    #: Word-level timestamps cost an extra alignment pass; off unless a caller needs them (e.g. PII silencing).
+    word_timestamps: bool = False
+    #: Domain prompt and hallucination lexicon; see `configs/asr.yaml`.
+    initial_prompt: str | None = None
+    hotwords: tuple[str, ...] = field(default_factory=tuple)
+    hallucination_phrases: tuple[str, ...] = field(default_factory=tuple)
+    #: Utterances Whisper itself thinks are probably not speech are dropped (its own defaults).
+    no_speech_threshold: float = 0.6
+    log_prob_threshold: float = -1.0
+    compression_ratio_threshold: float = 2.4

@@ -1,0 +1,25 @@
+"""Helpers shared by the benchmark scripts: where the shared data lives, machine facts, JSON-line output."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("HUIFANG_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def require_shared(sub: str) -> Path:
+    """The shared data folder `sub`, or exit with a clear reason when this checkout has none."""
+    path = SHARED_DATA / sub
+    if not path.exists():
+        sys.exit(f"shared data not found at {path} (set HUIFANG_SHARED_DATA); nothing to measure")
+    return path
+
+
+def emit(record: dict[str, object]) -> None:
+    """Print one result as a JSON line, with the machine's core count."""
+    record = {**record, "cores": os.cpu_count()}
+    print(json.dumps(record, ensure_ascii=False), flush=True)

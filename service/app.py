@@ -1,0 +1,64 @@
+"""The FastAPI application: model loading in the lifespan, health, and the routers of each resource."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from asr.errors import AsrError
+from asr.transcribe import Transcriber
+from service.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, transcriber: Transcriber | None = None) -> FastAPI:
+    """Build the app. Tests pass their own settings or a prepared transcriber; `huifang serve` passes neither."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        asr = transcriber or Transcriber(settings.asr_options())
+        app.state.transcriber = asr
+        app.state.asr_error = None
+        try:
+            # Joining the packaged model and loading it takes seconds: off the event loop.
+            await asyncio.to_thread(asr.load)
+        except AsrError as e:
+            # Serve anyway so /healthz can say what is wrong instead of the process dying in a restart loop.
+            app.state.asr_error = str(e)
+            log.error("speech model unavailable: %s", e)
+        yield
+
+    app = FastAPI(title="huifang", version="0.1.0", lifespan=lifespan,
+                  description="Speech-to-risk service for post-loan follow-up calls")
+    app.state.settings = settings
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz(request: Request) -> JSONResponse:
+        """Liveness and readiness: 200 when the speech model is loaded, 503 with the reason otherwise."""
+        error = getattr(request.app.state, "asr_error", None)
+        asr: Transcriber | None = getattr(request.app.state, "transcriber", None)
+        body = {
+            "status": "ok" if error is None else "degraded",
+            "asr_model": asr.model_path if asr is not None else None,
+            "error": error,
+        }
+        return JSONResponse(body, status_code=200 if error is None else 503)
+
+    return app
+
+
+def get_transcriber(request: Request) -> Transcriber:
+    """Dependency: the process-wide recogniser (tests override it with `app.dependency_overrides`)."""
+    return request.app.state.transcriber  # type: ignore[no-any-return]
+
+
+TranscriberDep = Annotated[Transcriber, Depends(get_transcriber)]

@@ -1,0 +1,118 @@
+"""`huifang` command line: `serve` runs the service, `transcribe` prints a recording's utterances.
+
+Errors a user can fix (bad audio, limits, missing model, bad arguments) print one line and exit with code 2;
+tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from asr.errors import AsrError
+
+EXIT_USAGE = 2
+
+
+def _format_time(seconds: float) -> str:
+    minutes, secs = divmod(seconds, 60)
+    return f"{int(minutes):02d}:{secs:05.2f}"
+
+
+def _progress(total: float, enabled: bool, desc: str) -> tuple[Callable[[float], None], Callable[[], None]]:
+    """A tqdm bar on a terminal (stderr), nothing otherwise; returns (update to absolute value, close)."""
+    if not enabled:
+        return (lambda _value: None), (lambda: None)
+    from tqdm import tqdm
+
+    bar = tqdm(total=round(total, 1), unit="s", desc=desc, file=sys.stderr, leave=False,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]")
+
+    def update(value: float) -> None:
+        bar.update(max(0.0, min(value, total) - bar.n))
+
+    return update, bar.close
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from asr.audio import decode_audio
+    from asr.transcribe import Transcriber
+    from service.settings import get_settings
+
+    settings = get_settings()
+    roles = [r.strip() for r in args.channels.split(",")] if args.channels else None
+    if roles is not None and (not all(roles) or len(set(roles)) != len(roles)):
+        raise AsrError(f"--channels must name each channel once, e.g. agent,customer (got {args.channels!r})")
+    show_progress = sys.stderr.isatty() and not args.no_progress
+    audio = decode_audio(args.file, settings.decode_limits())
+    if roles is not None and len(roles) != audio.channel_count:
+        raise AsrError(
+            f"--channels names {len(roles)} channel(s) but the recording has {audio.channel_count}"
+        )
+    transcriber = Transcriber(settings.asr_options())
+    transcriber.load()
+    update, close = _progress(audio.duration_s * audio.channel_count, show_progress, "transcribing")
+    try:
+        utterances = transcriber.transcribe(audio, roles, on_progress=update)
+    finally:
+        close()
+    for u in utterances:
+        if args.json:
+            print(json.dumps(u.to_dict(), ensure_ascii=False))
+        else:
+            print(f"[{_format_time(u.start_s)}-{_format_time(u.end_s)}] {u.channel}: {u.text}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import get_settings
+
+    settings = get_settings()
+    host = args.host or settings.host
+    port = args.port or settings.port
+    app = create_app(settings)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="huifang", description="Speech-to-risk for post-loan follow-up calls")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP/websocket service")
+    serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1, HUIFANG_HOST)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8000, HUIFANG_PORT)")
+    serve.set_defaults(func=cmd_serve)
+
+    tr = sub.add_parser("transcribe", help="print the utterances of a recording")
+    tr.add_argument("file", help="audio file (WAV PCM/G.711, FLAC, MP3, ... any rate from 8 to 48 kHz)")
+    tr.add_argument("--channels", default=None,
+                    help="comma-separated role of each channel in order (default agent,customer for stereo)")
+    tr.add_argument("--json", action="store_true", help="one JSON object per utterance")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    tr.set_defaults(func=cmd_transcribe)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `huifang` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except AsrError as e:
+        print(f"huifang: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

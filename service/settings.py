@@ -1,0 +1,105 @@
+"""The one settings object of huifang.
+
+Every value has an embedded default so `huifang serve` runs with nothing configured; each can be overridden by
+an environment variable with the prefix `HUIFANG_` (nested sections with `__`, e.g. `HUIFANG_ASR__MODEL=small`)
+or a `.env` file. Settings are validated at start-up and handed to `asr`/`nlu` as plain option records.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from asr.domain import DEFAULT_DOMAIN_FILE, load_domain
+from asr.types import AsrOptions, DecodeLimits
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(base) / "huifang"
+
+
+class AsrSettings(BaseModel):
+    """Speech recognition. `model` is `base` (packaged, offline), a directory, or a faster-whisper name."""
+
+    model: str = "base"
+    device: str = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = Field(0, ge=0, description="CTranslate2 threads per decode; 0 lets it choose")
+    language: str = "zh"
+    beam_size: int = Field(5, ge=1, le=10)
+    min_silence_ms: int = Field(500, ge=100, le=5000, description="pause that ends an utterance")
+    max_utterance_s: float = Field(25.0, ge=2.0, le=30.0, description="longer speech is split (Whisper sees 30 s)")
+    vad_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    word_timestamps: bool = False
+    domain_file: Path = DEFAULT_DOMAIN_FILE
+
+
+class AudioLimits(BaseModel):
+    """Bounds on uploaded or transcribed recordings."""
+
+    max_duration_s: float = Field(2 * 3600.0, gt=0)
+    max_channels: int = Field(8, ge=1, le=64)
+    max_file_mb: int = Field(1024, ge=1)
+
+
+class Settings(BaseSettings):
+    """All of huifang's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HUIFANG_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir, description="database, stored audio and caches")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: str = "info"
+    asr: AsrSettings = AsrSettings()
+    audio: AudioLimits = AudioLimits()
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    def asr_options(self) -> AsrOptions:
+        """The recogniser's options: these settings plus the domain file's prompt and lexicons."""
+        domain = load_domain(self.asr.domain_file)
+        a = self.asr
+        return AsrOptions(
+            model=a.model,
+            model_cache_dir=str(self.model_cache_dir),
+            device=a.device,
+            compute_type=a.compute_type,
+            cpu_threads=a.cpu_threads,
+            language=a.language,
+            beam_size=a.beam_size,
+            min_silence_ms=a.min_silence_ms,
+            max_utterance_s=a.max_utterance_s,
+            vad_threshold=a.vad_threshold,
+            word_timestamps=a.word_timestamps,
+            initial_prompt=domain.initial_prompt,
+            hotwords=domain.hotwords,
+            hallucination_phrases=domain.hallucination_phrases,
+        )
+
+    def decode_limits(self) -> DecodeLimits:
+        return DecodeLimits(
+            max_duration_s=self.audio.max_duration_s,
+            max_channels=self.audio.max_channels,
+            max_file_bytes=self.audio.max_file_mb << 20,
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
