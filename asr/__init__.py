@@ -5,7 +5,7 @@ plain option records (`AsrOptions`, `DecodeLimits`) and get plain records back (
 """
 
 from asr.errors import AsrError, AudioDecodeError, AudioLimitError, ModelUnavailableError
-from asr.types import AsrOptions, DecodeLimits, DecodedAudio, Utterance, Word
+from asr.types import AsrOptions, DecodedAudio, DecodeLimits, Utterance, Word
 
 __all__ = [
     "AsrError",

@@ -1,4 +1,4 @@
-"""Loading the speech domain file (`configs/asr.yaml`): decoding prompt, hotwords, hallucination lexicon."""
+"""Loading the speech domain file (`configs/asr.yaml`): decoding prompt, domain lexicon, hallucinations."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ class AsrDomain:
     """Domain knowledge the recogniser is given; see `configs/asr.yaml` for what each field does."""
 
     initial_prompt: str | None
-    hotwords: tuple[str, ...]
     hallucination_phrases: tuple[str, ...]
+    lexicon: tuple[str, ...]
 
 
 def load_domain(path: str | Path | None = None) -> AsrDomain:
@@ -43,6 +43,6 @@ def load_domain(path: str | Path | None = None) -> AsrDomain:
         raise AsrError(f"{path}: `initial_prompt` must be a string")
     return AsrDomain(
         initial_prompt=" ".join(prompt.split()) if prompt else None,
-        hotwords=strings("hotwords"),
         hallucination_phrases=strings("hallucination_phrases"),
+        lexicon=strings("lexicon"),
     )

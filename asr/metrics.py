@@ -17,6 +17,8 @@ from nlu.numbers import canonical_numbers
 #: "A：" / "B:" speaker tags in conversational references are annotation, not speech.
 _SPEAKER_TAG = re.compile(r"(?:^|(?<=\s))[A-Z][：:]")
 _FILLER_MARKS = re.compile(r"[…\u2026]+")
+#: "P to P" is how P2P is said; the letter-"to"-letter form and the digit form are the same word.
+_LETTER_TO_LETTER = re.compile(r"(?<=[a-z])\s*to\s*(?=[a-z])")
 
 
 def normalise_for_cer(text: str) -> str:
@@ -24,6 +26,7 @@ def normalise_for_cer(text: str) -> str:
     text = _SPEAKER_TAG.sub(" ", text)
     text = _FILLER_MARKS.sub(" ", text)
     text = to_simplified(text).lower()
+    text = _LETTER_TO_LETTER.sub("2", text)
     text = canonical_numbers(text)
     return bare(text)
 

@@ -16,7 +16,7 @@ _FULL_WIDTH_CONTEXT = re.compile(rf"(?<=[{_CJK}])[,?!:;]|[,?!:;](?=[{_CJK}])")
 
 
 @lru_cache(maxsize=1)
-def _t2s():  # type: ignore[no-untyped-def]
+def _t2s():  # noqa: ANN202 - opencc ships no type hints
     import opencc
 
     return opencc.OpenCC("t2s")

@@ -12,10 +12,12 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from asr.errors import AsrError
+from asr.lexicon import LexiconCorrector, load_corrector
 from asr.models import resolve_model
 from asr.text import collapse_repeats, remove_hallucinations, tidy
 from asr.types import MODEL_SAMPLE_RATE_HZ, AsrOptions, DecodedAudio, Utterance, Word
@@ -71,6 +73,7 @@ class Transcriber:
         self._model = model
         self._lock = threading.Lock()
         self.model_path: str | None = None
+        self._corrector: LexiconCorrector | None = None
 
     def load(self) -> None:
         """Provision (offline) and load the model now; raises `ModelUnavailableError` with install advice."""
@@ -79,6 +82,8 @@ class Transcriber:
                 return
             from faster_whisper import WhisperModel
 
+            if self.options.lexicon:
+                self._corrector = load_corrector(self.options.lexicon)
             self.model_path = resolve_model(self.options.model, self.options.model_cache_dir)
             try:
                 self._model = WhisperModel(
@@ -92,7 +97,7 @@ class Transcriber:
             log.info("loaded Whisper model %s (%s)", self.model_path, self.options.compute_type)
 
     @property
-    def model(self):  # type: ignore[no-untyped-def]
+    def model(self) -> Any:
         if self._model is None:
             self.load()
         return self._model
@@ -115,10 +120,14 @@ class Transcriber:
         done_s = 0.0
         for index, role in enumerate(roles):
             channel = audio.samples[index]
+            history: list[str] = []
             for span in speech_spans(channel, self.options):
-                utterance = self.transcribe_span(channel[span.start : span.end], role, span.start / MODEL_SAMPLE_RATE_HZ)
+                start_s = span.start / MODEL_SAMPLE_RATE_HZ
+                context = "".join(history[-self.options.context_utterances :]) if self.options.context_utterances else None
+                utterance = self.transcribe_span(channel[span.start : span.end], role, start_s, context)
                 if utterance is not None:
                     utterances.append(utterance)
+                    history.append(utterance.text)
                 if on_progress is not None:
                     on_progress(done_s + span.end / MODEL_SAMPLE_RATE_HZ)
             done_s += audio.duration_s
@@ -127,15 +136,20 @@ class Transcriber:
         utterances.sort(key=lambda u: (u.start_s, u.channel))
         return utterances
 
-    def transcribe_span(self, samples: np.ndarray, channel: str, offset_s: float) -> Utterance | None:
-        """Decode one utterance-sized stretch of 16 kHz audio; None when it holds no real speech."""
+    def transcribe_span(
+        self, samples: np.ndarray, channel: str, offset_s: float, context: str | None = None
+    ) -> Utterance | None:
+        """Decode one utterance-sized stretch of 16 kHz audio; None when it holds no real speech.
+
+        `context` is earlier text of the same speaker, given to Whisper before the configured prompt.
+        """
         opts = self.options
+        prompt = " ".join(p for p in (opts.initial_prompt, context) if p) or None
         segments, _info = self.model.transcribe(
             samples,
             language=opts.language,
             beam_size=opts.beam_size,
-            initial_prompt=opts.initial_prompt,
-            hotwords=" ".join(opts.hotwords) if opts.hotwords else None,
+            initial_prompt=prompt,
             condition_on_previous_text=False,
             vad_filter=False,
             without_timestamps=not opts.word_timestamps,
@@ -149,6 +163,8 @@ class Transcriber:
             return None
         text = tidy("".join(s.text for s in segments))
         text = collapse_repeats(text)
+        if self._corrector is not None:
+            text = self._corrector.correct(text)
         text = remove_hallucinations(text, opts.hallucination_phrases, opts.initial_prompt)
         if not text:
             return None

@@ -93,7 +93,7 @@ class AsrOptions:
     language: str = "zh"
     beam_size: int = 5
     #: Silence (ms) that ends an utterance when cutting a recording into utterances with Silero VAD.
-    min_silence_ms: int = 500
+    min_silence_ms: int = 800
     #: Utterances longer than this are split by the VAD at the longest pause it can find (Whisper sees 30 s).
     max_utterance_s: float = 25.0
     vad_threshold: float = 0.5
@@ -101,10 +101,13 @@ class AsrOptions:
     speech_pad_ms: int = 200
     #: Word-level timestamps cost an extra alignment pass; off unless a caller needs them (e.g. PII silencing).
     word_timestamps: bool = False
-    #: Domain prompt and hallucination lexicon; see `configs/asr.yaml`.
+    #: Optional decoding prompt and the hallucination phrases; see `configs/asr.yaml`.
     initial_prompt: str | None = None
-    hotwords: tuple[str, ...] = field(default_factory=tuple)
     hallucination_phrases: tuple[str, ...] = field(default_factory=tuple)
+    #: Domain terms that homophones in the transcript are corrected to (asr/lexicon.py); empty disables it.
+    lexicon: tuple[str, ...] = field(default_factory=tuple)
+    #: Earlier utterances of the same channel given to Whisper as context (its condition_on_previous_text).
+    context_utterances: int = 0
     #: Utterances Whisper itself thinks are probably not speech are dropped (its own defaults).
     no_speech_threshold: float = 0.6
     log_prob_threshold: float = -1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import sys
@@ -17,6 +18,12 @@ def require_shared(sub: str) -> Path:
     if not path.exists():
         sys.exit(f"shared data not found at {path} (set HUIFANG_SHARED_DATA); nothing to measure")
     return path
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """All rows of a UTF-8 CSV file with a header."""
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def emit(record: dict[str, object]) -> None:

@@ -18,7 +18,6 @@ Prints one JSON line per (set, system): cer, edits, ref_chars, clips, audio_s, d
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from asr.domain import load_domain
 from asr.metrics import corpus_cer
 from asr.transcribe import Transcriber
 from asr.types import AsrOptions
-from bench._common import emit, require_shared
+from bench._common import emit, read_csv, require_shared
 
 ALL_SETS = ("magicdata_cs", "clips", "telephone_8k", "telephone_16k")
 
@@ -43,12 +42,12 @@ class Item:
 
 
 def load_sets(asr_dir: Path) -> dict[str, list[Item]]:
-    manifest = {r["file"]: r for r in csv.DictReader(open(asr_dir / "manifest.csv", encoding="utf-8"))}
+    manifest = {r["file"]: r for r in read_csv(asr_dir / "manifest.csv")}
     sets: dict[str, list[Item]] = {}
     magic = asr_dir / "magicdata_cs"
     sets["magicdata_cs"] = [
         Item(magic / r["file"], r["text"], "human")
-        for r in csv.DictReader(open(magic / "transcripts.csv", encoding="utf-8"))
+        for r in read_csv(magic / "transcripts.csv")
     ]
     sets["clips"] = [
         Item(asr_dir / "clips" / name, r["reference"], r["reference_type"])
@@ -75,8 +74,8 @@ def huifang_system(threads: int) -> tuple[Callable[[Path], str], Transcriber]:
         AsrOptions(
             cpu_threads=threads,
             initial_prompt=domain.initial_prompt,
-            hotwords=domain.hotwords,
             hallucination_phrases=domain.hallucination_phrases,
+            lexicon=domain.lexicon,
         )
     )
     transcriber.load()

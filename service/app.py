@@ -58,7 +58,8 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
 
 def get_transcriber(request: Request) -> Transcriber:
     """Dependency: the process-wide recogniser (tests override it with `app.dependency_overrides`)."""
-    return request.app.state.transcriber  # type: ignore[no-any-return]
+    transcriber: Transcriber = request.app.state.transcriber
+    return transcriber
 
 
 TranscriberDep = Annotated[Transcriber, Depends(get_transcriber)]

@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `huifang` command."""
+    from pydantic import ValidationError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -109,6 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except AsrError as e:
         print(f"huifang: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+        print(f"huifang: error: invalid settings (HUIFANG_* variables or .env): {problems}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -32,7 +32,7 @@ class AsrSettings(BaseModel):
     cpu_threads: int = Field(0, ge=0, description="CTranslate2 threads per decode; 0 lets it choose")
     language: str = "zh"
     beam_size: int = Field(5, ge=1, le=10)
-    min_silence_ms: int = Field(500, ge=100, le=5000, description="pause that ends an utterance")
+    min_silence_ms: int = Field(800, ge=100, le=5000, description="pause that ends an utterance")
     max_utterance_s: float = Field(25.0, ge=2.0, le=30.0, description="longer speech is split (Whisper sees 30 s)")
     vad_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     word_timestamps: bool = False
@@ -87,8 +87,8 @@ class Settings(BaseSettings):
             vad_threshold=a.vad_threshold,
             word_timestamps=a.word_timestamps,
             initial_prompt=domain.initial_prompt,
-            hotwords=domain.hotwords,
             hallucination_phrases=domain.hallucination_phrases,
+            lexicon=domain.lexicon,
         )
 
     def decode_limits(self) -> DecodeLimits:

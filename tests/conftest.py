@@ -33,8 +33,8 @@ def asr_options(model_cache: Path):  # type: ignore[no-untyped-def]
     return AsrOptions(
         model_cache_dir=str(model_cache),
         initial_prompt=domain.initial_prompt,
-        hotwords=domain.hotwords,
         hallucination_phrases=domain.hallucination_phrases,
+        lexicon=domain.lexicon,
     )
 
 

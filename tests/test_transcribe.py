@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from asr.metrics import corpus_cer
 from asr.text import to_simplified
 from asr.transcribe import Transcriber
 from asr.types import MODEL_SAMPLE_RATE_HZ, DecodedAudio
+from bench._common import read_csv
 from tests.audiogen import line_noise
 
 pytestmark = pytest.mark.model
@@ -25,7 +25,7 @@ def _text(transcriber: Transcriber, path: Path) -> str:
 
 def test_customer_service_sentences(transcriber: Transcriber, shared_data: Path) -> None:
     folder = shared_data / "asr" / "magicdata_cs"
-    rows = list(csv.DictReader(open(folder / "transcripts.csv", encoding="utf-8")))
+    rows = read_csv(folder / "transcripts.csv")
     sample = [r for r in rows if r["domain"] == "finance"][:4] + [r for r in rows if r["domain"] == "insurance"][:4]
     pairs = [(r["text"], _text(transcriber, folder / r["file"])) for r in sample]
     score = corpus_cer(pairs)
@@ -38,7 +38,7 @@ def test_customer_service_sentences(transcriber: Transcriber, shared_data: Path)
 
 def test_reference_clips_with_human_or_official_text(transcriber: Transcriber, shared_data: Path) -> None:
     folder = shared_data / "asr"
-    rows = [r for r in csv.DictReader(open(folder / "manifest.csv", encoding="utf-8"))
+    rows = [r for r in read_csv(folder / "manifest.csv")
             if r["reference"] and r["reference_type"].split("(")[0] in ("human", "official")]
     assert rows, "manifest lists no human/official references"
     pairs = [(r["reference"], _text(transcriber, folder / "clips" / r["file"])) for r in rows]
