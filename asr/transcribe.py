@@ -20,7 +20,7 @@ from asr.errors import AsrError
 from asr.lexicon import LexiconCorrector, load_corrector
 from asr.models import resolve_model
 from asr.text import collapse_repeats, remove_hallucinations, tidy
-from asr.types import MODEL_SAMPLE_RATE_HZ, AsrOptions, DecodedAudio, Utterance, Word
+from asr.types import MODEL_SAMPLE_RATE_HZ, NARROWBAND_MAX_RATE_HZ, AsrOptions, DecodedAudio, Utterance, Word
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +45,21 @@ def default_roles(channel_count: int) -> tuple[str, ...]:
     return tuple(f"ch{i}" for i in range(channel_count))
 
 
-def speech_spans(samples: np.ndarray, options: AsrOptions) -> list[SpeechSpan]:
+def vad_threshold(options: AsrOptions, source_sample_rate_hz: int) -> float:
+    """The speech-probability threshold for audio that was recorded at `source_sample_rate_hz`."""
+    if source_sample_rate_hz <= NARROWBAND_MAX_RATE_HZ:
+        return options.vad_threshold_narrowband
+    return options.vad_threshold
+
+
+def speech_spans(samples: np.ndarray, options: AsrOptions, threshold: float | None = None) -> list[SpeechSpan]:
     """Find utterances in one 16 kHz channel with Silero VAD (shipped inside faster-whisper)."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     if samples.size == 0:
         return []
     vad = VadOptions(
-        threshold=options.vad_threshold,
+        threshold=threshold if threshold is not None else options.vad_threshold,
         min_silence_duration_ms=options.min_silence_ms,
         max_speech_duration_s=options.max_utterance_s,
         speech_pad_ms=options.speech_pad_ms,
@@ -120,14 +127,12 @@ class Transcriber:
         done_s = 0.0
         for index, role in enumerate(roles):
             channel = audio.samples[index]
-            history: list[str] = []
-            for span in speech_spans(channel, self.options):
+            threshold = vad_threshold(self.options, audio.source_sample_rate_hz)
+            for span in speech_spans(channel, self.options, threshold):
                 start_s = span.start / MODEL_SAMPLE_RATE_HZ
-                context = "".join(history[-self.options.context_utterances :]) if self.options.context_utterances else None
-                utterance = self.transcribe_span(channel[span.start : span.end], role, start_s, context)
+                utterance = self.transcribe_span(channel[span.start : span.end], role, start_s)
                 if utterance is not None:
                     utterances.append(utterance)
-                    history.append(utterance.text)
                 if on_progress is not None:
                     on_progress(done_s + span.end / MODEL_SAMPLE_RATE_HZ)
             done_s += audio.duration_s
@@ -136,20 +141,18 @@ class Transcriber:
         utterances.sort(key=lambda u: (u.start_s, u.channel))
         return utterances
 
-    def transcribe_span(
-        self, samples: np.ndarray, channel: str, offset_s: float, context: str | None = None
-    ) -> Utterance | None:
+    def transcribe_span(self, samples: np.ndarray, channel: str, offset_s: float) -> Utterance | None:
         """Decode one utterance-sized stretch of 16 kHz audio; None when it holds no real speech.
 
-        `context` is earlier text of the same speaker, given to Whisper before the configured prompt.
+        Each utterance is decoded on its own (no text carried over from the previous one), so one misheard
+        utterance cannot derail the next, and the other channel's words never leak into this one.
         """
         opts = self.options
-        prompt = " ".join(p for p in (opts.initial_prompt, context) if p) or None
         segments, _info = self.model.transcribe(
             samples,
             language=opts.language,
             beam_size=opts.beam_size,
-            initial_prompt=prompt,
+            initial_prompt=opts.initial_prompt,
             condition_on_previous_text=False,
             vad_filter=False,
             without_timestamps=not opts.word_timestamps,

@@ -8,11 +8,16 @@ import numpy as np
 
 #: Whisper and Silero VAD both work on 16 kHz mono float32.
 MODEL_SAMPLE_RATE_HZ = 16_000
+#: Sources sampled at or below this rate carry telephone bandwidth only (G.711 is 8 kHz).
+NARROWBAND_MAX_RATE_HZ = 8_000
 
 
 @dataclass(frozen=True, slots=True)
 class Word:
-    """One recognised word (for Mandarin usually one or two characters) with its audio time span."""
+    """One recognised word (for Mandarin usually one or two characters) with its audio time span.
+
+    Word texts are Whisper's own (Simplified); the lexicon correction applies to the utterance text only.
+    """
 
     start_s: float
     end_s: float
@@ -97,6 +102,9 @@ class AsrOptions:
     #: Utterances longer than this are split by the VAD at the longest pause it can find (Whisper sees 30 s).
     max_utterance_s: float = 25.0
     vad_threshold: float = 0.5
+    #: Silero gives lower speech probabilities on telephone audio (8 kHz, 300-3400 Hz): at 0.5 it missed the
+    #: first seconds of speech on G.711 clips that it found at 16 kHz, so narrowband input gets its own threshold.
+    vad_threshold_narrowband: float = 0.35
     #: Audio kept on each side of a VAD speech chunk, so that word onsets and tails are not clipped.
     speech_pad_ms: int = 200
     #: Word-level timestamps cost an extra alignment pass; off unless a caller needs them (e.g. PII silencing).
@@ -106,8 +114,6 @@ class AsrOptions:
     hallucination_phrases: tuple[str, ...] = field(default_factory=tuple)
     #: Domain terms that homophones in the transcript are corrected to (asr/lexicon.py); empty disables it.
     lexicon: tuple[str, ...] = field(default_factory=tuple)
-    #: Earlier utterances of the same channel given to Whisper as context (its condition_on_previous_text).
-    context_utterances: int = 0
     #: Utterances Whisper itself thinks are probably not speech are dropped (its own defaults).
     no_speech_threshold: float = 0.6
     log_prob_threshold: float = -1.0

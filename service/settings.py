@@ -35,6 +35,7 @@ class AsrSettings(BaseModel):
     min_silence_ms: int = Field(800, ge=100, le=5000, description="pause that ends an utterance")
     max_utterance_s: float = Field(25.0, ge=2.0, le=30.0, description="longer speech is split (Whisper sees 30 s)")
     vad_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    vad_threshold_narrowband: float = Field(0.35, gt=0.0, lt=1.0, description="for 8 kHz telephone audio")
     word_timestamps: bool = False
     domain_file: Path = DEFAULT_DOMAIN_FILE
 
@@ -85,6 +86,7 @@ class Settings(BaseSettings):
             min_silence_ms=a.min_silence_ms,
             max_utterance_s=a.max_utterance_s,
             vad_threshold=a.vad_threshold,
+            vad_threshold_narrowband=a.vad_threshold_narrowband,
             word_timestamps=a.word_timestamps,
             initial_prompt=domain.initial_prompt,
             hallucination_phrases=domain.hallucination_phrases,
