@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from asr.decoder import WindowDecoder
 from asr.errors import AsrError
 from asr.lexicon import LexiconCorrector, load_corrector
 from asr.models import resolve_model
@@ -81,31 +82,34 @@ class Transcriber:
         self._lock = threading.Lock()
         self.model_path: str | None = None
         self._corrector: LexiconCorrector | None = None
+        self._window_decoder: WindowDecoder | None = None
 
     def load(self) -> None:
         """Provision (offline) and load the model now; raises `ModelUnavailableError` with install advice."""
         with self._lock:
-            if self._model is not None:
+            if self._window_decoder is not None:
                 return
-            from faster_whisper import WhisperModel
+            o = self.options
+            if self._model is None:
+                from faster_whisper import WhisperModel
 
-            if self.options.lexicon:
-                self._corrector = load_corrector(self.options.lexicon)
-            self.model_path = resolve_model(self.options.model, self.options.model_cache_dir)
-            try:
-                self._model = WhisperModel(
-                    self.model_path,
-                    device=self.options.device,
-                    compute_type=self.options.compute_type,
-                    cpu_threads=self.options.cpu_threads,
-                )
-            except (RuntimeError, ValueError, OSError) as e:
-                raise AsrError(f"cannot load speech model from {self.model_path}: {e}") from e
-            log.info("loaded Whisper model %s (%s)", self.model_path, self.options.compute_type)
+                self.model_path = resolve_model(o.model, o.model_cache_dir)
+                try:
+                    self._model = WhisperModel(self.model_path, device=o.device, compute_type=o.compute_type,
+                                               cpu_threads=o.cpu_threads)
+                except (RuntimeError, ValueError, OSError) as e:
+                    raise AsrError(f"cannot load speech model from {self.model_path}: {e}") from e
+                log.info("loaded Whisper model %s (%s)", self.model_path, o.compute_type)
+            if o.lexicon:
+                self._corrector = load_corrector(o.lexicon)
+            self._window_decoder = WindowDecoder(
+                self._model, o.language, o.initial_prompt, o.min_window_s, o.compression_ratio_threshold,
+                o.log_prob_threshold, o.no_speech_threshold,
+            )
 
     @property
     def model(self) -> Any:
-        if self._model is None:
+        if self._window_decoder is None:
             self.load()
         return self._model
 
@@ -141,48 +145,53 @@ class Transcriber:
         utterances.sort(key=lambda u: (u.start_s, u.channel))
         return utterances
 
-    def transcribe_span(self, samples: np.ndarray, channel: str, offset_s: float) -> Utterance | None:
+    def transcribe_span(
+        self, samples: np.ndarray, channel: str, offset_s: float, beam_size: int | None = None,
+        min_window_s: float | None = None,
+    ) -> Utterance | None:
         """Decode one utterance-sized stretch of 16 kHz audio; None when it holds no real speech.
+
+        `beam_size` and `min_window_s` override the configured ones (live calls decode with shorter encoder
+        windows and greedy partials, for latency).
 
         Each utterance is decoded on its own (no text carried over from the previous one), so one misheard
         utterance cannot derail the next, and the other channel's words never leak into this one.
         """
         opts = self.options
-        segments, _info = self.model.transcribe(
-            samples,
-            language=opts.language,
-            beam_size=opts.beam_size,
-            initial_prompt=opts.initial_prompt,
-            condition_on_previous_text=False,
-            vad_filter=False,
-            without_timestamps=not opts.word_timestamps,
-            word_timestamps=opts.word_timestamps,
-            no_speech_threshold=opts.no_speech_threshold,
-            log_prob_threshold=opts.log_prob_threshold,
-            compression_ratio_threshold=opts.compression_ratio_threshold,
-        )
-        segments = list(segments)  # the generator does the decoding: consume it here, in the caller's thread
-        if not segments:
-            return None
-        text = tidy("".join(s.text for s in segments))
-        text = collapse_repeats(text)
-        if self._corrector is not None:
-            text = self._corrector.correct(text)
-        text = remove_hallucinations(text, opts.hallucination_phrases, opts.initial_prompt)
-        if not text:
-            return None
-        tokens = [max(len(s.tokens), 1) for s in segments]
-        avg_logprob = sum(s.avg_logprob * n for s, n in zip(segments, tokens, strict=True)) / sum(tokens)
-        no_speech = min(s.no_speech_prob for s in segments)
-        if no_speech > opts.no_speech_threshold and avg_logprob < opts.log_prob_threshold:
-            return None
-        words = None
+        beam = beam_size or opts.beam_size
+        model = self.model  # loads on first use
+        words: tuple[Word, ...] | None = None
         if opts.word_timestamps:
+            # Word alignment needs faster-whisper's own 30 s pipeline.
+            segments = list(model.transcribe(  # consume the lazy generator here, in the caller's thread
+                samples, language=opts.language, beam_size=beam, initial_prompt=opts.initial_prompt,
+                condition_on_previous_text=False, vad_filter=False, word_timestamps=True,
+                no_speech_threshold=opts.no_speech_threshold, log_prob_threshold=opts.log_prob_threshold,
+                compression_ratio_threshold=opts.compression_ratio_threshold,
+            )[0])
+            if not segments:
+                return None
+            raw = "".join(s.text for s in segments)
+            tokens = [max(len(s.tokens), 1) for s in segments]
+            avg_logprob = sum(s.avg_logprob * n for s, n in zip(segments, tokens, strict=True)) / sum(tokens)
+            no_speech = min(s.no_speech_prob for s in segments)
             words = tuple(
                 Word(offset_s + w.start, offset_s + w.end, tidy(w.word), w.probability)
                 for s in segments
                 for w in (s.words or [])
             )
+        else:
+            assert self._window_decoder is not None
+            decoded = self._window_decoder.decode(samples, beam, min_window_s)
+            raw, avg_logprob, no_speech = decoded.text, decoded.avg_logprob, decoded.no_speech_prob
+        if no_speech > opts.no_speech_threshold and avg_logprob < opts.log_prob_threshold:
+            return None
+        text = collapse_repeats(tidy(raw))
+        if self._corrector is not None:
+            text = self._corrector.correct(text)
+        text = remove_hallucinations(text, opts.hallucination_phrases, opts.initial_prompt)
+        if not text:
+            return None
         duration_s = samples.shape[0] / MODEL_SAMPLE_RATE_HZ
         return Utterance(
             channel=channel,

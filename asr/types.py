@@ -107,6 +107,10 @@ class AsrOptions:
     vad_threshold_narrowband: float = 0.35
     #: Audio kept on each side of a VAD speech chunk, so that word onsets and tails are not clipped.
     speech_pad_ms: int = 200
+    #: Shortest Whisper encoder window (s). Below 30 (stock Whisper), utterances are padded only to the next 5 s
+    #: from here, which cuts the encoder cost up to threefold (asr/decoder.py) for some loss of accuracy:
+    #: recordings keep 30, live calls trade some accuracy for latency (see README).
+    min_window_s: float = 30.0
     #: Word-level timestamps cost an extra alignment pass; off unless a caller needs them (e.g. PII silencing).
     word_timestamps: bool = False
     #: Optional decoding prompt and the hallucination phrases; see `configs/asr.yaml`.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -12,7 +13,11 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from asr.errors import AsrError
+from asr.streaming import SileroStep
 from asr.transcribe import Transcriber
+from service.decoding import DecodeScheduler
+from service.live import LiveEngine
+from service.routes import live
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -35,11 +40,31 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             # Serve anyway so /healthz can say what is wrong instead of the process dying in a restart loop.
             app.state.asr_error = str(e)
             log.error("speech model unavailable: %s", e)
-        yield
+        scheduler = DecodeScheduler(settings.live.decode_workers)
+        await scheduler.start()
+        vad_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vad")
+        app.state.live_engine = LiveEngine(
+            transcriber=asr,
+            vad=await asyncio.to_thread(SileroStep),
+            scheduler=scheduler,
+            vad_executor=vad_executor,
+            stream_options=settings.stream_options(),
+            narrowband_vad_threshold=settings.asr.vad_threshold_narrowband,
+            partial_beam_size=settings.live.partial_beam_size,
+            final_beam_size=settings.live.final_beam_size,
+            min_window_s=settings.live.min_window_s,
+        )
+        app.state.active_calls = set()
+        try:
+            yield
+        finally:
+            await scheduler.close()
+            vad_executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="huifang", version="0.1.0", lifespan=lifespan,
                   description="Speech-to-risk service for post-loan follow-up calls")
     app.state.settings = settings
+    app.include_router(live.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(request: Request) -> JSONResponse:

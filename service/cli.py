@@ -81,6 +81,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from service.replay import run_replay_command
+
+    channels = [c.strip() for c in args.channels.split(",")]
+    try:
+        return run_replay_command(args.file, args.call_id, args.url, args.realtime, args.twilio, args.rate,
+                                  channels, args.json)
+    except OSError as e:
+        raise AsrError(f"cannot reach {args.url}: {e}") from e
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="huifang", description="Speech-to-risk for post-loan follow-up calls")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--json", action="store_true", help="one JSON object per utterance")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     tr.set_defaults(func=cmd_transcribe)
+
+    rp = sub.add_parser("replay", help="stream a recording through the live socket and print the events")
+    rp.add_argument("file", help="a stereo (agent, customer) or mono recording")
+    rp.add_argument("--call-id", required=True, help="call id used in the socket URL")
+    rp.add_argument("--url", default="ws://127.0.0.1:8000", help="service base URL (default ws://127.0.0.1:8000)")
+    rp.add_argument("--realtime", action="store_true", help="send at real-time pace, like a live call")
+    rp.add_argument("--twilio", action="store_true", help="speak the Twilio Media Streams protocol (8 kHz u-law)")
+    rp.add_argument("--rate", type=int, choices=(8000, 16000), default=None,
+                    help="stream at this rate (8000 is sent as u-law, 16000 as PCM16; default 16000)")
+    rp.add_argument("--channels", default="agent,customer", help="roles of the file's channels in order")
+    rp.add_argument("--json", action="store_true", help="print events as raw JSON")
+    rp.set_defaults(func=cmd_replay)
     return parser
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from asr.domain import DEFAULT_DOMAIN_FILE, load_domain
+from asr.streaming import StreamOptions
 from asr.types import AsrOptions, DecodeLimits
 
 
@@ -37,7 +38,22 @@ class AsrSettings(BaseModel):
     vad_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     vad_threshold_narrowband: float = Field(0.35, gt=0.0, lt=1.0, description="for 8 kHz telephone audio")
     word_timestamps: bool = False
+    min_window_s: float = Field(30.0, ge=5.0, le=30.0, description="shortest Whisper encoder window (recordings)")
     domain_file: Path = DEFAULT_DOMAIN_FILE
+
+
+class LiveSettings(BaseModel):
+    """Live calls over websocket: endpointing, partial cadence, decode pool and limits."""
+
+    min_silence_ms: int = Field(700, ge=100, le=5000, description="pause that ends a live utterance")
+    max_utterance_s: float = Field(15.0, ge=2.0, le=30.0, description="a live utterance is forced to end here")
+    partial_interval_s: float = Field(1.0, ge=0.0, le=10.0, description="new speech between partials; 0: none")
+    decode_workers: int = Field(1, ge=1, le=32, description="concurrent Whisper decodes for all live calls")
+    final_beam_size: int = Field(5, ge=1, le=10)
+    min_window_s: float = Field(10.0, ge=5.0, le=30.0, description="shortest Whisper encoder window for live")
+    partial_beam_size: int = Field(1, ge=1, le=10)
+    max_call_s: float = Field(3 * 3600.0, gt=0, description="audio seconds after which a call is closed")
+    idle_timeout_s: float = Field(60.0, gt=0, description="a socket silent this long is closed")
 
 
 class AudioLimits(BaseModel):
@@ -61,6 +77,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     asr: AsrSettings = AsrSettings()
     audio: AudioLimits = AudioLimits()
+    live: LiveSettings = LiveSettings()
 
     @field_validator("data_dir")
     @classmethod
@@ -88,9 +105,19 @@ class Settings(BaseSettings):
             vad_threshold=a.vad_threshold,
             vad_threshold_narrowband=a.vad_threshold_narrowband,
             word_timestamps=a.word_timestamps,
+            min_window_s=a.min_window_s,
             initial_prompt=domain.initial_prompt,
             hallucination_phrases=domain.hallucination_phrases,
             lexicon=domain.lexicon,
+        )
+
+    def stream_options(self) -> StreamOptions:
+        """Endpointing of live channels."""
+        return StreamOptions(
+            min_silence_ms=self.live.min_silence_ms,
+            max_utterance_s=self.live.max_utterance_s,
+            partial_interval_s=self.live.partial_interval_s,
+            vad_threshold=self.asr.vad_threshold,
         )
 
     def decode_limits(self) -> DecodeLimits:

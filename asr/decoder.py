@@ -1,0 +1,114 @@
+"""Decoding one utterance with a right-sized Whisper encoder window.
+
+Stock Whisper pads every input to 30 s, and on two CPU cores the encoder pass over those 30 s costs about a
+second whatever the utterance length: most of a live final's latency. CTranslate2 accepts shorter encoder
+inputs, so an utterance is padded only to the next multiple of 5 s, at least `min_window_s` (10 s by default;
+a 5 s window made Whisper base repeat itself in measurement). The rest follows Whisper's own decoding: the
+same prompt tokens and suppression, and its temperature fallback when the text loops or the model is unsure.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+#: Whisper's mel frames per second (10 ms hop) and the largest window its positional embedding covers.
+FRAMES_PER_S = 100
+MAX_FRAMES = 3000
+_WINDOW_STEP_FRAMES = 500
+#: Whisper's fallback schedule: greedy/beam first, then sampling at rising temperatures.
+TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+_MAX_LENGTH = 448
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """Whisper's text for one window, with the figures its own filters use."""
+
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+
+
+def window_frames(n_frames: int, min_window_s: float) -> int:
+    """Encoder input length for `n_frames` of audio: next multiple of 5 s, at least `min_window_s`, at most 30 s."""
+    minimum = int(min_window_s * FRAMES_PER_S)
+    frames = max(n_frames, minimum, 1)
+    return min(MAX_FRAMES, math.ceil(frames / _WINDOW_STEP_FRAMES) * _WINDOW_STEP_FRAMES)
+
+
+def compression_ratio(text: str) -> float:
+    """How well the text compresses; Whisper treats > 2.4 as a decoding loop."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+class WindowDecoder:
+    """Decodes utterances (at most 30 s of 16 kHz audio) with a faster-whisper `WhisperModel`."""
+
+    def __init__(self, model: Any, language: str, initial_prompt: str | None, min_window_s: float,
+                 compression_ratio_threshold: float, log_prob_threshold: float, no_speech_threshold: float) -> None:
+        self.model = model
+        self.language = language
+        self.initial_prompt = initial_prompt
+        self.min_window_s = min_window_s
+        self.compression_ratio_threshold = compression_ratio_threshold
+        self.log_prob_threshold = log_prob_threshold
+        self.no_speech_threshold = no_speech_threshold
+
+    @cached_property
+    def _tokenizer(self) -> Any:
+        from faster_whisper.tokenizer import Tokenizer
+
+        return Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task="transcribe",
+                         language=self.language)
+
+    @cached_property
+    def _prompt(self) -> list[int]:
+        tok = self._tokenizer
+        prompt: list[int] = []
+        if self.initial_prompt:
+            prompt = [tok.sot_prev, *tok.encode(" " + self.initial_prompt.strip())[-(_MAX_LENGTH // 2 - 1) :]]
+        return [*prompt, *tok.sot_sequence, tok.no_timestamps]
+
+    def decode(self, samples: np.ndarray, beam_size: int, min_window_s: float | None = None) -> Decoded:
+        """Decode one utterance; the caller applies its own no-speech and hallucination filters."""
+        import ctranslate2
+
+        # The last frame only covers the STFT padding; faster-whisper drops it too, and keeping it changed results.
+        features = self.model.feature_extractor(samples)[:, :-1][:, :MAX_FRAMES]
+        frames = window_frames(features.shape[-1], self.min_window_s if min_window_s is None else min_window_s)
+        features = np.pad(features, ((0, 0), (0, frames - features.shape[-1])))
+        encoded = self.model.model.encode(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[np.newaxis], dtype=np.float32)),
+            to_cpu=self.model.model.device == "cuda" and len(self.model.model.device_index) > 1,
+        )
+        candidates: list[Decoded] = []
+        for temperature in TEMPERATURES:
+            if temperature > 0:
+                kwargs: dict[str, Any] = {"beam_size": 1, "num_hypotheses": 5, "sampling_topk": 0,
+                                          "sampling_temperature": temperature}
+            else:
+                kwargs = {"beam_size": beam_size}
+            result = self.model.model.generate(
+                encoded, [self._prompt], max_length=_MAX_LENGTH, return_scores=True, return_no_speech_prob=True,
+                suppress_blank=True, suppress_tokens=[-1], **kwargs,
+            )[0]
+            tokens = [t for t in result.sequences_ids[0] if t < self._tokenizer.eot]
+            avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+            text = self._tokenizer.decode(tokens).strip()
+            decoded = Decoded(text, float(avg_logprob), float(result.no_speech_prob), compression_ratio(text))
+            candidates.append(decoded)
+            if decoded.no_speech_prob > self.no_speech_threshold and decoded.avg_logprob < self.log_prob_threshold:
+                return decoded  # silence: retrying at higher temperature only invents words
+            if (decoded.compression_ratio <= self.compression_ratio_threshold
+                    and decoded.avg_logprob >= self.log_prob_threshold):
+                return decoded
+        usable = [c for c in candidates if c.compression_ratio <= self.compression_ratio_threshold] or candidates
+        return max(usable, key=lambda c: c.avg_logprob)

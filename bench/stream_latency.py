@@ -1,0 +1,157 @@
+"""Live transcription latency: N concurrent calls streamed at real-time pace through the real service.
+
+For N = 1, 2, 4, 8 (both channels of each call), the shared calls of ../shared/data/calls are replayed over the
+websocket exactly as a switch would send them. For every scripted spoken turn the final whose audio overlaps it
+is found; latency is (arrival of that final) - (wall time when the turn's last audio was sent), so it includes
+the endpointing pause. Prints one JSON line per N: p50/p95 latency, partial cadence, lost utterances, dropped
+partials, peak RSS of the server process.
+
+    python -m bench.stream_latency [--calls 1,2,4,8] [--rate 16000] [--workers 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench._common import emit, require_shared
+from service.replay import ReplayResult, load_call_audio, replay
+
+VERBOSE = False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(port: int, env_extra: dict[str, str]) -> subprocess.Popen[str]:
+    env = {**os.environ, **env_extra}
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.5)
+    proc.kill()
+    sys.exit("server did not become healthy")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def score_call(script: dict[str, Any], result: ReplayResult) -> tuple[list[float], int, list[float]]:
+    """Latencies of matched turns, number of lost turns, partial intervals (s)."""
+    finals = [(e, t) for e, t in zip(result.events, result.arrival, strict=True) if e.get("type") == "final"]
+    latencies, lost = [], 0
+    for turn in script["turns"]:
+        if not turn["text"]:
+            continue
+        match = [(e, t) for e, t in finals if e["channel"] == turn["speaker"] and e["text"]
+                 and e["start_s"] < turn["end_s"] and e["end_s"] > turn["start_s"]]
+        if not match:
+            lost += 1
+            continue
+        arrival = max(t for _, t in match)
+        latencies.append(arrival - result.sent_at(turn["end_s"]))
+        if VERBOSE:
+            print(f"  {turn['speaker']:8s} {turn['start_s']:6.2f}-{turn['end_s']:6.2f} "
+                  f"latency {latencies[-1]:.2f} s  {match[-1][0]['text']}", file=sys.stderr)
+    intervals: list[float] = []
+    last: dict[str, float] = {}
+    for event, t in zip(result.events, result.arrival, strict=True):
+        if event.get("type") == "partial":
+            key = event["utterance_id"]
+            if key in last:
+                intervals.append(t - last[key])
+            last[key] = t
+    return latencies, lost, intervals
+
+
+async def run_level(n: int, calls: list[Path], url: str, rate: int) -> dict[str, Any]:
+    chosen = [calls[i % len(calls)] for i in range(n)]
+    audios = [load_call_audio(str(p.with_suffix(".flac")), rate) for p in chosen]
+    tasks = [
+        replay(f"{url}/v1/calls/bench-{n}-{i}/audio", audio, rate, ["agent", "customer"],
+               encoding="pcm16" if rate == 16000 else "mulaw", realtime=True)
+        for i, audio in enumerate(audios)
+    ]
+    results = await asyncio.gather(*tasks)
+    latencies: list[float] = []
+    intervals: list[float] = []
+    lost = turns = dropped = partials = 0
+    for path, result in zip(chosen, results, strict=True):
+        script = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        lat, lost_here, iv = score_call(script, result)
+        latencies += lat
+        intervals += iv
+        lost += lost_here
+        turns += sum(1 for t in script["turns"] if t["text"])
+        dropped += sum(e.get("dropped_partials", 0) for e in result.events if e.get("type") == "overload")
+        partials += sum(1 for e in result.events if e.get("type") == "partial")
+    return {
+        "concurrent_calls": n,
+        "turns": turns,
+        "lost_utterances": lost,
+        "latency_p50_s": round(float(np.percentile(latencies, 50)), 3) if latencies else None,
+        "latency_p95_s": round(float(np.percentile(latencies, 95)), 3) if latencies else None,
+        "latency_max_s": round(max(latencies), 3) if latencies else None,
+        "partial_interval_p50_s": round(float(np.percentile(intervals, 50)), 3) if intervals else None,
+        "partials": partials,
+        "dropped_partials": dropped,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", default="1,2,4,8")
+    parser.add_argument("--rate", type=int, choices=(8000, 16000), default=16000)
+    parser.add_argument("--workers", type=int, default=1, help="HUIFANG_LIVE__DECODE_WORKERS")
+    parser.add_argument("--threads", type=int, default=0, help="HUIFANG_ASR__CPU_THREADS (0: default)")
+    parser.add_argument("--final-beam", type=int, default=None, help="HUIFANG_LIVE__FINAL_BEAM_SIZE")
+    parser.add_argument("--verbose", action="store_true", help="per-turn latency on stderr")
+    args = parser.parse_args()
+    global VERBOSE
+    VERBOSE = args.verbose
+
+    calls = sorted(require_shared("calls").glob("call_s*.json"))
+    env = {"HUIFANG_LIVE__DECODE_WORKERS": str(args.workers), "HUIFANG_ASR__CPU_THREADS": str(args.threads),
+           "HUIFANG_DATA_DIR": os.environ.get("HUIFANG_DATA_DIR", tempfile.mkdtemp(prefix="huifang-bench-"))}
+    if args.final_beam:
+        env["HUIFANG_LIVE__FINAL_BEAM_SIZE"] = str(args.final_beam)
+    for n in (int(x) for x in args.calls.split(",")):
+        port = free_port()
+        server = start_server(port, env)
+        try:
+            record = asyncio.run(run_level(n, calls, f"ws://127.0.0.1:{port}", args.rate))
+            record.update({"rate_hz": args.rate, "decode_workers": args.workers, "cpu_threads": args.threads,
+                           "final_beam": args.final_beam or 5, "server_peak_rss_mb": round(peak_rss_mb(server.pid))})
+            emit(record)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""One live call: audio in, partial and final transcript events out.
+
+`LiveCall` owns a `ChannelStream` per channel, converts incoming audio to 16 kHz, runs the VAD off the event
+loop, sends decode requests to the shared `DecodeScheduler` and emits events through the `emit` callback it
+is given, in order per channel. It knows nothing about websockets, so the same class serves the native
+protocol, the Twilio protocol and the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel
+
+from asr.streaming import (
+    ChannelStream,
+    FinalRequest,
+    PartialRequest,
+    StreamOptions,
+    StreamRequest,
+    Upsampler,
+    VadStep,
+    decode_mulaw,
+    decode_pcm16,
+)
+from asr.transcribe import Transcriber
+from service.decoding import DecodeScheduler
+from service.protocol import FinalEvent, OverloadEvent, PartialEvent, StartMessage
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[BaseModel], Awaitable[None]]
+
+#: At most one overload notice per call in this many seconds: a hint to the client, not a flood.
+_OVERLOAD_NOTICE_INTERVAL_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEngine:
+    """What every live call of the process shares: the model, the VAD network, the decode pool."""
+
+    transcriber: Transcriber
+    vad: VadStep
+    scheduler: DecodeScheduler
+    vad_executor: Executor
+    stream_options: StreamOptions
+    narrowband_vad_threshold: float
+    partial_beam_size: int
+    final_beam_size: int
+    min_window_s: float
+
+
+@dataclass
+class _Channel:
+    name: str
+    stream: ChannelStream
+    upsample: Upsampler
+    last_final: asyncio.Task[None] | None = None
+    finalised: set[str] = field(default_factory=set)
+    partial_shown: set[str] = field(default_factory=set)
+
+
+class LiveCall:
+    """The transcription side of one call."""
+
+    def __init__(self, call_id: str, start: StartMessage, engine: LiveEngine, emit: Emit) -> None:
+        self.call_id = call_id
+        self.start = start
+        self.engine = engine
+        self._emit = emit
+        options = engine.stream_options
+        if start.sample_rate_hz <= 8000:
+            options = _replace_threshold(options, engine.narrowband_vad_threshold)
+        self.channels = [
+            _Channel(name, ChannelStream(name, options, engine.vad), Upsampler(start.sample_rate_hz))
+            for name in start.channels
+        ]
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_overload_notice = 0.0
+        self._dropped_since_notice = 0
+        self.samples_in = 0
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds of call audio received so far."""
+        return self.samples_in / self.start.sample_rate_hz
+
+    async def feed_interleaved(self, data: bytes) -> None:
+        """Audio as it arrives on the native socket: interleaved samples in `start.encoding`."""
+        decode = decode_pcm16 if self.start.encoding == "pcm16" else decode_mulaw
+        block = decode(data, len(self.channels))
+        self.samples_in += block.shape[1]
+        await self._feed(list(enumerate(block)))
+
+    async def feed_channel(self, index: int, samples: np.ndarray) -> None:
+        """Audio for one channel only (protocols that send each track separately)."""
+        if index == 0:
+            self.samples_in += samples.shape[0]
+        await self._feed([(index, samples)])
+
+    async def _feed(self, blocks: list[tuple[int, np.ndarray]]) -> None:
+        loop = asyncio.get_running_loop()
+        # Resampling and the VAD network are small but real work: keep them off the event loop too.
+        requests = await loop.run_in_executor(self.engine.vad_executor, self._process, blocks)
+        for request in requests:
+            self._handle(request)
+
+    def _process(self, blocks: list[tuple[int, np.ndarray]]) -> list[StreamRequest]:
+        requests: list[StreamRequest] = []
+        for index, samples in blocks:
+            channel = self.channels[index]
+            requests.extend(channel.stream.feed(channel.upsample(samples)))
+        return requests
+
+    async def finish(self) -> None:
+        """End of audio: close open utterances and wait until every final has been emitted."""
+        for channel in self.channels:
+            for request in channel.stream.finish():
+                self._handle(request)
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def cancel(self) -> None:
+        """Abandon pending work (the connection is gone and nobody needs the results)."""
+        for task in self._tasks:
+            task.cancel()
+
+    # -- requests -> events ------------------------------------------------------------------------------
+
+    def _handle(self, request: StreamRequest) -> None:
+        channel = next(c for c in self.channels if c.name == request.channel)
+        if isinstance(request, FinalRequest):
+            previous = channel.last_final
+            task = self._spawn(self._final(channel, request, previous))
+            channel.last_final = task
+        elif isinstance(request, PartialRequest):
+            self._partial(channel, request)
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _final(self, channel: _Channel, request: FinalRequest, previous: asyncio.Task[None] | None) -> None:
+        transcriber, beam, window = self.engine.transcriber, self.engine.final_beam_size, self.engine.min_window_s
+        future = self.engine.scheduler.submit_final(
+            lambda: transcriber.transcribe_span(request.audio, request.channel, request.start_s, beam, window)
+        )
+        utterance = await future
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)  # keep each channel's finals in order
+        channel.finalised.add(request.utterance_id)
+        text = utterance.text if utterance is not None else ""
+        if not text and request.utterance_id not in channel.partial_shown:
+            return  # nothing was said and nothing was shown: no event
+        await self._emit(FinalEvent(channel=request.channel, utterance_id=request.utterance_id, text=text,
+                                    start_s=request.start_s, end_s=request.end_s))
+
+    def _partial(self, channel: _Channel, request: PartialRequest) -> None:
+        transcriber, beam, window = self.engine.transcriber, self.engine.partial_beam_size, self.engine.min_window_s
+        future = self.engine.scheduler.offer_partial(
+            lambda: transcriber.transcribe_span(request.audio, request.channel, request.start_s, beam, window)
+        )
+        if future is None:
+            self._dropped_since_notice += 1
+            now = time.monotonic()
+            if now - self._last_overload_notice >= _OVERLOAD_NOTICE_INTERVAL_S:
+                self._last_overload_notice = now
+                dropped, self._dropped_since_notice = self._dropped_since_notice, 0
+                self._spawn(self._emit(OverloadEvent(
+                    dropped_partials=dropped,
+                    message="decoding is saturated: partial transcripts are skipped so finals stay on time",
+                )))
+            return
+
+        async def deliver() -> None:
+            utterance = await future
+            if utterance is None or request.utterance_id in channel.finalised:
+                return  # the final overtook it, or nothing recognisable yet
+            channel.partial_shown.add(request.utterance_id)
+            await self._emit(PartialEvent(channel=request.channel, utterance_id=request.utterance_id,
+                                          text=utterance.text, start_s=request.start_s))
+
+        self._spawn(deliver())
+
+
+def _replace_threshold(options: StreamOptions, threshold: float) -> StreamOptions:
+    from dataclasses import replace
+
+    return replace(options, vad_threshold=threshold)

@@ -1,0 +1,146 @@
+"""Wire format of the live call socket (`/v1/calls/{call_id}/audio`), as pydantic models.
+
+`docs/protocol.md` describes the exchange; `python -m service.protocol` prints the JSON schemas. Clients must
+ignore event types they do not know: later versions add more on the same socket.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: Largest binary frame accepted (64 KiB: 2 s of 16 kHz stereo PCM16).
+MAX_FRAME_BYTES = 64 * 1024
+
+
+class CloseCode:
+    """WebSocket close codes used by huifang (4xxx are application codes, mirroring HTTP statuses)."""
+
+    NORMAL = 1000  # after `end`: the call was stopped by the client
+    GOING_AWAY = 1001  # the server is shutting down
+    BAD_REQUEST = 4400  # invalid start message, audio before start, malformed frame
+    CALL_IN_PROGRESS = 4409  # another connection is already streaming this call id
+    FRAME_TOO_LARGE = 4413  # a binary frame over MAX_FRAME_BYTES
+    SLOW_CONSUMER = 4408  # the client stopped reading events; the server will not buffer without bound
+    CALL_TOO_LONG = 4414  # the call exceeded the configured maximum duration
+    INTERNAL = 4500  # unexpected server error (details are logged, never sent)
+
+
+class LoanFile(BaseModel):
+    """The bank's record of the loan, used by answer assessment to check stated figures."""
+
+    model_config = ConfigDict(extra="allow")
+
+    borrower: str | None = None
+    role: Literal["borrower", "coborrower", "guarantor"] | None = None
+    amount_yuan: float | None = Field(None, ge=0)
+    term_years: float | None = Field(None, gt=0, le=50)
+    repay_day: int | None = Field(None, ge=1, le=31)
+    monthly_yuan: float | None = Field(None, ge=0)
+    rate_pct: float | None = Field(None, ge=0, le=100)
+
+
+class StartMessage(BaseModel):
+    """First frame from the client: the audio format and the channel roles, in interleaving order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["start"]
+    sample_rate_hz: Literal[8000, 16000]
+    encoding: Literal["pcm16", "mulaw"]
+    channels: list[str] = Field(default_factory=lambda: ["agent", "customer"], min_length=1, max_length=2)
+    loan_file: LoanFile | None = None
+
+    @field_validator("channels")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value) or not all(v.strip() for v in value):
+            raise ValueError("channel roles must be distinct, non-empty names")
+        return value
+
+    @property
+    def bytes_per_frame(self) -> int:
+        """Bytes of one sample across all channels."""
+        return (2 if self.encoding == "pcm16" else 1) * len(self.channels)
+
+
+class StopMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["stop"]
+
+
+# -- server -> client ---------------------------------------------------------------------------------------
+
+class ReadyEvent(BaseModel):
+    type: Literal["ready"] = "ready"
+    call_id: str
+
+
+class PartialEvent(BaseModel):
+    """The utterance so far, while the speaker is still talking. Replaced by later partials and the final."""
+
+    type: Literal["partial"] = "partial"
+    channel: str
+    utterance_id: str
+    text: str
+    start_s: float
+
+
+class FinalEvent(BaseModel):
+    """A finished utterance: exactly one per utterance. `text` is empty only to withdraw shown partials."""
+
+    type: Literal["final"] = "final"
+    channel: str
+    utterance_id: str
+    text: str
+    start_s: float
+    end_s: float
+
+
+class OverloadEvent(BaseModel):
+    """Decoding is saturated: partials are being skipped so that finals stay on time."""
+
+    type: Literal["overload"] = "overload"
+    dropped_partials: int
+    message: str
+
+
+class ErrorEvent(BaseModel):
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+
+
+class EndEvent(BaseModel):
+    type: Literal["end"] = "end"
+    call_id: str
+
+
+ServerEvent = Annotated[
+    ReadyEvent | PartialEvent | FinalEvent | OverloadEvent | ErrorEvent | EndEvent, Field(discriminator="type")
+]
+
+
+def dump(event: BaseModel) -> str:
+    """Serialise an event as the JSON text frame sent to clients (times rounded to milliseconds)."""
+    data = event.model_dump()
+    for key in ("start_s", "end_s"):
+        if key in data:
+            data[key] = round(data[key], 3)
+    return json.dumps(data, ensure_ascii=False)
+
+
+def schemas() -> dict[str, Any]:
+    """JSON schemas of every message, for docs and client generators."""
+    from pydantic import TypeAdapter
+
+    return {
+        "client": {"start": StartMessage.model_json_schema(), "stop": StopMessage.model_json_schema()},
+        "server": TypeAdapter(ServerEvent).json_schema(),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(schemas(), ensure_ascii=False, indent=2))

@@ -1,0 +1,1 @@
+"""HTTP and websocket routers, one per resource."""

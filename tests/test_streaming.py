@@ -1,0 +1,146 @@
+"""Live endpointing and the decode pool: pure logic with a fake VAD and fake decodes (milliseconds)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from asr.audio import decode_audio
+from asr.streaming import (
+    VAD_WINDOW,
+    ChannelStream,
+    FinalRequest,
+    PartialRequest,
+    StreamOptions,
+    VadState,
+    decode_mulaw,
+    decode_pcm16,
+)
+from service.decoding import DecodeScheduler
+from tests.audiogen import write_audio
+
+RATE = 16_000
+
+
+def energy_vad(windows: np.ndarray, state: VadState) -> tuple[np.ndarray, VadState]:
+    """Fake VAD: a window is speech when its RMS is above 0.05."""
+    rows = windows.reshape(-1, VAD_WINDOW)
+    return (np.sqrt((rows**2).mean(axis=1)) > 0.05).astype(np.float32), state
+
+
+def _signal(spans_s: list[tuple[float, float]], total_s: float) -> np.ndarray:
+    x = np.zeros(int(total_s * RATE), dtype=np.float32)
+    for start, end in spans_s:
+        t = np.arange(int(start * RATE), int(end * RATE))
+        x[t] = 0.3 * np.sin(2 * np.pi * 220 * t / RATE)
+    return x
+
+
+def _run(stream: ChannelStream, x: np.ndarray, chunk: int = 320) -> list[object]:
+    out: list[object] = []
+    for i in range(0, len(x), chunk):
+        out += stream.feed(x[i : i + chunk])
+    return out + stream.finish()
+
+
+def test_one_final_per_utterance_with_times() -> None:
+    stream = ChannelStream("customer", StreamOptions(min_silence_ms=500, partial_interval_s=0), energy_vad)
+    requests = _run(stream, _signal([(1.0, 2.5), (4.0, 6.0)], 8.0))
+    finals = [r for r in requests if isinstance(r, FinalRequest)]
+    assert [f.utterance_id for f in finals] == ["customer-1", "customer-2"]
+    for final, (start, end) in zip(finals, [(1.0, 2.5), (4.0, 6.0)], strict=True):
+        assert abs(final.start_s - start) < 0.25 and abs(final.end_s - end) < 0.3
+        assert abs(len(final.audio) / RATE - (final.end_s - final.start_s)) < 0.01
+
+
+def test_pause_shorter_than_min_silence_does_not_split() -> None:
+    stream = ChannelStream("agent", StreamOptions(min_silence_ms=500, partial_interval_s=0), energy_vad)
+    finals = [r for r in _run(stream, _signal([(1.0, 2.0), (2.3, 3.0)], 5.0)) if isinstance(r, FinalRequest)]
+    assert len(finals) == 1
+
+
+def test_partials_at_the_configured_cadence_while_speaking() -> None:
+    stream = ChannelStream("agent", StreamOptions(partial_interval_s=1.0), energy_vad)
+    requests = _run(stream, _signal([(0.5, 5.0)], 6.0))
+    partials = [r for r in requests if isinstance(r, PartialRequest)]
+    assert len(partials) == 4  # at about 1.5, 2.5, 3.5 and 4.5 s
+    assert all(p.utterance_id == "agent-1" for p in partials)
+    gaps = np.diff([p.end_s for p in partials])
+    assert np.allclose(gaps, 1.0, atol=0.05)
+    assert isinstance(requests[-1], FinalRequest) and requests[-1].utterance_id == "agent-1"
+
+
+def test_long_speech_is_forced_to_end() -> None:
+    stream = ChannelStream("agent", StreamOptions(max_utterance_s=4.0, partial_interval_s=0), energy_vad)
+    finals = [r for r in _run(stream, _signal([(0.0, 10.0)], 11.0)) if isinstance(r, FinalRequest)]
+    assert len(finals) == 3
+    assert finals[0].forced and finals[1].forced and not finals[2].forced
+    assert all(f.end_s - f.start_s <= 4.05 for f in finals)
+    assert finals[1].start_s == pytest.approx(finals[0].end_s)  # nothing lost between the pieces
+
+
+def test_finish_closes_an_open_utterance_and_blips_are_ignored() -> None:
+    stream = ChannelStream("customer", StreamOptions(partial_interval_s=0), energy_vad)
+    finals = [r for r in _run(stream, _signal([(1.0, 1.1), (3.0, 4.0)], 4.0)) if isinstance(r, FinalRequest)]
+    assert len(finals) == 1 and finals[0].start_s > 2.5  # the 0.1 s click is not an utterance
+
+
+def test_memory_stays_bounded_on_a_long_silent_channel() -> None:
+    stream = ChannelStream("customer", StreamOptions(), energy_vad)
+    silence = np.zeros(RATE, dtype=np.float32)
+    for _ in range(600):  # ten minutes
+        stream.feed(silence)
+    assert stream._audio.size < RATE  # only the pre-roll is kept
+    assert stream.position_s == pytest.approx(600, abs=0.05)
+
+
+def test_pcm16_and_mulaw_decoding(tmp_path: Path) -> None:
+    x = (0.5 * np.sin(np.linspace(0, 40 * np.pi, 8000))).astype(np.float32)
+    pcm = (x * 32767).astype("<i2")
+    stereo = np.stack([pcm, -pcm]).T.reshape(-1).tobytes()
+    decoded = decode_pcm16(stereo, 2)
+    assert decoded.shape == (2, 8000) and np.allclose(decoded[0], x, atol=1e-3) and np.allclose(decoded[1], -x,
+                                                                                                  atol=1e-3)
+    # Our u-law table must agree with FFmpeg's G.711 decoder on the same bytes.
+    path = write_audio(tmp_path / "u.wav", x, 8000, "pcm_mulaw")
+    raw = path.read_bytes()[-8000:]
+    reference = decode_audio(path).samples  # resampled to 16 kHz by FFmpeg; compare energy and shape
+    ours = decode_mulaw(raw, 1)[0]
+    assert np.allclose(ours, x, atol=0.02)
+    assert abs(np.sqrt((ours**2).mean()) - np.sqrt((reference**2).mean())) < 0.01
+
+
+def test_scheduler_runs_finals_first_and_drops_partials_when_busy() -> None:
+    async def scenario() -> tuple[list[str], object]:
+        scheduler = DecodeScheduler(workers=1)
+        await scheduler.start()
+        order: list[str] = []
+        gate = threading.Event()
+
+        def job(name: str, wait: bool = False):  # type: ignore[no-untyped-def]
+            def run() -> str:
+                if wait:
+                    gate.wait(5)
+                order.append(name)
+                return name
+            return run
+
+        first = scheduler.submit_final(job("final-1", wait=True))
+        await asyncio.sleep(0.05)  # final-1 is running: the worker is busy
+        dropped = scheduler.offer_partial(job("partial-x"))
+        second = scheduler.submit_final(job("final-2"))
+        gate.set()
+        await asyncio.gather(first, second)
+        idle_partial = scheduler.offer_partial(job("partial-y"))
+        assert idle_partial is not None
+        await idle_partial
+        await scheduler.close()
+        return order, dropped
+
+    order, dropped = asyncio.run(scenario())
+    assert dropped is None
+    assert order == ["final-1", "final-2", "partial-y"]
