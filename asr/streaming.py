@@ -43,6 +43,10 @@ class StreamOptions:
     speech_pad_ms: int = 200
     #: Speech shorter than this (a cough, a click) is not an utterance.
     min_speech_ms: int = 200
+    #: Silence after which the utterance so far is offered for decoding ahead of its final (0: never). If the
+    #: pause reaches `min_silence_ms` without new speech, the final's audio is exactly this audio, so its text
+    #: can be ready when the endpoint fires instead of only starting then.
+    prefetch_silence_ms: int = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +72,21 @@ class FinalRequest:
     forced: bool = False
 
 
-StreamRequest = PartialRequest | FinalRequest
+@dataclass(frozen=True, slots=True)
+class PrefetchRequest:
+    """The utterance as it will be if the current pause turns out to end it: decode early if there is time.
+
+    A later `FinalRequest` with the same `utterance_id`, `start_s` and `end_s` has exactly this audio.
+    """
+
+    channel: str
+    utterance_id: str
+    start_s: float
+    end_s: float
+    audio: np.ndarray
+
+
+StreamRequest = PartialRequest | FinalRequest | PrefetchRequest
 #: (windows of 512 samples, state) -> (speech probability per window, new state)
 VadStep = Callable[[np.ndarray, "VadState"], tuple[np.ndarray, "VadState"]]
 
@@ -178,9 +196,20 @@ class ChannelStream:
             self._silence_windows = 0
         elif prob < silence_threshold:
             self._silence_windows += 1
+            silence_ms = self._silence_windows * VAD_WINDOW * 1000 / MODEL_SAMPLE_RATE_HZ
+            if (
+                o.prefetch_silence_ms > 0
+                and silence_ms >= o.prefetch_silence_ms
+                and (self._silence_windows - 1) * VAD_WINDOW * 1000 / MODEL_SAMPLE_RATE_HZ < o.prefetch_silence_ms
+                and silence_ms < o.min_silence_ms
+                and self._last_speech_end - self._first_speech >= o.min_speech_ms * MODEL_SAMPLE_RATE_HZ / 1000
+            ):
+                end = self._utterance_end(window_end)
+                return [PrefetchRequest(self.channel, self._next_id(peek=True),
+                                        self._speech_start / MODEL_SAMPLE_RATE_HZ, end / MODEL_SAMPLE_RATE_HZ,
+                                        self._slice(self._speech_start, end))]
         if self._silence_windows * VAD_WINDOW >= o.min_silence_ms * MODEL_SAMPLE_RATE_HZ / 1000:
-            pad = int(o.speech_pad_ms * MODEL_SAMPLE_RATE_HZ / 1000)
-            return self._close(min(self._last_speech_end + pad, window_end), forced=False)
+            return self._close(self._utterance_end(window_end), forced=False)
         if (window_end - self._speech_start) >= o.max_utterance_s * MODEL_SAMPLE_RATE_HZ:
             requests = self._close(window_end, forced=True)
             # Still speaking: the next utterance starts right here.
@@ -199,6 +228,10 @@ class ChannelStream:
             return [PartialRequest(self.channel, self._next_id(peek=True), self._speech_start / MODEL_SAMPLE_RATE_HZ,
                                    window_end / MODEL_SAMPLE_RATE_HZ, self._slice(self._speech_start, window_end))]
         return []
+
+    def _utterance_end(self, window_end: int) -> int:
+        pad = int(self.options.speech_pad_ms * MODEL_SAMPLE_RATE_HZ / 1000)
+        return min(self._last_speech_end + pad, window_end)
 
     def _close(self, end: int, forced: bool) -> list[StreamRequest]:
         start = self._speech_start

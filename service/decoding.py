@@ -47,6 +47,11 @@ class DecodeScheduler:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     @property
+    def backlog(self) -> int:
+        """Jobs waiting for a worker (readable from a worker thread: a length read under the GIL)."""
+        return self._queue.qsize() if self._queue is not None else 0
+
+    @property
     def load(self) -> int:
         """Jobs running or waiting."""
         return self._busy + (self._queue.qsize() if self._queue is not None else 0)
@@ -55,10 +60,11 @@ class DecodeScheduler:
         """Queue a final decode; it runs before any partial queued now or later."""
         return self._put(_FINAL, job)
 
-    def offer_partial(self, job: Callable[[], T]) -> asyncio.Future[T] | None:
-        """Run a partial decode if a worker is free; None (and counted as dropped) if not."""
+    def offer_partial(self, job: Callable[[], T], count_drop: bool = True) -> asyncio.Future[T] | None:
+        """Run an optional decode (a partial, a prefetch) if a worker is free; None (counted as dropped) if not."""
         if self.load >= self.workers:
-            self.dropped_partials += 1
+            if count_drop:
+                self.dropped_partials += 1
             return None
         return self._put(_PARTIAL, job)
 

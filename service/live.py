@@ -22,6 +22,7 @@ from asr.streaming import (
     ChannelStream,
     FinalRequest,
     PartialRequest,
+    PrefetchRequest,
     StreamOptions,
     StreamRequest,
     Upsampler,
@@ -30,6 +31,7 @@ from asr.streaming import (
     decode_pcm16,
 )
 from asr.transcribe import Transcriber
+from asr.types import Utterance
 from service.decoding import DecodeScheduler
 from service.protocol import FinalEvent, OverloadEvent, PartialEvent, StartMessage
 
@@ -64,6 +66,8 @@ class _Channel:
     last_final: asyncio.Task[None] | None = None
     finalised: set[str] = field(default_factory=set)
     partial_shown: set[str] = field(default_factory=set)
+    #: Early decodes keyed by (utterance id, start, end); used when the final has exactly that audio.
+    prefetched: dict[tuple[str, float, float], asyncio.Future[Utterance | None]] = field(default_factory=dict)
 
 
 class LiveCall:
@@ -141,6 +145,12 @@ class LiveCall:
             channel.last_final = task
         elif isinstance(request, PartialRequest):
             self._partial(channel, request)
+        elif isinstance(request, PrefetchRequest):
+            # Only on idle capacity, like a partial: a prefetch must never delay anybody's final.
+            future = self.engine.scheduler.offer_partial(self._decode_job(request, self.engine.final_beam_size),
+                                                         count_drop=False)
+            if future is not None:
+                channel.prefetched[(request.utterance_id, request.start_s, request.end_s)] = future
 
     def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -148,11 +158,24 @@ class LiveCall:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def _decode_job(self, request: StreamRequest, beam: int) -> Callable[[], Utterance | None]:
+        transcriber, window, scheduler = self.engine.transcriber, self.engine.min_window_s, self.engine.scheduler
+
+        def job() -> Utterance | None:
+            # Decided when the job starts: with finals waiting behind it, greedy search keeps the queue short
+            # (the encoder pass is the same; beam search costs several times the decoder time).
+            width = 1 if scheduler.backlog > 0 else beam
+            return transcriber.transcribe_span(request.audio, request.channel, request.start_s, width, window)
+
+        return job
+
     async def _final(self, channel: _Channel, request: FinalRequest, previous: asyncio.Task[None] | None) -> None:
-        transcriber, beam, window = self.engine.transcriber, self.engine.final_beam_size, self.engine.min_window_s
-        future = self.engine.scheduler.submit_final(
-            lambda: transcriber.transcribe_span(request.audio, request.channel, request.start_s, beam, window)
-        )
+        key = (request.utterance_id, request.start_s, request.end_s)
+        future = channel.prefetched.pop(key, None)
+        for stale in [k for k in channel.prefetched if k[0] == request.utterance_id]:
+            channel.prefetched.pop(stale).cancel()  # the speaker went on after that pause
+        if future is None:
+            future = self.engine.scheduler.submit_final(self._decode_job(request, self.engine.final_beam_size))
         utterance = await future
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)  # keep each channel's finals in order
@@ -164,10 +187,7 @@ class LiveCall:
                                     start_s=request.start_s, end_s=request.end_s))
 
     def _partial(self, channel: _Channel, request: PartialRequest) -> None:
-        transcriber, beam, window = self.engine.transcriber, self.engine.partial_beam_size, self.engine.min_window_s
-        future = self.engine.scheduler.offer_partial(
-            lambda: transcriber.transcribe_span(request.audio, request.channel, request.start_s, beam, window)
-        )
+        future = self.engine.scheduler.offer_partial(self._decode_job(request, self.engine.partial_beam_size))
         if future is None:
             self._dropped_since_notice += 1
             now = time.monotonic()

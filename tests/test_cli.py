@@ -94,3 +94,9 @@ def test_invalid_settings_are_a_clear_error(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 2
     assert "beam_size" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_replay_to_a_closed_port_is_a_clear_error(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = shared_data / "calls" / "call_s01.8k.wav"
+    assert main(["replay", str(clip), "--call-id", "x", "--url", "ws://127.0.0.1:9"]) == 2
+    assert "cannot reach ws://127.0.0.1:9" in capsys.readouterr().err

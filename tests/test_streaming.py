@@ -144,3 +144,16 @@ def test_scheduler_runs_finals_first_and_drops_partials_when_busy() -> None:
     order, dropped = asyncio.run(scenario())
     assert dropped is None
     assert order == ["final-1", "final-2", "partial-y"]
+
+
+def test_a_pause_offers_a_prefetch_with_exactly_the_final_audio() -> None:
+    options = StreamOptions(min_silence_ms=700, prefetch_silence_ms=300, partial_interval_s=0)
+    stream = ChannelStream("customer", options, energy_vad)
+    # A 0.45 s pause (prefetch, then speech resumes) and a 2 s pause (prefetch, then the final).
+    requests = _run(stream, _signal([(1.0, 2.0), (2.45, 3.5)], 5.5))
+    kinds = [type(r).__name__ for r in requests]
+    assert kinds == ["PrefetchRequest", "PrefetchRequest", "FinalRequest"]
+    first, second, final = requests
+    assert first.end_s < 2.5 and first.utterance_id == final.utterance_id  # type: ignore[attr-defined]
+    assert (second.start_s, second.end_s) == (final.start_s, final.end_s)  # type: ignore[attr-defined]
+    assert np.array_equal(second.audio, final.audio)  # type: ignore[attr-defined]
