@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from asr.metrics import corpus_cer
 from bench._common import emit, require_shared
 from service.replay import ReplayResult, load_call_audio, replay
 
@@ -61,10 +62,13 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def score_call(script: dict[str, Any], result: ReplayResult) -> tuple[list[float], int, list[float]]:
-    """Latencies of matched turns, number of lost turns, partial intervals (s)."""
+def score_call(
+    script: dict[str, Any], result: ReplayResult
+) -> tuple[list[float], int, list[float], list[tuple[str, str]]]:
+    """Latencies of matched turns, number of lost turns, partial intervals (s), (script, finals) text pairs."""
     finals = [(e, t) for e, t in zip(result.events, result.arrival, strict=True) if e.get("type") == "final"]
     latencies, lost = [], 0
+    pairs: list[tuple[str, str]] = []
     for turn in script["turns"]:
         if not turn["text"]:
             continue
@@ -73,6 +77,7 @@ def score_call(script: dict[str, Any], result: ReplayResult) -> tuple[list[float
         if not match:
             lost += 1
             continue
+        pairs.append((turn["text"], "".join(e["text"] for e, _ in match)))
         arrival = max(t for _, t in match)
         latencies.append(arrival - result.sent_at(turn["end_s"]))
         if VERBOSE:
@@ -86,7 +91,7 @@ def score_call(script: dict[str, Any], result: ReplayResult) -> tuple[list[float
             if key in last:
                 intervals.append(t - last[key])
             last[key] = t
-    return latencies, lost, intervals
+    return latencies, lost, intervals, pairs
 
 
 async def run_level(n: int, calls: list[Path], url: str, rate: int) -> dict[str, Any]:
@@ -101,9 +106,11 @@ async def run_level(n: int, calls: list[Path], url: str, rate: int) -> dict[str,
     latencies: list[float] = []
     intervals: list[float] = []
     lost = turns = dropped = partials = 0
+    pairs: list[tuple[str, str]] = []
     for path, result in zip(chosen, results, strict=True):
         script = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-        lat, lost_here, iv = score_call(script, result)
+        lat, lost_here, iv, text_pairs = score_call(script, result)
+        pairs += text_pairs
         latencies += lat
         intervals += iv
         lost += lost_here
@@ -120,6 +127,7 @@ async def run_level(n: int, calls: list[Path], url: str, rate: int) -> dict[str,
         "partial_interval_p50_s": round(float(np.percentile(intervals, 50)), 3) if intervals else None,
         "partials": partials,
         "dropped_partials": dropped,
+        "finals_cer": round(corpus_cer(pairs).cer, 4),
     }
 
 
