@@ -15,9 +15,10 @@ from fastapi.responses import JSONResponse
 from asr.errors import AsrError
 from asr.streaming import SileroStep
 from asr.transcribe import Transcriber
+from nlu.assess import Assessor
 from service.decoding import DecodeScheduler
 from service.live import LiveEngine
-from service.routes import live
+from service.routes import assess, live
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             min_window_s=settings.live.min_window_s,
         )
         app.state.active_calls = set()
+        app.state.assessor = await asyncio.to_thread(Assessor)
         try:
             yield
         finally:
@@ -65,6 +67,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
                   description="Speech-to-risk service for post-loan follow-up calls")
     app.state.settings = settings
     app.include_router(live.router)
+    app.include_router(assess.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(request: Request) -> JSONResponse:

@@ -1,0 +1,116 @@
+"""Loading the call script (`configs/call_script.yaml`) and cue lexicons (`configs/cues.yaml`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import yaml
+
+from nlu.types import LABELS, Sensitivity, SlotKind
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_SCRIPT_FILE = CONFIGS / "call_script.yaml"
+DEFAULT_CUES_FILE = CONFIGS / "cues.yaml"
+_SLOTS = ("amount_yuan", "years", "day", "percent", "yes_no", "consent", "text")
+
+
+class ScriptError(ValueError):
+    """The call script or cue file is malformed; the message names the file and the entry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """One question of the call script."""
+
+    id: str
+    name: str
+    slot: SlotKind
+    sensitivity: Sensitivity
+    keywords: tuple[str, ...]
+    examples: tuple[str, ...]
+    prompts: dict[str, str]
+    loan_field: str | None = None
+    #: Only looked for in calls to these roles (empty: every call).
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CallScript:
+    topics: dict[str, Topic]
+    fallback_prompts: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Cues:
+    """Cue lexicons by label, plus the words that settle yes/no questions."""
+
+    omission: tuple[str, ...]
+    unclear: tuple[str, ...]
+    evasive: tuple[str, ...]
+    hedge_particles: tuple[str, ...]
+    rounding: tuple[str, ...]
+    yes_words: tuple[str, ...]
+    no_words: tuple[str, ...]
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ScriptError(f"cannot read {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise ScriptError(f"{path} must be a mapping")
+    return data
+
+
+def _strings(path: Path, where: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ScriptError(f"{path}: {where} must be a list of non-empty strings")
+    return tuple(value)
+
+
+def load_script(path: str | Path | None = None) -> CallScript:
+    """Read and validate the call script."""
+    path = Path(path) if path else DEFAULT_SCRIPT_FILE
+    raw = _read(path).get("topics")
+    if not isinstance(raw, dict) or not raw:
+        raise ScriptError(f"{path}: `topics` must be a non-empty mapping")
+    topics: dict[str, Topic] = {}
+    for topic_id, spec in raw.items():
+        if not isinstance(spec, dict):
+            raise ScriptError(f"{path}: topic {topic_id} must be a mapping")
+        slot = spec.get("slot")
+        if slot not in _SLOTS:
+            raise ScriptError(f"{path}: topic {topic_id}: slot must be one of {', '.join(_SLOTS)}")
+        sensitivity = spec.get("sensitivity", "medium")
+        if sensitivity not in ("low", "medium", "high"):
+            raise ScriptError(f"{path}: topic {topic_id}: sensitivity must be low, medium or high")
+        prompts = spec.get("prompts") or {}
+        if not isinstance(prompts, dict) or not all(k in (*LABELS, "mismatch") for k in prompts):
+            raise ScriptError(f"{path}: topic {topic_id}: prompts must be keyed by label or 'mismatch'")
+        topics[str(topic_id)] = Topic(
+            id=str(topic_id),
+            name=str(spec.get("name", topic_id)),
+            slot=cast(SlotKind, slot),
+            sensitivity=cast(Sensitivity, sensitivity),
+            keywords=_strings(path, f"topic {topic_id}: keywords", spec.get("keywords")),
+            examples=_strings(path, f"topic {topic_id}: examples", spec.get("examples", [])) if spec.get(
+                "examples") else (),
+            prompts={str(k): str(v) for k, v in prompts.items()},
+            loan_field=spec.get("loan_field"),
+            roles=_strings(path, f"topic {topic_id}: roles", spec["roles"]) if spec.get("roles") else (),
+        )
+    fallback = _read(path).get("fallback_prompts") or {}
+    if not isinstance(fallback, dict):
+        raise ScriptError(f"{path}: `fallback_prompts` must be a mapping")
+    return CallScript(topics, {str(k): str(v) for k, v in fallback.items()})
+
+
+def load_cues(path: str | Path | None = None) -> Cues:
+    """Read and validate the cue lexicons."""
+    path = Path(path) if path else DEFAULT_CUES_FILE
+    raw = _read(path)
+    return Cues(*(_strings(path, key, raw.get(key)) for key in
+                  ("omission", "unclear", "evasive", "hedge_particles", "rounding", "yes_words", "no_words")))

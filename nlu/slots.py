@@ -1,0 +1,161 @@
+"""Extracting the requested fact from an answer, normalised, with approximate forms marked.
+
+Pure functions over ASR text. Numbers come in Chinese and Arabic numerals and mixes (八十万, 80万, 4千2,
+三点六五, 百分之三点九五, 十五号, 二十年); approximate forms (七八十万, 十几号, 一百多万, 四千左右) are marked
+`approximate` so the assessment can call them unclear rather than clear.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+from nlu.numbers import parse_number
+from nlu.script import Cues
+from nlu.types import Slot, SlotKind
+
+_D = "0-9零〇一二两三四五六七八九"
+_NUM = rf"[{_D}十百千万亿点.,]+"
+#: A numeral run with an optional scale word after it, e.g. 八十万, 80万, 4千2, 五千三百, 1,200, 一百多万.
+_AMOUNT = re.compile(rf"(?P<num>[{_D}十][{_D}十百千万亿点.,]*?)(?P<more>多|来|余)?(?P<unit>万元|万块|万|千|元|块钱|块)?"
+                     rf"(?![{_D}十百千万亿])")
+_TWO_DIGITS = re.compile(r"^(?P<a>[一二三四五六七八九])(?P<b>[一二三四五六七八九])(?P<rest>[十百千万].*)$")
+#: Two adjacent different digits before a unit: 七八十万, 三四千 — a range, not a figure.
+_RANGE = re.compile(rf"[一二三四五六七八九]{{2}}(?=[十百千万])|[{_D}]+[到至\-~][{_D}]+")
+_VAGUE_NUMBER = re.compile(r"几[十百千万]|[十百千万]几|[十百千万]多|多[万块]|来万|余万|好几")
+_DAY = re.compile(rf"(?P<num>[{_D}十]+)\s*(?:号|日)")
+_YEARS = re.compile(rf"(?P<num>[{_D}十]+)\s*年")
+_PERCENT = re.compile(rf"百分之(?P<a>[{_D}十点.]+)|(?P<b>[0-9.]+)\s*[%％]|(?P<c>[{_D}]点[{_D}]+)")
+_APPROX_WORDS = ("左右", "上下", "大概", "大约", "差不多", "估计", "好像", "应该", "可能", "多一点", "出头", "的样子")
+_VAGUE_DAY = re.compile(r"十几号|二十几号|几号吧|月初|月中|月底|月末")
+
+
+def _value(text: str) -> float | None:
+    value = parse_number(text)
+    return float(value) if value is not None else None
+
+
+def _approx(answer: str, span: tuple[int, int]) -> bool:
+    window = answer[max(0, span[0] - 4) : span[1] + 4]
+    return any(w in window for w in _APPROX_WORDS) or bool(_RANGE.search(window)) or bool(
+        _VAGUE_NUMBER.search(window))
+
+
+def extract_amount(answer: str) -> Slot | None:
+    """An amount in yuan: 八十万 -> 800000, 4千2 -> 4200, 80万 -> 800000, 五千三百元 -> 5300."""
+    best: Slot | None = None
+    for m in _AMOUNT.finditer(answer):
+        num, unit = m.group("num").strip(".,"), m.group("unit") or ""
+        if not num or num in ("点", "."):
+            continue
+        if m.start() > 0 and answer[m.start() - 1] == "几":
+            return Slot("amount_yuan", None, True, answer[m.start() - 1 : m.end()])  # 几十万: no figure at all
+        pair = _TWO_DIGITS.match(num)
+        if pair:  # 七八十万: the middle of the range, marked approximate below
+            low, high = _value(pair["a"] + pair["rest"]), _value(pair["b"] + pair["rest"])
+            value = (low + high) / 2 if low is not None and high is not None else None
+        else:
+            value = _value(num)
+        if value is None:
+            continue
+        if unit.startswith("万") and "万" not in num:
+            value *= 10_000
+        elif unit == "千" and "千" not in num:
+            value *= 1_000
+        if value < 100 and not unit:
+            continue  # a bare small number is not an amount of money (一个, 两次)
+        approximate = _approx(answer, m.span()) or bool(m.group("more")) or bool(pair)
+        slot = Slot("amount_yuan", value, approximate, m.group(0))
+        if best is None or (slot.value or 0) > (best.value or 0):  # type: ignore[operator]
+            best = slot
+    if best is None and _VAGUE_NUMBER.search(answer):
+        m2 = _VAGUE_NUMBER.search(answer)
+        assert m2 is not None
+        return Slot("amount_yuan", None, True, m2.group(0))
+    return best
+
+
+def extract_day(answer: str) -> Slot | None:
+    """A day of the month: 十五号 -> 15, 每月20日 -> 20; 十几号, 月中 are approximate with no value."""
+    vague = _VAGUE_DAY.search(answer)
+    for m in _DAY.finditer(answer):
+        if "几" in answer[max(0, m.start() - 1) : m.end()]:
+            continue
+        value = _value(m.group("num"))
+        if value is not None and 1 <= value <= 31:
+            return Slot("day", int(value), _approx(answer, m.span()) or bool(vague), m.group(0))
+    if vague:
+        return Slot("day", None, True, vague.group(0))
+    return None
+
+
+def extract_years(answer: str) -> Slot | None:
+    """A loan term: 三十年 -> 30, 贷了20年 -> 20."""
+    for m in _YEARS.finditer(answer):
+        value = _value(m.group("num"))
+        if value is not None and 1 <= value <= 50:
+            return Slot("years", value, _approx(answer, m.span()), m.group(0))
+    return None
+
+
+def extract_percent(answer: str) -> Slot | None:
+    """A rate: 百分之三点九五 -> 3.95, 3.6% -> 3.6, 三点六五 -> 3.65 (a bare decimal read as a percent)."""
+    for m in _PERCENT.finditer(answer):
+        raw = m.group("a") or m.group("b") or m.group("c")
+        value = _value(raw.replace(".", "点")) if raw else None
+        if value is not None and 0 < value < 30:
+            return Slot("percent", value, _approx(answer, m.span()), m.group(0))
+    return None
+
+
+def _negated_before(answer: str, index: int) -> bool:
+    return index > 0 and answer[index - 1] in "不没别未"
+
+
+def _rhetorical(answer: str, index: int) -> bool:
+    """谁能保证, 哪能: a yes-word inside a rhetorical question settles nothing."""
+    return index > 0 and answer[index - 1] in "谁哪"
+
+
+def extract_yes_no(answer: str, cues: Cues, kind: SlotKind = "yes_no") -> Slot | None:
+    """A yes/no (or consent) answer: the first settling word wins; a negation right before a yes-word flips it.
+
+    Whole-word lists come from `configs/cues.yaml`. 不会 answers "could repayment become difficult" with no.
+    """
+    hits: list[tuple[int, bool, str]] = []
+    for word in sorted(cues.no_words, key=len, reverse=True):
+        for m in re.finditer(re.escape(word), answer):
+            hits.append((m.start(), False, word))
+    taken = [(i, i + len(w)) for i, _, w in hits]
+    for word in sorted(cues.yes_words, key=len, reverse=True):
+        for m in re.finditer(re.escape(word), answer):
+            if any(a <= m.start() < b for a, b in taken) or _rhetorical(answer, m.start()):
+                continue
+            negated = _negated_before(answer, m.start())
+            hits.append((m.start(), not negated, word))
+            taken.append((m.start(), m.end()))
+    if not hits:
+        return None
+    index, value, word = min(hits, key=lambda h: h[0])
+    return Slot(kind, value, _approx(answer, (index, index + len(word))), word)
+
+
+def extract_slot(kind: SlotKind, answer: str, cues: Cues) -> Slot | None:
+    """The slot a topic expects, from the answer, or None when the answer does not state it."""
+    if kind == "amount_yuan":
+        return extract_amount(answer)
+    if kind == "day":
+        return extract_day(answer)
+    if kind == "years":
+        return extract_years(answer)
+    if kind == "percent":
+        return extract_percent(answer)
+    if kind in ("yes_no", "consent"):
+        return extract_yes_no(answer, cues, kind)
+    text = answer.strip(" ，。？！,.?!")
+    return Slot("text", text, False, text) if len(text) >= 2 else None
+
+
+def decimal_equal(a: float, b: float, rel: float) -> bool:
+    """Equal within a relative tolerance (money and rates are stated rounded)."""
+    return abs(Decimal(str(a)) - Decimal(str(b))) <= Decimal(str(rel)) * max(Decimal(str(abs(b))), Decimal(1))
