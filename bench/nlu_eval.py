@@ -1,5 +1,7 @@
 """Answer assessment quality and speed.
 
+- `corpus_dev` / `corpus_test`: the project's own corpus (python -m nlu.corpus), split by template, with the rules
+  alone, the learned classifier alone (nlu/model) and the two fused where the rules are unsure.
 - `calls_script_text`: the labelled customer answers of ../shared/data/calls with the scripted (perfect) text.
 - `calls_asr`: the same answers, but question and answer are what huifang's ASR heard: each call is transcribed
   from its stereo recording and the utterances overlapping each scripted turn are taken as that turn's text.
@@ -85,6 +87,32 @@ def evaluate(name: str, pairs: list[dict[str, Any]], assessor: Assessor) -> None
           "topic_accuracy": round(topics_right / len(pairs), 3)})
 
 
+def evaluate_corpus(corpus_dir: Path) -> None:
+    from dataclasses import replace
+
+    from nlu.classifier import AnswerClassifier
+
+    classifier = AnswerClassifier.load()
+    rules = Assessor()
+    fused = Assessor(classifier=classifier, options=replace(rules.options, classifier_weight=0.5))
+    for split in ("dev", "test"):
+        with open(corpus_dir / f"{split}.jsonl", encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        gold = [r["label"] for r in rows]
+        predictions = {
+            "rules": [rules.assess(r["question"], r["answer"]).label for r in rows],
+            "classifier": [max((p := classifier.probabilities(r["question"], r["answer"])), key=lambda k: p[k])
+                           for r in rows],
+            "fused": [fused.assess(r["question"], r["answer"]).label for r in rows],
+        }
+        for system, pred in predictions.items():
+            per_label = f1_scores(gold, pred)
+            emit({"set": f"corpus_{split}", "system": system, "answers": len(rows),
+                  "macro_f1": round(float(np.mean(list(per_label.values()))), 3),
+                  "f1": {k: round(v, 3) for k, v in per_label.items()},
+                  "vague_vs_clear_f1": round(binary_f1(gold, pred), 3)})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-asr", action="store_true", help="skip transcribing the calls")
@@ -92,6 +120,10 @@ def main() -> None:
     calls_dir = require_shared("calls")
     calls = [json.loads(p.read_text(encoding="utf-8")) | {"_path": p} for p in sorted(calls_dir.glob("call_s*.json"))]
     assessor = Assessor()
+
+    corpus_dir = Path(__file__).resolve().parent.parent / "corpus"
+    if (corpus_dir / "test.jsonl").exists():
+        evaluate_corpus(corpus_dir)
 
     text_pairs = [p for call in calls for p in pairs_for(call, None)]
     evaluate("calls_script_text", text_pairs, assessor)

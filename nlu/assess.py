@@ -22,6 +22,7 @@ from nlu.script import CallScript, Cues, Topic, load_cues, load_script
 from nlu.slots import decimal_equal, extract_slot
 from nlu.types import Assessment, Evidence, Label, LoanRecord, Mismatch, Slot
 
+_FIGURES = ("amount_yuan", "years", "day", "percent")
 _COUNTER_QUESTION = re.compile(r"(什么|干嘛|干什么|为什么|怎么|谁|哪)[^，。]*[？?吗呢嘛]|[？?]$")
 #: How far a stated figure may be from the record before it is a contradiction (people round money).
 _TOLERANCE = {"amount_yuan": 0.02, "monthly_yuan": 0.03, "rate_pct": 0.005, "term_years": 0.0, "repay_day": 0.0}
@@ -33,6 +34,11 @@ class AssessOptions:
 
     #: Silence (s) after a question that, with no answer, counts as not answering.
     silence_timeout_s: float = 5.0
+    #: Weight of the learned classifier where the rules are unsure (confidence at most `classifier_below`).
+    #: 0 (the default) leaves the rules alone: on held-out templates of the corpus the current model lowered
+    #: macro-F1 (bench/nlu_eval.py), so it is opt-in until it helps.
+    classifier_weight: float = 0.0
+    classifier_below: float = 0.7
 
 
 @dataclass
@@ -42,6 +48,8 @@ class Assessor:
     script: CallScript = field(default_factory=load_script)
     cues: Cues = field(default_factory=load_cues)
     options: AssessOptions = field(default_factory=AssessOptions)
+    #: Optional learned second opinion (nlu/classifier.py); used per `options.classifier_weight`.
+    classifier: Any = None
 
     def assess(self, question: str, answer: str, loan: LoanRecord | None = None, silence_s: float | None = None,
                topic: str | None = None) -> Assessment:
@@ -70,7 +78,8 @@ class Assessor:
             if counter and not hits["evasive"]:
                 evidence.append(Evidence("counter_question", answer, "evasive"))
             label, confidence = "evasive", 0.9 if hits["evasive"] else 0.75
-        elif hits["omission"] and (slot is None or slot.value is None or spec is None or spec.slot != "text"):
+        elif hits["omission"] and not (slot is not None and slot.kind in _FIGURES and slot.value is not None):
+            # "I don't know / the agent did it": omission, unless a figure was given after all.
             label, confidence = "omission", 0.9
         elif slot is not None and slot.value is not None and slot.approximate and (
             set(hits["unclear"]) <= set(self.cues.rounding)
@@ -89,6 +98,16 @@ class Assessor:
         else:
             evidence.append(Evidence("missing_slot", spec.slot if spec else "answer", "omission"))
             label, confidence = "omission", 0.7
+
+        if self.classifier is not None and self.options.classifier_weight > 0 and (
+            confidence <= self.options.classifier_below
+        ):
+            probs = self.classifier.probabilities(question, answer)
+            w = self.options.classifier_weight
+            fused = {k: (1 - w) * (confidence if k == label else 0.0) + w * p for k, p in probs.items()}
+            label = max(fused, key=lambda k: fused[k])
+            confidence = fused[label]
+            evidence.append(Evidence("cue", f"classifier p={probs[label]:.2f}", label))
 
         mismatch = self._mismatch(spec, slot, loan) if label == "clear" else None
         if mismatch is not None:

@@ -31,14 +31,34 @@ def _syllable(ch: str) -> str:
     return reading
 
 
+@lru_cache(maxsize=65536)
+def _readings(ch: str) -> frozenset[str]:
+    """Every reading of a keyword character (还 is hai or huan), merged like `_syllable`."""
+    from pypinyin import Style, pinyin
+
+    if not ("\u4e00" <= ch <= "\u9fff"):
+        return frozenset({ch})
+    out = set()
+    for reading in pinyin(ch, style=Style.NORMAL, heteronym=True)[0]:
+        for a, b in _MERGE:
+            reading = reading.replace(a, b)
+        out.add(reading)
+    return frozenset(out)
+
+
 def _key(text: str) -> tuple[str, ...]:
     return tuple(_syllable(c) for c in text if not c.isspace())
 
 
-def _contains(haystack: tuple[str, ...], needle: tuple[str, ...]) -> int:
+@lru_cache(maxsize=4096)
+def _keyword_key(keyword: str) -> tuple[frozenset[str], ...]:
+    return tuple(_readings(c) for c in keyword if not c.isspace())
+
+
+def _contains(haystack: tuple[str, ...], needle: tuple[frozenset[str], ...]) -> int:
     n = len(needle)
     for i in range(len(haystack) - n + 1):
-        if haystack[i : i + n] == needle:
+        if all(h in options for h, options in zip(haystack[i : i + n], needle, strict=True)):
             return i
     return -1
 
@@ -67,7 +87,7 @@ def _find(text: str, script: CallScript, role: str | None) -> list[str]:
     for topic in script.topics.values():
         if topic.roles and role is not None and role not in topic.roles:
             continue
-        matches = [(len(k), p) for k in topic.keywords if (p := _contains(haystack, _key(k))) >= 0]
+        matches = [(len(k), p) for k in topic.keywords if (p := _contains(haystack, _keyword_key(k))) >= 0]
         if matches:
             length, position = max(matches, key=lambda m: (m[0], -m[1]))
             found.append((-length, position, topic.id))
