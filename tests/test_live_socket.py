@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -23,6 +18,7 @@ from asr.types import Utterance
 from service.app import create_app
 from service.protocol import CloseCode
 from service.settings import Settings
+from tests.server import running_server
 
 
 class FakeTranscriber:
@@ -209,32 +205,10 @@ def test_a_client_that_stops_reading_is_cut_off() -> None:
 
 # -- the real model through a real server socket --------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def live_server(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    data_dir = tmp_path_factory.mktemp("live-data")
-    (data_dir / "models").symlink_to(model_cache)
-    port = _free_port()
-    env = {**os.environ, "HUIFANG_DATA_DIR": str(data_dir)}
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.5)
-    yield f"ws://127.0.0.1:{port}"  # type: ignore[misc]
-    proc.terminate()
-    proc.wait(timeout=30)
+    with running_server(tmp_path_factory.mktemp("live-data"), model_cache) as port:
+        yield f"ws://127.0.0.1:{port}"  # type: ignore[misc]
 
 
 def _check_finals(finals: list[dict[str, Any]], script: dict[str, Any]) -> None:

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +11,7 @@ from fastapi.testclient import TestClient
 from asr.transcribe import Transcriber
 from service.app import create_app
 from service.settings import Settings
+from tests.server import running_server
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -58,32 +54,8 @@ def test_healthz_says_what_is_missing(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "no-such-model" in response.json()["error"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.model
 def test_serve_answers_healthz_on_a_real_socket(model_cache: Path, tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    (data_dir / "models").symlink_to(model_cache)
-    port = _free_port()
-    env = {**os.environ, "HUIFANG_DATA_DIR": str(data_dir)}
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.5)
-        assert response.status_code == 200 and response.json()["status"] == "ok"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with running_server(tmp_path / "data", model_cache) as port:
+        response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    assert response.status_code == 200 and response.json()["status"] == "ok"
