@@ -67,7 +67,7 @@ class Assessor:
         for cue_label, words in hits.items():
             evidence.extend(Evidence("cue", w, cue_label) for w in words)  # type: ignore[arg-type]
         counter = bool(_COUNTER_QUESTION.search(answer))
-        slot = extract_slot(spec.slot, answer, self.cues) if spec else None
+        slot = extract_slot(spec.slot, answer, self.cues) if spec else self._any_fact(answer)
         if slot is not None:
             evidence.append(Evidence("slot", slot.text))
         hedged_end = answer.rstrip("。！!，, ").endswith(self.cues.hedge_particles)
@@ -124,6 +124,15 @@ class Assessor:
         confidence = 0.8 if waited >= self.options.silence_timeout_s else 0.5
         return Assessment(spec.id if spec else None, label, confidence, evidence, (), None,
                           self._prompt(spec, label, loan, None, None), asked)
+
+    def _any_fact(self, answer: str) -> Slot | None:
+        """With the question not understood (an ASR error in it, say), any stated fact still counts: an answer
+        of "每月18号" to an unrecognised question is not an omission."""
+        for kind in ("day", "percent", "years", "amount_yuan", "yes_no"):
+            slot = extract_slot(kind, answer, self.cues)
+            if slot is not None:
+                return slot
+        return None
 
     def _cues(self, answer: str, label: str) -> list[str]:
         words = sorted(getattr(self.cues, label), key=len, reverse=True)

@@ -206,3 +206,11 @@ def test_http_assess(tmp_path: Path) -> None:
         assert body["topic"] == "guarantor" and body["label"] == "unclear" and body["prompt"]
         assert client.post("/v1/assess", json={"answer": "x"}).status_code == 422
         assert client.post("/v1/assess", json={"question": "q", "loan_file": {"repay_day": 99}}).status_code == 422
+
+
+def test_a_fact_answers_even_an_unrecognised_question(assessor: Assessor) -> None:
+    # ASR turned 几号 into 之后: the topic is lost, but "每月18号" is still a clear, specific answer.
+    result = assessor.assess("每月之后还款", "每月18号", LOAN)
+    assert result.topic is None and result.label == "clear"
+    assert assessor.assess("每月之后还款", "嗯", LOAN).label == "clear"
+    assert assessor.assess("每月之后还款", "记不清了", LOAN).label == "omission"
