@@ -11,7 +11,7 @@ one assessment. One JSON line per result.
 
 Note: the assessment rules were developed with these calls in view; their numbers are not held-out scores.
 
-    python -m bench.nlu_eval [--no-asr]
+    python -m bench.nlu_eval [--no-asr] [--classifier PATH]
 """
 
 from __future__ import annotations
@@ -87,12 +87,12 @@ def evaluate(name: str, pairs: list[dict[str, Any]], assessor: Assessor) -> None
           "topic_accuracy": round(topics_right / len(pairs), 3)})
 
 
-def evaluate_corpus(corpus_dir: Path) -> None:
+def evaluate_corpus(corpus_dir: Path, classifier_path: str | None) -> None:
     from dataclasses import replace
 
-    from nlu.classifier import AnswerClassifier
+    from nlu.classifier import DEFAULT_MODEL_DIR, AnswerClassifier
 
-    classifier = AnswerClassifier.load()
+    classifier = AnswerClassifier.load(classifier_path or DEFAULT_MODEL_DIR)
     rules = Assessor()
     fused = Assessor(classifier=classifier, options=replace(rules.options, classifier_weight=0.5))
     for split in ("dev", "test"):
@@ -107,7 +107,8 @@ def evaluate_corpus(corpus_dir: Path) -> None:
         }
         for system, pred in predictions.items():
             per_label = f1_scores(gold, pred)
-            emit({"set": f"corpus_{split}", "system": system, "answers": len(rows),
+            emit({"set": f"corpus_{split}", "system": system, "classifier": classifier_path or "nlu/model",
+                  "answers": len(rows),
                   "macro_f1": round(float(np.mean(list(per_label.values()))), 3),
                   "f1": {k: round(v, 3) for k, v in per_label.items()},
                   "vague_vs_clear_f1": round(binary_f1(gold, pred), 3)})
@@ -116,6 +117,8 @@ def evaluate_corpus(corpus_dir: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-asr", action="store_true", help="skip transcribing the calls")
+    parser.add_argument("--classifier", default=None,
+                        help="classifier to measure instead of nlu/model (e.g. one fine-tuned with nlu.train --base)")
     args = parser.parse_args()
     calls_dir = require_shared("calls")
     calls = [json.loads(p.read_text(encoding="utf-8")) | {"_path": p} for p in sorted(calls_dir.glob("call_s*.json"))]
@@ -123,7 +126,7 @@ def main() -> None:
 
     corpus_dir = Path(__file__).resolve().parent.parent / "corpus"
     if (corpus_dir / "test.jsonl").exists():
-        evaluate_corpus(corpus_dir)
+        evaluate_corpus(corpus_dir, args.classifier)
 
     text_pairs = [p for call in calls for p in pairs_for(call, None)]
     evaluate("calls_script_text", text_pairs, assessor)
