@@ -33,7 +33,7 @@ from asr.streaming import (
 from asr.transcribe import Transcriber
 from asr.types import Utterance
 from service.decoding import DecodeScheduler
-from service.protocol import FinalEvent, OverloadEvent, PartialEvent, StartMessage
+from service.protocol import ErrorEvent, FinalEvent, OverloadEvent, PartialEvent, StartMessage
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,15 @@ class LiveCall:
             channel.prefetched.pop(stale).cancel()  # the speaker went on after that pause
         if future is None:
             future = self.engine.scheduler.submit_final(self._decode_job(request, self.engine.final_beam_size))
-        utterance = await future
+        try:
+            utterance = await future
+        except Exception:
+            # One utterance that cannot be decoded must not end the call: say so and go on.
+            log.exception("call %s: decoding %s failed", self.call_id, request.utterance_id)
+            channel.finalised.add(request.utterance_id)
+            await self._emit(ErrorEvent(code="decode_failed",
+                                        message=f"utterance {request.utterance_id} could not be transcribed"))
+            return
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)  # keep each channel's finals in order
         channel.finalised.add(request.utterance_id)
@@ -201,7 +209,11 @@ class LiveCall:
             return
 
         async def deliver() -> None:
-            utterance = await future
+            try:
+                utterance = await future
+            except Exception:
+                log.debug("call %s: partial decode failed", self.call_id, exc_info=True)
+                return  # the final will report it if the utterance cannot be decoded at all
             if utterance is None or request.utterance_id in channel.finalised:
                 return  # the final overtook it, or nothing recognisable yet
             channel.partial_shown.add(request.utterance_id)

@@ -26,6 +26,7 @@ class CloseCode:
     SLOW_CONSUMER = 4408  # the client stopped reading events; the server will not buffer without bound
     CALL_TOO_LONG = 4414  # the call exceeded the configured maximum duration
     INTERNAL = 4500  # unexpected server error (details are logged, never sent)
+    UNAVAILABLE = 4503  # the speech model could not be loaded (GET /healthz says why)
 
 
 class LoanFile(BaseModel):

@@ -247,3 +247,33 @@ def test_twilio_media_streams_give_the_same_finals(live_server: str, shared_data
                                 twilio=True))
     assert result.close_code == CloseCode.NORMAL
     _check_finals(result.finals(), script)
+
+
+class BrokenTranscriber(FakeTranscriber):
+    """Fails on every decode, as a corrupted model or an out-of-memory would."""
+
+    def transcribe_span(self, *args: Any, **kwargs: Any) -> Utterance | None:
+        raise RuntimeError("decoder exploded")
+
+
+def test_a_failing_decode_is_reported_and_the_call_goes_on(tmp_path: Path, shared_data: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path), transcriber=BrokenTranscriber())  # type: ignore[arg-type]
+    audio = _stereo_pcm16(np.concatenate([_speech(shared_data), np.zeros(2 * 16000, dtype=np.float32)]))
+    with TestClient(app) as client, client.websocket_connect("/v1/calls/broken/audio") as ws:
+        ws.send_json(START)
+        assert ws.receive_json()["type"] == "ready"
+        for i in range(0, len(audio), 6400):
+            ws.send_bytes(audio[i : i + 6400])
+        ws.send_json({"type": "stop"})
+        events = _drain(ws)
+    assert any(e["type"] == "error" and e["code"] == "decode_failed" for e in events)
+    assert events[-1]["type"] == "end"  # closed normally, not torn down
+
+
+def test_no_model_means_calls_are_refused_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    app = create_app(Settings(data_dir=tmp_path, asr={"model": "no-such-model"}))
+    with TestClient(app) as client, client.websocket_connect("/v1/calls/x/audio") as ws:
+        ws.send_json(START)
+        _expect_error_close(ws, "asr_unavailable", CloseCode.UNAVAILABLE)

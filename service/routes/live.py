@@ -142,6 +142,9 @@ class _CallRun:
         self.registered = False
 
     def begin(self, start: StartMessage) -> LiveCall:
+        if getattr(self.ws.app.state, "asr_error", None):
+            raise ProtocolError("asr_unavailable", "speech recognition is not available on this server "
+                                "(GET /healthz says why)", CloseCode.UNAVAILABLE)
         active = _active_calls(self.ws)
         if self.call_id in active:
             raise ProtocolError("call_in_progress", f"call {self.call_id} is already streaming",
