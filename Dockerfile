@@ -7,9 +7,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HUIFANG_DATA_DIR=/var/lib/huifang \
     HUIFANG_HOST=0.0.0.0
 
-# torch is pinned to its CPU build; point TORCH_INDEX_URL at a mirror that serves it where needed.
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-RUN pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0
+# torch is pinned; from plain PyPI that is a large CUDA build. Pass TORCH_INDEX_URL=<an index serving the CPU
+# wheels> to keep the image small (the service runs on CPU).
+ARG TORCH_INDEX_URL=
+RUN if [ -n "$TORCH_INDEX_URL" ]; then pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0; \
+    else pip install torch==2.13.0; fi
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
