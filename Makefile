@@ -28,7 +28,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 run: install
 	$(BIN)/huifang serve
 
-test: install-dev
+# The whole suite: lint, types and tests, the same here and in CI (.ci/run).
+test: lint types
 	$(BIN)/python -m pytest
 
 lint: install-dev
@@ -37,8 +38,7 @@ lint: install-dev
 types: install-dev
 	$(BIN)/mypy asr nlu service
 
-# One command for format, lint, types and tests, the same here and in CI.
-check: lint types test
+check: test
 
 bench: install
 	$(BIN)/python -m bench.asr_accuracy
