@@ -25,25 +25,13 @@ def _syllable(ch: str) -> str:
 
     if not ("\u4e00" <= ch <= "\u9fff"):
         return ch
-    reading = lazy_pinyin(ch, style=Style.NORMAL)[0]
+    return _merge(lazy_pinyin(ch, style=Style.NORMAL)[0])
+
+
+def _merge(reading: str) -> str:
     for a, b in _MERGE:
         reading = reading.replace(a, b)
     return reading
-
-
-@lru_cache(maxsize=65536)
-def _readings(ch: str) -> frozenset[str]:
-    """Every reading of a keyword character (还 is hai or huan), merged like `_syllable`."""
-    from pypinyin import Style, pinyin
-
-    if not ("\u4e00" <= ch <= "\u9fff"):
-        return frozenset({ch})
-    out = set()
-    for reading in pinyin(ch, style=Style.NORMAL, heteronym=True)[0]:
-        for a, b in _MERGE:
-            reading = reading.replace(a, b)
-        out.add(reading)
-    return frozenset(out)
 
 
 def _key(text: str) -> tuple[str, ...]:
@@ -52,7 +40,17 @@ def _key(text: str) -> tuple[str, ...]:
 
 @lru_cache(maxsize=4096)
 def _keyword_key(keyword: str) -> tuple[frozenset[str], ...]:
-    return tuple(_readings(c) for c in keyword if not c.isspace())
+    """Readings of each keyword character: as read in the keyword (还款 is huan kuan) and on its own (还 is
+    hai), so both the word and a homophone-level ASR slip match. Not every dictionary reading: rare ones make
+    false matches (年 has a rare reading ning, which would make 您现 match 年限)."""
+    from pypinyin import Style, lazy_pinyin
+
+    chars = [c for c in keyword if not c.isspace()]
+    in_word = lazy_pinyin("".join(chars), style=Style.NORMAL)
+    if len(in_word) != len(chars):  # a non-Chinese run came back as one item: fall back to characters
+        in_word = [_syllable(c) for c in chars]
+    return tuple(frozenset({_merge(w) if "\u4e00" <= c <= "\u9fff" else c, _syllable(c)})
+                 for c, w in zip(chars, in_word, strict=True))
 
 
 def _contains(haystack: tuple[str, ...], needle: tuple[frozenset[str], ...]) -> int:

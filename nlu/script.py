@@ -53,6 +53,8 @@ class Cues:
     rounding: tuple[str, ...]
     yes_words: tuple[str, ...]
     no_words: tuple[str, ...]
+    #: What an agent says to show they are listening (嗯, 好的): it does not end the customer's answer.
+    backchannels: tuple[str, ...] = ()
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -112,5 +114,12 @@ def load_cues(path: str | Path | None = None) -> Cues:
     """Read and validate the cue lexicons."""
     path = Path(path) if path else DEFAULT_CUES_FILE
     raw = _read(path)
-    return Cues(*(_strings(path, key, raw.get(key)) for key in
-                  ("omission", "unclear", "evasive", "hedge_particles", "rounding", "yes_words", "no_words")))
+    def lexicon(key: str) -> tuple[str, ...]:
+        return _strings(path, key, raw.get(key))
+
+    return Cues(
+        omission=lexicon("omission"), unclear=lexicon("unclear"), evasive=lexicon("evasive"),
+        hedge_particles=lexicon("hedge_particles"), rounding=lexicon("rounding"), yes_words=lexicon("yes_words"),
+        no_words=lexicon("no_words"),
+        backchannels=lexicon("backchannels") if raw.get("backchannels") else (),
+    )

@@ -11,14 +11,15 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from asr.errors import AsrError
 from asr.streaming import SileroStep
 from asr.transcribe import Transcriber
-from nlu.assess import Assessor
 from service.decoding import DecodeScheduler
+from service.hub import CallHub
 from service.live import LiveEngine
-from service.routes import assess, live
+from service.routes import assess, console, events, live
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -56,18 +57,27 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             min_window_s=settings.live.min_window_s,
         )
         app.state.active_calls = set()
-        app.state.assessor = await asyncio.to_thread(Assessor)
+        app.state.assessor = await asyncio.to_thread(settings.assessor)
+        app.state.nlu_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nlu")
+        app.state.hub = CallHub()
+        app.state.demo_tasks = set()
         try:
             yield
         finally:
+            for task in list(app.state.demo_tasks):
+                task.cancel()
             await scheduler.close()
             vad_executor.shutdown(wait=False, cancel_futures=True)
+            app.state.nlu_executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="huifang", version="0.1.0", lifespan=lifespan,
                   description="Speech-to-risk service for post-loan follow-up calls")
     app.state.settings = settings
     app.include_router(live.router)
+    app.include_router(events.router)
     app.include_router(assess.router)
+    app.include_router(console.router)
+    app.mount("/static", StaticFiles(directory=console.STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(request: Request) -> JSONResponse:

@@ -32,6 +32,8 @@ from asr.streaming import (
 )
 from asr.transcribe import Transcriber
 from asr.types import Utterance
+from nlu.dialogue import Turn
+from service.assist import AGENT, CUSTOMER, CallAssist
 from service.decoding import DecodeScheduler
 from service.protocol import ErrorEvent, FinalEvent, OverloadEvent, PartialEvent, StartMessage
 
@@ -73,8 +75,11 @@ class _Channel:
 class LiveCall:
     """The transcription side of one call."""
 
-    def __init__(self, call_id: str, start: StartMessage, engine: LiveEngine, emit: Emit) -> None:
+    def __init__(self, call_id: str, start: StartMessage, engine: LiveEngine, emit: Emit,
+                 assist: CallAssist | None = None) -> None:
         self.call_id = call_id
+        #: Agent assistance (turn pairing, assessment, prompts); None for transcript-only calls.
+        self.assist = assist
         self.start = start
         self.engine = engine
         self._emit = emit
@@ -86,6 +91,10 @@ class LiveCall:
             for name in start.channels
         ]
         self._tasks: set[asyncio.Task[None]] = set()
+        # The dialogue sees finals in the order their utterances ended, across channels: decoding may finish
+        # them out of order, and an answer must never reach it before the question it answers.
+        self._last_dialogue_step: asyncio.Task[None] | None = None
+        self._finals_in_flight = 0
         self._last_overload_notice = 0.0
         self._dropped_since_notice = 0
         self.samples_in = 0
@@ -95,10 +104,19 @@ class LiveCall:
         """Seconds of call audio received so far."""
         return self.samples_in / self.start.sample_rate_hz
 
+    async def send(self, event: BaseModel) -> None:
+        """An event of this call that did not come from its audio (ready, end, protocol errors)."""
+        await self._emit(event)
+
     async def feed_interleaved(self, data: bytes) -> None:
         """Audio as it arrives on the native socket: interleaved samples in `start.encoding`."""
         decode = decode_pcm16 if self.start.encoding == "pcm16" else decode_mulaw
         block = decode(data, len(self.channels))
+        self.samples_in += block.shape[1]
+        await self._feed(list(enumerate(block)))
+
+    async def feed_block(self, block: np.ndarray) -> None:
+        """Float32 audio (channels, n) at the call's sample rate (in-process sources such as the demo)."""
         self.samples_in += block.shape[1]
         await self._feed(list(enumerate(block)))
 
@@ -114,6 +132,9 @@ class LiveCall:
         requests = await loop.run_in_executor(self.engine.vad_executor, self._process, blocks)
         for request in requests:
             self._handle(request)
+        if self.assist is not None:
+            busy = self._finals_in_flight > 0 or any(c.stream.in_speech for c in self.channels)
+            await self.assist.tick(self.duration_s, busy)
 
     def _process(self, blocks: list[tuple[int, np.ndarray]]) -> list[StreamRequest]:
         requests: list[StreamRequest] = []
@@ -129,6 +150,8 @@ class LiveCall:
                 self._handle(request)
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self.assist is not None:
+            await self.assist.finish(self.duration_s)
 
     def cancel(self) -> None:
         """Abandon pending work (the connection is gone and nobody needs the results)."""
@@ -141,8 +164,12 @@ class LiveCall:
         channel = next(c for c in self.channels if c.name == request.channel)
         if isinstance(request, FinalRequest):
             previous = channel.last_final
-            task = self._spawn(self._final(channel, request, previous))
+            decoded: asyncio.Future[Turn | None] = asyncio.get_running_loop().create_future()
+            task = self._spawn(self._final(channel, request, previous, decoded))
             channel.last_final = task
+            if self.assist is not None:
+                self._finals_in_flight += 1
+                self._last_dialogue_step = self._spawn(self._dialogue_step(decoded, self._last_dialogue_step))
         elif isinstance(request, PartialRequest):
             self._partial(channel, request)
         elif isinstance(request, PrefetchRequest):
@@ -169,7 +196,27 @@ class LiveCall:
 
         return job
 
-    async def _final(self, channel: _Channel, request: FinalRequest, previous: asyncio.Task[None] | None) -> None:
+    async def _final(self, channel: _Channel, request: FinalRequest, previous: asyncio.Task[None] | None,
+                     decoded: asyncio.Future[Turn | None]) -> None:
+        turn: Turn | None = None
+        try:
+            turn = await self._final_event(channel, request, previous)
+        finally:
+            if not decoded.done():
+                decoded.set_result(turn)  # None when cancelled or failed: the dialogue goes on without it
+
+    async def _dialogue_step(self, decoded: asyncio.Future[Turn | None], previous: asyncio.Task[None] | None) -> None:
+        try:
+            turn = await decoded
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            if turn is not None and self.assist is not None:
+                await self.assist.final(turn)
+        finally:
+            self._finals_in_flight -= 1
+
+    async def _final_event(self, channel: _Channel, request: FinalRequest,
+                           previous: asyncio.Task[None] | None) -> Turn | None:
         key = (request.utterance_id, request.start_s, request.end_s)
         future = channel.prefetched.pop(key, None)
         for stale in [k for k in channel.prefetched if k[0] == request.utterance_id]:
@@ -184,15 +231,19 @@ class LiveCall:
             channel.finalised.add(request.utterance_id)
             await self._emit(ErrorEvent(code="decode_failed",
                                         message=f"utterance {request.utterance_id} could not be transcribed"))
-            return
+            return None
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)  # keep each channel's finals in order
         channel.finalised.add(request.utterance_id)
         text = utterance.text if utterance is not None else ""
         if not text and request.utterance_id not in channel.partial_shown:
-            return  # nothing was said and nothing was shown: no event
+            return None  # nothing was said and nothing was shown: no event
         await self._emit(FinalEvent(channel=request.channel, utterance_id=request.utterance_id, text=text,
                                     start_s=request.start_s, end_s=request.end_s))
+        if request.channel not in (AGENT, CUSTOMER):
+            return None
+        return Turn(request.utterance_id, "agent" if request.channel == AGENT else "customer", text,
+                    request.start_s, request.end_s)
 
     def _partial(self, channel: _Channel, request: PartialRequest) -> None:
         future = self.engine.scheduler.offer_partial(self._decode_job(request, self.engine.partial_beam_size))

@@ -75,8 +75,12 @@ class StopMessage(BaseModel):
 # -- server -> client ---------------------------------------------------------------------------------------
 
 class ReadyEvent(BaseModel):
+    """The call is open. `channels` and `loan_file` repeat the start message for event subscribers."""
+
     type: Literal["ready"] = "ready"
     call_id: str
+    channels: list[str] = Field(default_factory=list)
+    loan_file: dict[str, Any] | None = None
 
 
 class PartialEvent(BaseModel):
@@ -108,6 +112,111 @@ class OverloadEvent(BaseModel):
     message: str
 
 
+class EvidenceItem(BaseModel):
+    """Why a label was given: `kind` is cue, slot, missing_slot, mismatch, silence or counter_question."""
+
+    kind: str
+    text: str
+    label: str | None = None
+
+
+class SlotValue(BaseModel):
+    """A fact stated in the answer, normalised (yuan, day of month, years, percent, yes/no as bool)."""
+
+    kind: str
+    value: float | bool | str | None
+    approximate: bool
+    text: str
+
+
+class MismatchInfo(BaseModel):
+    """A clearly stated figure that contradicts the loan file."""
+
+    field: str
+    stated: float
+    on_file: float
+
+
+class AssessmentEvent(BaseModel):
+    """The verdict on the customer's answer to one topic of one agent question.
+
+    A later assessment with the same `question_utterance_id` and `topic` (higher `revision`) replaces it: the
+    customer went on answering, or answered after the silence timer had fired. A silent non-answer has no
+    `answer_utterance_id`. `suggestion` is the agent prompt for this verdict before rate limiting.
+    """
+
+    type: Literal["assessment"] = "assessment"
+    topic: str
+    topic_name: str
+    label: Literal["clear", "omission", "unclear", "evasive"]
+    confidence: float
+    evidence: list[EvidenceItem]
+    slots: list[SlotValue]
+    mismatch: MismatchInfo | None
+    question_utterance_id: str
+    answer_utterance_id: str | None
+    answer_utterance_ids: list[str]
+    answer_end_s: float
+    revision: int
+    suggestion: str | None = None
+
+
+class PromptEvent(BaseModel):
+    """What the agent should say or do next, for an answer that was not clear (rate-limited per call)."""
+
+    type: Literal["prompt"] = "prompt"
+    text: str
+    topic: str
+    topic_name: str
+    label: Literal["clear", "omission", "unclear", "evasive"]
+    mismatch: bool
+    question_utterance_id: str
+    answer_end_s: float
+
+
+class ChecklistItemModel(BaseModel):
+    """One topic of the call script: `state` is not_asked, asked (waiting for an answer), clear or vague."""
+
+    topic: str
+    name: str
+    state: Literal["not_asked", "asked", "clear", "vague"]
+    label: str | None = None
+    mismatch: bool = False
+    times_asked: int = 0
+
+
+class ChecklistEvent(BaseModel):
+    """The call script's checklist, sent whenever an item changes."""
+
+    type: Literal["checklist"] = "checklist"
+    items: list[ChecklistItemModel]
+    coverage: float
+
+
+class PromptSummary(BaseModel):
+    topic: str
+    label: str
+    text: str
+    at_s: float
+    followed_up: bool
+
+
+class SummaryEvent(BaseModel):
+    """End of call: the checklist, the verdict that stands per topic, the prompts and whether the agent went
+    back to each prompted topic."""
+
+    type: Literal["summary"] = "summary"
+    call_id: str
+    duration_s: float
+    checklist: list[ChecklistItemModel]
+    coverage: float
+    answers: int
+    vague_answers: int
+    mismatches: int
+    assessments: list[AssessmentEvent]
+    prompts: list[PromptSummary]
+
+
 class ErrorEvent(BaseModel):
     type: Literal["error"] = "error"
     code: str
@@ -120,14 +229,16 @@ class EndEvent(BaseModel):
 
 
 ServerEvent = Annotated[
-    ReadyEvent | PartialEvent | FinalEvent | OverloadEvent | ErrorEvent | EndEvent, Field(discriminator="type")
+    ReadyEvent | PartialEvent | FinalEvent | OverloadEvent | AssessmentEvent | PromptEvent | ChecklistEvent
+    | SummaryEvent | ErrorEvent | EndEvent,
+    Field(discriminator="type"),
 ]
 
 
 def dump(event: BaseModel) -> str:
     """Serialise an event as the JSON text frame sent to clients (times rounded to milliseconds)."""
     data = event.model_dump()
-    for key in ("start_s", "end_s"):
+    for key in ("start_s", "end_s", "answer_end_s", "duration_s"):
         if key in data:
             data[key] = round(data[key], 3)
     return json.dumps(data, ensure_ascii=False)

@@ -17,6 +17,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from asr.domain import DEFAULT_DOMAIN_FILE, load_domain
 from asr.streaming import StreamOptions
 from asr.types import AsrOptions, DecodeLimits
+from nlu.assess import Assessor
+from nlu.dialogue import DialogueOptions
+from nlu.script import load_cues, load_script
+
+#: Sample calls shipped with the package for the console's demo mode.
+DEFAULT_DEMO_DIR = Path(__file__).parent / "demo"
 
 
 def _default_data_dir() -> Path:
@@ -56,6 +62,18 @@ class LiveSettings(BaseModel):
     idle_timeout_s: float = Field(60.0, gt=0, description="a socket silent this long is closed")
 
 
+class NluSettings(BaseModel):
+    """Answer assessment and live agent assistance."""
+
+    assist: bool = Field(True, description="assess answers and prompt the agent on live calls")
+    silence_timeout_s: float = Field(5.0, ge=1.0, le=60.0, description="unanswered this long: a silent answer")
+    prompt_interval_s: float = Field(3.0, ge=0.0, le=120.0, description="at most one prompt per this much call time")
+    script_file: Path | None = Field(None, description="call script (default configs/call_script.yaml)")
+    cues_file: Path | None = Field(None, description="cue lexicons (default configs/cues.yaml)")
+    demo_dir: Path = Field(DEFAULT_DEMO_DIR, description="recordings (NAME.flac + NAME.json) the console's demo "
+                           "mode replays")
+
+
 class AudioLimits(BaseModel):
     """Bounds on uploaded or transcribed recordings."""
 
@@ -78,6 +96,7 @@ class Settings(BaseSettings):
     asr: AsrSettings = AsrSettings()
     audio: AudioLimits = AudioLimits()
     live: LiveSettings = LiveSettings()
+    nlu: NluSettings = NluSettings()
 
     @field_validator("data_dir")
     @classmethod
@@ -119,6 +138,18 @@ class Settings(BaseSettings):
             partial_interval_s=self.live.partial_interval_s,
             vad_threshold=self.asr.vad_threshold,
         )
+
+    def dialogue_options(self) -> DialogueOptions:
+        """Timing of live turn pairing and prompts."""
+        return DialogueOptions(silence_timeout_s=self.nlu.silence_timeout_s,
+                               prompt_interval_s=self.nlu.prompt_interval_s)
+
+    def assessor(self) -> Assessor:
+        """The answer assessor for this configuration (call script and cue lexicons read from configs/)."""
+        from nlu.assess import AssessOptions
+
+        return Assessor(script=load_script(self.nlu.script_file), cues=load_cues(self.nlu.cues_file),
+                        options=AssessOptions(silence_timeout_s=self.nlu.silence_timeout_s))
 
     def decode_limits(self) -> DecodeLimits:
         return DecodeLimits(

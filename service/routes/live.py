@@ -18,7 +18,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from asr.streaming import MULAW_TO_FLOAT
-from service.live import LiveCall, LiveEngine
+from service.calls import CallRefused, close_call, open_call
+from service.live import LiveCall
 from service.protocol import (
     MAX_FRAME_BYTES,
     CloseCode,
@@ -93,16 +94,6 @@ class Connection:
                 await asyncio.wait_for(self.ws.close(code=code, reason=reason[:120]), timeout=5)
 
 
-def _engine(ws: WebSocket) -> LiveEngine:
-    engine: LiveEngine = ws.app.state.live_engine
-    return engine
-
-
-def _active_calls(ws: WebSocket) -> set[str]:
-    calls: set[str] = ws.app.state.active_calls
-    return calls
-
-
 async def _receive(ws: WebSocket) -> MutableMapping[str, Any] | None:
     """The next message, or None when the client disconnected. A client silent for too long is an error."""
     idle_s = ws.app.state.settings.live.idle_timeout_s
@@ -142,17 +133,25 @@ class _CallRun:
         self.registered = False
 
     def begin(self, start: StartMessage) -> LiveCall:
-        if getattr(self.ws.app.state, "asr_error", None):
-            raise ProtocolError("asr_unavailable", "speech recognition is not available on this server "
-                                "(GET /healthz says why)", CloseCode.UNAVAILABLE)
-        active = _active_calls(self.ws)
-        if self.call_id in active:
-            raise ProtocolError("call_in_progress", f"call {self.call_id} is already streaming",
-                                CloseCode.CALL_IN_PROGRESS)
-        active.add(self.call_id)
+        try:
+            self.call = open_call(self.ws.app, self.call_id, start, self.conn.emit)
+        except CallRefused as e:
+            raise ProtocolError(e.code, e.message, e.close_code) from e
         self.registered = True
-        self.call = LiveCall(self.call_id, start, _engine(self.ws), self.conn.emit)
         return self.call
+
+    async def ready(self) -> None:
+        start = self.call.start if self.call is not None else None
+        await self.call_emit(ReadyEvent(call_id=self.call_id, channels=start.channels if start else [],
+                                        loan_file=start.loan_file.model_dump(exclude_none=True)
+                                        if start and start.loan_file else None))
+
+    async def call_emit(self, event: BaseModel) -> None:
+        """An event for the client and the call's subscribers (once the call is open), else the client only."""
+        if self.call is not None:
+            await self.call.send(event)
+        else:
+            await self.conn.emit(event)
 
     def check_limits(self) -> None:
         if self.conn.overflowed:
@@ -165,12 +164,12 @@ class _CallRun:
         """Flush finals; tell a still-connected client the call ended."""
         if self.call is not None:
             await self.call.finish()
+        await self.call_emit(EndEvent(call_id=self.call_id))
         if connected:
-            await self.conn.emit(EndEvent(call_id=self.call_id))
             await self.conn.flush_and_close(CloseCode.NORMAL)
 
     async def fail(self, error: ProtocolError) -> None:
-        await self.conn.emit(ErrorEvent(code=error.code, message=error.message))
+        await self.call_emit(ErrorEvent(code=error.code, message=error.message))
         if self.call is not None:
             await self.call.finish()
         await self.conn.flush_and_close(error.close_code, error.code)
@@ -179,7 +178,7 @@ class _CallRun:
         if self.call is not None:
             self.call.cancel()
         if self.registered:
-            _active_calls(self.ws).discard(self.call_id)
+            close_call(self.ws.app, self.call_id)
         await self.conn.flush_and_close(CloseCode.GOING_AWAY)
 
 
@@ -216,7 +215,7 @@ async def call_audio(ws: WebSocket, call_id: str) -> None:
             return False
         start = _parse_start(first.get("text"))
         call = run.begin(start)
-        await run.conn.emit(ReadyEvent(call_id=call_id))
+        await run.ready()
         frame = start.bytes_per_frame
         while True:
             message = await _receive(ws)
@@ -273,7 +272,7 @@ async def call_twilio(ws: WebSocket, call_id: str) -> None:
             if event == "start":
                 call = run.begin(StartMessage(type="start", sample_rate_hz=8000, encoding="mulaw",
                                               channels=["agent", "customer"]))
-                await run.conn.emit(ReadyEvent(call_id=call_id))
+                await run.ready()
                 continue
             if event == "stop":
                 return True

@@ -1,0 +1,59 @@
+"""Opening and closing live calls: registration, event fan-out and agent assistance, shared by the websocket
+endpoints and the console's demo replay."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from service.assist import CallAssist, assists
+from service.hub import CallHub
+from service.live import LiveCall
+from service.protocol import CloseCode, StartMessage, dump
+from service.settings import Settings
+
+
+class CallRefused(Exception):
+    """The call cannot start: `code` for the error event, `close_code` for the socket."""
+
+    def __init__(self, code: str, message: str, close_code: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.close_code = close_code
+
+
+def open_call(app: FastAPI, call_id: str, start: StartMessage,
+              send: Callable[[BaseModel], Awaitable[None]] | None) -> LiveCall:
+    """Register a live call and build it: its events go to `send` (the caller's socket) and to subscribers of
+    `/v1/calls/{call_id}/events`. Raises `CallRefused` when the model is missing or the id is in use."""
+    state = app.state
+    if getattr(state, "asr_error", None):
+        raise CallRefused("asr_unavailable", "speech recognition is not available on this server "
+                          "(GET /healthz says why)", CloseCode.UNAVAILABLE)
+    active: set[str] = state.active_calls
+    if call_id in active:
+        raise CallRefused("call_in_progress", f"call {call_id} is already streaming", CloseCode.CALL_IN_PROGRESS)
+    active.add(call_id)
+    hub: CallHub = state.hub
+    hub.open(call_id)
+
+    async def emit(event: BaseModel) -> None:
+        if send is not None:
+            await send(event)
+        hub.publish(call_id, dump(event), str(getattr(event, "type", "")))
+
+    settings: Settings = state.settings
+    assist = None
+    if settings.nlu.assist and assists(start.channels):
+        loan = start.loan_file.model_dump(exclude_none=True) if start.loan_file else None
+        assist = CallAssist(call_id, state.assessor, loan, settings.dialogue_options(), state.nlu_executor, emit)
+    return LiveCall(call_id, start, state.live_engine, emit, assist)
+
+
+def close_call(app: FastAPI, call_id: str) -> None:
+    """Unregister a call and end its subscribers' streams (after its `end` event was published)."""
+    app.state.active_calls.discard(call_id)
+    app.state.hub.close(call_id)

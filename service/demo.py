@@ -1,0 +1,92 @@
+"""Demo mode of the agent console: replay a sample call through the live pipeline at real-time pace.
+
+The call goes through the same path as a phone switch's stream (VAD, decoding, turn pairing, assessment), only
+fed from a file inside the server, so `make run` shows the product working with no switch attached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI
+
+from service.calls import close_call, open_call
+from service.protocol import EndEvent, ReadyEvent, StartMessage
+
+log = logging.getLogger(__name__)
+
+#: Audio per step of the replay, as a switch would packetise it.
+STEP_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class DemoCall:
+    """A sample call: stereo recording (agent, customer) and the loan file that goes with it."""
+
+    name: str
+    audio: Path
+    loan_file: dict[str, object] | None
+    duration_s: float
+
+
+def demo_calls(folder: Path) -> dict[str, DemoCall]:
+    """The sample calls in `folder`: each NAME.flac with a NAME.json carrying `loan_file` and `duration_s`."""
+    calls = {}
+    for meta_path in sorted(folder.glob("*.json")):
+        audio = meta_path.with_suffix(".flac")
+        if not audio.exists():
+            continue
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            log.warning("demo call %s: unreadable metadata; skipped", meta_path)
+            continue
+        calls[meta_path.stem] = DemoCall(meta_path.stem, audio, meta.get("loan_file"), float(meta.get("duration_s", 0)))
+    return calls
+
+
+async def start_demo(app: FastAPI, demo: DemoCall, speed: float) -> str:
+    """Start replaying `demo` as a new live call; returns its call id at once (watch it on the events socket)."""
+    from service.replay import load_call_audio
+
+    samples = await asyncio.to_thread(load_call_audio, str(demo.audio), 16000)
+    if samples.shape[0] != 2:
+        raise ValueError(f"demo call {demo.name} must be a two-channel recording")
+    call_id = f"demo-{demo.name}-{secrets.token_hex(3)}"
+    start = StartMessage.model_validate({"type": "start", "sample_rate_hz": 16000, "encoding": "pcm16",
+                                         "channels": ["agent", "customer"], "loan_file": demo.loan_file})
+    call = open_call(app, call_id, start, None)
+    tasks: set[asyncio.Task[None]] = app.state.demo_tasks
+
+    async def play() -> None:
+        try:
+            await call.send(ReadyEvent(call_id=call_id, channels=start.channels, loan_file=demo.loan_file))
+            step = int(16000 * STEP_S)
+            began = time.monotonic()
+            for offset in range(0, samples.shape[1], step):
+                block = np.ascontiguousarray(samples[:, offset: offset + step])
+                await call.feed_block(block)
+                # Real-time pace (or `speed` times it): the latency the agent sees is the product's.
+                due = began + (offset + block.shape[1]) / 16000 / speed
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+            await call.finish()
+            await call.send(EndEvent(call_id=call_id))
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        except Exception:
+            log.exception("demo call %s failed", call_id)
+        finally:
+            close_call(app, call_id)
+
+    task = asyncio.create_task(play())
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return call_id

@@ -1,0 +1,111 @@
+"""Fan-out of a call's events to read-only subscribers (`/v1/calls/{call_id}/events`: agent screens).
+
+Every event a live call emits is published here. A subscriber gets the call's history first (everything but
+partials, so a console opened mid-call shows the transcript and prompts so far), then live events, and the
+stream ends after `end`. A subscriber may connect before the call starts and waits for it. Each subscriber has a
+bounded queue: one that stops reading is dropped, never slowing the call or other subscribers. Ended calls keep
+their history for a while (`keep_ended`) so a screen opened just after the call still shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+#: Events per subscriber queued before it counts as not reading.
+SUBSCRIBER_QUEUE = 1000
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One subscriber's queue of serialised events; `None` marks the end of the stream."""
+
+    call_id: str
+    queue: asyncio.Queue[str | None] = field(default_factory=lambda: asyncio.Queue(maxsize=SUBSCRIBER_QUEUE))
+    overflowed: bool = False
+
+    def put(self, text: str | None) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self.overflowed = True  # the queue is full, so the sender is not waiting: it sees this next
+
+
+@dataclass(eq=False)
+class _Feed:
+    history: list[str] = field(default_factory=list)
+    subscribers: set[Subscription] = field(default_factory=set)
+    live: bool = False
+    ended: bool = False
+
+
+class CallHub:
+    """Per-process registry of call event feeds. Used from the event loop only."""
+
+    def __init__(self, history_limit: int = 5000, keep_ended: int = 50) -> None:
+        self.history_limit = history_limit
+        self.keep_ended = keep_ended
+        self._feeds: OrderedDict[str, _Feed] = OrderedDict()
+
+    def open(self, call_id: str) -> None:
+        """A call starts streaming (a restarted call id starts a fresh history)."""
+        feed = self._feeds.get(call_id)
+        if feed is None or feed.ended:
+            waiting = feed.subscribers if feed is not None and not feed.ended else set()
+            feed = _Feed(subscribers=waiting)
+            self._feeds[call_id] = feed
+        feed.live = True
+        self._feeds.move_to_end(call_id)
+
+    def publish(self, call_id: str, text: str, kind: str) -> None:
+        """An event of the call, already serialised; `kind` is its type."""
+        feed = self._feeds.get(call_id)
+        if feed is None:
+            return
+        if kind != "partial" and len(feed.history) < self.history_limit:
+            feed.history.append(text)
+        for sub in list(feed.subscribers):
+            sub.put(text)
+
+    def close(self, call_id: str) -> None:
+        """The call is over: end every subscriber's stream and keep the history for late viewers."""
+        feed = self._feeds.get(call_id)
+        if feed is None:
+            return
+        feed.live, feed.ended = False, True
+        for sub in feed.subscribers:
+            sub.put(None)
+        feed.subscribers.clear()
+        ended = [cid for cid, f in self._feeds.items() if f.ended]
+        for cid in ended[: max(0, len(ended) - self.keep_ended)]:
+            del self._feeds[cid]
+
+    def subscribe(self, call_id: str) -> Subscription:
+        """Watch a call: its history now, live events after, end of stream when it ends."""
+        sub = Subscription(call_id)
+        feed = self._feeds.get(call_id)
+        if feed is None:
+            feed = _Feed()  # the call has not started yet: wait for it
+            self._feeds[call_id] = feed
+        for text in feed.history[-SUBSCRIBER_QUEUE + 1:]:
+            sub.put(text)
+        if feed.ended:
+            sub.put(None)
+        else:
+            feed.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        feed = self._feeds.get(sub.call_id)
+        if feed is None:
+            return
+        feed.subscribers.discard(sub)
+        if not feed.live and not feed.ended and not feed.subscribers:
+            del self._feeds[sub.call_id]  # nobody waits for a call that never came
+
+    def is_live(self, call_id: str) -> bool:
+        feed = self._feeds.get(call_id)
+        return feed is not None and feed.live

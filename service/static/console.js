@@ -1,0 +1,310 @@
+// Agent console: one live call's events (ws /v1/calls/{id}/events) rendered for the agent.
+// No build step: plain browser JavaScript. Event types are documented in docs/protocol.md; unknown types are
+// ignored, as the protocol asks of clients.
+"use strict";
+
+const LABELS = { clear: "回答清晰", omission: "信息遗漏", unclear: "表述不清", evasive: "避而不答", mismatch: "与档案不符" };
+const STATES = { not_asked: "○ 未问", asked: "… 待回答", clear: "✓ 清晰" };
+const ROLES = { borrower: "借款人", coborrower: "共同还款人", guarantor: "担保人" };
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+
+const state = {
+  callId: null,
+  finals: new Map(),        // utterance_id -> {channel, text, start_s, end_s}
+  assessments: new Map(),   // question_utterance_id|topic -> latest assessment event
+  cards: new Map(),         // question_utterance_id|topic -> card element
+  prompts: 0,
+  audioS: 0,
+  ended: false,
+};
+
+function esc(text) {
+  return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+
+function clock(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  return `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
+}
+
+function setStatus(kind, text) {
+  const el = $("status");
+  el.className = `status ${kind}`;
+  el.dataset.state = kind;
+  el.textContent = text;
+}
+
+function banner(text) {
+  const el = $("banner");
+  el.textContent = text;
+  el.hidden = !text;
+}
+
+function labelKey(a) {
+  return a.mismatch ? "mismatch" : a.label;
+}
+
+// -- transcript ---------------------------------------------------------------------------------------------
+
+function utterance(id, channel, text, startS, partial) {
+  let el = document.querySelector(`.utt[data-id="${CSS.escape(id)}"]`);
+  if (!text) {
+    if (el) el.remove();
+    return;
+  }
+  if (!el) {
+    el = document.createElement("div");
+    el.dataset.id = id;
+    el.dataset.start = startS;
+    const box = $("transcript");
+    const later = [...box.children].find((c) => parseFloat(c.dataset.start) > startS);
+    box.insertBefore(el, later || null);
+  }
+  el.className = `utt ${channel === "agent" ? "agent" : "customer"}${partial ? " partial" : ""}`;
+  el.dataset.channel = channel;
+  const tag = el.querySelector(".tag");
+  el.innerHTML = `<span class="t">${clock(startS)}${partial ? " · 识别中" : ""}</span>${esc(text)}`;
+  if (tag) el.appendChild(tag);
+  if (!userScrolledAway(el)) el.scrollIntoView({ block: "nearest" });
+}
+
+function userScrolledAway(el) {
+  const box = $("transcript");
+  return box.scrollHeight - box.scrollTop - box.clientHeight > 120 && el !== box.lastElementChild;
+}
+
+function tagAnswer(a) {
+  for (const id of a.answer_utterance_ids) {
+    const el = document.querySelector(`.utt[data-id="${CSS.escape(id)}"]`);
+    if (!el) continue;
+    let tag = el.querySelector(".tag");
+    if (!tag) {
+      tag = document.createElement("span");
+      el.appendChild(tag);
+    }
+    tag.className = `tag ${labelKey(a)}`;
+    tag.textContent = `${a.topic_name} · ${LABELS[labelKey(a)]}`;
+  }
+  const silenceId = `silence-${a.question_utterance_id}`;
+  if (!a.answer_utterance_id && a.label !== "clear") {
+    if (!document.querySelector(`.utt[data-id="${CSS.escape(silenceId)}"]`)) {
+      utterance(silenceId, "customer", `（客户沉默，未回答${a.topic_name}）`, a.answer_end_s, false);
+      document.querySelector(`.utt[data-id="${CSS.escape(silenceId)}"]`).classList.add("silence");
+    }
+  }
+}
+
+// -- prompt cards -------------------------------------------------------------------------------------------
+
+function answerHtml(a) {
+  const text = a.answer_utterance_ids.map((id) => (state.finals.get(id) || {}).text || "").join("，");
+  if (!text) return "客户未作回答";
+  const marks = a.evidence.filter((e) => ["cue", "slot", "counter_question"].includes(e.kind) && e.text && text.includes(e.text))
+    .map((e) => e.text).sort((x, y) => y.length - x.length);
+  let html = esc(text);
+  const done = [];
+  for (const m of marks) {
+    if (done.some((longer) => longer.includes(m))) continue; // already inside a longer highlight
+    done.push(m);
+    const safe = esc(m);
+    html = html.split(safe).join(`<mark>${safe}</mark>`);
+  }
+  return `客户：${html}`;
+}
+
+function promptCard(p) {
+  const key = `${p.question_utterance_id}|${p.topic}`;
+  const a = state.assessments.get(key);
+  const kind = p.mismatch ? "mismatch" : p.label;
+  let card = state.cards.get(key);
+  if (!card) {
+    card = document.createElement("article");
+    state.cards.set(key, card);
+    const box = $("prompts");
+    box.querySelector(".empty")?.remove();
+    box.prepend(card);
+  }
+  card.className = "card";
+  card.dataset.topic = p.topic;
+  card.dataset.label = p.label;
+  card.dataset.mismatch = String(p.mismatch);
+  card.innerHTML = `
+    <div class="head"><span><span class="badge ${kind}">${LABELS[kind]}</span><span class="topic">${esc(p.topic_name)}</span></span>
+      <span class="time">${clock(p.answer_end_s)}</span></div>
+    <div class="say">${esc(p.text)}</div>
+    <div class="answer">${a ? answerHtml(a) : ""}</div>`;
+  state.prompts += 1;
+  $("prompt-count").textContent = state.prompts;
+}
+
+function resolveCard(a) {
+  const card = state.cards.get(`${a.question_utterance_id}|${a.topic}`);
+  if (!card) return;
+  if (a.label === "clear" && !a.mismatch) {
+    card.classList.add("resolved");
+    if (!card.querySelector(".done")) card.insertAdjacentHTML("beforeend", '<div class="done">✓ 客户已补充清楚</div>');
+  }
+  const answer = card.querySelector(".answer");
+  if (answer) answer.innerHTML = answerHtml(a);
+}
+
+// -- side panels --------------------------------------------------------------------------------------------
+
+function checklist(ev) {
+  const list = $("checklist");
+  list.innerHTML = "";
+  for (const item of ev.items) {
+    const li = document.createElement("li");
+    li.dataset.topic = item.topic;
+    li.dataset.state = item.state;
+    if (item.label) li.dataset.label = item.label;
+    const vague = item.mismatch ? LABELS.mismatch : LABELS[item.label] || "模糊";
+    const text = item.state === "vague" ? `! ${vague}` : STATES[item.state];
+    li.innerHTML = `<span>${esc(item.name)}</span><span class="state">${esc(text)}</span>`;
+    list.appendChild(li);
+  }
+  const done = ev.items.filter((i) => i.state === "clear" || i.state === "vague").length;
+  $("coverage").textContent = `${done}/${ev.items.length}`;
+  $("progress-bar").style.width = `${ev.items.length ? (100 * done) / ev.items.length : 0}%`;
+}
+
+function loanPanel(loan) {
+  const rows = [];
+  if (!loan) {
+    $("loan").innerHTML = "<dt>—</dt><dd>本通话未提供贷款档案</dd>";
+    return;
+  }
+  const add = (k, v) => v !== undefined && v !== null && rows.push(`<dt>${k}</dt><dd>${esc(v)}</dd>`);
+  add("客户", loan.borrower);
+  add("角色", ROLES[loan.role] || loan.role);
+  add("贷款金额", loan.amount_yuan != null ? `${loan.amount_yuan / 10000} 万元` : null);
+  add("期限", loan.term_years != null ? `${loan.term_years} 年` : null);
+  add("还款日", loan.repay_day != null ? `每月 ${loan.repay_day} 日` : null);
+  add("月供", loan.monthly_yuan != null ? `${loan.monthly_yuan} 元` : null);
+  add("年利率", loan.rate_pct != null ? `${loan.rate_pct}%` : null);
+  $("loan").innerHTML = rows.join("");
+}
+
+function summary(ev) {
+  $("summary-panel").hidden = false;
+  const followed = ev.prompts.filter((p) => p.followed_up).length;
+  $("summary").innerHTML = `
+    <dt>清单覆盖</dt><dd>${Math.round(ev.coverage * 100)}%</dd>
+    <dt>已评估回答</dt><dd>${ev.answers}</dd>
+    <dt>模糊回答</dt><dd>${ev.vague_answers}</dd>
+    <dt>与档案不符</dt><dd>${ev.mismatches}</dd>
+    <dt>提示 / 已追问</dt><dd>${ev.prompts.length} / ${followed}</dd>`;
+}
+
+// -- events -------------------------------------------------------------------------------------------------
+
+function handle(ev) {
+  if (ev.end_s) state.audioS = Math.max(state.audioS, ev.end_s);
+  $("clock").textContent = clock(state.audioS);
+  switch (ev.type) {
+    case "ready":
+      setStatus("live", "通话中");
+      loanPanel(ev.loan_file);
+      break;
+    case "partial":
+      if (!state.finals.has(ev.utterance_id)) utterance(ev.utterance_id, ev.channel, ev.text, ev.start_s, true);
+      break;
+    case "final":
+      state.finals.set(ev.utterance_id, ev);
+      utterance(ev.utterance_id, ev.channel, ev.text, ev.start_s, false);
+      break;
+    case "assessment":
+      state.assessments.set(`${ev.question_utterance_id}|${ev.topic}`, ev);
+      tagAnswer(ev);
+      resolveCard(ev);
+      break;
+    case "prompt":
+      promptCard(ev);
+      break;
+    case "checklist":
+      checklist(ev);
+      break;
+    case "summary":
+      summary(ev);
+      checklist({ items: ev.checklist });
+      break;
+    case "overload":
+      banner("系统繁忙：实时字幕有所延迟，最终转写和提示不受影响。");
+      break;
+    case "error":
+      banner(ev.code === "assessment_failed" ? "答复评估暂不可用：本通话仅显示转写。" : `错误：${ev.message}`);
+      break;
+    case "end":
+      state.ended = true;
+      setStatus("ended", "通话结束");
+      break;
+    default:
+      break; // newer event types: ignore
+  }
+}
+
+function watch(callId) {
+  state.callId = callId;
+  $("call-id").textContent = callId;
+  $("start").hidden = true;
+  $("console").hidden = false;
+  setStatus("waiting", "等待通话");
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${scheme}://${location.host}/v1/calls/${encodeURIComponent(callId)}/events`);
+  ws.onmessage = (msg) => {
+    try {
+      handle(JSON.parse(msg.data));
+    } catch (err) {
+      console.error("bad event", err, msg.data);
+    }
+  };
+  ws.onclose = (e) => {
+    if (!state.ended) {
+      setStatus("error", "连接中断");
+      banner(e.code === 4408 ? "连接过慢被服务器断开，请刷新页面。" : "与服务器的连接已断开，请刷新页面。");
+    }
+  };
+}
+
+async function startDemo(name) {
+  const speed = parseFloat(params.get("speed") || "1");
+  const res = await fetch("/v1/demo/calls", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ name: name && name !== "1" ? name : null, speed }),
+  });
+  if (!res.ok) {
+    $("start").hidden = false;
+    banner(`无法开始演示：${(await res.json()).detail || res.status}`);
+    return;
+  }
+  const started = await res.json();
+  history.replaceState(null, "", `?call=${encodeURIComponent(started.call_id)}`);
+  watch(started.call_id);
+}
+
+async function showStart() {
+  $("start").hidden = false;
+  $("watch-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const id = $("watch-id").value.trim();
+    if (id) location.search = `?call=${encodeURIComponent(id)}`;
+  });
+  try {
+    const demos = await (await fetch("/v1/demo/calls")).json();
+    for (const d of demos) {
+      const b = document.createElement("button");
+      b.textContent = `演示 ${d.name}（${Math.round(d.duration_s)} 秒）`;
+      b.onclick = () => startDemo(d.name);
+      $("demo-list").appendChild(b);
+    }
+  } catch (err) {
+    $("demo-list").textContent = "演示通话不可用";
+  }
+}
+
+if (params.get("call")) watch(params.get("call"));
+else if (params.get("demo")) startDemo(params.get("demo"));
+else showStart();
