@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # otherwise be free to pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: install install-dev run test check lint types bench clean
+.PHONY: install install-dev run test check lint types bench browser-deps clean
 
 install: $(VENV)/.installed
 
@@ -42,6 +42,10 @@ check: test
 
 bench: install
 	$(BIN)/python -m bench.asr_accuracy
+
+# System packages of the browser test (Debian; CI's .ci/run does the same).
+browser-deps:
+	apt-get install -y chromium fonts-wqy-microhei
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

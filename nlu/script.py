@@ -55,6 +55,8 @@ class Cues:
     no_words: tuple[str, ...]
     #: What an agent says to show they are listening (嗯, 好的): it does not end the customer's answer.
     backchannels: tuple[str, ...] = ()
+    #: Words after which digits name something (尾号8866, 卡号): never an amount, a day or a rate.
+    identifier_markers: tuple[str, ...] = ()
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -122,4 +124,5 @@ def load_cues(path: str | Path | None = None) -> Cues:
         hedge_particles=lexicon("hedge_particles"), rounding=lexicon("rounding"), yes_words=lexicon("yes_words"),
         no_words=lexicon("no_words"),
         backchannels=lexicon("backchannels") if raw.get("backchannels") else (),
+        identifier_markers=lexicon("identifier_markers") if raw.get("identifier_markers") else (),
     )

@@ -41,12 +41,30 @@ def _approx(answer: str, span: tuple[int, int]) -> bool:
         _VAGUE_NUMBER.search(window))
 
 
-def extract_amount(answer: str) -> Slot | None:
-    """An amount in yuan: 八十万 -> 800000, 4千2 -> 4200, 80万 -> 800000, 五千三百元 -> 5300."""
+def _identifier_before(answer: str, index: int, markers: tuple[str, ...]) -> bool:
+    """Whether the digits at `index` follow an identifier word (尾号, 卡号; or its homophone), allowing 是/为/：."""
+    if not markers:
+        return False
+    before = answer[max(0, index - 6): index].rstrip("是为：: ")
+    heard = _pinyin(before)
+    return any(before.endswith(m) or heard[-len(m):] == _pinyin(m) for m in markers if len(before) >= len(m))
+
+
+def _pinyin(text: str) -> tuple[str, ...]:
+    from pypinyin import Style, lazy_pinyin
+
+    return tuple(lazy_pinyin(text, style=Style.NORMAL))
+
+
+def extract_amount(answer: str, identifiers: tuple[str, ...] = ()) -> Slot | None:
+    """An amount in yuan: 八十万 -> 800000, 4千2 -> 4200, 80万 -> 800000, 五千三百元 -> 5300. Digits after one of
+    `identifiers` (尾号8866) are not an amount."""
     best: Slot | None = None
     for m in _AMOUNT.finditer(answer):
         num, unit = m.group("num").strip(".,"), m.group("unit") or ""
         if not num or num in ("点", "."):
+            continue
+        if _identifier_before(answer, m.start(), identifiers):
             continue
         if m.start() > 0 and answer[m.start() - 1] == "几":
             return Slot("amount_yuan", None, True, answer[m.start() - 1 : m.end()])  # 几十万: no figure at all
@@ -143,7 +161,7 @@ def extract_yes_no(answer: str, cues: Cues, kind: SlotKind = "yes_no") -> Slot |
 def extract_slot(kind: SlotKind, answer: str, cues: Cues) -> Slot | None:
     """The slot a topic expects, from the answer, or None when the answer does not state it."""
     if kind == "amount_yuan":
-        return extract_amount(answer)
+        return extract_amount(answer, cues.identifier_markers)
     if kind == "day":
         return extract_day(answer)
     if kind == "years":

@@ -77,6 +77,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     app = create_app(settings)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    # Printed before the model loads, so that someone who ran `make run` knows where to look.
+    print(f"console: http://{shown}:{port}/console  (sample call replayed live: http://{shown}:{port}/console?demo=1)",
+          flush=True)
     uvicorn.run(app, host=host, port=port, log_level=settings.log_level)
     return 0
 

@@ -214,3 +214,17 @@ def test_a_fact_answers_even_an_unrecognised_question(assessor: Assessor) -> Non
     assert result.topic is None and result.label == "clear"
     assert assessor.assess("每月之后还款", "嗯", LOAN).label == "clear"
     assert assessor.assess("每月之后还款", "记不清了", LOAN).label == "omission"
+
+
+def test_digits_that_identify_something_are_not_an_amount(assessor: Assessor) -> None:
+    loan = LoanRecord(monthly_yuan=3700, role="borrower")
+    said = assessor.assess("您的月供是多少？", "三千七，从我尾号八八六六的工资卡里扣。", loan)
+    assert said.label == "clear" and said.slots[0].value == 3700 and said.mismatch is None
+    # An ASR homophone of 尾号 (为号) still marks the digits as an identifier: no 8,866 yuan mismatch.
+    garbled = assessor.assess("您的月供是多少？", "从我为号8866的工资卡扣。", loan)
+    assert garbled.mismatch is None and not garbled.slots
+
+
+def test_a_new_phone_number_answers_the_contact_question(assessor: Assessor) -> None:
+    result = assessor.assess("您的联系电话最近有变化吗？", "换了，新号码是一三九零一二三四五六七。")
+    assert result.label == "clear" and result.slots[0].value is True
