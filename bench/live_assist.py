@@ -77,7 +77,9 @@ def score_call(call: dict[str, Any], result: ReplayResult) -> list[dict[str, Any
             final_event = max(mine, key=lambda m: m[0]["revision"])[0]
             first_event, first_arrival = mine[0]
             row.update(predicted=final_event["label"], mismatch=final_event["mismatch"] is not None,
-                       assessment_latency_s=round(first_arrival - ready_wall, 3))
+                       assessment_latency_s=round(first_arrival - ready_wall, 3),
+                       heard="，".join(finals[i]["text"] for i in final_event["answer_utterance_ids"] if i in finals),
+                       evidence=[e["text"] for e in final_event["evidence"]])
             if silent:
                 row["silence_delay_s"] = round(first_arrival - ready_wall, 3)
             question_ids = {m[0]["question_utterance_id"] for m in mine}

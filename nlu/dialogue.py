@@ -203,7 +203,9 @@ class CallDialogue:
 
     def _agent(self, turn: Turn) -> list[Verdict]:
         role = self.loan.role if self.loan else None
-        topics = tuple(detect_topics(turn.text, self.assessor.script, role))
+        # The most specific topic only: "每月七千九的月供，您能按时还上吗" asks about repayment risk, and the
+        # monthly payment it names is context, not a second question.
+        topics = tuple(detect_topics(turn.text, self.assessor.script, role)[:1])
         verdicts: list[Verdict] = []
         if not topics and self._is_backchannel(turn.text):
             return []

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -16,11 +16,16 @@ from fastapi.staticfiles import StaticFiles
 from asr.errors import AsrError
 from asr.streaming import SileroStep
 from asr.transcribe import Transcriber
+from nlu.assess import Assessor
+from nlu.report import load_risk
 from service.decoding import DecodeScheduler
 from service.hub import CallHub
+from service.jobs import JobContext, JobRunner
 from service.live import LiveEngine
-from service.routes import assess, console, events, live
+from service.routes import assess, console, events, live, recordings
+from service.scoring import AudioPart, score_parts
 from service.settings import Settings, get_settings
+from service.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +66,26 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
         app.state.nlu_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nlu")
         app.state.hub = CallHub()
         app.state.demo_tasks = set()
+        app.state.store, app.state.store_error, app.state.jobs = None, None, None
+        try:
+            store = Store(settings.db_url)
+            await asyncio.to_thread(store.migrate)
+        except StoreError as e:
+            # Live calls work without a database; recordings answer 503 and /healthz says why.
+            app.state.store_error = str(e)
+            log.error("storage unavailable: %s", e)
+        else:
+            app.state.store = store
+            app.state.jobs = JobRunner(_job_context(settings, store, asr, app.state.assessor),
+                                       settings.recordings.workers)
+            await app.state.jobs.start()
         try:
             yield
         finally:
+            if app.state.jobs is not None:
+                await app.state.jobs.close()
+            if app.state.store is not None:
+                app.state.store.close()
             for task in list(app.state.demo_tasks):
                 task.cancel()
             await scheduler.close()
@@ -77,21 +99,37 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
     app.include_router(events.router)
     app.include_router(assess.router)
     app.include_router(console.router)
+    app.include_router(recordings.router)
     app.mount("/static", StaticFiles(directory=console.STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(request: Request) -> JSONResponse:
         """Liveness and readiness: 200 when the speech model is loaded, 503 with the reason otherwise."""
         error = getattr(request.app.state, "asr_error", None)
+        store_error = getattr(request.app.state, "store_error", None)
         asr: Transcriber | None = getattr(request.app.state, "transcriber", None)
+        store: Store | None = getattr(request.app.state, "store", None)
+        healthy = error is None and store_error is None
         body = {
-            "status": "ok" if error is None else "degraded",
+            "status": "ok" if healthy else "degraded",
             "asr_model": asr.model_path if asr is not None else None,
-            "error": error,
+            "database": store.safe_url if store is not None else None,
+            "error": error or store_error,
         }
-        return JSONResponse(body, status_code=200 if error is None else 503)
+        return JSONResponse(body, status_code=200 if healthy else 503)
 
     return app
+
+
+def _job_context(settings: Settings, store: Store, transcriber: Transcriber, assessor: Assessor) -> JobContext:
+    risk = load_risk(settings.recordings.risk_file)
+    limits, options = settings.decode_limits(), settings.dialogue_options()
+
+    def score(call_id: str, parts: list[AudioPart], loan_file: dict[str, Any] | None,
+              progress: Callable[[float], None]) -> dict[str, Any]:
+        return score_parts(call_id, parts, loan_file, transcriber, assessor, limits, options, risk, progress)
+
+    return JobContext(store, settings.data_dir, score, settings.recordings.retention_days)
 
 
 def get_transcriber(request: Request) -> Transcriber:

@@ -1,4 +1,5 @@
-"""`huifang` command line: `serve` runs the service, `transcribe` prints a recording's utterances.
+"""`huifang` command line: `serve` runs the service, `transcribe` prints a recording's utterances, `replay`
+streams one through the live socket, `score` / `score-dir` score recorded calls.
 
 Errors a user can fix (bad audio, limits, missing model, bad arguments) print one line and exit with code 2;
 tracebacks are for bugs only.
@@ -96,6 +97,30 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise AsrError(f"cannot reach {args.url}: {e}") from e
 
 
+def _roles(text: str) -> tuple[str, ...]:
+    return tuple(r.strip() for r in text.split(",") if r.strip())
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from service.batch import score_file
+    from service.settings import get_settings
+
+    return score_file(get_settings(), Path(args.file), Path(args.loan_file) if args.loan_file else None,
+                      _roles(args.channels), args.call_id, args.json, sys.stderr.isatty() and not args.no_progress)
+
+
+def cmd_score_dir(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from service.batch import score_dir
+    from service.settings import get_settings
+
+    return score_dir(get_settings(), Path(args.folder), _roles(args.channels),
+                     sys.stderr.isatty() and not args.no_progress)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="huifang", description="Speech-to-risk for post-loan follow-up calls")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,6 +149,21 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--channels", default="agent,customer", help="roles of the file's channels in order")
     rp.add_argument("--json", action="store_true", help="print events as raw JSON")
     rp.set_defaults(func=cmd_replay)
+
+    sc = sub.add_parser("score", help="score a recorded call and print its report (nothing is stored)")
+    sc.add_argument("file", help="stereo recording (agent, customer unless --channels says otherwise)")
+    sc.add_argument("--loan-file", default=None, help="JSON loan file (or an object with a `loan_file` key)")
+    sc.add_argument("--channels", default="agent,customer", help="roles of the file's channels in order")
+    sc.add_argument("--call-id", default=None, help="call id in the report (default: the file name)")
+    sc.add_argument("--json", action="store_true", help="print the report as JSON")
+    sc.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    sc.set_defaults(func=cmd_score)
+
+    sd = sub.add_parser("score-dir", help="score every recording of a folder into the database")
+    sd.add_argument("folder", help="folder of recordings; NAME.json beside NAME.flac is its loan file")
+    sd.add_argument("--channels", default="agent,customer", help="roles of the files' channels in order")
+    sd.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    sd.set_defaults(func=cmd_score_dir)
     return parser
 
 

@@ -74,6 +74,15 @@ class NluSettings(BaseModel):
                            "mode replays")
 
 
+class RecordingSettings(BaseModel):
+    """Post-call scoring of uploaded recordings."""
+
+    workers: int = Field(1, ge=1, le=32, description="recordings scored at the same time")
+    retention_days: float = Field(90.0, gt=0, description="stored audio is deleted this long after scoring")
+    min_retention_days: float = Field(0.0, ge=0, description="DELETE of a call is refused until it is this old")
+    risk_file: Path | None = Field(None, description="risk weights, tiers and actions (default configs/risk.yaml)")
+
+
 class AudioLimits(BaseModel):
     """Bounds on uploaded or transcribed recordings."""
 
@@ -97,11 +106,18 @@ class Settings(BaseSettings):
     audio: AudioLimits = AudioLimits()
     live: LiveSettings = LiveSettings()
     nlu: NluSettings = NluSettings()
+    recordings: RecordingSettings = RecordingSettings()
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default a SQLite file in the data dir")
 
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @property
+    def db_url(self) -> str:
+        """The database: HUIFANG_DATABASE_URL (e.g. postgresql+psycopg://user:pw@host/db) or SQLite in data_dir."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'huifang.db'}"
 
     @property
     def model_cache_dir(self) -> Path:

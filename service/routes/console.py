@@ -23,6 +23,18 @@ async def console() -> FileResponse:
     return FileResponse(STATIC_DIR / "console.html", media_type="text/html; charset=utf-8")
 
 
+@router.get("/calls", include_in_schema=False)
+async def calls_page() -> FileResponse:
+    """Scored calls: filters, risk tiers, links to each report."""
+    return FileResponse(STATIC_DIR / "calls.html", media_type="text/html; charset=utf-8")
+
+
+@router.get("/calls/{call_id}", include_in_schema=False)
+async def report_page(call_id: str) -> FileResponse:
+    """One call's report: timeline, checklist, risk gauge and contributions, actions, playable spans."""
+    return FileResponse(STATIC_DIR / "report.html", media_type="text/html; charset=utf-8")
+
+
 class DemoRequest(BaseModel):
     name: str | None = Field(None, description="which sample call (GET /v1/demo/calls); default the first")
     speed: float = Field(1.0, ge=0.5, le=4.0, description="replay pace; 1 is real time")

@@ -1,0 +1,258 @@
+"""Post-call report: the call's answers per topic, a risk score with its contributions, the agent's side, and
+recommended actions, each tied to its evidence and audio span.
+
+`score_call(turns, assessor, loan, ...)` runs the same `CallDialogue` as the live path over a finished call's
+utterances (so a call scores the same live and after the fact) and `build_report` turns its verdicts into a
+`Report`. Weights, tiers and actions are data (`configs/risk.yaml`). Pure: no I/O besides reading that file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from nlu.assess import Assessor
+from nlu.dialogue import CallDialogue, CallSummary, DialogueOptions, PromptRecord, Turn, Verdict
+from nlu.script import ScriptError
+from nlu.types import Evidence, LoanRecord, Slot
+
+DEFAULT_RISK_FILE = Path(__file__).resolve().parent.parent / "configs" / "risk.yaml"
+Tier = Literal["low", "medium", "high"]
+Span = tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class RiskConfig:
+    """Weights of the risk score (see configs/risk.yaml)."""
+
+    tiers: dict[str, float]
+    label_names: dict[str, str]
+    label_points: dict[str, float]
+    sensitivity_factor: dict[str, float]
+    overrides: dict[str, float]
+    mismatch_points: dict[str, float]
+    not_asked_points: dict[str, float]
+    actions: tuple[dict[str, Any], ...]
+
+
+def load_risk(path: str | Path | None = None) -> RiskConfig:
+    """Read and check the risk configuration."""
+    path = Path(path) if path else DEFAULT_RISK_FILE
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ScriptError(f"cannot read {path}: {e}") from e
+    if not isinstance(raw, dict):
+        raise ScriptError(f"{path} must be a mapping")
+
+    def numbers(key: str) -> dict[str, float]:
+        value = raw.get(key) or {}
+        if not isinstance(value, dict) or not all(isinstance(v, int | float) for v in value.values()):
+            raise ScriptError(f"{path}: {key} must map names to numbers")
+        return {str(k): float(v) for k, v in value.items()}
+
+    actions = raw.get("actions") or []
+    if not isinstance(actions, list) or not all(
+            isinstance(a, dict) and a.get("id") and a.get("text") and isinstance(a.get("when"), list)
+            for a in actions):
+        raise ScriptError(f"{path}: each action needs id, text and a list `when`")
+    tiers = numbers("tiers")
+    if not {"medium", "high"} <= tiers.keys() or tiers["medium"] > tiers["high"]:
+        raise ScriptError(f"{path}: tiers needs medium <= high")
+    return RiskConfig(tiers, {str(k): str(v) for k, v in (raw.get("label_names") or {}).items()},
+                      numbers("label_points"), numbers("sensitivity_factor"), numbers("overrides"),
+                      numbers("mismatch_points"), numbers("not_asked_points"), tuple(actions))
+
+
+@dataclass(frozen=True, slots=True)
+class TopicResult:
+    """One topic of the call script in this call: asked or not, and the verdict that stands."""
+
+    topic: str
+    name: str
+    asked: bool
+    times_asked: int
+    label: str | None
+    confidence: float | None
+    evidence: tuple[Evidence, ...]
+    slots: tuple[Slot, ...]
+    mismatch: dict[str, float] | None
+    question_text: str | None
+    answer_text: str | None
+    question_span: Span | None
+    answer_span: Span | None
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """Points added to the risk score, and why."""
+
+    reason: str
+    points: float
+    topic: str | None
+    label: str | None
+    evidence: str
+    span: Span | None
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A recommended follow-up, tied to the verdict(s) that call for it."""
+
+    id: str
+    text: str
+    topics: tuple[str, ...]
+    evidence: tuple[str, ...]
+    spans: tuple[Span, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReview:
+    """The agent's side: checklist coverage, sensitive topics left out, and follow-up after prompts."""
+
+    coverage: float
+    asked: int
+    total: int
+    not_asked: tuple[str, ...]
+    prompts: tuple[PromptRecord, ...]
+    followed_up: int
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Everything a supervisor needs about one call. `risk_score` 0-100, `tier` low/medium/high."""
+
+    call_id: str
+    duration_s: float
+    utterances: tuple[Turn, ...]
+    topics: tuple[TopicResult, ...]
+    risk_score: int
+    tier: Tier
+    contributions: tuple[Contribution, ...]
+    agent: AgentReview
+    actions: tuple[Action, ...]
+    labels: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the HTTP report)."""
+        data = asdict(self)
+        data["utterances"] = [
+            {"utterance_id": t.utterance_id, "channel": t.speaker, "start_s": round(t.start_s, 3),
+             "end_s": round(t.end_s, 3), "text": t.text} for t in self.utterances]
+        return data
+
+
+def run_dialogue(turns: list[Turn], assessor: Assessor, loan: LoanRecord | None, options: DialogueOptions,
+                 duration_s: float) -> CallDialogue:
+    """Feed a finished call to the dialogue as the live path would have: in the order utterances ended, with the
+    clock at each utterance's start before it (so a silence timer expires exactly when it would have live)."""
+    dialogue = CallDialogue(assessor, loan, options)
+    for turn in sorted(turns, key=lambda t: (t.end_s, t.start_s)):
+        dialogue.tick(turn.start_s)
+        dialogue.add(turn)
+    dialogue.finish(duration_s)
+    return dialogue
+
+
+def score_call(call_id: str, turns: list[Turn], assessor: Assessor, loan: LoanRecord | None, duration_s: float,
+               options: DialogueOptions | None = None, risk: RiskConfig | None = None) -> Report:
+    """The report of a finished call from its utterances (both channels)."""
+    dialogue = run_dialogue(turns, assessor, loan, options or DialogueOptions(), duration_s)
+    return build_report(call_id, turns, dialogue, assessor, duration_s, risk or load_risk())
+
+
+def build_report(call_id: str, turns: list[Turn], dialogue: CallDialogue, assessor: Assessor, duration_s: float,
+                 risk: RiskConfig) -> Report:
+    """Turn the dialogue's verdicts into the report (score, contributions, actions)."""
+    summary = dialogue.summary()
+    by_id = {t.utterance_id: t for t in turns}
+    by_topic = {v.topic: v for v in summary.verdicts}
+    topics = tuple(_topic_result(item.topic, item.name, item.times_asked, by_topic.get(item.topic), by_id)
+                   for item in summary.checklist)
+    contributions = _contributions(topics, assessor, risk)
+    score = min(100, round(sum(c.points for c in contributions)))
+    tier: Tier = "high" if score >= risk.tiers["high"] else "medium" if score >= risk.tiers["medium"] else "low"
+    labels: dict[str, int] = {}
+    for result in topics:
+        if result.label:
+            labels[result.label] = labels.get(result.label, 0) + 1
+    return Report(call_id, duration_s, tuple(sorted(turns, key=lambda t: t.start_s)), topics, score, tier,
+                  contributions, _agent(summary, topics), _actions(topics, risk), labels)
+
+
+def _span(turns: list[Turn]) -> Span | None:
+    if not turns:
+        return None
+    return (round(min(t.start_s for t in turns), 3), round(max(t.end_s for t in turns), 3))
+
+
+def _topic_result(topic: str, name: str, times_asked: int, verdict: Verdict | None,
+                  by_id: dict[str, Turn]) -> TopicResult:
+    if verdict is None:
+        return TopicResult(topic, name, times_asked > 0, times_asked, None, None, (), (), None, None, None, None,
+                           None)
+    a = verdict.assessment
+    question = by_id.get(verdict.question_utterance_id)
+    answers = [by_id[i] for i in verdict.answer_utterance_ids if i in by_id]
+    answer_span = _span(answers) or (
+        (round(question.end_s, 3), round(verdict.answer_end_s, 3)) if question else None)  # the silence itself
+    return TopicResult(
+        topic, name, True, times_asked, a.label, round(a.confidence, 3), a.evidence, a.slots,
+        asdict(a.mismatch) if a.mismatch else None, question.text if question else None,
+        "，".join(t.text for t in answers) or None, _span([question]) if question else None, answer_span)
+
+
+def _contributions(topics: tuple[TopicResult, ...], assessor: Assessor,
+                   risk: RiskConfig) -> tuple[Contribution, ...]:
+    out: list[Contribution] = []
+    names = risk.label_names
+    for result in topics:
+        spec = assessor.script.topics.get(result.topic)
+        sensitivity = spec.sensitivity if spec else "medium"
+        if result.label and result.label != "clear":
+            points = risk.overrides.get(f"{result.topic}.{result.label}")
+            if points is None:
+                points = risk.label_points.get(result.label, 0.0) * risk.sensitivity_factor.get(sensitivity, 1.0)
+            cue = next((e.text for e in result.evidence if e.kind != "slot"), result.answer_text or "")
+            out.append(Contribution(f"{result.name}：{names.get(result.label, result.label)}", points,
+                                    result.topic, result.label, cue, result.answer_span))
+        if result.mismatch:
+            field_name = str(result.mismatch["field"])
+            points = risk.mismatch_points.get(field_name, 10.0)
+            out.append(Contribution(
+                f"{result.name}：{names.get('mismatch', 'mismatch')}", points, result.topic, "mismatch",
+                f"客户称 {result.mismatch['stated']:g}，档案为 {result.mismatch['on_file']:g}", result.answer_span))
+        if not result.asked and sensitivity in risk.not_asked_points:
+            out.append(Contribution(f"{result.name}：未询问", risk.not_asked_points[sensitivity], result.topic, None,
+                                    "坐席未问及该项", None))
+    return tuple(sorted(out, key=lambda c: -c.points))
+
+
+def _agent(summary: CallSummary, topics: tuple[TopicResult, ...]) -> AgentReview:
+    asked = [t for t in topics if t.asked]
+    return AgentReview(summary.coverage, len(asked), len(topics), tuple(t.topic for t in topics if not t.asked),
+                       summary.prompts, sum(1 for p in summary.prompts if p.followed_up))
+
+
+def _actions(topics: tuple[TopicResult, ...], risk: RiskConfig) -> tuple[Action, ...]:
+    keys: list[tuple[str, TopicResult]] = []
+    for result in topics:
+        if result.label and result.label != "clear":
+            keys.append((f"{result.topic}.{result.label}", result))
+        if result.mismatch:
+            keys.append((f"{result.topic}.mismatch", result))
+    actions = []
+    for spec in risk.actions:
+        matched = [r for key, r in keys if any(fnmatch.fnmatchcase(key, str(p)) for p in spec["when"])]
+        if not matched:
+            continue
+        evidence = tuple(dict.fromkeys(
+            f"{r.name}：{r.answer_text or '（沉默）'}" for r in matched))
+        spans = tuple(r.answer_span for r in matched if r.answer_span)
+        actions.append(Action(str(spec["id"]), str(spec["text"]), tuple(dict.fromkeys(r.topic for r in matched)),
+                              evidence, spans))
+    return tuple(actions)

@@ -1,0 +1,138 @@
+"""Background scoring of uploaded recordings: a fixed number of workers take queued jobs from the database.
+
+Jobs live in the database, not in memory, so none is lost to a restart: at start-up jobs left `running` by the
+previous process are queued again, and workers pick up everything queued. Workers poll the database now and
+then besides being woken by new uploads, so jobs queued by another process (`huifang score-dir`) run too.
+Scoring is CPU-bound and runs on worker threads; the event loop only waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from asr.errors import AsrError
+from service.scoring import AudioPart, RecordingError
+from service.store import JobRecord, Store
+from service.store.store import utcnow
+
+log = logging.getLogger(__name__)
+
+#: Seconds between looks at the queue when nobody wakes the workers.
+POLL_S = 5.0
+#: Seconds between retention sweeps.
+SWEEP_S = 3600.0
+
+
+@dataclass
+class JobContext:
+    """What scoring a job needs; built once by the app."""
+
+    store: Store
+    data_dir: Path
+    score: Callable[[str, list[AudioPart], dict[str, Any] | None, Callable[[float], None]], dict[str, Any]]
+    retention_days: float
+
+
+def run_job(ctx: JobContext, job: JobRecord) -> None:
+    """Score one claimed job and record the outcome (synchronous: call on a worker thread)."""
+    parts = [AudioPart(ctx.data_dir / f["path"], tuple(f["channels"])) for f in job.files]
+    last = [0.0]
+
+    def progress(p: float) -> None:
+        if p - last[0] >= 0.05 or p >= 1.0:  # a write per 5%, not per utterance
+            last[0] = p
+            ctx.store.set_progress(job.id, p)
+
+    try:
+        report = ctx.score(job.call_id, parts, job.loan_file, progress)
+    except (AsrError, RecordingError) as e:
+        log.warning("recording %s (call %s) failed: %s", job.id, job.call_id, e)
+        ctx.store.fail_job(job.id, str(e))
+        return
+    except Exception as e:  # noqa: BLE001 - one bad recording must not stop the workers
+        log.exception("recording %s (call %s) failed", job.id, job.call_id)
+        ctx.store.fail_job(job.id, f"internal error while scoring ({type(e).__name__})")
+        return
+    audio_dir = str(Path(job.files[0]["path"]).parent) if job.files else None
+    expires = utcnow() + timedelta(days=ctx.retention_days) if audio_dir else None
+    ctx.store.complete_job(job.id, report, job.agent_id, audio_dir, expires)
+    log.info("recording %s scored: call %s, risk %s (%s)", job.id, job.call_id, report["risk_score"], report["tier"])
+
+
+class JobRunner:
+    """N workers over the database queue, plus the retention sweeper."""
+
+    def __init__(self, ctx: JobContext, workers: int) -> None:
+        self.ctx = ctx
+        self.workers = workers
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        requeued = await asyncio.to_thread(self.ctx.store.requeue_interrupted)
+        if requeued:
+            log.info("%d interrupted recording job(s) queued again", requeued)
+        self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.workers)]
+        self._tasks.append(asyncio.create_task(self._sweeper()))
+
+    def notify(self) -> None:
+        """A job was queued: wake an idle worker now rather than at the next poll."""
+        self._wake.set()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _worker(self, index: int) -> None:
+        while True:
+            try:
+                job = await asyncio.to_thread(self.ctx.store.claim_next)
+            except Exception:  # noqa: BLE001 - a database hiccup: try again later
+                log.exception("worker %d: cannot read the job queue", index)
+                job = None
+            if job is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=POLL_S)
+                continue
+            # A cancelled worker (shutdown) leaves its job `running`; the next start queues it again.
+            await asyncio.to_thread(run_job, self.ctx, job)
+
+    async def _sweeper(self) -> None:
+        while True:
+            try:
+                removed = await asyncio.to_thread(sweep_audio, self.ctx.store, self.ctx.data_dir)
+                if removed:
+                    log.info("retention: removed the audio of %d call(s)", removed)
+            except Exception:  # noqa: BLE001
+                log.exception("retention sweep failed")
+            await asyncio.sleep(SWEEP_S)
+
+
+def sweep_audio(store: Store, data_dir: Path) -> int:
+    """Delete stored audio past its retention (the report stays)."""
+    count = 0
+    for call_id, folder in store.expired_audio(utcnow()):
+        remove_audio(data_dir, folder)
+        store.audio_removed(call_id)
+        count += 1
+    return count
+
+
+def remove_audio(data_dir: Path, folder: str | None) -> None:
+    """Delete a stored audio folder, refusing anything outside the data directory's audio area."""
+    if not folder:
+        return
+    root = (data_dir / "audio").resolve()
+    path = (data_dir / folder).resolve()
+    if root in path.parents:
+        shutil.rmtree(path, ignore_errors=True)

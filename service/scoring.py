@@ -1,0 +1,140 @@
+"""Scoring a recorded call: decode, transcribe each channel, run the dialogue, build the report.
+
+Shared by the recordings API (background jobs), `huifang score` and `huifang score-dir`. Synchronous and
+CPU-bound: callers run it on a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asr.audio import decode_audio
+from asr.errors import AsrError
+from asr.transcribe import Transcriber
+from asr.types import DecodedAudio, DecodeLimits
+from nlu.assess import Assessor
+from nlu.dialogue import DialogueOptions, Turn
+from nlu.report import RiskConfig, score_call
+from nlu.types import LoanRecord
+
+ROLES = ("agent", "customer")
+#: Below this level (dBFS) for every 30 ms frame, a recording holds nothing to score.
+SILENCE_DBFS = -50.0
+
+
+class RecordingError(ValueError):
+    """The upload cannot be scored (a 4xx for the client): wrong channels, no speech, bad loan file."""
+
+
+@dataclass(frozen=True, slots=True)
+class AudioPart:
+    """One stored audio file and the roles of its channels, in order."""
+
+    path: Path
+    channels: tuple[str, ...]
+
+
+def check_roles(channels: tuple[str, ...], channel_count: int, name: str) -> None:
+    """The roles must name each channel of the file once; agent and customer must both be present overall."""
+    if len(channels) != channel_count:
+        if channel_count == 1:
+            raise RecordingError(f"{name} is mono: say whose voice it is with channels=agent or channels=customer, "
+                                 "or upload the two sides as fields `agent` and `customer`")
+        raise RecordingError(f"{name} has {channel_count} channels but channels names {len(channels)} "
+                             f"({','.join(channels) or 'none'})")
+    if len(set(channels)) != len(channels) or not all(c in ROLES for c in channels):
+        raise RecordingError(f"channels must be a comma-separated list of {' and '.join(ROLES)}, each once "
+                             f"(got {','.join(channels)})")
+
+
+def is_silent(audio: DecodedAudio) -> bool:
+    """Whether no 30 ms frame of any channel rises above SILENCE_DBFS."""
+    frame = 480
+    for channel in audio.samples:
+        n = len(channel) // frame * frame
+        if n == 0:
+            continue
+        rms = np.sqrt(np.mean(channel[:n].reshape(-1, frame) ** 2, axis=1) + 1e-12)
+        if float(20 * np.log10(rms.max())) > SILENCE_DBFS:
+            return False
+    return True
+
+
+def validate_parts(parts: list[AudioPart], limits: DecodeLimits) -> float:
+    """Decode every part once to check it can be scored; returns the call duration. Raises AsrError (unreadable,
+    too long) or RecordingError (channels, silence)."""
+    roles: list[str] = []
+    duration = 0.0
+    silent = True
+    for part in parts:
+        audio = decode_audio(str(part.path), limits)
+        check_roles(part.channels, audio.channel_count, part.path.name)
+        roles += part.channels
+        duration = max(duration, audio.duration_s)
+        silent = silent and is_silent(audio)
+    if sorted(roles) != sorted(ROLES):
+        raise RecordingError("a call needs both sides: an agent and a customer channel")
+    if silent:
+        raise RecordingError("the recording holds no speech (every channel is silent)")
+    return duration
+
+
+def parse_loan_file(text: str | None) -> dict[str, Any] | None:
+    """The `loan_file` form field: a JSON object validated like the live protocol's."""
+    if text is None or not text.strip():
+        return None
+    from pydantic import ValidationError
+
+    from service.protocol import LoanFile
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RecordingError(f"loan_file is not valid JSON ({e.msg} at character {e.pos})") from e
+    if not isinstance(data, dict):
+        raise RecordingError("loan_file must be a JSON object")
+    try:
+        return LoanFile.model_validate(data).model_dump(exclude_none=True)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise RecordingError(f"invalid loan_file: {problems}") from e
+
+
+def score_parts(call_id: str, parts: list[AudioPart], loan_file: dict[str, Any] | None, transcriber: Transcriber,
+                assessor: Assessor, limits: DecodeLimits, options: DialogueOptions, risk: RiskConfig,
+                on_progress: Callable[[float], None] | None = None) -> dict[str, Any]:
+    """The report (JSON form) of a call stored as `parts`. `on_progress` gets 0-1."""
+    decoded = [(part, decode_audio(str(part.path), limits)) for part in parts]
+    total = sum(audio.duration_s * audio.channel_count for _, audio in decoded) or 1.0
+    done = 0.0
+    turns: list[Turn] = []
+    duration = max(audio.duration_s for _, audio in decoded)
+    for part, audio in decoded:
+        base = done
+
+        def progress(seconds: float, base: float = base) -> None:
+            if on_progress is not None:
+                on_progress(min(0.99, (base + seconds) / total))
+
+        utterances = transcriber.transcribe(audio, part.channels, on_progress=progress)
+        done += audio.duration_s * audio.channel_count
+        counts: dict[str, int] = {}
+        for u in utterances:
+            counts[u.channel] = counts.get(u.channel, 0) + 1
+            if u.channel in ROLES and u.text:
+                turns.append(Turn(f"{u.channel}-{counts[u.channel]}", "agent" if u.channel == "agent" else "customer",
+                                  u.text, u.start_s, u.end_s))
+    if not turns:
+        raise AsrError("no speech was recognised in the recording")
+    report = score_call(call_id, turns, assessor, LoanRecord.from_mapping(loan_file), duration, options, risk)
+    data = report.to_dict()
+    data["loan_file"] = loan_file
+    if on_progress is not None:
+        on_progress(1.0)
+    return data

@@ -1,0 +1,45 @@
+// Call list: GET /v1/calls with the filters of the form, paged.
+"use strict";
+
+const TIERS = { low: "低", medium: "中", high: "高" };
+const $ = (id) => document.getElementById(id);
+const PAGE = 50;
+let offset = 0;
+
+function esc(text) {
+  return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+
+async function load() {
+  const params = new URLSearchParams();
+  for (const [k, v] of new FormData($("filters"))) if (v) params.set(k, v);
+  params.set("limit", PAGE);
+  params.set("offset", offset);
+  const res = await fetch(`/v1/calls?${params}`);
+  const body = await res.json();
+  if (!res.ok) {
+    $("banner").textContent = `无法加载：${JSON.stringify(body.detail || res.status)}`;
+    $("banner").hidden = false;
+    return;
+  }
+  const rows = $("calls").querySelector("tbody");
+  rows.innerHTML = "";
+  for (const c of body.items) {
+    const vague = ["omission", "unclear", "evasive"].reduce((n, k) => n + (c.labels[k] || 0), 0);
+    const tr = document.createElement("tr");
+    tr.dataset.callId = c.call_id;
+    tr.innerHTML = `<td><a href="/calls/${encodeURIComponent(c.call_id)}">${esc(c.call_id)}</a></td>
+      <td>${esc(c.created_at.replace("T", " ").slice(0, 16))}</td><td>${esc(c.agent_id || "—")}</td>
+      <td>${Math.round(c.duration_s)} 秒</td><td><span class="pill ${c.tier}">${TIERS[c.tier]} ${c.risk_score}</span></td><td>${vague}</td>`;
+    rows.appendChild(tr);
+  }
+  if (!body.items.length) rows.innerHTML = '<tr><td colspan="6">没有符合条件的通话</td></tr>';
+  $("page").textContent = `${body.total ? offset + 1 : 0}-${offset + body.items.length} / ${body.total}`;
+  $("prev").disabled = offset === 0;
+  $("next").disabled = offset + PAGE >= body.total;
+}
+
+$("filters").addEventListener("submit", (e) => { e.preventDefault(); offset = 0; load(); });
+$("prev").onclick = () => { offset = Math.max(0, offset - PAGE); load(); };
+$("next").onclick = () => { offset += PAGE; load(); };
+load();

@@ -1,0 +1,172 @@
+// Report page: GET /v1/calls/{id}/report rendered in the browser (SVG drawn here, no chart library).
+"use strict";
+
+const LABELS = { clear: "回答清晰", omission: "信息遗漏", unclear: "表述不清", evasive: "避而不答", mismatch: "与档案不符" };
+const COLORS = { clear: "#1f9d55", omission: "#7b4fd6", unclear: "#d68a00", evasive: "#d23c3c", mismatch: "#c2185b" };
+const TIERS = { low: "低风险", medium: "中风险", high: "高风险" };
+const SVG = "http://www.w3.org/2000/svg";
+const $ = (id) => document.getElementById(id);
+
+function esc(text) {
+  return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+function clock(s) {
+  s = Math.max(0, Math.floor(s));
+  return `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
+}
+function el(name, attrs, parent) {
+  const node = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (parent) parent.appendChild(node);
+  return node;
+}
+
+// -- audio spans --------------------------------------------------------------------------------------------
+let stopAt = null;
+function play(span) {
+  const player = $("player");
+  if (!span || !player.src) return;
+  player.currentTime = Math.max(0, span[0] - 0.3);
+  stopAt = span[1] + 0.3;
+  player.play().catch(() => {});
+}
+function playButton(span) {
+  if (!span || !$("player").src) return "";
+  return `<button class="play" data-span="${span[0]},${span[1]}">▶ ${clock(span[0])}</button>`;
+}
+document.addEventListener("click", (e) => {
+  const b = e.target.closest("[data-span]");
+  if (b) play(b.dataset.span.split(",").map(Number));
+});
+
+// -- parts --------------------------------------------------------------------------------------------------
+function gauge(score, tier) {
+  const svg = $("gauge");
+  const arc = (from, to, color, width) => {
+    const a0 = Math.PI * (1 - from / 100), a1 = Math.PI * (1 - to / 100);
+    const p = (a) => `${100 + 80 * Math.cos(a)} ${100 - 80 * Math.sin(a)}`;
+    el("path", { d: `M ${p(a0)} A 80 80 0 0 1 ${p(a1)}`, stroke: color, "stroke-width": width, fill: "none" }, svg);
+  };
+  arc(0, 100, "#e2e6ec", 16);
+  if (score > 0) arc(0, Math.min(score, 100), { low: COLORS.clear, medium: COLORS.unclear, high: COLORS.evasive }[tier], 16);
+  el("text", { x: 100, y: 92, "text-anchor": "middle", "font-size": 34, "font-weight": "bold", id: "score" }, svg).textContent = score;
+  el("text", { x: 100, y: 114, "text-anchor": "middle", "font-size": 14, id: "tier", "data-tier": tier }, svg).textContent = TIERS[tier];
+}
+
+function contributions(list) {
+  const ul = $("contributions");
+  if (!list.length) ul.innerHTML = "<li>无扣分项</li>";
+  const max = Math.max(...list.map((c) => c.points), 1);
+  for (const c of list) {
+    const li = document.createElement("li");
+    li.dataset.label = c.label || "";
+    if (c.span) li.dataset.span = c.span.join(",");
+    li.title = c.evidence;
+    li.innerHTML = `<span>${esc(c.reason)}</span><span class="barbox"><span class="bar" style="display:block;width:${(100 * c.points) / max}%"></span></span><b>+${Math.round(c.points)}</b>`;
+    ul.appendChild(li);
+  }
+}
+
+function actions(list, agent, topics) {
+  const ul = $("actions");
+  if (!list.length) ul.innerHTML = "<li>无需额外跟进</li>";
+  for (const a of list) {
+    const li = document.createElement("li");
+    li.dataset.action = a.id;
+    li.innerHTML = `<div>${esc(a.text)}</div><div class="why">依据：${a.evidence.map(esc).join("；")} ${a.spans.map(playButton).join(" ")}</div>`;
+    ul.appendChild(li);
+  }
+  const names = Object.fromEntries(topics.map((t) => [t.topic, t.name]));
+  const followed = agent.prompts.filter((p) => p.followed_up).length;
+  $("agent").innerHTML = `
+    <dt>清单覆盖</dt><dd>${agent.asked}/${agent.total}（${Math.round(agent.coverage * 100)}%）</dd>
+    <dt>未询问</dt><dd>${agent.not_asked.map((t) => esc(names[t] || t)).join("、") || "无"}</dd>
+    <dt>提示后追问</dt><dd>${followed}/${agent.prompts.length}</dd>`;
+}
+
+function timeline(report) {
+  const svg = $("timeline");
+  const width = svg.clientWidth || 1000, left = 60, right = 10, lane = { agent: 30, customer: 80 };
+  const x = (t) => left + ((width - left - right) * t) / Math.max(report.duration_s, 1);
+  svg.setAttribute("viewBox", `0 0 ${width} 150`);
+  for (const [name, y] of Object.entries(lane)) {
+    el("text", { x: 4, y: y + 14, "font-size": 13, fill: "#7a8594" }, svg).textContent = name === "agent" ? "坐席" : "客户";
+    el("line", { x1: left, x2: width - right, y1: y + 10, y2: y + 10, stroke: "#e2e6ec" }, svg);
+  }
+  for (const u of report.utterances) {
+    const r = el("rect", { x: x(u.start_s), y: lane[u.channel] ?? 80, width: Math.max(2, x(u.end_s) - x(u.start_s)), height: 20, rx: 3,
+      fill: u.channel === "agent" ? "#9dbbe8" : "#c7ccd3", class: "utt-bar", "data-span": `${u.start_s},${u.end_s}` }, svg);
+    el("title", {}, r).textContent = `${clock(u.start_s)} ${u.text}`;
+  }
+  for (const t of report.topics) {
+    if (!t.label || !t.answer_span || (t.label === "clear" && !t.mismatch)) continue;
+    const kind = t.mismatch ? "mismatch" : t.label;
+    const cx = x(t.answer_span[0]);
+    const g = el("g", { class: "flag", "data-topic": t.topic, "data-label": kind, "data-span": t.answer_span.join(",") }, svg);
+    el("line", { x1: cx, x2: cx, y1: 108, y2: 126, stroke: COLORS[kind], "stroke-width": 2 }, g);
+    el("circle", { cx, cy: 132, r: 7, fill: COLORS[kind] }, g);
+    el("title", {}, g).textContent = `${t.name}：${LABELS[kind]}`;
+  }
+  for (let t = 0; t <= report.duration_s; t += 10) {
+    el("text", { x: x(t), y: 22, "font-size": 11, fill: "#7a8594", "text-anchor": "middle" }, svg).textContent = clock(t);
+  }
+}
+
+function checklist(topics) {
+  const body = $("checklist").querySelector("tbody");
+  for (const t of topics) {
+    const tr = document.createElement("tr");
+    tr.dataset.topic = t.topic;
+    tr.dataset.label = t.label || "";
+    const kind = t.mismatch ? "mismatch" : t.label;
+    const verdict = kind ? `<span class="pill" style="background:${COLORS[kind]}">${LABELS[kind]}</span>` : "—";
+    const values = t.slots.filter((s) => s.value !== null).map((s) => `${esc(s.text)}${s.approximate ? "（约）" : ""}`).join("、");
+    const mismatch = t.mismatch ? `<br>档案：${t.mismatch.on_file}` : "";
+    const evidence = t.evidence.filter((e) => e.kind !== "slot").map((e) => esc(e.text)).join("；");
+    tr.innerHTML = `<td>${esc(t.name)}</td><td>${t.asked ? `是${t.times_asked > 1 ? `（${t.times_asked}次）` : ""}` : "否"}</td>
+      <td>${verdict}</td><td>${esc(t.answer_text || (t.label ? "（沉默）" : ""))}</td><td>${values}${mismatch}</td>
+      <td>${evidence}</td><td>${playButton(t.answer_span)}</td>`;
+    body.appendChild(tr);
+  }
+}
+
+function transcript(utterances) {
+  const box = $("transcript");
+  for (const u of utterances) {
+    const div = document.createElement("div");
+    div.className = `utt ${u.channel === "agent" ? "agent" : "customer"}`;
+    div.dataset.span = `${u.start_s},${u.end_s}`;
+    div.innerHTML = `<span class="t">${clock(u.start_s)}</span>${esc(u.text)}`;
+    box.appendChild(div);
+  }
+}
+
+async function main() {
+  const callId = decodeURIComponent(location.pathname.split("/").pop());
+  $("call-id").textContent = callId;
+  const res = await fetch(`/v1/calls/${encodeURIComponent(callId)}/report`);
+  if (!res.ok) {
+    const body = await res.json().catch(() => ({}));
+    $("banner").textContent = `无法显示报告：${body.detail || res.status}`;
+    $("banner").hidden = false;
+    return;
+  }
+  const report = await res.json();
+  document.title = `回访报告 ${callId}`;
+  $("meta").textContent = `${(report.created_at || "").replace("T", " ").slice(0, 16)} · 坐席 ${report.agent_id || "—"} · 时长 ${clock(report.duration_s)}`;
+  if (report.audio && report.audio.length) $("player").src = report.audio[0].url;
+  else $("player").hidden = true;
+  $("player").addEventListener("timeupdate", () => {
+    if (stopAt !== null && $("player").currentTime >= stopAt) { $("player").pause(); stopAt = null; }
+  });
+  $("report").hidden = false;
+  gauge(report.risk_score, report.tier);
+  contributions(report.contributions);
+  actions(report.actions, report.agent, report.topics);
+  timeline(report);
+  checklist(report.topics);
+  transcript(report.utterances);
+  document.body.dataset.ready = "true";
+}
+
+main();

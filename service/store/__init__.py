@@ -1,0 +1,5 @@
+"""Storage of recording jobs, scored calls and their answers (SQLAlchemy 2; SQLite or PostgreSQL)."""
+
+from service.store.store import CallFilter, JobRecord, Store, StoreError
+
+__all__ = ["CallFilter", "JobRecord", "Store", "StoreError"]

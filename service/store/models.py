@@ -1,0 +1,72 @@
+"""Tables. Change them only together with a migration in `migrations/versions/`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Recording(Base):
+    """An uploaded recording and the job that scores it. Times are naive UTC."""
+
+    __tablename__ = "recordings"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(128), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # queued | running | done | failed
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: [{"path": relative to the data directory, "channels": [roles]}], one entry per uploaded file.
+    files: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    loan_file: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class Call(Base):
+    """A scored call: the report and the columns calls are listed and filtered by."""
+
+    __tablename__ = "calls"
+
+    call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    recording_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    duration_s: Mapped[float] = mapped_column(Float)
+    risk_score: Mapped[int] = mapped_column(Integer, index=True)
+    tier: Mapped[str] = mapped_column(String(8), index=True)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: Folder of the stored audio, relative to the data directory; None once retention removed it.
+    audio_dir: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    audio_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+
+    answers: Mapped[list[Answer]] = relationship(back_populates="call", cascade="all, delete-orphan",
+                                                 passive_deletes=True)
+
+
+class Answer(Base):
+    """One topic's verdict in a call, for filtering calls by label."""
+
+    __tablename__ = "answers"
+    __table_args__ = (Index("ix_answers_label_call", "label", "call_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(ForeignKey("calls.call_id", ondelete="CASCADE"), index=True)
+    topic: Mapped[str] = mapped_column(String(32))
+    label: Mapped[str] = mapped_column(String(16))
+    confidence: Mapped[float] = mapped_column(Float)
+    mismatch: Mapped[bool] = mapped_column(Boolean, default=False)
+    start_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    end_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    call: Mapped[Call] = relationship(back_populates="answers")

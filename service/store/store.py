@@ -1,0 +1,251 @@
+"""The repository: every read and write of jobs and reports, each in one transaction.
+
+Synchronous SQLAlchemy; the service calls it from worker threads (`asyncio.to_thread`), never on the event loop.
+SQLite (the embedded default, a file under the data directory) and PostgreSQL (by URL) run the same code; the
+schema comes from the Alembic migrations, applied by `migrate()` at start-up.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.store.models import Answer, Call, Recording
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used (unreachable, wrong URL, failed migration)."""
+
+
+def utcnow() -> datetime:
+    """Naive UTC, as stored (SQLite has no time zones)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A recording job as the API shows it."""
+
+    id: str
+    call_id: str
+    status: str
+    progress: float
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    files: list[dict[str, Any]]
+    loan_file: dict[str, Any] | None
+    agent_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallFilter:
+    """Filters of `GET /v1/calls`."""
+
+    date_from: datetime | None = None
+    date_to: datetime | None = None
+    tier: str | None = None
+    label: str | None = None
+    agent_id: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+def _job(r: Recording) -> JobRecord:
+    return JobRecord(r.id, r.call_id, r.status, r.progress, r.error, r.created_at, r.started_at, r.finished_at,
+                     list(r.files or []), r.loan_file, r.agent_id)
+
+
+class Store:
+    """Jobs, calls and answers in one database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine: Engine = create_engine(url, pool_pre_ping=True, future=True)
+        except (SQLAlchemyError, ImportError, ValueError) as e:
+            raise StoreError(f"cannot use database {self.safe_url}: {e}") from e
+        if self.engine.dialect.name == "sqlite":
+            @event.listens_for(self.engine, "connect")
+            def _sqlite_pragmas(conn: Any, _: Any) -> None:
+                cursor = conn.cursor()
+                cursor.execute("PRAGMA foreign_keys=ON")  # ON DELETE CASCADE for answers
+                cursor.execute("PRAGMA journal_mode=WAL")  # readers do not wait for the scoring writer
+                cursor.execute("PRAGMA busy_timeout=10000")
+                cursor.close()
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password, for messages and logs."""
+        try:
+            from sqlalchemy.engine import make_url
+
+            return make_url(self.url).render_as_string(hide_password=True)
+        except Exception:  # noqa: BLE001 - a malformed URL is reported by the caller
+            return "<unparseable database URL>"
+
+    def migrate(self) -> None:
+        """Bring the schema to the latest migration (idempotent)."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        try:
+            with self.engine.begin() as conn:
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+        except (SQLAlchemyError, OSError) as e:
+            raise StoreError(f"cannot prepare database {self.safe_url}: {e}") from e
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def session(self) -> Session:
+        return self._session()
+
+    # -- jobs --------------------------------------------------------------------------------------------
+
+    def create_job(self, call_id: str, files: list[dict[str, Any]], loan_file: dict[str, Any] | None,
+                   agent_id: str | None, job_id: str | None = None) -> JobRecord:
+        """A queued job for files already stored under the data directory."""
+        with self.session() as s, s.begin():
+            row = Recording(id=job_id or secrets.token_hex(8), call_id=call_id, status="queued", progress=0.0,
+                            attempts=0, created_at=utcnow(), files=files, loan_file=loan_file, agent_id=agent_id)
+            s.add(row)
+        return _job(row)
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        with self.session() as s:
+            row = s.get(Recording, job_id)
+            return _job(row) if row else None
+
+    def active_job_for(self, call_id: str) -> JobRecord | None:
+        """A queued or running job of this call id, if any."""
+        with self.session() as s:
+            row = s.scalars(select(Recording).where(Recording.call_id == call_id,
+                                                    Recording.status.in_(("queued", "running")))).first()
+            return _job(row) if row else None
+
+    def requeue_interrupted(self) -> int:
+        """Jobs left `running` by a process that stopped: queue them again (at start-up, before workers)."""
+        with self.session() as s, s.begin():
+            result = s.execute(update(Recording).where(Recording.status == "running")
+                               .values(status="queued", progress=0.0))
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def claim_next(self) -> JobRecord | None:
+        """Take the oldest queued job (queued -> running), safely against other workers and processes."""
+        for _ in range(5):
+            with self.session() as s, s.begin():
+                job_id = s.scalars(select(Recording.id).where(Recording.status == "queued")
+                                   .order_by(Recording.created_at, Recording.id).limit(1)).first()
+                if job_id is None:
+                    return None
+                taken = s.execute(update(Recording).where(Recording.id == job_id, Recording.status == "queued")
+                                  .values(status="running", started_at=utcnow(), attempts=Recording.attempts + 1))
+                if taken.rowcount:  # type: ignore[attr-defined]
+                    row = s.get(Recording, job_id, populate_existing=True)
+                    return _job(row) if row else None
+        return None  # other workers kept taking the head of the queue: try again later
+
+    def claim(self, job_id: str) -> JobRecord | None:
+        """Take this queued job (queued -> running); None when another worker took it first."""
+        with self.session() as s, s.begin():
+            taken = s.execute(update(Recording).where(Recording.id == job_id, Recording.status == "queued")
+                              .values(status="running", started_at=utcnow(), attempts=Recording.attempts + 1))
+            if not taken.rowcount:  # type: ignore[attr-defined]
+                return None
+            row = s.get(Recording, job_id, populate_existing=True)
+            return _job(row) if row else None
+
+    def set_progress(self, job_id: str, progress: float) -> None:
+        with self.session() as s, s.begin():
+            s.execute(update(Recording).where(Recording.id == job_id).values(progress=round(progress, 3)))
+
+    def fail_job(self, job_id: str, error: str) -> None:
+        with self.session() as s, s.begin():
+            s.execute(update(Recording).where(Recording.id == job_id)
+                      .values(status="failed", error=error[:2000], finished_at=utcnow()))
+
+    def complete_job(self, job_id: str, report: dict[str, Any], agent_id: str | None, audio_dir: str | None,
+                     audio_expires_at: datetime | None) -> None:
+        """Store the report (replacing an earlier one of the same call) and mark the job done: one transaction,
+        so a crash leaves either no trace or the whole result."""
+        with self.session() as s, s.begin():
+            job = s.get(Recording, job_id)
+            if job is None:
+                raise StoreError(f"job {job_id} vanished")
+            s.execute(delete(Call).where(Call.call_id == job.call_id))
+            s.flush()
+            call = Call(call_id=job.call_id, recording_id=job_id, agent_id=agent_id, created_at=job.created_at,
+                        duration_s=float(report["duration_s"]), risk_score=int(report["risk_score"]),
+                        tier=str(report["tier"]), report=report, audio_dir=audio_dir,
+                        audio_expires_at=audio_expires_at)
+            for topic in report["topics"]:
+                if topic.get("label"):
+                    span = topic.get("answer_span") or (None, None)
+                    call.answers.append(Answer(topic=topic["topic"], label=topic["label"],
+                                               confidence=float(topic.get("confidence") or 0.0),
+                                               mismatch=bool(topic.get("mismatch")), start_s=span[0],
+                                               end_s=span[1]))
+            s.add(call)
+            job.status, job.progress, job.finished_at, job.error = "done", 1.0, utcnow(), None
+
+    # -- calls -------------------------------------------------------------------------------------------
+
+    def get_call(self, call_id: str) -> Call | None:
+        with self.session() as s:
+            return s.get(Call, call_id)
+
+    def list_calls(self, f: CallFilter) -> tuple[list[Call], int]:
+        """One page of calls (newest first) and the total matching the filters."""
+        query = select(Call)
+        if f.date_from is not None:
+            query = query.where(Call.created_at >= f.date_from)
+        if f.date_to is not None:
+            query = query.where(Call.created_at < f.date_to)
+        if f.tier:
+            query = query.where(Call.tier == f.tier)
+        if f.agent_id:
+            query = query.where(Call.agent_id == f.agent_id)
+        if f.label:
+            query = query.where(Call.call_id.in_(select(Answer.call_id).where(Answer.label == f.label)))
+        with self.session() as s:
+            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = s.scalars(query.order_by(Call.created_at.desc(), Call.call_id)
+                             .limit(f.limit).offset(f.offset)).all()
+            return list(rows), int(total)
+
+    def delete_call(self, call_id: str) -> Call | None:
+        """Remove a call's report, answers and jobs; returns the removed call (its audio folder is the caller's
+        to delete)."""
+        with self.session() as s, s.begin():
+            call = s.get(Call, call_id)
+            if call is None:
+                return None
+            s.delete(call)
+            s.execute(delete(Recording).where(Recording.call_id == call_id,
+                                              Recording.status.in_(("done", "failed"))))
+            return call
+
+    def expired_audio(self, now: datetime) -> list[tuple[str, str]]:
+        """(call id, audio folder) of calls whose audio passed its retention."""
+        with self.session() as s:
+            rows = s.execute(select(Call.call_id, Call.audio_dir).where(
+                Call.audio_dir.is_not(None), Call.audio_expires_at <= now)).all()
+            return [(r[0], r[1]) for r in rows]
+
+    def audio_removed(self, call_id: str) -> None:
+        with self.session() as s, s.begin():
+            s.execute(update(Call).where(Call.call_id == call_id).values(audio_dir=None, audio_expires_at=None))
