@@ -16,7 +16,7 @@ keeps this module pure apart from the VAD network, and testable with a fake one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -310,3 +310,17 @@ class Upsampler:
         frame.sample_rate = self._rate
         outs = [o.to_ndarray().reshape(-1) for o in self._resampler.resample(frame)]
         return np.concatenate(outs) if outs else np.zeros(0, dtype=np.float32)
+
+
+def endpoint_offline(samples: np.ndarray, channel: str, options: StreamOptions, vad: VadStep,
+                     block_s: float = 0.1) -> list[FinalRequest]:
+    """The utterances a live channel would have finalised for this 16 kHz audio: the same VAD, endpointing and
+    audio spans as streaming, run over a recording. Post-call scoring uses it so that a call is cut, decoded and
+    therefore assessed the same way live and after the fact."""
+    stream = ChannelStream(channel, replace(options, partial_interval_s=0.0, prefetch_silence_ms=0), vad)
+    block = int(MODEL_SAMPLE_RATE_HZ * block_s)
+    finals: list[FinalRequest] = []
+    for offset in range(0, len(samples), block):
+        finals += [r for r in stream.feed(samples[offset: offset + block]) if isinstance(r, FinalRequest)]
+    finals += [r for r in stream.finish() if isinstance(r, FinalRequest)]
+    return finals

@@ -190,6 +190,12 @@ class CallDialogue:
                                            times_asked=asked))
         return tuple(items)
 
+    def answers(self) -> tuple[Verdict, ...]:
+        """The verdict that stands for every (question, topic) of the call, in the order the questions came."""
+        order = {q.turn.utterance_id: i for i, q in enumerate(self._questions)}
+        return tuple(sorted(self._by_question.values(), key=lambda v: (order.get(v.question_utterance_id, 0),
+                                                                       v.topic)))
+
     def summary(self) -> CallSummary:
         checklist = self.checklist()
         verdicts = tuple(self._latest[t.id] for t in self._topics if t.id in self._latest)

@@ -88,6 +88,20 @@ class TopicResult:
 
 
 @dataclass(frozen=True, slots=True)
+class AnswerRecord:
+    """One answer of the call (a topic may be asked more than once; `TopicResult` keeps the last)."""
+
+    topic: str
+    name: str
+    label: str
+    mismatch: bool
+    question_text: str | None
+    answer_text: str | None
+    question_span: Span | None
+    answer_span: Span | None
+
+
+@dataclass(frozen=True, slots=True)
 class Contribution:
     """Points added to the risk score, and why."""
 
@@ -135,6 +149,7 @@ class Report:
     contributions: tuple[Contribution, ...]
     agent: AgentReview
     actions: tuple[Action, ...]
+    answers: tuple[AnswerRecord, ...] = ()
     labels: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -180,8 +195,10 @@ def build_report(call_id: str, turns: list[Turn], dialogue: CallDialogue, assess
     for result in topics:
         if result.label:
             labels[result.label] = labels.get(result.label, 0) + 1
+    names = {t.id: t.name for t in assessor.script.topics.values()}
+    answers = tuple(_answer_record(v, by_id, names.get(v.topic, v.topic)) for v in dialogue.answers())
     return Report(call_id, duration_s, tuple(sorted(turns, key=lambda t: t.start_s)), topics, score, tier,
-                  contributions, _agent(summary, topics), _actions(topics, risk), labels)
+                  contributions, _agent(summary, topics), _actions(topics, risk), answers, labels)
 
 
 def _span(turns: list[Turn]) -> Span | None:
@@ -204,6 +221,12 @@ def _topic_result(topic: str, name: str, times_asked: int, verdict: Verdict | No
         topic, name, True, times_asked, a.label, round(a.confidence, 3), a.evidence, a.slots,
         asdict(a.mismatch) if a.mismatch else None, question.text if question else None,
         "，".join(t.text for t in answers) or None, _span([question]) if question else None, answer_span)
+
+
+def _answer_record(verdict: Verdict, by_id: dict[str, Turn], name: str) -> AnswerRecord:
+    result = _topic_result(verdict.topic, name, 1, verdict, by_id)
+    return AnswerRecord(verdict.topic, name, verdict.assessment.label, result.mismatch is not None,
+                        result.question_text, result.answer_text, result.question_span, result.answer_span)
 
 
 def _contributions(topics: tuple[TopicResult, ...], assessor: Assessor,

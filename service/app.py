@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from asr.errors import AsrError
-from asr.streaming import SileroStep
+from asr.streaming import SileroStep, VadStep
 from asr.transcribe import Transcriber
 from nlu.assess import Assessor
 from nlu.report import load_risk
@@ -76,8 +76,8 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             log.error("storage unavailable: %s", e)
         else:
             app.state.store = store
-            app.state.jobs = JobRunner(_job_context(settings, store, asr, app.state.assessor),
-                                       settings.recordings.workers)
+            app.state.jobs = JobRunner(_job_context(settings, store, asr, app.state.assessor,
+                                                    app.state.live_engine.vad), settings.recordings.workers)
             await app.state.jobs.start()
         try:
             yield
@@ -121,13 +121,15 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
     return app
 
 
-def _job_context(settings: Settings, store: Store, transcriber: Transcriber, assessor: Assessor) -> JobContext:
+def _job_context(settings: Settings, store: Store, transcriber: Transcriber, assessor: Assessor,
+                 vad: VadStep) -> JobContext:
     risk = load_risk(settings.recordings.risk_file)
-    limits, options = settings.decode_limits(), settings.dialogue_options()
+    limits, options, seg = settings.decode_limits(), settings.dialogue_options(), settings.segment_options()
 
     def score(call_id: str, parts: list[AudioPart], loan_file: dict[str, Any] | None,
               progress: Callable[[float], None]) -> dict[str, Any]:
-        return score_parts(call_id, parts, loan_file, transcriber, assessor, limits, options, risk, progress)
+        return score_parts(call_id, parts, loan_file, transcriber, assessor, limits, options, risk, vad, seg,
+                           progress)
 
     return JobContext(store, settings.data_dir, score, settings.recordings.retention_days)
 

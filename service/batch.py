@@ -43,16 +43,17 @@ def read_loan_file(path: Path | None) -> dict[str, Any] | None:
 
 def _scorer(settings: Settings) -> Callable[[str, list[AudioPart], dict[str, Any] | None, Callable[[float], None]],
                                              dict[str, Any]]:
+    from asr.streaming import SileroStep
     from asr.transcribe import Transcriber
 
     transcriber = Transcriber(settings.asr_options())
     transcriber.load()
-    assessor, risk = settings.assessor(), load_risk(settings.recordings.risk_file)
-    limits, options = settings.decode_limits(), settings.dialogue_options()
+    assessor, risk, vad = settings.assessor(), load_risk(settings.recordings.risk_file), SileroStep()
+    limits, options, seg = settings.decode_limits(), settings.dialogue_options(), settings.segment_options()
 
     def score(call_id: str, parts: list[AudioPart], loan: dict[str, Any] | None,
               progress: Callable[[float], None]) -> dict[str, Any]:
-        return score_parts(call_id, parts, loan, transcriber, assessor, limits, options, risk, progress)
+        return score_parts(call_id, parts, loan, transcriber, assessor, limits, options, risk, vad, seg, progress)
 
     return score
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from fastapi import FastAPI
 
+from nlu.pii import public_loan_file
 from service.calls import close_call, open_call
 from service.protocol import EndEvent, ReadyEvent, StartMessage
 
@@ -67,7 +68,8 @@ async def start_demo(app: FastAPI, demo: DemoCall, speed: float) -> str:
 
     async def play() -> None:
         try:
-            await call.send(ReadyEvent(call_id=call_id, channels=start.channels, loan_file=demo.loan_file))
+            await call.send(ReadyEvent(call_id=call_id, channels=start.channels,
+                                       loan_file=public_loan_file(demo.loan_file)))
             step = int(16000 * STEP_S)
             began = time.monotonic()
             for offset in range(0, samples.shape[1], step):

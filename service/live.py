@@ -33,6 +33,7 @@ from asr.streaming import (
 from asr.transcribe import Transcriber
 from asr.types import Utterance
 from nlu.dialogue import Turn
+from nlu.pii import Redactor, loan_file_identities, preview
 from service.assist import AGENT, CUSTOMER, CallAssist
 from service.decoding import DecodeScheduler
 from service.protocol import ErrorEvent, FinalEvent, OverloadEvent, PartialEvent, StartMessage
@@ -65,6 +66,8 @@ class _Channel:
     name: str
     stream: ChannelStream
     upsample: Upsampler
+    #: Personal data is masked here, before any text leaves the ASR stage (events, dialogue, storage).
+    redactor: Redactor
     last_final: asyncio.Task[None] | None = None
     finalised: set[str] = field(default_factory=set)
     partial_shown: set[str] = field(default_factory=set)
@@ -86,8 +89,10 @@ class LiveCall:
         options = engine.stream_options
         if start.sample_rate_hz <= 8000:
             options = _replace_threshold(options, engine.narrowband_vad_threshold)
+        names, addresses = loan_file_identities(start.loan_file.model_dump() if start.loan_file else None)
         self.channels = [
-            _Channel(name, ChannelStream(name, options, engine.vad), Upsampler(start.sample_rate_hz))
+            _Channel(name, ChannelStream(name, options, engine.vad), Upsampler(start.sample_rate_hz),
+                     Redactor(names, addresses))
             for name in start.channels
         ]
         self._tasks: set[asyncio.Task[None]] = set()
@@ -235,7 +240,7 @@ class LiveCall:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)  # keep each channel's finals in order
         channel.finalised.add(request.utterance_id)
-        text = utterance.text if utterance is not None else ""
+        text = channel.redactor.redact(utterance.text, request.start_s, request.end_s)[0] if utterance else ""
         if not text and request.utterance_id not in channel.partial_shown:
             return None  # nothing was said and nothing was shown: no event
         await self._emit(FinalEvent(channel=request.channel, utterance_id=request.utterance_id, text=text,
@@ -269,7 +274,7 @@ class LiveCall:
                 return  # the final overtook it, or nothing recognisable yet
             channel.partial_shown.add(request.utterance_id)
             await self._emit(PartialEvent(channel=request.channel, utterance_id=request.utterance_id,
-                                          text=utterance.text, start_s=request.start_s))
+                                          text=preview(channel.redactor, utterance.text), start_s=request.start_s))
 
         self._spawn(deliver())
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,12 @@ import numpy as np
 
 from asr.audio import decode_audio
 from asr.errors import AsrError
+from asr.streaming import StreamOptions, VadStep, endpoint_offline
 from asr.transcribe import Transcriber
-from asr.types import DecodedAudio, DecodeLimits
+from asr.types import DecodedAudio, DecodeLimits, Utterance
 from nlu.assess import Assessor
 from nlu.dialogue import DialogueOptions, Turn
+from nlu.pii import Redactor, loan_file_identities, public_loan_file
 from nlu.report import RiskConfig, score_call
 from nlu.types import LoanRecord
 
@@ -106,8 +108,40 @@ def parse_loan_file(text: str | None) -> dict[str, Any] | None:
         raise RecordingError(f"invalid loan_file: {problems}") from e
 
 
+@dataclass(frozen=True, slots=True)
+class SegmentOptions:
+    """How recordings are cut and decoded: as live calls are (see `asr.streaming.endpoint_offline`)."""
+
+    stream: StreamOptions
+    narrowband_vad_threshold: float
+    beam_size: int
+    min_window_s: float
+
+
+def transcribe_like_live(audio: DecodedAudio, roles: tuple[str, ...], transcriber: Transcriber, vad: VadStep,
+                         seg: SegmentOptions, on_progress: Callable[[float], None] | None = None) -> list[Utterance]:
+    """Utterances of each channel, cut by the live endpointer and decoded with the live final settings, so that
+    the same call gives the same text, hence the same verdicts, live and after the fact."""
+    options = seg.stream
+    if audio.source_sample_rate_hz <= 8000:
+        options = replace(options, vad_threshold=seg.narrowband_vad_threshold)
+    out: list[Utterance] = []
+    for index, role in enumerate(roles):
+        finals = endpoint_offline(audio.samples[index], role, options, vad)
+        for n, request in enumerate(finals):
+            utterance = transcriber.transcribe_span(request.audio, role, request.start_s, seg.beam_size,
+                                                    seg.min_window_s)
+            if utterance is not None and utterance.text:
+                out.append(Utterance(role, request.start_s, request.end_s, utterance.text, utterance.words,
+                                     utterance.avg_logprob, utterance.no_speech_prob))
+            if on_progress is not None:
+                on_progress((index + (n + 1) / max(len(finals), 1)) * audio.duration_s)
+    return sorted(out, key=lambda u: (u.start_s, u.channel))
+
+
 def score_parts(call_id: str, parts: list[AudioPart], loan_file: dict[str, Any] | None, transcriber: Transcriber,
                 assessor: Assessor, limits: DecodeLimits, options: DialogueOptions, risk: RiskConfig,
+                vad: VadStep, seg: SegmentOptions,
                 on_progress: Callable[[float], None] | None = None) -> dict[str, Any]:
     """The report (JSON form) of a call stored as `parts`. `on_progress` gets 0-1."""
     decoded = [(part, decode_audio(str(part.path), limits)) for part in parts]
@@ -115,6 +149,8 @@ def score_parts(call_id: str, parts: list[AudioPart], loan_file: dict[str, Any] 
     done = 0.0
     turns: list[Turn] = []
     duration = max(audio.duration_s for _, audio in decoded)
+    names, addresses = loan_file_identities(loan_file)
+    redactors = {role: Redactor(names, addresses) for role in ROLES}
     for part, audio in decoded:
         base = done
 
@@ -122,19 +158,21 @@ def score_parts(call_id: str, parts: list[AudioPart], loan_file: dict[str, Any] 
             if on_progress is not None:
                 on_progress(min(0.99, (base + seconds) / total))
 
-        utterances = transcriber.transcribe(audio, part.channels, on_progress=progress)
+        utterances = transcribe_like_live(audio, part.channels, transcriber, vad, seg, progress)
         done += audio.duration_s * audio.channel_count
         counts: dict[str, int] = {}
         for u in utterances:
             counts[u.channel] = counts.get(u.channel, 0) + 1
             if u.channel in ROLES and u.text:
+                # Masked before anything else sees the text: the report and the database never hold it raw.
+                text = redactors[u.channel].redact(u.text, u.start_s, u.end_s)[0]
                 turns.append(Turn(f"{u.channel}-{counts[u.channel]}", "agent" if u.channel == "agent" else "customer",
-                                  u.text, u.start_s, u.end_s))
+                                  text, u.start_s, u.end_s))
     if not turns:
         raise AsrError("no speech was recognised in the recording")
     report = score_call(call_id, turns, assessor, LoanRecord.from_mapping(loan_file), duration, options, risk)
     data = report.to_dict()
-    data["loan_file"] = loan_file
+    data["loan_file"] = public_loan_file(loan_file)
     if on_progress is not None:
         on_progress(1.0)
     return data

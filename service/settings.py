@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +21,9 @@ from asr.types import AsrOptions, DecodeLimits
 from nlu.assess import Assessor
 from nlu.dialogue import DialogueOptions
 from nlu.script import load_cues, load_script
+
+if TYPE_CHECKING:
+    from service.scoring import SegmentOptions
 
 #: Sample calls shipped with the package for the console's demo mode.
 DEFAULT_DEMO_DIR = Path(__file__).parent / "demo"
@@ -154,6 +158,13 @@ class Settings(BaseSettings):
             partial_interval_s=self.live.partial_interval_s,
             vad_threshold=self.asr.vad_threshold,
         )
+
+    def segment_options(self) -> SegmentOptions:
+        """How recordings are cut and decoded for scoring: exactly as live calls (same verdicts both ways)."""
+        from service.scoring import SegmentOptions
+
+        return SegmentOptions(self.stream_options(), self.asr.vad_threshold_narrowband, self.live.final_beam_size,
+                              self.live.min_window_s)
 
     def dialogue_options(self) -> DialogueOptions:
         """Timing of live turn pairing and prompts."""

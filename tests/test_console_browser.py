@@ -74,8 +74,56 @@ def test_the_console_shows_prompt_cards_and_checklist_for_a_shared_call(
         expect(page.locator('.card[data-topic="overdue"] .answer')).to_contain_text("未作回答")
         expect(page.locator(".utt.agent").first).to_contain_text("银行")
         expect(page.locator(".utt.customer").first).to_be_visible()
-        expect(page.locator("#loan")).to_contain_text("赵强")
+        expect(page.locator("#loan")).to_contain_text("赵*")  # the surname only
         expect(page.locator("#summary-panel")).to_be_visible()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "console-call_s03.png"), full_page=True)
+        page.close()
+
+
+@pytest.mark.model
+@pytest.mark.browser
+def test_the_report_page_of_a_scored_shared_call(browser, model_cache: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                 shared_data: Path) -> None:
+    import time
+
+    import httpx
+    from playwright.sync_api import expect
+
+    calls = shared_data / "calls"
+    script = json.loads((calls / "call_s09.json").read_text(encoding="utf-8"))
+    with running_server(tmp_path / "data", model_cache) as port:
+        base = f"http://127.0.0.1:{port}"
+        with open(calls / "call_s09.flac", "rb") as f:
+            job = httpx.post(f"{base}/v1/recordings", files={"file": ("call_s09.flac", f, "audio/flac")},
+                             data={"call_id": "report-s09", "agent_id": "A08",
+                                   "loan_file": json.dumps(script["loan_file"], ensure_ascii=False)}).json()
+        deadline = time.monotonic() + 240
+        while httpx.get(f"{base}/v1/recordings/{job['id']}").json()["status"] not in ("done", "failed"):
+            assert time.monotonic() < deadline, "scoring did not finish"
+            time.sleep(1)
+        report = httpx.get(f"{base}/v1/calls/report-s09/report").json()
+
+        page = browser.new_page(viewport={"width": 1440, "height": 1100})
+        page.goto(f"{base}/calls/report-s09")
+        expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=30_000)
+        expect(page.locator("#score")).to_have_text(str(report["risk_score"]))
+        expect(page.locator("#tier")).to_have_attribute("data-tier", report["tier"])
+        # The customer refuses to talk about repayment difficulty: flagged on the timeline, first in the score's
+        # contributions, in the checklist and as an action; the loan amount was answered clearly.
+        expect(page.locator('#checklist tr[data-topic="overdue"]')).to_contain_text("避而不答")
+        expect(page.locator('.flag[data-topic="overdue"]')).to_have_attribute("data-label", "evasive")
+        expect(page.locator("#contributions li").first).to_contain_text("还款困难风险")
+        expect(page.locator('#actions li[data-action="second_call"]')).to_be_visible()
+        expect(page.locator('#checklist tr[data-topic="loan_amount"]')).to_have_attribute("data-label", "clear")
+        expect(page.locator(".timeline .utt-bar")).to_have_count(len(report["utterances"]))
+        expect(page.locator("#player")).to_have_attribute("src", report["audio"][0]["url"])
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "report-call_s09.png"), full_page=True)
+
+        page.goto(f"{base}/calls")
+        row = page.locator('#calls tr[data-call-id="report-s09"]')
+        expect(row).to_contain_text("A08")
+        row.locator("a").click()
+        expect(page).to_have_url(f"{base}/calls/report-s09")
         page.close()

@@ -185,3 +185,24 @@ def test_the_scripted_shared_calls_pair_and_label_every_answer(assessor: Assesso
                 if turn.get("note") == "silence":
                     assert v is not None and v.answer_end_s <= turn["start_s"] + 5.0 + 0.1
     assert not wrong
+
+
+def test_post_call_scoring_gives_the_live_verdicts(assessor: Assessor, shared_data: Path) -> None:
+    """The same utterances fed live (ticked clock, endpoint order) and after the call (`run_dialogue`) end
+    with the same verdict for every question and topic."""
+    from nlu.report import run_dialogue
+
+    for path in sorted((shared_data / "calls").glob("call_*.json")):
+        call = json.loads(path.read_text(encoding="utf-8"))
+        loan = LoanRecord.from_mapping(call["loan_file"])
+        turns = [Turn(f"u{i}", t["speaker"], t["text"], t["start_s"], t["end_s"]) for i, t in enumerate(call["turns"])
+                 if t["text"]]
+        live = CallDialogue(assessor, loan)
+        pending = sorted(turns, key=lambda t: t.end_s)
+        for step in range(int(call["duration_s"] * 10) + 10):
+            while pending and pending[0].end_s + 0.7 <= step / 10:  # finals arrive after the endpoint pause
+                live.add(pending.pop(0))
+            live.tick(step / 10)
+        after = run_dialogue(turns, assessor, loan, DialogueOptions(), call["duration_s"])
+        assert [(v.question_utterance_id, v.topic, v.assessment.label) for v in live.answers()] == [
+            (v.question_utterance_id, v.topic, v.assessment.label) for v in after.answers()], call["id"]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from asr.types import DecodedAudio, Utterance
+from asr.types import Utterance
 from service.app import create_app
 from service.jobs import sweep_audio
 from service.settings import Settings
@@ -27,26 +27,25 @@ POSTGRES_URL = os.environ.get("HUIFANG_TEST_POSTGRES_URL")
 
 
 class ScriptTranscriber:
-    """Returns a shared call's script as its utterances: the API, jobs and storage under test, not ASR."""
+    """Returns the script text of the shared call's turn an audio span overlaps: the real endpointing, API, jobs
+    and storage under test, not ASR."""
 
     model_path = "script"
 
     def __init__(self, script: dict[str, Any]) -> None:
-        self.script = script
+        self.turns = [t for t in script["turns"] if t["text"]]
 
     def load(self) -> None:
         pass
 
-    def transcribe(self, audio: DecodedAudio, roles: Any = None, on_progress: Any = None) -> list[Utterance]:
-        roles = tuple(roles or ("agent", "customer"))
-        out = [Utterance(t["speaker"], t["start_s"], t["end_s"], t["text"], None, -0.1, 0.0)
-               for t in self.script["turns"] if t["text"] and t["speaker"] in roles]
-        if on_progress is not None:
-            on_progress(audio.duration_s * audio.channel_count)
-        return out
-
-    def transcribe_span(self, *args: Any, **kwargs: Any) -> Utterance | None:
-        return None
+    def transcribe_span(self, samples: np.ndarray, channel: str, offset_s: float, beam_size: int | None = None,
+                        min_window_s: float | None = None) -> Utterance | None:
+        end_s = offset_s + len(samples) / 16000
+        mine = [t for t in self.turns if t["speaker"] == channel]
+        best = max(mine, key=lambda t: min(end_s, t["end_s"]) - max(offset_s, t["start_s"]), default=None)
+        if best is None or min(end_s, best["end_s"]) - max(offset_s, best["start_s"]) <= 0:
+            return None
+        return Utterance(channel, offset_s, end_s, best["text"], None, -0.1, 0.0)
 
 
 def _script(shared_data: Path, name: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from asr.streaming import MULAW_TO_FLOAT
+from nlu.pii import public_loan_file
 from service.calls import CallRefused, close_call, open_call
 from service.live import LiveCall
 from service.protocol import (
@@ -143,7 +144,7 @@ class _CallRun:
     async def ready(self) -> None:
         start = self.call.start if self.call is not None else None
         await self.call_emit(ReadyEvent(call_id=self.call_id, channels=start.channels if start else [],
-                                        loan_file=start.loan_file.model_dump(exclude_none=True)
+                                        loan_file=public_loan_file(start.loan_file.model_dump(exclude_none=True))
                                         if start and start.loan_file else None))
 
     async def call_emit(self, event: BaseModel) -> None:

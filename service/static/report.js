@@ -98,8 +98,8 @@ function timeline(report) {
       fill: u.channel === "agent" ? "#9dbbe8" : "#c7ccd3", class: "utt-bar", "data-span": `${u.start_s},${u.end_s}` }, svg);
     el("title", {}, r).textContent = `${clock(u.start_s)} ${u.text}`;
   }
-  for (const t of report.topics) {
-    if (!t.label || !t.answer_span || (t.label === "clear" && !t.mismatch)) continue;
+  for (const t of report.answers || []) {
+    if (!t.answer_span || (t.label === "clear" && !t.mismatch)) continue;
     const kind = t.mismatch ? "mismatch" : t.label;
     const cx = x(t.answer_span[0]);
     const g = el("g", { class: "flag", "data-topic": t.topic, "data-label": kind, "data-span": t.answer_span.join(",") }, svg);
