@@ -26,6 +26,21 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+#: The token benchmark servers accept (an admin token: benchmarks stream, upload and read reports).
+BENCH_TOKEN = "bench-token"
+AUTH = {"Authorization": f"Bearer {BENCH_TOKEN}"}
+
+
+def bench_tokens_env(data_dir: str | Path) -> dict[str, str]:
+    """Environment for a benchmark server: a tokens file in `data_dir` that accepts BENCH_TOKEN."""
+    from service.auth import write_tokens_file
+
+    path = Path(data_dir) / "bench-tokens.yaml"
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    write_tokens_file(path, {BENCH_TOKEN: ("admin", None)})
+    return {"HUIFANG_AUTH__TOKENS_FILE": str(path)}
+
+
 def emit(record: dict[str, object]) -> None:
     """Print one result as a JSON line, with the machine's core count."""
     record = {**record, "cores": os.cpu_count()}

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import emit, require_shared
+from bench._common import AUTH, emit, require_shared
 from bench.live_assist import gold_answers, overlap, score_call
 from bench.stream_latency import free_port, peak_rss_mb, start_server
 from service.replay import load_call_audio, replay
@@ -34,6 +34,7 @@ def upload_all(base: str, folder: Path, calls: list[dict[str, Any]], tag: str) -
     for call in calls:
         with open(folder / f"{call['id']}.flac", "rb") as f:
             r = httpx.post(f"{base}/v1/recordings", files={"file": (f"{call['id']}.flac", f, "audio/flac")},
+                           headers=AUTH,
                            data={"call_id": f"{call['id']}-{tag}",
                                  "loan_file": json.dumps(call["loan_file"], ensure_ascii=False)}, timeout=60)
         r.raise_for_status()
@@ -47,7 +48,7 @@ def wait_all(base: str, ids: list[str]) -> list[dict[str, Any]]:
     pending, done = set(ids), {}
     while pending:
         for job_id in list(pending):
-            job = httpx.get(f"{base}/v1/recordings/{job_id}", timeout=30).json()
+            job = httpx.get(f"{base}/v1/recordings/{job_id}", headers=AUTH, timeout=30).json()
             if job["status"] in ("done", "failed"):
                 done[job_id] = job
                 pending.discard(job_id)
@@ -103,11 +104,12 @@ def main() -> None:
                         return list(await asyncio.gather(*[replay(
                             f"ws://127.0.0.1:{port}/v1/calls/{c['id']}-live/audio",
                             load_call_audio(str(folder / f"{c['id']}.flac"), 16000), 16000, ["agent", "customer"],
-                            loan_file=c["loan_file"], realtime=True) for c in batch]))
+                            loan_file=c["loan_file"], realtime=True, headers=AUTH) for c in batch]))
 
                     lives.update({c["id"]: r for c, r in zip(batch, asyncio.run(stream()), strict=True)})
                 for call in calls:
-                    report = httpx.get(f"{base}/v1/calls/{call['id']}-w{workers}/report", timeout=30).json()
+                    report = httpx.get(f"{base}/v1/calls/{call['id']}-w{workers}/report", headers=AUTH,
+                                       timeout=30).json()
                     after = post_call_labels(call, report)
                     live_labels = [row["predicted"] for row in score_call(call, lives[call["id"]])]
                     for a, b in zip(after, live_labels, strict=True):

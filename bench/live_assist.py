@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._common import emit, require_shared
+from bench._common import AUTH, emit, require_shared
 from bench.stream_latency import free_port, peak_rss_mb, start_server
 from service.replay import ReplayResult, load_call_audio, replay
 
@@ -93,7 +93,8 @@ def score_call(call: dict[str, Any], result: ReplayResult) -> list[dict[str, Any
 
 async def run_batch(port: int, calls: list[dict[str, Any]], audio: dict[str, np.ndarray]) -> list[ReplayResult]:
     jobs = [replay(f"ws://127.0.0.1:{port}/v1/calls/{call['id']}-{np.random.randint(1 << 30)}/audio",
-                   audio[call["id"]], 16000, ["agent", "customer"], realtime=True, loan_file=call["loan_file"])
+                   audio[call["id"]], 16000, ["agent", "customer"], realtime=True, loan_file=call["loan_file"],
+                   headers=AUTH)
             for call in calls]
     return list(await asyncio.gather(*jobs))
 

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._common import emit, require_shared
+from bench._common import AUTH, bench_tokens_env, emit, require_shared
 from nlu.pii import _DIGIT, Redactor, loan_file_identities
 from nlu.pii_corpus import build
 
@@ -93,7 +93,8 @@ def leak_check() -> None:
     log_path = Path(data_dir) / "server.log"
     with open(log_path, "w") as log:
         server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-                                  env={**os.environ, "HUIFANG_DATA_DIR": data_dir, "HUIFANG_LOG_LEVEL": "debug"},
+                                  env={**os.environ, "HUIFANG_DATA_DIR": data_dir, "HUIFANG_LOG_LEVEL": "debug",
+                                       **bench_tokens_env(data_dir)},
                                   stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -108,15 +109,16 @@ def leak_check() -> None:
         for call in with_pii:
             audio = load_call_audio(str(folder / f"{call['id']}.flac"), 16000)
             result = asyncio.run(replay(f"ws://127.0.0.1:{port}/v1/calls/{call['id']}/audio", audio, 16000,
-                                        ["agent", "customer"], loan_file=call["loan_file"]))
+                                        ["agent", "customer"], loan_file=call["loan_file"], headers=AUTH))
             seen += [json.dumps(e, ensure_ascii=False) for e in result.events]
             with open(folder / f"{call['id']}.flac", "rb") as f:
-                job = httpx.post(f"{base}/v1/recordings", files={"file": ("c.flac", f, "audio/flac")},
+                job = httpx.post(f"{base}/v1/recordings", files={"file": ("c.flac", f, "audio/flac")}, headers=AUTH,
                                  data={"call_id": f"{call['id']}-rec",
                                        "loan_file": json.dumps(call["loan_file"], ensure_ascii=False)}).json()
-            while httpx.get(f"{base}/v1/recordings/{job['id']}").json()["status"] not in ("done", "failed"):
+            while httpx.get(f"{base}/v1/recordings/{job['id']}", headers=AUTH).json()["status"] not in (
+                    "done", "failed"):
                 time.sleep(1)
-            seen.append(httpx.get(f"{base}/v1/calls/{call['id']}-rec/report").text)
+            seen.append(httpx.get(f"{base}/v1/calls/{call['id']}-rec/report", headers=AUTH).text)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from asr.metrics import corpus_cer
-from bench._common import emit, require_shared
+from bench._common import AUTH, bench_tokens_env, emit, require_shared
 from service.replay import ReplayResult, load_call_audio, replay
 
 VERBOSE = False
@@ -39,7 +39,9 @@ def free_port() -> int:
 
 
 def start_server(port: int, env_extra: dict[str, str]) -> subprocess.Popen[str]:
+    """`huifang serve` on `port`, accepting bench._common.BENCH_TOKEN; returns once /healthz is 200."""
     env = {**os.environ, **env_extra}
+    env.update(bench_tokens_env(env.get("HUIFANG_DATA_DIR") or tempfile.mkdtemp(prefix="huifang-bench-")))
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
     import httpx
@@ -98,7 +100,7 @@ async def run_level(n: int, calls: list[Path], url: str, rate: int) -> dict[str,
     chosen = [calls[i % len(calls)] for i in range(n)]
     audios = [load_call_audio(str(p.with_suffix(".flac")), rate) for p in chosen]
     tasks = [
-        replay(f"{url}/v1/calls/bench-{n}-{i}/audio", audio, rate, ["agent", "customer"],
+        replay(f"{url}/v1/calls/bench-{n}-{i}/audio", audio, rate, ["agent", "customer"], headers=AUTH,
                encoding="pcm16" if rate == 16000 else "mulaw", realtime=True)
         for i, audio in enumerate(audios)
     ]

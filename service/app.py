@@ -18,6 +18,7 @@ from asr.streaming import SileroStep, VadStep
 from asr.transcribe import Transcriber
 from nlu.assess import Assessor
 from nlu.report import load_risk
+from service.auth import Principal, TokenRegistry, hash_token, load_tokens_file, new_token
 from service.decoding import DecodeScheduler
 from service.hub import CallHub
 from service.jobs import JobContext, JobRunner
@@ -37,6 +38,8 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        app.state.tokens, app.state.dev_token = _tokens(settings)
+        app.state.calls_by_token = {}
         asr = transcriber or Transcriber(settings.asr_options())
         app.state.transcriber = asr
         app.state.asr_error = None
@@ -119,6 +122,23 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     return app
+
+
+def _tokens(settings: Settings) -> tuple[TokenRegistry, str | None]:
+    """The token registry; with no tokens configured, a development admin token, printed once."""
+    registry = TokenRegistry()
+    if settings.auth.tokens_file is not None:
+        registry.replace(load_tokens_file(settings.auth.tokens_file))  # a bad file stops start-up, loudly
+    if len(registry):
+        return registry, None
+    token = new_token()
+    registry.add(hash_token(token), Principal("development", "admin", "dev"))
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    # Shown once, like a notebook server's: nothing else can call the service until tokens are configured.
+    print(f"token: {token}\nconsole: http://{host}:{settings.port}/console?token={token}  "
+          f"(sample call: http://{host}:{settings.port}/console?demo=1&token={token})", flush=True)
+    log.warning("no tokens configured (HUIFANG_AUTH__TOKENS_FILE): made a development admin token")
+    return registry, token
 
 
 def _job_context(settings: Settings, store: Store, transcriber: Transcriber, assessor: Assessor,

@@ -26,7 +26,7 @@ class CallRefused(Exception):
 
 
 def open_call(app: FastAPI, call_id: str, start: StartMessage,
-              send: Callable[[BaseModel], Awaitable[None]] | None) -> LiveCall:
+              send: Callable[[BaseModel], Awaitable[None]] | None, owner: str | None = None) -> LiveCall:
     """Register a live call and build it: its events go to `send` (the caller's socket) and to subscribers of
     `/v1/calls/{call_id}/events`. Raises `CallRefused` when the model is missing or the id is in use."""
     state = app.state
@@ -36,9 +36,15 @@ def open_call(app: FastAPI, call_id: str, start: StartMessage,
     active: set[str] = state.active_calls
     if call_id in active:
         raise CallRefused("call_in_progress", f"call {call_id} is already streaming", CloseCode.CALL_IN_PROGRESS)
+    per_owner: dict[str, set[str]] = state.calls_by_token
+    if owner is not None and len(per_owner.get(owner, set())) >= state.settings.auth.max_calls_per_token:
+        raise CallRefused("too_many_calls", "this token already streams its maximum number of calls",
+                          CloseCode.TOO_MANY_CALLS)
     active.add(call_id)
+    if owner is not None:
+        per_owner.setdefault(owner, set()).add(call_id)
     hub: CallHub = state.hub
-    hub.open(call_id)
+    hub.open(call_id, start.agent_id)
 
     async def emit(event: BaseModel) -> None:
         if send is not None:
@@ -56,4 +62,6 @@ def open_call(app: FastAPI, call_id: str, start: StartMessage,
 def close_call(app: FastAPI, call_id: str) -> None:
     """Unregister a call and end its subscribers' streams (after its `end` event was published)."""
     app.state.active_calls.discard(call_id)
+    for calls in app.state.calls_by_token.values():
+        calls.discard(call_id)
     app.state.hub.close(call_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -74,15 +75,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.app import create_app
     from service.settings import get_settings
 
-    settings = get_settings()
-    host = args.host or settings.host
-    port = args.port or settings.port
-    app = create_app(settings)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    # Printed before the model loads, so that someone who ran `make run` knows where to look.
-    print(f"console: http://{shown}:{port}/console  (sample call replayed live: http://{shown}:{port}/console?demo=1)",
-          flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level)
+    settings = get_settings().model_copy(update={"host": args.host or get_settings().host,
+                                                  "port": args.port or get_settings().port})
+    app = create_app(settings)  # prints the console URL (with the development token when none is configured)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
     return 0
 
 
@@ -92,7 +88,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     channels = [c.strip() for c in args.channels.split(",")]
     try:
         return run_replay_command(args.file, args.call_id, args.url, args.realtime, args.twilio, args.rate,
-                                  channels, args.json)
+                                  channels, args.json, args.token or os.environ.get("HUIFANG_TOKEN"))
     except OSError as e:
         raise AsrError(f"cannot reach {args.url}: {e}") from e
 
@@ -119,6 +115,23 @@ def cmd_score_dir(args: argparse.Namespace) -> int:
 
     return score_dir(get_settings(), Path(args.folder), _roles(args.channels),
                      sys.stderr.isatty() and not args.no_progress)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from service.auth import hash_token, new_token
+
+    if args.role == "agent" and not args.agent_id:
+        raise AsrError("an agent token needs --agent-id")
+    token = new_token()
+    entry = {"name": args.name, "role": args.role, "sha256": hash_token(token)}
+    if args.agent_id:
+        entry["agent_id"] = args.agent_id
+    import yaml
+
+    print(f"token: {token}")
+    print("# add to the tokens file (HUIFANG_AUTH__TOKENS_FILE) under `tokens:`; the token itself is not stored")
+    print(yaml.safe_dump([entry], allow_unicode=True).rstrip())
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stream at this rate (8000 is sent as u-law, 16000 as PCM16; default 16000)")
     rp.add_argument("--channels", default="agent,customer", help="roles of the file's channels in order")
     rp.add_argument("--json", action="store_true", help="print events as raw JSON")
+    rp.add_argument("--token", default=None, help="an ingest (or admin) token (default: $HUIFANG_TOKEN)")
     rp.set_defaults(func=cmd_replay)
 
     sc = sub.add_parser("score", help="score a recorded call and print its report (nothing is stored)")
@@ -164,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--channels", default="agent,customer", help="roles of the files' channels in order")
     sd.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     sd.set_defaults(func=cmd_score_dir)
+
+    tk = sub.add_parser("token", help="make a new access token and print its tokens-file entry")
+    tk.add_argument("--name", required=True, help="who or what uses it (a switch, an agent's name)")
+    tk.add_argument("--role", required=True, choices=("ingest", "agent", "supervisor", "admin"))
+    tk.add_argument("--agent-id", default=None, help="for agent tokens: the agent id their calls carry")
+    tk.set_defaults(func=cmd_token)
     return parser
 
 

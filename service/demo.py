@@ -53,7 +53,7 @@ def demo_calls(folder: Path) -> dict[str, DemoCall]:
     return calls
 
 
-async def start_demo(app: FastAPI, demo: DemoCall, speed: float) -> str:
+async def start_demo(app: FastAPI, demo: DemoCall, speed: float, agent_id: str | None = None) -> str:
     """Start replaying `demo` as a new live call; returns its call id at once (watch it on the events socket)."""
     from service.replay import load_call_audio
 
@@ -62,7 +62,8 @@ async def start_demo(app: FastAPI, demo: DemoCall, speed: float) -> str:
         raise ValueError(f"demo call {demo.name} must be a two-channel recording")
     call_id = f"demo-{demo.name}-{secrets.token_hex(3)}"
     start = StartMessage.model_validate({"type": "start", "sample_rate_hz": 16000, "encoding": "pcm16",
-                                         "channels": ["agent", "customer"], "loan_file": demo.loan_file})
+                                         "channels": ["agent", "customer"], "loan_file": demo.loan_file,
+                                         "agent_id": agent_id})
     call = open_call(app, call_id, start, None)
     tasks: set[asyncio.Task[None]] = app.state.demo_tasks
 

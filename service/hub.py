@@ -24,6 +24,10 @@ class Subscription:
     call_id: str
     queue: asyncio.Queue[str | None] = field(default_factory=lambda: asyncio.Queue(maxsize=SUBSCRIBER_QUEUE))
     overflowed: bool = False
+    #: An agent's screen may watch only the calls assigned to that agent; None may watch any call.
+    agent_id: str | None = None
+    #: Set when the call turned out to be someone else's: the stream ends without its events.
+    forbidden: bool = False
 
     def put(self, text: str | None) -> None:
         if self.overflowed:
@@ -40,6 +44,7 @@ class _Feed:
     subscribers: set[Subscription] = field(default_factory=set)
     live: bool = False
     ended: bool = False
+    agent_id: str | None = None
 
 
 class CallHub:
@@ -50,14 +55,20 @@ class CallHub:
         self.keep_ended = keep_ended
         self._feeds: OrderedDict[str, _Feed] = OrderedDict()
 
-    def open(self, call_id: str) -> None:
-        """A call starts streaming (a restarted call id starts a fresh history)."""
+    def open(self, call_id: str, agent_id: str | None = None) -> None:
+        """A call starts streaming (a restarted call id starts a fresh history); `agent_id` is its agent."""
         feed = self._feeds.get(call_id)
         if feed is None or feed.ended:
             waiting = feed.subscribers if feed is not None and not feed.ended else set()
             feed = _Feed(subscribers=waiting)
             self._feeds[call_id] = feed
         feed.live = True
+        feed.agent_id = agent_id
+        for sub in list(feed.subscribers):
+            if sub.agent_id is not None and sub.agent_id != agent_id:
+                sub.forbidden = True  # an agent waited for a call that is not theirs
+                sub.put(None)
+                feed.subscribers.discard(sub)
         self._feeds.move_to_end(call_id)
 
     def publish(self, call_id: str, text: str, kind: str) -> None:
@@ -83,13 +94,17 @@ class CallHub:
         for cid in ended[: max(0, len(ended) - self.keep_ended)]:
             del self._feeds[cid]
 
-    def subscribe(self, call_id: str) -> Subscription:
-        """Watch a call: its history now, live events after, end of stream when it ends."""
-        sub = Subscription(call_id)
+    def subscribe(self, call_id: str, agent_id: str | None = None) -> Subscription:
+        """Watch a call: its history now, live events after, end of stream when it ends. With `agent_id`, only
+        a call assigned to that agent (otherwise the subscription comes back `forbidden`)."""
+        sub = Subscription(call_id, agent_id=agent_id)
         feed = self._feeds.get(call_id)
         if feed is None:
             feed = _Feed()  # the call has not started yet: wait for it
             self._feeds[call_id] = feed
+        if agent_id is not None and (feed.live or feed.ended) and feed.agent_id != agent_id:
+            sub.forbidden = True
+            return sub
         for text in feed.history[-SUBSCRIBER_QUEUE + 1:]:
             sub.put(text)
         if feed.ended:

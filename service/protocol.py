@@ -25,6 +25,9 @@ class CloseCode:
     FRAME_TOO_LARGE = 4413  # a binary frame over MAX_FRAME_BYTES
     SLOW_CONSUMER = 4408  # the client stopped reading events; the server will not buffer without bound
     CALL_TOO_LONG = 4414  # the call exceeded the configured maximum duration
+    UNAUTHORIZED = 4401  # no token, or an unknown one
+    FORBIDDEN = 4403  # a token whose role may not use this socket, or another agent's call
+    TOO_MANY_CALLS = 4429  # this token already streams its maximum number of calls
     INTERNAL = 4500  # unexpected server error (details are logged, never sent)
     UNAVAILABLE = 4503  # the speech model could not be loaded (GET /healthz says why)
 
@@ -53,6 +56,8 @@ class StartMessage(BaseModel):
     encoding: Literal["pcm16", "mulaw"]
     channels: list[str] = Field(default_factory=lambda: ["agent", "customer"], min_length=1, max_length=2)
     loan_file: LoanFile | None = None
+    #: The agent taking the call: only their screens (and supervisors') may watch it.
+    agent_id: str | None = Field(None, max_length=64)
 
     @field_validator("channels")
     @classmethod

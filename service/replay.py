@@ -155,7 +155,7 @@ def format_event(event: dict[str, Any]) -> str:
 
 
 def run_replay_command(path: str, call_id: str, url: str, realtime: bool, twilio: bool, rate_hz: int | None,
-                       channels: list[str], as_json: bool) -> int:
+                       channels: list[str], as_json: bool, token: str | None = None) -> int:
     """Body of `huifang replay`."""
     rate = 8000 if twilio else (rate_hz or 16000)
     audio = load_call_audio(path, rate)
@@ -169,5 +169,6 @@ def run_replay_command(path: str, call_id: str, url: str, realtime: bool, twilio
         print(json.dumps(event, ensure_ascii=False) if as_json else format_event(event), flush=True)
 
     result = asyncio.run(replay(endpoint, audio, rate, channels, realtime=realtime, twilio=twilio,
-                                encoding="mulaw" if rate == 8000 else "pcm16", on_event=show))
+                                encoding="mulaw" if rate == 8000 else "pcm16", on_event=show,
+                                headers={"Authorization": f"Bearer {token}"} if token else None))
     return 0 if result.close_code in (1000, None) else 1

@@ -87,6 +87,14 @@ class RecordingSettings(BaseModel):
     risk_file: Path | None = Field(None, description="risk weights, tiers and actions (default configs/risk.yaml)")
 
 
+class AuthSettings(BaseModel):
+    """Access control (service/auth.py)."""
+
+    tokens_file: Path | None = Field(None, description="YAML list of {name, role, sha256, agent_id}; none: a "
+                                     "development admin token is made and printed at start-up")
+    max_calls_per_token: int = Field(50, ge=1, description="live calls one token may stream at the same time")
+
+
 class AudioLimits(BaseModel):
     """Bounds on uploaded or transcribed recordings."""
 
@@ -111,6 +119,7 @@ class Settings(BaseSettings):
     live: LiveSettings = LiveSettings()
     nlu: NluSettings = NluSettings()
     recordings: RecordingSettings = RecordingSettings()
+    auth: AuthSettings = AuthSettings()
     database_url: str | None = Field(None, description="SQLAlchemy URL; default a SQLite file in the data dir")
 
     @field_validator("data_dir")

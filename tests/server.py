@@ -12,6 +12,28 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from service.auth import write_tokens_file
+
+#: Tokens a `running_server` accepts, one per role (the agent is A08).
+INGEST, AGENT, SUPERVISOR, ADMIN = "t-ingest", "t-agent", "t-super", "t-admin"
+AGENT_ID = "A08"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@contextmanager
+def authed(app: FastAPI) -> Iterator[TestClient]:
+    """A TestClient that sends the app's development (admin) token on every request and websocket."""
+    with TestClient(app) as client:
+        token = app.state.dev_token
+        if token:
+            client.headers["Authorization"] = f"Bearer {token}"
+        yield client
 
 
 def free_port() -> int:
@@ -27,7 +49,10 @@ def running_server(data_dir: Path, model_cache: Path, timeout_s: float = 120) ->
     if not (data_dir / "models").exists():
         (data_dir / "models").symlink_to(model_cache)
     port = free_port()
-    env = {**os.environ, "HUIFANG_DATA_DIR": str(data_dir)}
+    tokens = data_dir / "tokens.yaml"
+    write_tokens_file(tokens, {INGEST: ("ingest", None), AGENT: ("agent", AGENT_ID), SUPERVISOR: ("supervisor", None),
+                               ADMIN: ("admin", None)})
+    env = {**os.environ, "HUIFANG_DATA_DIR": str(data_dir), "HUIFANG_AUTH__TOKENS_FILE": str(tokens)}
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -190,14 +190,13 @@ def test_command_line_json_lines(tmp_path: Path) -> None:
 
 
 def test_http_assess(tmp_path: Path) -> None:
-    from fastapi.testclient import TestClient
-
     from service.app import create_app
     from service.settings import Settings
+    from tests.server import authed
     from tests.test_live_socket import FakeTranscriber
 
     app = create_app(Settings(data_dir=tmp_path), transcriber=FakeTranscriber())  # type: ignore[arg-type]
-    with TestClient(app) as client:
+    with authed(app) as client:
         response = client.post("/v1/assess", json={"question": "请问您是否同意为这笔贷款承担担保责任？",
                                                    "answer": "我得想想，应该能还上吧。",
                                                    "loan_file": {"role": "guarantor"}})

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.server import running_server
+from tests.server import INGEST, SUPERVISOR, bearer, running_server
 
 CHROMIUM = os.environ.get("HUIFANG_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("HUIFANG_ARTIFACTS", REPO / "artifacts"))
@@ -51,13 +51,13 @@ def test_the_console_shows_prompt_cards_and_checklist_for_a_shared_call(
     audio = load_call_audio(str(shared_data / "calls" / "call_s03.flac"), 16000)
     with running_server(tmp_path / "data", model_cache) as port:
         page = browser.new_page(viewport={"width": 1440, "height": 900})
-        page.goto(f"http://127.0.0.1:{port}/console?call=browser-s03")
+        page.goto(f"http://127.0.0.1:{port}/console?call=browser-s03&token={SUPERVISOR}")
         expect(page.locator("#status")).to_have_attribute("data-state", "waiting")
 
         # The switch starts streaming after the agent's screen is open, as in a real call.
         stream = threading.Thread(target=lambda: asyncio.run(replay(
             f"ws://127.0.0.1:{port}/v1/calls/browser-s03/audio", audio, 16000, ["agent", "customer"],
-            loan_file=script["loan_file"])))
+            loan_file=script["loan_file"], headers=bearer(INGEST))))
         stream.start()
         try:
             expect(page.locator("#status")).to_have_attribute("data-state", "ended", timeout=180_000)
@@ -96,16 +96,18 @@ def test_the_report_page_of_a_scored_shared_call(browser, model_cache: Path, tmp
         base = f"http://127.0.0.1:{port}"
         with open(calls / "call_s09.flac", "rb") as f:
             job = httpx.post(f"{base}/v1/recordings", files={"file": ("call_s09.flac", f, "audio/flac")},
+                             headers=bearer(INGEST),
                              data={"call_id": "report-s09", "agent_id": "A08",
                                    "loan_file": json.dumps(script["loan_file"], ensure_ascii=False)}).json()
         deadline = time.monotonic() + 240
-        while httpx.get(f"{base}/v1/recordings/{job['id']}").json()["status"] not in ("done", "failed"):
+        while httpx.get(f"{base}/v1/recordings/{job['id']}", headers=bearer(INGEST)).json()["status"] not in (
+                "done", "failed"):
             assert time.monotonic() < deadline, "scoring did not finish"
             time.sleep(1)
-        report = httpx.get(f"{base}/v1/calls/report-s09/report").json()
+        report = httpx.get(f"{base}/v1/calls/report-s09/report", headers=bearer(SUPERVISOR)).json()
 
         page = browser.new_page(viewport={"width": 1440, "height": 1100})
-        page.goto(f"{base}/calls/report-s09")
+        page.goto(f"{base}/calls/report-s09?token={SUPERVISOR}")
         expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=30_000)
         expect(page.locator("#score")).to_have_text(str(report["risk_score"]))
         expect(page.locator("#tier")).to_have_attribute("data-tier", report["tier"])
@@ -117,7 +119,7 @@ def test_the_report_page_of_a_scored_shared_call(browser, model_cache: Path, tmp
         expect(page.locator('#actions li[data-action="second_call"]')).to_be_visible()
         expect(page.locator('#checklist tr[data-topic="loan_amount"]')).to_have_attribute("data-label", "clear")
         expect(page.locator(".timeline .utt-bar")).to_have_count(len(report["utterances"]))
-        expect(page.locator("#player")).to_have_attribute("src", report["audio"][0]["url"])
+        expect(page.locator("#player")).to_have_attribute("src", f"{report['audio'][0]['url']}?token={SUPERVISOR}")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "report-call_s09.png"), full_page=True)
 

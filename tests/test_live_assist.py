@@ -18,7 +18,7 @@ from service.app import create_app
 from service.hub import SUBSCRIBER_QUEUE, CallHub
 from service.protocol import CloseCode
 from service.settings import Settings
-from tests.server import running_server
+from tests.server import INGEST, authed, bearer, running_server
 
 
 class ScriptedTranscriber:
@@ -84,7 +84,7 @@ def _app(tmp_path: Path, script: dict[str, Any], **nlu: Any) -> Any:
 
 def test_a_call_gets_assessments_prompts_checklist_and_summary(tmp_path: Path, shared_data: Path) -> None:
     script, pcm = _call(shared_data, "call_s03")
-    with TestClient(_app(tmp_path, script)) as client:
+    with authed(_app(tmp_path, script)) as client:
         with client.websocket_connect("/v1/calls/s03/events") as early:  # an agent screen opened before the call
             events = _stream(client, "s03", script, pcm)
             watched, code = _drain(early)
@@ -119,7 +119,7 @@ def test_a_call_gets_assessments_prompts_checklist_and_summary(tmp_path: Path, s
 
 def test_a_mismatch_and_an_omission_are_prompted(tmp_path: Path, shared_data: Path) -> None:
     script, pcm = _call(shared_data, "call_s06")
-    with TestClient(_app(tmp_path, script)) as client:
+    with authed(_app(tmp_path, script)) as client:
         events = _stream(client, "s06", script, pcm)
     verdicts = {e["topic"]: e for e in events if e["type"] == "assessment"}
     assert verdicts["repay_date"]["mismatch"] == {"field": "repay_day", "stated": 18.0, "on_file": 8.0}
@@ -140,7 +140,7 @@ class BrokenAssessor:
 
 def test_a_failing_assessment_degrades_the_call_to_transcripts(tmp_path: Path, shared_data: Path) -> None:
     script, pcm = _call(shared_data, "call_s03")
-    with TestClient(_app(tmp_path, script)) as client:
+    with authed(_app(tmp_path, script)) as client:
         real = client.app.state.assessor  # type: ignore[attr-defined]
         client.app.state.assessor = BrokenAssessor(real)  # type: ignore[attr-defined]
         broken = _stream(client, "broken", script, pcm)
@@ -155,7 +155,7 @@ def test_a_failing_assessment_degrades_the_call_to_transcripts(tmp_path: Path, s
 
 def test_assistance_can_be_switched_off_and_needs_both_roles(tmp_path: Path, shared_data: Path) -> None:
     script, pcm = _call(shared_data, "call_s03")
-    with TestClient(_app(tmp_path, script, assist=False)) as client:
+    with authed(_app(tmp_path, script, assist=False)) as client:
         events = _stream(client, "off", script, pcm)
     assert not any(e["type"] in ("assessment", "prompt", "checklist", "summary") for e in events)
 
@@ -197,7 +197,7 @@ def test_the_hub_forgets_old_calls_and_unwatched_waits() -> None:
 
 def test_the_console_and_demo_endpoints(tmp_path: Path, shared_data: Path) -> None:
     script, _ = _call(shared_data, "call_s06")
-    with TestClient(_app(tmp_path, script)) as client:
+    with authed(_app(tmp_path, script)) as client:
         page = client.get("/console")
         assert page.status_code == 200 and "坐席控制台" in page.text
         assert client.get("/static/console.js").status_code == 200
@@ -226,7 +226,8 @@ def test_real_speech_of_a_shared_call_is_assessed_live(model_cache: Path, tmp_pa
     audio = load_call_audio(str(shared_data / "calls" / "call_s03.8k.wav"), 8000)
     with running_server(tmp_path / "data", model_cache) as port:
         result = asyncio.run(replay(f"ws://127.0.0.1:{port}/v1/calls/real/audio", audio, 8000,
-                                    ["agent", "customer"], encoding="mulaw", loan_file=script["loan_file"]))
+                                    ["agent", "customer"], encoding="mulaw", loan_file=script["loan_file"],
+                                    headers=bearer(INGEST)))
     verdicts = {e["topic"]: e["label"] for e in result.events if e["type"] == "assessment"}
     assert verdicts.get("overdue") == "evasive"
     assert sum(1 for label in verdicts.values() if label != "clear") >= 2, verdicts

@@ -18,7 +18,7 @@ from asr.types import Utterance
 from service.app import create_app
 from service.protocol import CloseCode
 from service.settings import Settings
-from tests.server import running_server
+from tests.server import INGEST, authed, bearer, running_server
 
 
 class FakeTranscriber:
@@ -38,7 +38,7 @@ class FakeTranscriber:
 def client(tmp_path: Path) -> TestClient:
     settings = Settings(data_dir=tmp_path, live={"idle_timeout_s": 2.0})
     app = create_app(settings, transcriber=FakeTranscriber())  # type: ignore[arg-type]
-    with TestClient(app) as c:
+    with authed(app) as c:
         yield c  # type: ignore[misc]
 
 
@@ -149,7 +149,8 @@ def test_stop_flushes_one_final_per_utterance(client: TestClient, shared_data: P
     audio = _stereo_pcm16(np.concatenate([silence, speech, silence, speech[: int(1.5 * 16000)]]))
     with client.websocket_connect("/v1/calls/c7/audio") as ws:
         ws.send_json(START)
-        assert ws.receive_json() == {"type": "ready", "call_id": "c7"}
+        assert ws.receive_json() == {"type": "ready", "call_id": "c7", "channels": ["agent", "customer"],
+                                     "loan_file": None}
         for i in range(0, len(audio), 6400):
             ws.send_bytes(audio[i : i + 6400])
         ws.send_json({"type": "stop"})
@@ -228,7 +229,8 @@ def test_every_scripted_turn_is_a_final_on_its_channel(live_server: str, shared_
 
     script = json.loads((shared_data / "calls" / "call_s03.json").read_text(encoding="utf-8"))
     audio = load_call_audio(str(shared_data / "calls" / "call_s03.flac"), 16000)
-    result = asyncio.run(replay(f"{live_server}/v1/calls/s03/audio", audio, 16000, ["agent", "customer"]))
+    result = asyncio.run(replay(f"{live_server}/v1/calls/s03/audio", audio, 16000, ["agent", "customer"],
+                                headers=bearer(INGEST)))
     assert result.close_code == CloseCode.NORMAL
     finals = result.finals()
     _check_finals(finals, script)
@@ -244,6 +246,7 @@ def test_twilio_media_streams_give_the_same_finals(live_server: str, shared_data
     script = json.loads((shared_data / "calls" / "call_s03.json").read_text(encoding="utf-8"))
     audio = load_call_audio(str(shared_data / "calls" / "call_s03.8k.wav"), 8000)
     result = asyncio.run(replay(f"{live_server}/v1/calls/s03-twilio/twilio", audio, 8000, ["agent", "customer"],
+                                headers=bearer(INGEST),
                                 twilio=True))
     assert result.close_code == CloseCode.NORMAL
     _check_finals(result.finals(), script)
@@ -259,7 +262,7 @@ class BrokenTranscriber(FakeTranscriber):
 def test_a_failing_decode_is_reported_and_the_call_goes_on(tmp_path: Path, shared_data: Path) -> None:
     app = create_app(Settings(data_dir=tmp_path), transcriber=BrokenTranscriber())  # type: ignore[arg-type]
     audio = _stereo_pcm16(np.concatenate([_speech(shared_data), np.zeros(2 * 16000, dtype=np.float32)]))
-    with TestClient(app) as client, client.websocket_connect("/v1/calls/broken/audio") as ws:
+    with authed(app) as client, client.websocket_connect("/v1/calls/broken/audio") as ws:
         ws.send_json(START)
         assert ws.receive_json()["type"] == "ready"
         for i in range(0, len(audio), 6400):
@@ -274,6 +277,6 @@ def test_no_model_means_calls_are_refused_clearly(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     app = create_app(Settings(data_dir=tmp_path, asr={"model": "no-such-model"}))
-    with TestClient(app) as client, client.websocket_connect("/v1/calls/x/audio") as ws:
+    with authed(app) as client, client.websocket_connect("/v1/calls/x/audio") as ws:
         ws.send_json(START)
         _expect_error_close(ws, "asr_unavailable", CloseCode.UNAVAILABLE)

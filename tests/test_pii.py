@@ -105,15 +105,14 @@ def test_the_public_loan_file_carries_no_identifiers() -> None:
 def test_live_events_carry_no_personal_data(tmp_path: Path, shared_data: Path) -> None:
     """call_s11 (a new phone number, ID and card digits; a loan file with phone and ID) through the live path:
     no event holds a raw value."""
-    from fastapi.testclient import TestClient
-
     from service.app import create_app
     from service.settings import Settings
+    from tests.server import authed
     from tests.test_live_assist import ScriptedTranscriber, _call, _stream
 
     script, pcm = _call(shared_data, "call_s11")
     app = create_app(Settings(data_dir=tmp_path), transcriber=ScriptedTranscriber(script))  # type: ignore[arg-type]
-    with TestClient(app) as client:
+    with authed(app) as client:
         events = _stream(client, "s11", script, pcm)
     text = json.dumps(events, ensure_ascii=False)
     for raw in ("13901234567", "13812345678", "110105198003154231", "钱学文", "4231", "8866", "一三九零"):

@@ -85,6 +85,7 @@ def make_client(tmp_path: Path):  # type: ignore[no-untyped-def]
         settings = Settings(data_dir=tmp_path / "data", **overrides)
         client = TestClient(create_app(settings, transcriber=ScriptTranscriber(script)))  # type: ignore[arg-type]
         client.__enter__()
+        client.headers["Authorization"] = f"Bearer {client.app.state.dev_token}"  # type: ignore[attr-defined]
         clients.append(client)
         return client
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from nlu.assess import Assessor
 from nlu.types import LoanRecord
+from service.auth import Viewer
 from service.protocol import LoanFile
 
 router = APIRouter(tags=["assessment"])
@@ -42,7 +43,8 @@ def get_assessor(request: Request) -> Assessor:
 
 
 @router.post("/v1/assess", response_model=AssessResponse)
-async def assess(body: AssessRequest, assessor: Annotated[Assessor, Depends(get_assessor)]) -> dict[str, Any]:
+async def assess(body: AssessRequest, assessor: Annotated[Assessor, Depends(get_assessor)],
+                 _: Viewer) -> dict[str, Any]:
     """Label the answer (clear / omission / unclear / evasive) with evidence, slots, mismatch and a prompt."""
     loan = LoanRecord.from_mapping(body.loan_file.model_dump()) if body.loan_file else None
     # Rules run in microseconds-to-milliseconds, but pinyin look-ups touch large tables on first use.

@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from service.auth import Viewer
 from service.calls import CallRefused
 from service.demo import demo_calls, start_demo
 from service.settings import Settings
@@ -57,14 +58,14 @@ def _settings(request: Request) -> Settings:
 
 
 @router.get("/v1/demo/calls", tags=["console"])
-async def list_demos(request: Request) -> list[DemoInfo]:
+async def list_demos(request: Request, _: Viewer) -> list[DemoInfo]:
     """The sample calls the demo mode can replay."""
     return [DemoInfo(name=d.name, duration_s=d.duration_s)
             for d in demo_calls(_settings(request).nlu.demo_dir).values()]
 
 
 @router.post("/v1/demo/calls", status_code=202, tags=["console"])
-async def new_demo(request: Request, body: DemoRequest | None = None) -> DemoStarted:
+async def new_demo(request: Request, principal: Viewer, body: DemoRequest | None = None) -> DemoStarted:
     """Replay a sample call through the live pipeline as a new call; watch it on `/v1/calls/{call_id}/events`."""
     body = body or DemoRequest()
     demos = demo_calls(_settings(request).nlu.demo_dir)
@@ -74,7 +75,8 @@ async def new_demo(request: Request, body: DemoRequest | None = None) -> DemoSta
     if name not in demos:
         raise HTTPException(404, f"unknown demo call {name!r}; available: {', '.join(demos)}")
     try:
-        call_id = await start_demo(request.app, demos[name], body.speed)
+        # The demo call is assigned to the agent who started it, so that they may watch it.
+        call_id = await start_demo(request.app, demos[name], body.speed, principal.agent_id)
     except CallRefused as e:
         raise HTTPException(503, e.message) from e
     return DemoStarted(call_id=call_id, name=name, duration_s=demos[name].duration_s)

@@ -9,8 +9,9 @@ import logging
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from service.auth import WsRefused, ws_principal
 from service.hub import CallHub
-from service.protocol import CloseCode
+from service.protocol import CloseCode, ErrorEvent, dump
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["live"])
@@ -31,12 +32,23 @@ async def call_events(ws: WebSocket, call_id: str) -> None:
     A call that has not started yet is waited for. Closes with 1000 after the call ends, 4408 when the
     subscriber stops reading."""
     await ws.accept()
+    try:
+        principal = ws_principal(ws, ("agent", "supervisor"))
+    except WsRefused as e:
+        await ws.send_text(dump(ErrorEvent(code=e.error, message=e.message)))
+        await ws.close(code=e.code)
+        return
     hub: CallHub = ws.app.state.hub
-    sub = hub.subscribe(call_id)
+    sub = hub.subscribe(call_id, principal.agent_id if principal.role == "agent" else None)
     gone = asyncio.create_task(_until_disconnect(ws))
     code = CloseCode.NORMAL
     try:
         while True:
+            if sub.forbidden:
+                await ws.send_text(dump(ErrorEvent(code="forbidden", message=f"call {call_id} is not assigned "
+                                                   "to you")))
+                code = CloseCode.FORBIDDEN
+                return
             if sub.overflowed:
                 log.warning("call %s: an events subscriber stopped reading; dropping it", call_id)
                 code = CloseCode.SLOW_CONSUMER
@@ -48,6 +60,8 @@ async def call_events(ws: WebSocket, call_id: str) -> None:
                 return
             text = get.result()
             if text is None:
+                if sub.forbidden:
+                    continue  # says so at the top of the loop
                 return
             await ws.send_text(text)
     except (WebSocketDisconnect, RuntimeError, OSError):

@@ -19,6 +19,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from asr.streaming import MULAW_TO_FLOAT
 from nlu.pii import public_loan_file
+from service.auth import Principal, WsRefused, ws_principal
 from service.calls import CallRefused, close_call, open_call
 from service.live import LiveCall
 from service.protocol import (
@@ -132,10 +133,21 @@ class _CallRun:
         self.conn = Connection(ws)
         self.call: LiveCall | None = None
         self.registered = False
+        self.principal: Principal | None = None
+
+    def authorize(self, token: str | None = None) -> None:
+        """The socket's token must be an ingest (or admin) token."""
+        try:
+            self.principal = ws_principal(self.ws, ("ingest",), token)
+        except WsRefused as e:
+            raise ProtocolError(e.error, e.message, e.code) from e
 
     def begin(self, start: StartMessage) -> LiveCall:
+        if self.principal is None:
+            self.authorize()
+        owner = self.principal.name if self.principal else None
         try:
-            self.call = open_call(self.ws.app, self.call_id, start, self.conn.emit)
+            self.call = open_call(self.ws.app, self.call_id, start, self.conn.emit, owner)
         except CallRefused as e:
             raise ProtocolError(e.code, e.message, e.close_code) from e
         self.registered = True
@@ -211,6 +223,7 @@ async def call_audio(ws: WebSocket, call_id: str) -> None:
     """Native protocol: a `start` text frame, binary interleaved audio, `stop`. See docs/protocol.md."""
 
     async def body(run: _CallRun) -> bool:
+        run.authorize()
         first = await _receive(ws)
         if first is None:
             return False
@@ -271,8 +284,13 @@ async def call_twilio(ws: WebSocket, call_id: str) -> None:
             if event == "connected":
                 continue
             if event == "start":
+                # Twilio cannot add headers or a query string to a stream URL; its <Parameter>s arrive here.
+                params = (payload.get("start") or {}).get("customParameters") or {}
+                run.authorize(params.get("token") if isinstance(params, dict) else None)
                 call = run.begin(StartMessage(type="start", sample_rate_hz=8000, encoding="mulaw",
-                                              channels=["agent", "customer"]))
+                                              channels=["agent", "customer"],
+                                              agent_id=str(params["agent_id"])[:64]
+                                              if isinstance(params, dict) and params.get("agent_id") else None))
                 await run.ready()
                 continue
             if event == "stop":

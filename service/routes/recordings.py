@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
 from asr.errors import AsrError, AudioLimitError
+from service.auth import Admin, Ingest, Viewer
 from service.jobs import JobRunner, remove_audio
 from service.scoring import ROLES, AudioPart, RecordingError, parse_loan_file, validate_parts
 from service.settings import Settings
@@ -96,7 +97,7 @@ async def _save(upload: UploadFile, folder: Path, name: str, budget: list[int]) 
 @router.post("/v1/recordings", status_code=202, response_model=JobStatus,
              responses={413: {"description": "too large or too long"}, 415: {"description": "not multipart"},
                         422: {"description": "unreadable audio, wrong channels, silence, bad loan_file"}})
-async def upload_recording(request: Request) -> JSONResponse:
+async def upload_recording(request: Request, _: Ingest) -> JSONResponse:
     """Upload a finished call for scoring (multipart/form-data).
 
     Either `file` (a stereo recording: channel 0 agent, 1 customer unless `channels` says otherwise, e.g.
@@ -171,7 +172,7 @@ async def upload_recording(request: Request) -> JSONResponse:
 
 
 @router.get("/v1/recordings/{job_id}", response_model=JobStatus)
-async def recording_status(request: Request, job_id: str) -> JobStatus:
+async def recording_status(request: Request, job_id: str, _: Ingest) -> JobStatus:
     """Status (`queued`, `running`, `done`, `failed`) and progress (0-1) of a scoring job."""
     job = await asyncio.to_thread(_store(request).get_job, job_id)
     if job is None:
@@ -180,11 +181,13 @@ async def recording_status(request: Request, job_id: str) -> JobStatus:
 
 
 @router.get("/v1/calls/{call_id}/report")
-async def call_report(request: Request, call_id: str) -> dict[str, Any]:
+async def call_report(request: Request, call_id: str, principal: Viewer) -> dict[str, Any]:
     """The call's report: utterances, per-topic verdicts, `risk_score`, `tier`, contributions, the agent's side
     and recommended actions."""
     store = _store(request)
     call = await asyncio.to_thread(store.get_call, call_id)
+    if call is not None and not principal.may_see(call.agent_id):
+        raise HTTPException(403, f"call {call_id} is not assigned to you")
     if call is None:
         job = await asyncio.to_thread(store.active_job_for, call_id)
         detail = f"call {call_id} is still being scored ({job.status})" if job else f"no report for call {call_id}"
@@ -205,12 +208,14 @@ def _audio_files(request: Request, recording_id: str | None, audio_dir: str | No
 
 
 @router.get("/v1/calls/{call_id}/audio/{index}", include_in_schema=True)
-async def call_audio_file(request: Request, call_id: str, index: int) -> FileResponse:
+async def call_audio_file(request: Request, call_id: str, index: int, principal: Viewer) -> FileResponse:
     """A stored audio file of the call (while retention keeps it), for playing spans in the report page."""
     store = _store(request)
     call = await asyncio.to_thread(store.get_call, call_id)
     if call is None:
         raise HTTPException(404, f"no call {call_id}")
+    if not principal.may_see(call.agent_id):
+        raise HTTPException(403, f"call {call_id} is not assigned to you")
     files = await asyncio.to_thread(_audio_files, request, call.recording_id, call.audio_dir)
     if not 0 <= index < len(files):
         raise HTTPException(404, "no such audio (deleted by retention, or never stored)")
@@ -223,6 +228,7 @@ async def call_audio_file(request: Request, call_id: str, index: int) -> FileRes
 @router.get("/v1/calls", response_model=CallPage)
 async def list_calls(
     request: Request,
+    principal: Viewer,
     date_from: Annotated[date | None, Query(description="calls on or after this day (UTC)")] = None,
     date_to: Annotated[date | None, Query(description="calls on or before this day (UTC)")] = None,
     tier: Annotated[Literal["low", "medium", "high"] | None, Query()] = None,
@@ -232,7 +238,11 @@ async def list_calls(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> CallPage:
-    """Scored calls, newest first, filtered and paged."""
+    """Scored calls, newest first, filtered and paged. An agent sees only the calls assigned to them."""
+    if principal.role == "agent":
+        if agent is not None and agent != principal.agent_id:
+            raise HTTPException(403, "agents may list only their own calls")
+        agent = principal.agent_id
     f = CallFilter(
         date_from=datetime.combine(date_from, datetime.min.time()) if date_from else None,
         date_to=datetime.combine(date_to + timedelta(days=1), datetime.min.time()) if date_to else None,
@@ -245,7 +255,7 @@ async def list_calls(
 
 
 @router.delete("/v1/calls/{call_id}", status_code=204, responses={409: {"description": "under retention"}})
-async def delete_call(request: Request, call_id: str) -> Response:
+async def delete_call(request: Request, call_id: str, _: Admin) -> Response:
     """Delete a call's report, answers and stored audio. Refused (409) while the call is younger than the
     minimum retention (`HUIFANG_RECORDINGS__MIN_RETENTION_DAYS`), which a bank may set for legal hold."""
     settings = _settings(request)

@@ -15,7 +15,7 @@ async function load() {
   for (const [k, v] of new FormData($("filters"))) if (v) params.set(k, v);
   params.set("limit", PAGE);
   params.set("offset", offset);
-  const res = await fetch(`/v1/calls?${params}`);
+  const res = await HF.api(`/v1/calls?${params}`);
   const body = await res.json();
   if (!res.ok) {
     $("banner").textContent = `无法加载：${JSON.stringify(body.detail || res.status)}`;

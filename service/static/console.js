@@ -251,8 +251,7 @@ function watch(callId) {
   $("start").hidden = true;
   $("console").hidden = false;
   setStatus("waiting", "等待通话");
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${scheme}://${location.host}/v1/calls/${encodeURIComponent(callId)}/events`);
+  const ws = HF.socket(`/v1/calls/${encodeURIComponent(callId)}/events`);
   ws.onmessage = (msg) => {
     try {
       handle(JSON.parse(msg.data));
@@ -263,14 +262,16 @@ function watch(callId) {
   ws.onclose = (e) => {
     if (!state.ended) {
       setStatus("error", "连接中断");
-      banner(e.code === 4408 ? "连接过慢被服务器断开，请刷新页面。" : "与服务器的连接已断开，请刷新页面。");
+      if (e.code === 4401) HF.askForToken("需要有效的访问令牌。");
+      else if (e.code === 4403) banner("这通电话没有分配给您，无法查看。");
+      else banner(e.code === 4408 ? "连接过慢被服务器断开，请刷新页面。" : "与服务器的连接已断开，请刷新页面。");
     }
   };
 }
 
 async function startDemo(name) {
   const speed = parseFloat(params.get("speed") || "1");
-  const res = await fetch("/v1/demo/calls", {
+  const res = await HF.api("/v1/demo/calls", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ name: name && name !== "1" ? name : null, speed }),
@@ -293,7 +294,9 @@ async function showStart() {
     if (id) location.search = `?call=${encodeURIComponent(id)}`;
   });
   try {
-    const demos = await (await fetch("/v1/demo/calls")).json();
+    const res = await HF.api("/v1/demo/calls");
+    if (!res.ok) throw new Error(String(res.status));
+    const demos = await res.json();
     for (const d of demos) {
       const b = document.createElement("button");
       b.textContent = `演示 ${d.name}（${Math.round(d.duration_s)} 秒）`;

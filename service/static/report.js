@@ -144,7 +144,7 @@ function transcript(utterances) {
 async function main() {
   const callId = decodeURIComponent(location.pathname.split("/").pop());
   $("call-id").textContent = callId;
-  const res = await fetch(`/v1/calls/${encodeURIComponent(callId)}/report`);
+  const res = await HF.api(`/v1/calls/${encodeURIComponent(callId)}/report`);
   if (!res.ok) {
     const body = await res.json().catch(() => ({}));
     $("banner").textContent = `无法显示报告：${body.detail || res.status}`;
@@ -154,7 +154,7 @@ async function main() {
   const report = await res.json();
   document.title = `回访报告 ${callId}`;
   $("meta").textContent = `${(report.created_at || "").replace("T", " ").slice(0, 16)} · 坐席 ${report.agent_id || "—"} · 时长 ${clock(report.duration_s)}`;
-  if (report.audio && report.audio.length) $("player").src = report.audio[0].url;
+  if (report.audio && report.audio.length) $("player").src = HF.withToken(report.audio[0].url);
   else $("player").hidden = true;
   $("player").addEventListener("timeupdate", () => {
     if (stopAt !== null && $("player").currentTime >= stopAt) { $("player").pause(); stopAt = null; }

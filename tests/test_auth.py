@@ -1,0 +1,158 @@
+"""Access control: every refusal (401, 403, websocket close codes), agents limited to their calls, tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from service.app import create_app
+from service.auth import AuthError, load_tokens_file, write_tokens_file
+from service.protocol import CloseCode
+from service.settings import Settings
+from tests.server import bearer
+from tests.test_live_socket import START, FakeTranscriber
+
+TOKENS = {"ing": ("ingest", None), "a1": ("agent", "A1"), "a2": ("agent", "A2"), "sup": ("supervisor", None),
+          "adm": ("admin", None)}
+
+
+@pytest.fixture()
+def client(tmp_path: Path) -> Any:
+    path = tmp_path / "tokens.yaml"
+    write_tokens_file(path, TOKENS)  # type: ignore[arg-type]
+    settings = Settings(data_dir=tmp_path / "data", auth={"tokens_file": path, "max_calls_per_token": 1})
+    with TestClient(create_app(settings, transcriber=FakeTranscriber())) as c:  # type: ignore[arg-type]
+        yield c
+
+
+def _closed(ws: Any) -> tuple[list[dict[str, Any]], int]:
+    events = []
+    with pytest.raises(WebSocketDisconnect) as closed:
+        while True:
+            events.append(ws.receive_json())
+    return events, closed.value.code
+
+
+def _store_call(client: TestClient, call_id: str, agent_id: str) -> None:
+    store = client.app.state.store  # type: ignore[attr-defined]
+    job = store.create_job(call_id, [], None, agent_id)
+    assert store.claim(job.id) is not None
+    store.complete_job(job.id, {"call_id": call_id, "duration_s": 10.0, "risk_score": 5, "tier": "low",
+                                "topics": [], "labels": {}}, agent_id, None, None)
+
+
+def test_http_routes_need_a_token_of_the_right_role(client: TestClient) -> None:
+    assert client.get("/healthz").status_code == 200  # open, as are static assets and page shells
+    assert client.get("/static/console.js").status_code == 200 and client.get("/console").status_code == 200
+    missing = client.get("/v1/calls")
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert client.get("/v1/calls", headers=bearer("nope")).status_code == 401
+    assert client.get("/v1/calls", headers=bearer("ing")).status_code == 403  # a switch reads no reports
+    assert client.get("/v1/calls", headers=bearer("sup")).status_code == 200
+    assert client.post("/v1/assess", json={"question": "月供多少", "answer": "四千二"},
+                       headers=bearer("ing")).status_code == 403
+    assert client.post("/v1/assess", json={"question": "月供多少", "answer": "四千二"},
+                       headers=bearer("a1")).status_code == 200
+    assert client.post("/v1/recordings", files={"file": ("a.wav", b"x")}, headers=bearer("a1")).status_code == 403
+    assert client.get("/v1/calls?token=sup").status_code == 200  # browsers' <audio src> way
+
+
+def test_agents_see_only_their_calls_and_only_admins_delete(client: TestClient) -> None:
+    _store_call(client, "mine", "A1")
+    _store_call(client, "theirs", "A2")
+    listed = client.get("/v1/calls", headers=bearer("a1")).json()
+    assert [c["call_id"] for c in listed["items"]] == ["mine"]
+    assert client.get("/v1/calls", params={"agent": "A2"}, headers=bearer("a1")).status_code == 403
+    assert client.get("/v1/calls/mine/report", headers=bearer("a1")).status_code == 200
+    assert client.get("/v1/calls/theirs/report", headers=bearer("a1")).status_code == 403
+    assert client.get("/v1/calls/theirs/report", headers=bearer("sup")).status_code == 200
+    assert client.get("/v1/calls/theirs/audio/0", headers=bearer("a1")).status_code == 403
+    assert client.delete("/v1/calls/mine", headers=bearer("sup")).status_code == 403
+    assert client.delete("/v1/calls/mine", headers=bearer("a1")).status_code == 403
+    assert client.delete("/v1/calls/mine", headers=bearer("adm")).status_code == 204
+
+
+@pytest.mark.parametrize("path,token,code", [
+    ("/v1/calls/c1/audio", None, CloseCode.UNAUTHORIZED),
+    ("/v1/calls/c1/audio", "wrong", CloseCode.UNAUTHORIZED),
+    ("/v1/calls/c1/audio", "a1", CloseCode.FORBIDDEN),
+    ("/v1/calls/c1/audio", "sup", CloseCode.FORBIDDEN),
+    ("/v1/calls/c1/events", None, CloseCode.UNAUTHORIZED),
+    ("/v1/calls/c1/events", "ing", CloseCode.FORBIDDEN),
+])
+def test_websockets_refuse_with_a_close_code(client: TestClient, path: str, token: str | None, code: int) -> None:
+    url = f"{path}?token={token}" if token else path
+    with client.websocket_connect(url) as ws:
+        events, closed = _closed(ws)
+    assert closed == code and events[0]["type"] == "error"
+
+
+def test_twilio_takes_the_token_from_custom_parameters(client: TestClient) -> None:
+    start = {"event": "start", "start": {"customParameters": {"token": "ing", "agent_id": "A1"}}}
+    with client.websocket_connect("/v1/calls/tw/twilio") as ws:
+        ws.send_json({"event": "connected"})
+        ws.send_json(start)
+        assert ws.receive_json()["type"] == "ready"
+        ws.send_json({"event": "stop"})
+        events, closed = _closed(ws)
+    assert closed == CloseCode.NORMAL
+    with client.websocket_connect("/v1/calls/tw2/twilio") as ws:
+        ws.send_json({"event": "start", "start": {"customParameters": {"token": "a1"}}})
+        events, closed = _closed(ws)
+    assert closed == CloseCode.FORBIDDEN
+
+
+def test_an_agent_cannot_watch_another_agents_call(client: TestClient) -> None:
+    with client.websocket_connect("/v1/calls/c2/events?token=a2") as waiting, \
+            client.websocket_connect("/v1/calls/c2/events?token=a1") as owner, \
+            client.websocket_connect("/v1/calls/c2/audio?token=ing") as switch:
+        switch.send_json({**START, "agent_id": "A1"})
+        assert switch.receive_json()["type"] == "ready"
+        events, closed = _closed(waiting)  # waited for the call; it turned out to be A1's
+        assert closed == CloseCode.FORBIDDEN and events[-1]["code"] == "forbidden"
+        with client.websocket_connect("/v1/calls/c2/events?token=a2") as late:
+            assert _closed(late)[1] == CloseCode.FORBIDDEN
+        switch.send_json({"type": "stop"})
+        _closed(switch)
+        seen, closed = _closed(owner)
+    assert closed == CloseCode.NORMAL and seen[0]["type"] == "ready"
+
+
+def test_a_token_streams_a_limited_number_of_calls(client: TestClient) -> None:
+    with client.websocket_connect("/v1/calls/one/audio?token=ing") as first:
+        first.send_json(START)
+        assert first.receive_json()["type"] == "ready"
+        with client.websocket_connect("/v1/calls/two/audio?token=ing") as second:
+            second.send_json(START)
+            events, closed = _closed(second)
+        assert closed == CloseCode.TOO_MANY_CALLS and events[0]["code"] == "too_many_calls"
+        first.send_json({"type": "stop"})
+        _closed(first)
+
+
+def test_without_tokens_a_development_token_is_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    app = create_app(Settings(data_dir=tmp_path), transcriber=FakeTranscriber())  # type: ignore[arg-type]
+    with TestClient(app) as c:
+        out = capsys.readouterr().out
+        token = app.state.dev_token
+        assert f"token: {token}\n" in out and f"/console?token={token}" in out
+        assert c.get("/v1/calls", headers=bearer(token)).status_code == 200
+        assert c.get("/v1/calls").status_code == 401
+
+
+def test_tokens_files_are_checked(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    for text in ("tokens: 3", "tokens: [{name: x, role: root, sha256: " + "0" * 64 + "}]",
+                 "tokens: [{name: x, role: agent, sha256: " + "0" * 64 + "}]",
+                 "tokens: [{name: x, role: admin, sha256: abc}]", "{{{"):
+        bad.write_text(text)
+        with pytest.raises(AuthError):
+            load_tokens_file(bad)
+    good = tmp_path / "good.yaml"
+    write_tokens_file(good, {"secret": ("agent", "A9")})
+    entries = load_tokens_file(good)
+    assert "secret" not in good.read_text() and [p.agent_id for p in entries.values()] == ["A9"]
