@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from asr.errors import AsrError
@@ -23,8 +24,9 @@ from service.decoding import DecodeScheduler
 from service.hub import CallHub
 from service.jobs import JobContext, JobRunner
 from service.live import LiveEngine
+from service.privacy import RawTextCipher
 from service.routes import assess, console, events, live, recordings
-from service.scoring import AudioPart, score_parts
+from service.scoring import AudioPart, Scored, score_parts
 from service.settings import Settings, get_settings
 from service.store import Store, StoreError
 
@@ -98,6 +100,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
     app = FastAPI(title="huifang", version="0.1.0", lifespan=lifespan,
                   description="Speech-to-risk service for post-loan follow-up calls")
     app.state.settings = settings
+    _harden(app, settings)
     app.include_router(live.router)
     app.include_router(events.router)
     app.include_router(assess.router)
@@ -124,6 +127,42 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
     return app
 
 
+#: Sent with every HTTP response: the pages load only their own scripts, styles and media, in no frame.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self'; "
+                               "img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+                               "frame-ancestors 'none'",
+}
+#: /docs loads its viewer from a CDN that is not reachable here anyway; it gets a looser policy.
+_DOCS = ("/docs", "/redoc")
+
+
+def _harden(app: FastAPI, settings: Settings) -> None:
+    """Security headers, CORS only when configured, and no stack trace or exception text to any client."""
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            if name == "Content-Security-Policy" and request.url.path.startswith(_DOCS):
+                continue
+            response.headers.setdefault(name, value)
+        return response
+
+    if settings.auth.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.auth.cors_origins, allow_credentials=False,
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; it was logged"}, status_code=500)
+
+
 def _tokens(settings: Settings) -> tuple[TokenRegistry, str | None]:
     """The token registry; with no tokens configured, a development admin token, printed once."""
     registry = TokenRegistry()
@@ -147,11 +186,12 @@ def _job_context(settings: Settings, store: Store, transcriber: Transcriber, ass
     limits, options, seg = settings.decode_limits(), settings.dialogue_options(), settings.segment_options()
 
     def score(call_id: str, parts: list[AudioPart], loan_file: dict[str, Any] | None,
-              progress: Callable[[float], None]) -> dict[str, Any]:
+              progress: Callable[[float], None]) -> Scored:
         return score_parts(call_id, parts, loan_file, transcriber, assessor, limits, options, risk, vad, seg,
                            progress)
 
-    return JobContext(store, settings.data_dir, score, settings.recordings.retention_days)
+    cipher = RawTextCipher(settings.raw_key_file) if settings.privacy.keep_raw else None
+    return JobContext(store, settings.data_dir, score, settings.recordings.retention_days, cipher)
 
 
 def get_transcriber(request: Request) -> Transcriber:

@@ -17,7 +17,8 @@ from typing import Any
 from asr.errors import AsrError
 from nlu.report import load_risk
 from service.jobs import JobContext, run_job
-from service.scoring import AudioPart, RecordingError, parse_loan_file, score_parts, validate_parts
+from service.privacy import RawTextCipher
+from service.scoring import AudioPart, RecordingError, Scored, parse_loan_file, score_parts, validate_parts
 from service.settings import Settings
 from service.store import Store
 
@@ -42,7 +43,7 @@ def read_loan_file(path: Path | None) -> dict[str, Any] | None:
 
 
 def _scorer(settings: Settings) -> Callable[[str, list[AudioPart], dict[str, Any] | None, Callable[[float], None]],
-                                             dict[str, Any]]:
+                                             Scored]:
     from asr.streaming import SileroStep
     from asr.transcribe import Transcriber
 
@@ -52,7 +53,7 @@ def _scorer(settings: Settings) -> Callable[[str, list[AudioPart], dict[str, Any
     limits, options, seg = settings.decode_limits(), settings.dialogue_options(), settings.segment_options()
 
     def score(call_id: str, parts: list[AudioPart], loan: dict[str, Any] | None,
-              progress: Callable[[float], None]) -> dict[str, Any]:
+              progress: Callable[[float], None]) -> Scored:
         return score_parts(call_id, parts, loan, transcriber, assessor, limits, options, risk, vad, seg, progress)
 
     return score
@@ -91,7 +92,7 @@ def score_file(settings: Settings, path: Path, loan_path: Path | None, channels:
     except RecordingError as e:
         raise AsrError(str(e)) from e
     bar = _bar(progress, 1, f"scoring {path.name}")
-    report = _scorer(settings)(call_id or path.stem, parts, loan, lambda p: bar(p))
+    report = _scorer(settings)(call_id or path.stem, parts, loan, lambda p: bar(p)).report
     bar(None)
     print(json.dumps(report, ensure_ascii=False, indent=1) if as_json else format_report(report))
     return 0
@@ -107,7 +108,8 @@ def score_dir(settings: Settings, folder: Path, channels: tuple[str, ...], progr
         raise AsrError(f"no recordings ({', '.join(AUDIO_SUFFIXES)}) in {folder}")
     store = Store(settings.db_url)
     store.migrate()
-    ctx = JobContext(store, settings.data_dir, _scorer(settings), settings.recordings.retention_days)
+    cipher = RawTextCipher(settings.raw_key_file) if settings.privacy.keep_raw else None
+    ctx = JobContext(store, settings.data_dir, _scorer(settings), settings.recordings.retention_days, cipher)
     failed = 0
     bar = _bar(progress, len(files), "scoring")
     for index, path in enumerate(files):

@@ -3,6 +3,8 @@ endpoints and the console's demo replay."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
@@ -13,6 +15,16 @@ from service.hub import CallHub
 from service.live import LiveCall
 from service.protocol import CloseCode, StartMessage, dump
 from service.settings import Settings
+from service.store import Store, audit
+
+log = logging.getLogger(__name__)
+
+#: What of a live event goes into the audit log (the verdict and its evidence; not the transcript).
+_AUDITED: dict[str, set[str] | None] = {
+    "assessment": {"topic", "label", "confidence", "evidence", "slots", "mismatch", "question_utterance_id",
+                   "answer_utterance_ids", "answer_end_s", "revision"},
+    "summary": {"coverage", "answers", "vague_answers", "mismatches"},
+}
 
 
 class CallRefused(Exception):
@@ -46,10 +58,20 @@ def open_call(app: FastAPI, call_id: str, start: StartMessage,
     hub: CallHub = state.hub
     hub.open(call_id, start.agent_id)
 
+    store: Store | None = getattr(state, "store", None)
+
     async def emit(event: BaseModel) -> None:
         if send is not None:
             await send(event)
-        hub.publish(call_id, dump(event), str(getattr(event, "type", "")))
+        kind = str(getattr(event, "type", ""))
+        hub.publish(call_id, dump(event), kind)
+        if store is not None and kind in ("assessment", "summary"):
+            # The evidence trail of live verdicts; off the event loop, in the order they were made.
+            payload = event.model_dump(include=_AUDITED.get(kind))
+            try:
+                await asyncio.to_thread(audit.append, store, f"live_{kind}", owner or "live", call_id, payload)
+            except Exception:  # noqa: BLE001 - the call goes on; the gap is loud in the log and in `audit verify`
+                log.exception("call %s: could not append to the audit log", call_id)
 
     settings: Settings = state.settings
     assist = None

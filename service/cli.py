@@ -117,6 +117,23 @@ def cmd_score_dir(args: argparse.Namespace) -> int:
                      sys.stderr.isatty() and not args.no_progress)
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from service.settings import get_settings
+    from service.store import Store, audit
+
+    store = Store(get_settings().db_url)
+    store.migrate()
+    result = audit.verify(store)
+    store.close()
+    if result.ok:
+        print(f"audit log intact: {result.entries} entries, every stored report matches its audited digest")
+        return 0
+    for problem in result.problems:
+        print(f"audit: {problem}", file=sys.stderr)
+    print(f"audit log BROKEN: {len(result.problems)} problem(s) in {result.entries} entries", file=sys.stderr)
+    return 1
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from service.auth import hash_token, new_token
 
@@ -178,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--channels", default="agent,customer", help="roles of the files' channels in order")
     sd.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     sd.set_defaults(func=cmd_score_dir)
+
+    au = sub.add_parser("audit", help="check the audit log")
+    au.add_argument("action", choices=("verify",), help="verify: walk the hash chain and check stored reports")
+    au.set_defaults(func=cmd_audit)
 
     tk = sub.add_parser("token", help="make a new access token and print its tokens-file entry")
     tk.add_argument("--name", required=True, help="who or what uses it (a switch, an agent's name)")

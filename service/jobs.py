@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from asr.errors import AsrError
-from service.scoring import AudioPart, RecordingError
-from service.store import JobRecord, Store
+from service.privacy import RawTextCipher
+from service.scoring import AudioPart, RecordingError, Scored
+from service.store import JobRecord, Store, audit
 from service.store.store import utcnow
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,10 @@ class JobContext:
 
     store: Store
     data_dir: Path
-    score: Callable[[str, list[AudioPart], dict[str, Any] | None, Callable[[float], None]], dict[str, Any]]
+    score: Callable[[str, list[AudioPart], dict[str, Any] | None, Callable[[float], None]], Scored]
     retention_days: float
+    #: Set when the unredacted transcript is kept (encrypted); None: it is dropped.
+    cipher: RawTextCipher | None = None
 
 
 def run_job(ctx: JobContext, job: JobRecord) -> None:
@@ -52,7 +55,7 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
             ctx.store.set_progress(job.id, p)
 
     try:
-        report = ctx.score(job.call_id, parts, job.loan_file, progress)
+        scored = ctx.score(job.call_id, parts, job.loan_file, progress)
     except (AsrError, RecordingError) as e:
         log.warning("recording %s (call %s) failed: %s", job.id, job.call_id, e)
         ctx.store.fail_job(job.id, str(e))
@@ -63,7 +66,13 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
         return
     audio_dir = str(Path(job.files[0]["path"]).parent) if job.files else None
     expires = utcnow() + timedelta(days=ctx.retention_days) if audio_dir else None
-    ctx.store.complete_job(job.id, report, job.agent_id, audio_dir, expires)
+    report = scored.report
+    raw = ctx.cipher.encrypt(scored.raw) if ctx.cipher is not None else None
+    ctx.store.complete_job(job.id, report, job.agent_id, audio_dir, expires, raw)
+    audit.append(ctx.store, "report", "scoring", job.call_id, {
+        "recording_id": job.id, "report_sha256": audit.digest(report), "risk_score": report["risk_score"],
+        "tier": report["tier"], "answers": [{"topic": a["topic"], "label": a["label"], "mismatch": a["mismatch"]}
+                                           for a in report.get("answers", [])]})
     log.info("recording %s scored: call %s, risk %s (%s)", job.id, job.call_id, report["risk_score"], report["tier"])
 
 
@@ -105,7 +114,10 @@ class JobRunner:
                     await asyncio.wait_for(self._wake.wait(), timeout=POLL_S)
                 continue
             # A cancelled worker (shutdown) leaves its job `running`; the next start queues it again.
-            await asyncio.to_thread(run_job, self.ctx, job)
+            try:
+                await asyncio.to_thread(run_job, self.ctx, job)
+            except Exception:  # noqa: BLE001 - the database failed while recording the outcome: go on
+                log.exception("worker %d: recording the outcome of job %s failed", index, job.id)
 
     async def _sweeper(self) -> None:
         while True:

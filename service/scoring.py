@@ -139,15 +139,24 @@ def transcribe_like_live(audio: DecodedAudio, roles: tuple[str, ...], transcribe
     return sorted(out, key=lambda u: (u.start_s, u.channel))
 
 
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """A scored recording: the report (JSON form, redacted) and the unredacted utterances (never stored in the
+    clear; kept encrypted only when configured)."""
+
+    report: dict[str, Any]
+    raw: list[dict[str, Any]]
+
+
 def score_parts(call_id: str, parts: list[AudioPart], loan_file: dict[str, Any] | None, transcriber: Transcriber,
                 assessor: Assessor, limits: DecodeLimits, options: DialogueOptions, risk: RiskConfig,
-                vad: VadStep, seg: SegmentOptions,
-                on_progress: Callable[[float], None] | None = None) -> dict[str, Any]:
-    """The report (JSON form) of a call stored as `parts`. `on_progress` gets 0-1."""
+                vad: VadStep, seg: SegmentOptions, on_progress: Callable[[float], None] | None = None) -> Scored:
+    """The report of a call stored as `parts`. `on_progress` gets 0-1."""
     decoded = [(part, decode_audio(str(part.path), limits)) for part in parts]
     total = sum(audio.duration_s * audio.channel_count for _, audio in decoded) or 1.0
     done = 0.0
     turns: list[Turn] = []
+    raw: list[dict[str, Any]] = []
     duration = max(audio.duration_s for _, audio in decoded)
     names, addresses = loan_file_identities(loan_file)
     redactors = {role: Redactor(names, addresses) for role in ROLES}
@@ -166,6 +175,7 @@ def score_parts(call_id: str, parts: list[AudioPart], loan_file: dict[str, Any] 
             if u.channel in ROLES and u.text:
                 # Masked before anything else sees the text: the report and the database never hold it raw.
                 text = redactors[u.channel].redact(u.text, u.start_s, u.end_s)[0]
+                raw.append({"channel": u.channel, "start_s": u.start_s, "end_s": u.end_s, "text": u.text})
                 turns.append(Turn(f"{u.channel}-{counts[u.channel]}", "agent" if u.channel == "agent" else "customer",
                                   text, u.start_s, u.end_s))
     if not turns:
@@ -175,4 +185,4 @@ def score_parts(call_id: str, parts: list[AudioPart], loan_file: dict[str, Any] 
     data["loan_file"] = public_loan_file(loan_file)
     if on_progress is not None:
         on_progress(1.0)
-    return data
+    return Scored(data, raw)

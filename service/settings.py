@@ -87,12 +87,22 @@ class RecordingSettings(BaseModel):
     risk_file: Path | None = Field(None, description="risk weights, tiers and actions (default configs/risk.yaml)")
 
 
+class PrivacySettings(BaseModel):
+    """What is kept of personal data (text is always redacted before it leaves the ASR stage)."""
+
+    keep_raw: bool = Field(False, description="also keep recordings' unredacted transcript, encrypted, for admins")
+    key_file: Path | None = Field(None, description="encryption key for the raw transcript (default "
+                                  "DATA_DIR/keys/raw-text.key; put it on a secrets mount in production)")
+
+
 class AuthSettings(BaseModel):
     """Access control (service/auth.py)."""
 
     tokens_file: Path | None = Field(None, description="YAML list of {name, role, sha256, agent_id}; none: a "
                                      "development admin token is made and printed at start-up")
     max_calls_per_token: int = Field(50, ge=1, description="live calls one token may stream at the same time")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call the API from a "
+                                    "browser (CORS); empty: none, the pages are served by the service itself")
 
 
 class AudioLimits(BaseModel):
@@ -120,12 +130,17 @@ class Settings(BaseSettings):
     nlu: NluSettings = NluSettings()
     recordings: RecordingSettings = RecordingSettings()
     auth: AuthSettings = AuthSettings()
+    privacy: PrivacySettings = PrivacySettings()
     database_url: str | None = Field(None, description="SQLAlchemy URL; default a SQLite file in the data dir")
 
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @property
+    def raw_key_file(self) -> Path:
+        return self.privacy.key_file or self.data_dir / "keys" / "raw-text.key"
 
     @property
     def db_url(self) -> str:

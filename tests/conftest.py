@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,3 +47,28 @@ def transcriber(asr_options):  # type: ignore[no-untyped-def]
     t = Transcriber(asr_options)
     t.load()
     return t
+
+
+@pytest.fixture()
+def make_client(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Factory of TestClients over apps with a scripted recogniser (closed at the end of the test)."""
+    clients: list[Any] = []
+
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+    from tests.test_recordings import ScriptTranscriber
+
+    def make(script: dict[str, Any], **overrides: Any) -> TestClient:
+        """A started app on `tmp_path/data` whose recogniser returns `script`'s text; sends the dev token."""
+        settings = Settings(data_dir=tmp_path / "data", **overrides)
+        client = TestClient(create_app(settings, transcriber=ScriptTranscriber(script)))  # type: ignore[arg-type]
+        client.__enter__()
+        client.headers["Authorization"] = f"Bearer {client.app.state.dev_token}"  # type: ignore[attr-defined]
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)

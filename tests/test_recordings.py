@@ -17,7 +17,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from asr.types import Utterance
-from service.app import create_app
 from service.jobs import sweep_audio
 from service.settings import Settings
 from service.store import CallFilter, Store
@@ -75,23 +74,6 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
         pytest.skip("no PostgreSQL server: set HUIFANG_TEST_POSTGRES_URL (bash .ci/postgres.sh prints one)")
     _clean(POSTGRES_URL)
     return POSTGRES_URL
-
-
-@pytest.fixture()
-def make_client(tmp_path: Path):  # type: ignore[no-untyped-def]
-    clients: list[TestClient] = []
-
-    def make(script: dict[str, Any], **overrides: Any) -> TestClient:
-        settings = Settings(data_dir=tmp_path / "data", **overrides)
-        client = TestClient(create_app(settings, transcriber=ScriptTranscriber(script)))  # type: ignore[arg-type]
-        client.__enter__()
-        client.headers["Authorization"] = f"Bearer {client.app.state.dev_token}"  # type: ignore[attr-defined]
-        clients.append(client)
-        return client
-
-    yield make
-    for c in clients:
-        c.__exit__(None, None, None)
 
 
 def _wait(client: TestClient, job_id: str, timeout: float = 60) -> dict[str, Any]:

@@ -18,9 +18,10 @@ from starlette.datastructures import UploadFile
 from asr.errors import AsrError, AudioLimitError
 from service.auth import Admin, Ingest, Viewer
 from service.jobs import JobRunner, remove_audio
+from service.privacy import RawTextCipher
 from service.scoring import ROLES, AudioPart, RecordingError, parse_loan_file, validate_parts
 from service.settings import Settings
-from service.store import CallFilter, JobRecord, Store
+from service.store import CallFilter, JobRecord, Store, audit
 from service.store.store import utcnow
 
 router = APIRouter(tags=["recordings"])
@@ -192,6 +193,7 @@ async def call_report(request: Request, call_id: str, principal: Viewer) -> dict
         job = await asyncio.to_thread(store.active_job_for, call_id)
         detail = f"call {call_id} is still being scored ({job.status})" if job else f"no report for call {call_id}"
         raise HTTPException(404, detail)
+    await asyncio.to_thread(audit.append, store, "report_read", principal.name, call_id, {"role": principal.role})
     report = dict(call.report)
     report["audio"] = [{"url": f"/v1/calls/{call_id}/audio/{i}", "channels": f["channels"]}
                        for i, f in enumerate(_audio_files(request, call.recording_id, call.audio_dir))]
@@ -222,6 +224,7 @@ async def call_audio_file(request: Request, call_id: str, index: int, principal:
     path = _settings(request).data_dir / files[index]["path"]
     if not path.exists():
         raise HTTPException(404, "the audio file is gone")
+    await asyncio.to_thread(audit.append, store, "audio_read", principal.name, call_id, {"file": index})
     return FileResponse(path)
 
 
@@ -254,8 +257,24 @@ async def list_calls(
                        report_url=f"/v1/calls/{c.call_id}/report") for c in rows])
 
 
+@router.get("/v1/calls/{call_id}/raw", responses={404: {"description": "not kept"}})
+async def call_raw_transcript(request: Request, call_id: str, principal: Admin) -> dict[str, Any]:
+    """The unredacted transcript (admin only), when `HUIFANG_PRIVACY__KEEP_RAW` kept it. Every read is audited."""
+    settings = _settings(request)
+    store = _store(request)
+    call = await asyncio.to_thread(store.get_call, call_id)
+    if call is None or call.raw_encrypted is None:
+        raise HTTPException(404, f"no unredacted transcript is kept for call {call_id}")
+    await asyncio.to_thread(audit.append, store, "raw_read", principal.name, call_id, {})
+    try:
+        utterances = RawTextCipher(settings.raw_key_file).decrypt(call.raw_encrypted)
+    except ValueError as e:
+        raise HTTPException(409, str(e)) from e
+    return {"call_id": call_id, "utterances": utterances}
+
+
 @router.delete("/v1/calls/{call_id}", status_code=204, responses={409: {"description": "under retention"}})
-async def delete_call(request: Request, call_id: str, _: Admin) -> Response:
+async def delete_call(request: Request, call_id: str, principal: Admin) -> Response:
     """Delete a call's report, answers and stored audio. Refused (409) while the call is younger than the
     minimum retention (`HUIFANG_RECORDINGS__MIN_RETENTION_DAYS`), which a bank may set for legal hold."""
     settings = _settings(request)
@@ -268,6 +287,7 @@ async def delete_call(request: Request, call_id: str, _: Admin) -> Response:
         raise HTTPException(409, f"call {call_id} must be kept until {keep_until:%Y-%m-%d %H:%M} UTC "
                                  "(minimum retention)")
     removed = await asyncio.to_thread(store.delete_call, call_id)
+    await asyncio.to_thread(audit.append, store, "call_deleted", principal.name, call_id, {})
     if removed is not None:
         await asyncio.to_thread(remove_audio, settings.data_dir, removed.audio_dir)
     return Response(status_code=204)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -49,6 +49,8 @@ class Call(Base):
     #: Folder of the stored audio, relative to the data directory; None once retention removed it.
     audio_dir: Mapped[str | None] = mapped_column(String(256), nullable=True)
     audio_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    #: The unredacted utterances, Fernet-encrypted with a key kept outside the database; None unless configured.
+    raw_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
     answers: Mapped[list[Answer]] = relationship(back_populates="call", cascade="all, delete-orphan",
                                                  passive_deletes=True)
@@ -70,3 +72,19 @@ class Answer(Base):
     end_s: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     call: Mapped[Call] = relationship(back_populates="answers")
+
+
+class AuditEntry(Base):
+    """One entry of the hash-chained audit log: `hash` covers this entry and `prev_hash`, the previous entry's
+    hash, so an edited, deleted or reordered entry breaks the chain (`huifang audit verify`)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(DateTime)
+    call_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

@@ -179,7 +179,7 @@ class Store:
                       .values(status="failed", error=error[:2000], finished_at=utcnow()))
 
     def complete_job(self, job_id: str, report: dict[str, Any], agent_id: str | None, audio_dir: str | None,
-                     audio_expires_at: datetime | None) -> None:
+                     audio_expires_at: datetime | None, raw_encrypted: bytes | None = None) -> None:
         """Store the report (replacing an earlier one of the same call) and mark the job done: one transaction,
         so a crash leaves either no trace or the whole result."""
         with self.session() as s, s.begin():
@@ -191,7 +191,7 @@ class Store:
             call = Call(call_id=job.call_id, recording_id=job_id, agent_id=agent_id, created_at=job.created_at,
                         duration_s=float(report["duration_s"]), risk_score=int(report["risk_score"]),
                         tier=str(report["tier"]), report=report, audio_dir=audio_dir,
-                        audio_expires_at=audio_expires_at)
+                        audio_expires_at=audio_expires_at, raw_encrypted=raw_encrypted)
             for topic in report["topics"]:
                 if topic.get("label"):
                     span = topic.get("answer_span") or (None, None)
