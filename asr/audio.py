@@ -175,3 +175,19 @@ def _declared_duration_s(container: av.container.InputContainer, stream: av.audi
     if container.duration is not None:
         return float(container.duration) / av.time_base
     return None
+
+
+def write_flac(path: str | os.PathLike[str], samples: np.ndarray, rate_hz: int = MODEL_SAMPLE_RATE_HZ) -> None:
+    """Write float32 audio (channels, n) as 16-bit FLAC (used to store a recording with spans silenced)."""
+    layout = "mono" if samples.shape[0] == 1 else "stereo" if samples.shape[0] == 2 else None
+    if layout is None:
+        raise AudioDecodeError("only mono and stereo audio can be written")
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)
+    with av.open(str(path), mode="w", format="flac") as container:
+        stream = container.add_stream("flac", rate=rate_hz, layout=layout)
+        frame = av.AudioFrame.from_ndarray(pcm.T.reshape(1, -1).copy(), format="s16", layout=layout)
+        frame.sample_rate = rate_hz
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)

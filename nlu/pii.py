@@ -320,3 +320,29 @@ def public_loan_file(loan_file: dict[str, object] | None) -> dict[str, object] |
     if isinstance(name, str) and name:
         out["borrower"] = name[0] + "*" * (len(name) - 1)
     return out
+
+
+def spoken_spans(spans: list[Span], raw_text: str, words: tuple[tuple[float, float, str], ...], start_s: float,
+                 end_s: float, pad_s: float = 0.15) -> list[tuple[float, float]]:
+    """Audio time ranges in which the masked data of one utterance was said, from word times `(start, end, text)`
+    of the same audio: words with digits for numbers, words sounding like the masked name or address for those.
+    When no word can be matched, the whole utterance: silencing too much is the safe side."""
+    if not spans:
+        return []
+    wanted_digits = any(s.kind not in ("name", "address") for s in spans)
+    sounds = {r for s in spans if s.kind in ("name", "address") for r in _pinyin(raw_text[s.start:s.end])
+              if r.strip()}
+    found = []
+    for w_start, w_end, text in words:
+        if (wanted_digits and any(ch in _DIGIT and ch not in "Xx两" for ch in text)) or (
+                sounds and any(r in sounds for r in _pinyin(text))):
+            found.append((max(start_s, w_start - pad_s), min(end_s, w_end + pad_s)))
+    if not found:
+        return [(start_s, end_s)]
+    merged: list[tuple[float, float]] = []
+    for a, b in sorted(found):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged

@@ -168,11 +168,12 @@ def _tokens(settings: Settings) -> tuple[TokenRegistry, str | None]:
     registry = TokenRegistry()
     if settings.auth.tokens_file is not None:
         registry.replace(load_tokens_file(settings.auth.tokens_file))  # a bad file stops start-up, loudly
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     if len(registry):
+        print(f"console: http://{host}:{settings.port}/console (open it with ?token=YOUR_TOKEN once)", flush=True)
         return registry, None
     token = new_token()
     registry.add(hash_token(token), Principal("development", "admin", "dev"))
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     # Shown once, like a notebook server's: nothing else can call the service until tokens are configured.
     print(f"token: {token}\nconsole: http://{host}:{settings.port}/console?token={token}  "
           f"(sample call: http://{host}:{settings.port}/console?demo=1&token={token})", flush=True)
@@ -188,7 +189,7 @@ def _job_context(settings: Settings, store: Store, transcriber: Transcriber, ass
     def score(call_id: str, parts: list[AudioPart], loan_file: dict[str, Any] | None,
               progress: Callable[[float], None]) -> Scored:
         return score_parts(call_id, parts, loan_file, transcriber, assessor, limits, options, risk, vad, seg,
-                           progress)
+                           progress, settings.privacy.silence_audio)
 
     cipher = RawTextCipher(settings.raw_key_file) if settings.privacy.keep_raw else None
     return JobContext(store, settings.data_dir, score, settings.recordings.retention_days, cipher)

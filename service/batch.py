@@ -42,8 +42,10 @@ def read_loan_file(path: Path | None) -> dict[str, Any] | None:
         raise AsrError(f"{path}: {e}") from e
 
 
-def _scorer(settings: Settings) -> Callable[[str, list[AudioPart], dict[str, Any] | None, Callable[[float], None]],
-                                             Scored]:
+Scorer = Callable[[str, list[AudioPart], dict[str, Any] | None, Callable[[float], None]], Scored]
+
+
+def _scorer(settings: Settings, store_audio: bool = True) -> Scorer:
     from asr.streaming import SileroStep
     from asr.transcribe import Transcriber
 
@@ -54,7 +56,8 @@ def _scorer(settings: Settings) -> Callable[[str, list[AudioPart], dict[str, Any
 
     def score(call_id: str, parts: list[AudioPart], loan: dict[str, Any] | None,
               progress: Callable[[float], None]) -> Scored:
-        return score_parts(call_id, parts, loan, transcriber, assessor, limits, options, risk, vad, seg, progress)
+        return score_parts(call_id, parts, loan, transcriber, assessor, limits, options, risk, vad, seg, progress,
+                           settings.privacy.silence_audio and store_audio)
 
     return score
 
@@ -92,7 +95,8 @@ def score_file(settings: Settings, path: Path, loan_path: Path | None, channels:
     except RecordingError as e:
         raise AsrError(str(e)) from e
     bar = _bar(progress, 1, f"scoring {path.name}")
-    report = _scorer(settings)(call_id or path.stem, parts, loan, lambda p: bar(p)).report
+    # The user's own file is read only: nothing is stored, so nothing is rewritten.
+    report = _scorer(settings, store_audio=False)(call_id or path.stem, parts, loan, lambda p: bar(p)).report
     bar(None)
     print(json.dumps(report, ensure_ascii=False, indent=1) if as_json else format_report(report))
     return 0

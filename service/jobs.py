@@ -68,12 +68,21 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
     expires = utcnow() + timedelta(days=ctx.retention_days) if audio_dir else None
     report = scored.report
     raw = ctx.cipher.encrypt(scored.raw) if ctx.cipher is not None else None
-    ctx.store.complete_job(job.id, report, job.agent_id, audio_dir, expires, raw)
+    files = [_current(ctx.data_dir, f) for f in job.files]
+    ctx.store.complete_job(job.id, report, job.agent_id, audio_dir, expires, raw, files)
     audit.append(ctx.store, "report", "scoring", job.call_id, {
         "recording_id": job.id, "report_sha256": audit.digest(report), "risk_score": report["risk_score"],
         "tier": report["tier"], "answers": [{"topic": a["topic"], "label": a["label"], "mismatch": a["mismatch"]}
                                            for a in report.get("answers", [])]})
     log.info("recording %s scored: call %s, risk %s (%s)", job.id, job.call_id, report["risk_score"], report["tier"])
+
+
+def _current(data_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """A stored file entry after scoring: silencing personal data rewrites a recording as FLAC."""
+    path = Path(entry["path"])
+    if not (data_dir / path).exists() and (data_dir / path.with_suffix(".flac")).exists():
+        return {**entry, "path": str(path.with_suffix(".flac"))}
+    return entry
 
 
 class JobRunner:

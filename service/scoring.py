@@ -7,6 +7,7 @@ CPU-bound: callers run it on a worker thread.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,14 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from asr.audio import decode_audio
+from asr.audio import decode_audio, write_flac
 from asr.errors import AsrError
 from asr.streaming import StreamOptions, VadStep, endpoint_offline
 from asr.transcribe import Transcriber
 from asr.types import DecodedAudio, DecodeLimits, Utterance
 from nlu.assess import Assessor
 from nlu.dialogue import DialogueOptions, Turn
-from nlu.pii import Redactor, loan_file_identities, public_loan_file
+from nlu.pii import _FULLWIDTH as FULLWIDTH
+from nlu.pii import Redactor, loan_file_identities, public_loan_file, spoken_spans
 from nlu.report import RiskConfig, score_call
 from nlu.types import LoanRecord
 
@@ -139,6 +141,21 @@ def transcribe_like_live(audio: DecodedAudio, roles: tuple[str, ...], transcribe
     return sorted(out, key=lambda u: (u.start_s, u.channel))
 
 
+def _store_silenced(path: Path, audio: DecodedAudio, quiet: dict[int, list[tuple[float, float]]]) -> None:
+    """Replace a stored recording by a 16 kHz FLAC copy with the given (channel, time) ranges silenced. The
+    stored name keeps its stem; the new file is complete before it replaces the old one."""
+    samples = audio.samples.copy()
+    for index, ranges in quiet.items():
+        for a, b in ranges:
+            samples[index, int(a * 16000): int(b * 16000)] = 0.0
+    target = path.with_suffix(".flac")
+    tmp = target.with_suffix(".partial")
+    write_flac(tmp, samples)
+    os.replace(tmp, target)
+    if target != path:
+        path.unlink(missing_ok=True)
+
+
 @dataclass(frozen=True, slots=True)
 class Scored:
     """A scored recording: the report (JSON form, redacted) and the unredacted utterances (never stored in the
@@ -150,8 +167,10 @@ class Scored:
 
 def score_parts(call_id: str, parts: list[AudioPart], loan_file: dict[str, Any] | None, transcriber: Transcriber,
                 assessor: Assessor, limits: DecodeLimits, options: DialogueOptions, risk: RiskConfig,
-                vad: VadStep, seg: SegmentOptions, on_progress: Callable[[float], None] | None = None) -> Scored:
-    """The report of a call stored as `parts`. `on_progress` gets 0-1."""
+                vad: VadStep, seg: SegmentOptions, on_progress: Callable[[float], None] | None = None,
+                silence_pii: bool = False) -> Scored:
+    """The report of a call stored as `parts`. `on_progress` gets 0-1. With `silence_pii` the stored audio is
+    rewritten with the stretches where personal data was said silenced (found by word times)."""
     decoded = [(part, decode_audio(str(part.path), limits)) for part in parts]
     total = sum(audio.duration_s * audio.channel_count for _, audio in decoded) or 1.0
     done = 0.0
@@ -160,8 +179,10 @@ def score_parts(call_id: str, parts: list[AudioPart], loan_file: dict[str, Any] 
     duration = max(audio.duration_s for _, audio in decoded)
     names, addresses = loan_file_identities(loan_file)
     redactors = {role: Redactor(names, addresses) for role in ROLES}
+    silenced: list[dict[str, Any]] = []
     for part, audio in decoded:
         base = done
+        quiet: dict[int, list[tuple[float, float]]] = {}
 
         def progress(seconds: float, base: float = base) -> None:
             if on_progress is not None:
@@ -174,15 +195,26 @@ def score_parts(call_id: str, parts: list[AudioPart], loan_file: dict[str, Any] 
             counts[u.channel] = counts.get(u.channel, 0) + 1
             if u.channel in ROLES and u.text:
                 # Masked before anything else sees the text: the report and the database never hold it raw.
-                text = redactors[u.channel].redact(u.text, u.start_s, u.end_s)[0]
+                text, masked = redactors[u.channel].redact(u.text, u.start_s, u.end_s)
                 raw.append({"channel": u.channel, "start_s": u.start_s, "end_s": u.end_s, "text": u.text})
+                if silence_pii and masked:
+                    index = part.channels.index(u.channel)
+                    clip = audio.samples[index][int(u.start_s * 16000): int(u.end_s * 16000)]
+                    words = tuple((w.start_s, w.end_s, w.text) for w in transcriber.word_times(clip, u.start_s))
+                    ranges = spoken_spans(masked, u.text.translate(FULLWIDTH), words, u.start_s, u.end_s)
+                    quiet.setdefault(index, []).extend(ranges)
+                    silenced += [{"channel": u.channel, "start_s": round(a, 3), "end_s": round(b, 3)}
+                                 for a, b in ranges]
                 turns.append(Turn(f"{u.channel}-{counts[u.channel]}", "agent" if u.channel == "agent" else "customer",
                                   text, u.start_s, u.end_s))
+        if quiet:
+            _store_silenced(part.path, audio, quiet)
     if not turns:
         raise AsrError("no speech was recognised in the recording")
     report = score_call(call_id, turns, assessor, LoanRecord.from_mapping(loan_file), duration, options, risk)
     data = report.to_dict()
     data["loan_file"] = public_loan_file(loan_file)
+    data["silenced_audio"] = silenced
     if on_progress is not None:
         on_progress(1.0)
     return Scored(data, raw)

@@ -91,6 +91,8 @@ class PrivacySettings(BaseModel):
     """What is kept of personal data (text is always redacted before it leaves the ASR stage)."""
 
     keep_raw: bool = Field(False, description="also keep recordings' unredacted transcript, encrypted, for admins")
+    silence_audio: bool = Field(True, description="silence the stretches of stored recordings where personal data "
+                                "was said (word times)")
     key_file: Path | None = Field(None, description="encryption key for the raw transcript (default "
                                   "DATA_DIR/keys/raw-text.key; put it on a secrets mount in production)")
 

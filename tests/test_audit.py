@@ -103,3 +103,25 @@ def test_nothing_raw_is_kept_by_default(make_client: Any, shared_data: Path) -> 
     client = _scored_call(make_client, shared_data)
     assert client.get("/v1/calls/s11/raw").status_code == 404
     assert Settings().privacy.keep_raw is False
+
+
+def test_stored_audio_is_silenced_where_personal_data_was_said(make_client: Any, shared_data: Path,
+                                                                tmp_path: Path) -> None:
+    import numpy as np
+
+    from asr.audio import decode_audio
+
+    client = _scored_call(make_client, shared_data)
+    report = client.get("/v1/calls/s11/report").json()
+    spans = report["silenced_audio"]
+    assert spans and {s["channel"] for s in spans} == {"customer"}
+    stored = client.get(report["audio"][0]["url"])
+    assert stored.status_code == 200 and stored.headers["content-type"] == "audio/flac"
+    path = tmp_path / "stored.flac"
+    path.write_bytes(stored.content)
+    audio = decode_audio(str(path)).samples
+    original = decode_audio(str(shared_data / "calls" / "call_s11.flac")).samples
+    for span in spans:
+        a, b = int(span["start_s"] * 16000), int(span["end_s"] * 16000)
+        assert np.abs(audio[1, a:b]).max() == 0.0 and np.abs(original[1, a:b]).max() > 0.01
+    assert np.abs(audio[0]).max() > 0.01  # the agent's side is untouched

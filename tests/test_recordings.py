@@ -37,6 +37,9 @@ class ScriptTranscriber:
     def load(self) -> None:
         pass
 
+    def word_times(self, samples: np.ndarray, offset_s: float) -> tuple[Any, ...]:
+        return ()  # no word times: the whole utterance holding personal data is silenced
+
     def transcribe_span(self, samples: np.ndarray, channel: str, offset_s: float, beam_size: int | None = None,
                         min_window_s: float | None = None) -> Utterance | None:
         end_s = offset_s + len(samples) / 16000
@@ -312,3 +315,33 @@ def test_huifang_score_prints_the_report_of_a_real_call(model_cache: Path, tmp_p
     bad = subprocess.run([sys.executable, "-m", "service.cli", "score", str(calls / "call_s09.json")],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "huifang: error:" in bad.stderr
+
+
+@pytest.mark.model
+def test_score_dir_scores_a_folder_into_the_database(model_cache: Path, tmp_path: Path, shared_data: Path) -> None:
+    """`huifang score-dir` with the real model: reports in the database, personal data silenced in the stored
+    audio at word level (call_s11 says a phone number and ID and card digits)."""
+    import shutil
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("call_s11.flac", "call_s11.json", "call_s08.flac", "call_s08.json"):
+        shutil.copy(shared_data / "calls" / name, folder / name)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "models").symlink_to(model_cache)
+    env = {**os.environ, "HUIFANG_DATA_DIR": str(data)}
+    run = subprocess.run([sys.executable, "-m", "service.cli", "score-dir", str(folder)], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert {line.split("\t")[0] for line in run.stdout.splitlines()} == {"call_s08", "call_s11"}
+    store = Store(Settings(data_dir=data).db_url)
+    call = store.get_call("call_s11")
+    assert call is not None and call.audio_dir is not None
+    spans = call.report["silenced_audio"]
+    assert spans and all(s["channel"] == "customer" for s in spans)
+    utterances = [u for u in call.report["utterances"] if "[" in u["text"]]
+    said = sum(u["end_s"] - u["start_s"] for u in utterances)
+    assert 0 < sum(s["end_s"] - s["start_s"] for s in spans) < said  # word level, not whole utterances
+    assert "13901234567" not in json.dumps(call.report, ensure_ascii=False)
+    store.close()

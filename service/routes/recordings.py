@@ -195,8 +195,9 @@ async def call_report(request: Request, call_id: str, principal: Viewer) -> dict
         raise HTTPException(404, detail)
     await asyncio.to_thread(audit.append, store, "report_read", principal.name, call_id, {"role": principal.role})
     report = dict(call.report)
+    files = await asyncio.to_thread(_audio_files, request, call.recording_id, call.audio_dir)
     report["audio"] = [{"url": f"/v1/calls/{call_id}/audio/{i}", "channels": f["channels"]}
-                       for i, f in enumerate(_audio_files(request, call.recording_id, call.audio_dir))]
+                       for i, f in enumerate(files)]
     report["created_at"] = call.created_at.isoformat()
     report["agent_id"] = call.agent_id
     return report

@@ -179,7 +179,8 @@ class Store:
                       .values(status="failed", error=error[:2000], finished_at=utcnow()))
 
     def complete_job(self, job_id: str, report: dict[str, Any], agent_id: str | None, audio_dir: str | None,
-                     audio_expires_at: datetime | None, raw_encrypted: bytes | None = None) -> None:
+                     audio_expires_at: datetime | None, raw_encrypted: bytes | None = None,
+                     files: list[dict[str, Any]] | None = None) -> None:
         """Store the report (replacing an earlier one of the same call) and mark the job done: one transaction,
         so a crash leaves either no trace or the whole result."""
         with self.session() as s, s.begin():
@@ -201,6 +202,8 @@ class Store:
                                                end_s=span[1]))
             s.add(call)
             job.status, job.progress, job.finished_at, job.error = "done", 1.0, utcnow(), None
+            if files is not None:
+                job.files = files  # the stored audio was rewritten (personal data silenced)
 
     # -- calls -------------------------------------------------------------------------------------------
 
