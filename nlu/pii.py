@@ -42,6 +42,8 @@ _IDENTIFIER = re.compile(r"(身份证(?:号码?)?(?:的)?(?:后|最后)?[四六�
                          r"手机(?:号码?)?|电话(?:号码?)?|新号码?|号码|联系方式)[是为：:\s]*$")
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
+#: After the agent asks for an identifier, the customer's digits within this many seconds are that identifier.
+IDENTIFIER_ANSWER_S = 15.0
 #: A trailing run this long may be the first part of a number that goes on in the next utterance.
 HOLD_DIGITS = 6
 
@@ -161,18 +163,34 @@ def _quantity_after(text: str, end: int) -> bool:
     return bool(rest) and rest in _UNITS
 
 
+#: Identifier words by the kind of number that follows them, matched also as ASR homophones (为号 for 尾号).
+_IDENTIFIER_WORDS = {"id": ("身份证", "证件号", "后四位", "后六位"), "card": ("尾号", "卡号", "银行卡", "账号"),
+                     "mobile": ("手机", "新号", "号码", "电话")}
+
+
+def _identifier_kind(text: str, start: int) -> str | None:
+    """The kind of number announced by an identifier word shortly before `start`, if any."""
+    before = text[max(0, start - 16):start]
+    if not _IDENTIFIER.search(before):
+        heard = _pinyin(before.rstrip("是为：: "))
+        for kind, words in _IDENTIFIER_WORDS.items():
+            if any(len(heard) >= len(w) and heard[-len(w):] == _pinyin(w) for w in words):
+                return kind
+        return None
+    for kind, words in _IDENTIFIER_WORDS.items():
+        if any(w in before for w in words):
+            return kind
+    return "number"
+
+
 def find_numbers(text: str) -> list[Span]:
     """Personal numbers in `text` (no state: one utterance on its own)."""
     text = text.translate(_FULLWIDTH)
     spans = []
     for run in _runs(text):
         kind = classify(run.digits)
-        after_identifier = bool(_IDENTIFIER.search(text[max(0, run.start - 16):run.start]))
-        if kind is None and after_identifier and len(run.digits) >= 3:
-            kind = "id" if "身份证" in text[max(0, run.start - 16):run.start] else (
-                "card" if any(w in text[max(0, run.start - 16):run.start] for w in ("尾号", "卡号", "银行卡")) else
-                "mobile" if any(w in text[max(0, run.start - 16):run.start] for w in ("手机", "新号", "号码")) else
-                "number")
+        if kind is None and len(run.digits) >= 3:
+            kind = _identifier_kind(text, run.start)
         if kind is None and len(run.digits) >= 7 and not _quantity_after(text, run.end) and not _public_number(
                 run.digits):
             kind = "number"  # seven digits or more, not a quantity: an identifier of some kind
@@ -251,16 +269,26 @@ class Redactor:
 
     names: tuple[str, ...] = ()
     addresses: tuple[str, ...] = ()
+    #: The other side asked for an identifier (身份证后四位): digits said until `_expect_until_s` are that.
+    _expect_kind: str | None = None
+    _expect_until_s: float = -1e9
     #: Digits that ended the previous utterance (masked already), and when it ended.
     _tail: str = ""
     _tail_end_s: float = -1e9
     _tail_gap_s: float = field(default=3.0)
+
+    def expect(self, kind: str, until_s: float) -> None:
+        """The agent just asked for an identifier: digits this side says until `until_s` are one."""
+        self._expect_kind, self._expect_until_s = kind, until_s
 
     def redact(self, text: str, start_s: float = 0.0, end_s: float = 0.0) -> tuple[str, list[Span]]:
         """The masked text and what was masked. Call with each utterance of the channel in order."""
         text = text.translate(_FULLWIDTH)
         spans = find_numbers(text) + find_names(text, self.names) + find_addresses(text, self.addresses)
         runs = _runs(text)
+        if self._expect_kind is not None and start_s <= self._expect_until_s:
+            spans += [Span(r.start, r.end, self._expect_kind) for r in runs
+                      if len(r.digits) >= 3 and not _quantity_after(text, r.end)]
         # A number the customer started in the previous utterance: judge its two halves together.
         if (self._tail and classify(self._tail) is None and runs and runs[0].start <= 1
                 and not _quantity_after(text, runs[0].end) and start_s - self._tail_end_s <= self._tail_gap_s):
@@ -281,6 +309,15 @@ class Redactor:
         return apply_masks(text, spans), spans
 
 
+def requested_identifier(text: str) -> str | None:
+    """The kind of identifier an agent's utterance asks for (请报一下身份证后四位 -> id), if any."""
+    asks = ("报", "说", "告诉", "多少", "几", "请", "？", "?")
+    for kind, words in _IDENTIFIER_WORDS.items():
+        if any(w in text for w in words) and any(q in text for q in asks):
+            return kind
+    return None
+
+
 def preview(redactor: Redactor, text: str) -> str:
     """Masked text of a provisional transcript (a partial): the redactor's rules without touching its state."""
     text = text.translate(_FULLWIDTH)
@@ -292,6 +329,9 @@ def preview(redactor: Redactor, text: str) -> str:
     if redactor._tail and classify(redactor._tail) is None and runs and runs[0].start <= 1 and not (
             _quantity_after(text, runs[0].end)):
         spans.append(Span(runs[0].start, runs[0].end, "number"))
+    if redactor._expect_kind is not None:
+        spans += [Span(r.start, r.end, redactor._expect_kind) for r in runs
+                  if len(r.digits) >= 3 and not _quantity_after(text, r.end)]
     return apply_masks(text, spans)
 
 
@@ -308,6 +348,17 @@ def loan_file_identities(loan_file: dict[str, object] | None) -> tuple[tuple[str
 
 #: Loan-file fields that identify nobody and may be shown and stored as they are.
 PUBLIC_LOAN_FIELDS = ("role", "amount_yuan", "term_years", "repay_day", "monthly_yuan", "rate_pct")
+
+
+#: Loan-file fields kept while a recording waits to be scored: the figures, and what redaction must recognise.
+REDACTION_FIELDS = ("borrower", "name", "coborrower_name", "guarantor_name", "address", "property_address")
+
+
+def minimal_loan_file(loan_file: dict[str, object] | None) -> dict[str, object] | None:
+    """What of a loan file may be stored with a queued recording: no phone, ID or card numbers at all."""
+    if not loan_file:
+        return None
+    return {k: v for k, v in loan_file.items() if k in PUBLIC_LOAN_FIELDS + REDACTION_FIELDS and v is not None}
 
 
 def public_loan_file(loan_file: dict[str, object] | None) -> dict[str, object] | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from asr.errors import AsrError
+from nlu.pii import minimal_loan_file
 from nlu.report import load_risk
 from service.jobs import JobContext, run_job
 from service.privacy import RawTextCipher
@@ -120,7 +121,7 @@ def score_dir(settings: Settings, folder: Path, channels: tuple[str, ...], progr
         sidecar = path.with_suffix(".json")
         call_id = path.name.split(".")[0]
         try:
-            loan = read_loan_file(sidecar) if sidecar.exists() else None
+            loan = minimal_loan_file(read_loan_file(sidecar)) if sidecar.exists() else None
             job_id = secrets.token_hex(8)
             target = settings.data_dir / "audio" / job_id
             target.mkdir(parents=True, exist_ok=True)

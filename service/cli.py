@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from asr.errors import AsrError
+from service.logs import install as install_logging
 
 EXIT_USAGE = 2
 
@@ -73,12 +74,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.logs import uvicorn_log_config
     from service.settings import get_settings
 
     settings = get_settings().model_copy(update={"host": args.host or get_settings().host,
                                                   "port": args.port or get_settings().port})
     app = create_app(settings)  # prints the console URL (with the development token when none is configured)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                log_config=uvicorn_log_config(settings.log_level))
     return 0
 
 
@@ -214,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    install_logging(logging.WARNING)
     try:
         return int(args.func(args))
     except AsrError as e:

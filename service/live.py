@@ -33,7 +33,7 @@ from asr.streaming import (
 from asr.transcribe import Transcriber
 from asr.types import Utterance
 from nlu.dialogue import Turn
-from nlu.pii import Redactor, loan_file_identities, preview
+from nlu.pii import IDENTIFIER_ANSWER_S, Redactor, loan_file_identities, preview, requested_identifier
 from service.assist import AGENT, CUSTOMER, CallAssist
 from service.decoding import DecodeScheduler
 from service.protocol import ErrorEvent, FinalEvent, OverloadEvent, PartialEvent, StartMessage
@@ -241,6 +241,10 @@ class LiveCall:
             await asyncio.gather(previous, return_exceptions=True)  # keep each channel's finals in order
         channel.finalised.add(request.utterance_id)
         text = channel.redactor.redact(utterance.text, request.start_s, request.end_s)[0] if utterance else ""
+        if utterance is not None and channel.name == AGENT and (kind := requested_identifier(utterance.text)):
+            for other in self.channels:  # the customer's next digits answer it: mask them whatever they look like
+                if other.name == CUSTOMER:
+                    other.redactor.expect(kind, request.end_s + IDENTIFIER_ANSWER_S)
         if not text and request.utterance_id not in channel.partial_shown:
             return None  # nothing was said and nothing was shown: no event
         await self._emit(FinalEvent(channel=request.channel, utterance_id=request.utterance_id, text=text,

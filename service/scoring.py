@@ -23,7 +23,14 @@ from asr.types import DecodedAudio, DecodeLimits, Utterance
 from nlu.assess import Assessor
 from nlu.dialogue import DialogueOptions, Turn
 from nlu.pii import _FULLWIDTH as FULLWIDTH
-from nlu.pii import Redactor, loan_file_identities, public_loan_file, spoken_spans
+from nlu.pii import (
+    IDENTIFIER_ANSWER_S,
+    Redactor,
+    loan_file_identities,
+    public_loan_file,
+    requested_identifier,
+    spoken_spans,
+)
 from nlu.report import RiskConfig, score_call
 from nlu.types import LoanRecord
 
@@ -196,6 +203,8 @@ def score_parts(call_id: str, parts: list[AudioPart], loan_file: dict[str, Any] 
             if u.channel in ROLES and u.text:
                 # Masked before anything else sees the text: the report and the database never hold it raw.
                 text, masked = redactors[u.channel].redact(u.text, u.start_s, u.end_s)
+                if u.channel == "agent" and (kind := requested_identifier(u.text)):
+                    redactors["customer"].expect(kind, u.end_s + IDENTIFIER_ANSWER_S)
                 raw.append({"channel": u.channel, "start_s": u.start_s, "end_s": u.end_s, "text": u.text})
                 if silence_pii and masked:
                     index = part.channels.index(u.channel)

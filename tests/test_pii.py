@@ -120,3 +120,32 @@ def test_live_events_carry_no_personal_data(tmp_path: Path, shared_data: Path) -
     assert "[手机号]" in text
     contact = [e for e in events if e["type"] == "assessment" and e["topic"] == "contact"]
     assert contact and contact[-1]["label"] == "clear"
+
+
+def test_digits_answering_an_identifier_question_are_masked() -> None:
+    from nlu.pii import requested_identifier
+
+    asked = "为了核实身份，请您报一下身份证后四位。"
+    assert requested_identifier(asked) == "id" and requested_identifier("您的月供是多少？") is None
+    customer = Redactor()
+    customer.expect("id", 18.0)
+    assert customer.redact("四二三一。", 14.0, 15.0)[0] == "[身份证号]。"
+    assert customer.redact("八十万", 16.0, 17.0)[0] == "八十万"  # quantities stay
+    assert customer.redact("1231", 30.0, 31.0)[0] == "1231"  # long after the question: an ordinary number
+
+
+def test_identifier_words_heard_as_homophones_still_mask() -> None:
+    assert redact("生煎器，从我为号8866的工资卡扣。") == "生煎器，从我为号[银行卡号]的工资卡扣。"
+
+
+def test_logs_mask_personal_numbers_and_drop_frame_dumps() -> None:
+    import logging
+
+    from service.logs import PiiLogFilter
+
+    f = PiiLogFilter()
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "caller said %s", ("手机13901234567",), None)
+    assert f.filter(record) and "13901234567" not in record.getMessage() and "[手机号]" in record.getMessage()
+    frame = logging.LogRecord("uvicorn.error", logging.DEBUG, __file__, 1, "< %s", ("TEXT '{\"loan_file\"...'",),
+                              None)
+    assert not f.filter(frame)

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
 from asr.errors import AsrError, AudioLimitError
+from nlu.pii import minimal_loan_file
 from service.auth import Admin, Ingest, Viewer
 from service.jobs import JobRunner, remove_audio
 from service.privacy import RawTextCipher
@@ -131,7 +132,8 @@ async def upload_recording(request: Request, _: Ingest) -> JSONResponse:
         raise HTTPException(422, "call_id: 1-128 letters, digits, '.', '_', ':' or '-', starting with a letter "
                                  "or digit")
     try:
-        loan_file = parse_loan_file(fields.get("loan_file"))
+        # Only what scoring needs is stored with the queued job: no phone, ID or card numbers.
+        loan_file = minimal_loan_file(parse_loan_file(fields.get("loan_file")))
     except RecordingError as e:
         raise HTTPException(422, str(e)) from e
     agent_id = (fields.get("agent_id") or "").strip() or None

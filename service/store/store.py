@@ -19,6 +19,7 @@ from sqlalchemy import Engine, create_engine, delete, event, func, select, updat
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from nlu.pii import public_loan_file
 from service.store.models import Answer, Call, Recording
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -204,6 +205,8 @@ class Store:
             job.status, job.progress, job.finished_at, job.error = "done", 1.0, utcnow(), None
             if files is not None:
                 job.files = files  # the stored audio was rewritten (personal data silenced)
+            # Names and addresses were needed only to redact; the finished job keeps the loan's figures.
+            job.loan_file = public_loan_file(job.loan_file)
 
     # -- calls -------------------------------------------------------------------------------------------
 
