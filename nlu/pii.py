@@ -163,6 +163,8 @@ def _quantity_after(text: str, end: int) -> bool:
     return bool(rest) and rest in _UNITS
 
 
+#: A card named after its digits: "……8866的工资卡", "8866那张卡".
+_CARD_AFTER = re.compile(r"(的|那张|这张)[^，。,.！？]{0,4}卡")
 #: Identifier words by the kind of number that follows them, matched also as ASR homophones (为号 for 尾号).
 _IDENTIFIER_WORDS = {"id": ("身份证", "证件号", "后四位", "后六位"), "card": ("尾号", "卡号", "银行卡", "账号"),
                      "mobile": ("手机", "新号", "号码", "电话")}
@@ -191,6 +193,8 @@ def find_numbers(text: str) -> list[Span]:
         kind = classify(run.digits)
         if kind is None and len(run.digits) >= 3:
             kind = _identifier_kind(text, run.start)
+        if kind is None and len(run.digits) >= 4 and _CARD_AFTER.match(text, run.end):
+            kind = "card"  # 8866的工资卡: the digits name a card whatever word (or mishearing) came before
         if kind is None and len(run.digits) >= 7 and not _quantity_after(text, run.end) and not _public_number(
                 run.digits):
             kind = "number"  # seven digits or more, not a quantity: an identifier of some kind

@@ -136,6 +136,7 @@ def test_digits_answering_an_identifier_question_are_masked() -> None:
 
 def test_identifier_words_heard_as_homophones_still_mask() -> None:
     assert redact("生煎器，从我为号8866的工资卡扣。") == "生煎器，从我为号[银行卡号]的工资卡扣。"
+    assert redact("从我伟后8866的工资卡里控。") == "从我伟后[银行卡号]的工资卡里控。"  # named by the card after it
 
 
 def test_logs_mask_personal_numbers_and_drop_frame_dumps() -> None:
