@@ -196,21 +196,21 @@ def test_the_hub_forgets_old_calls_and_unwatched_waits() -> None:
 
 
 def test_the_console_and_demo_endpoints(tmp_path: Path, shared_data: Path) -> None:
-    script, _ = _call(shared_data, "call_s06")
+    script, _ = _call(shared_data, "call_s03")
     with authed(_app(tmp_path, script)) as client:
         page = client.get("/console")
         assert page.status_code == 200 and "坐席控制台" in page.text
         assert client.get("/static/console.js").status_code == 200
         demos = client.get("/v1/demo/calls").json()
-        assert {d["name"] for d in demos} == {"call_s06", "call_s07"}
+        assert {d["name"] for d in demos} == {"call_s03", "call_s07"}
         assert client.post("/v1/demo/calls", json={"name": "nope"}).status_code == 404
         assert client.post("/v1/demo/calls", json={"speed": 99}).status_code == 422
-        started = client.post("/v1/demo/calls", json={"name": "call_s06", "speed": 4}).json()
+        started = client.post("/v1/demo/calls", json={"name": "call_s03", "speed": 4}).json()
         with client.websocket_connect(f"/v1/calls/{started['call_id']}/events") as ws:
             events, code = _drain(ws)
     assert code == CloseCode.NORMAL and events[0]["type"] == "ready" and events[-1]["type"] == "end"
-    assert events[0]["loan_file"]["repay_day"] == 8
-    assert any(e["type"] == "prompt" and e["topic"] == "repay_date" for e in events)
+    assert events[0]["loan_file"]["repay_day"] == 5 and events[0]["loan_file"]["borrower"] == "赵*"
+    assert {e["topic"] for e in events if e["type"] == "prompt"} == {"monthly", "purpose", "overdue"}
 
 
 # -- the real model, through a real server ------------------------------------------------------------------
