@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
@@ -24,6 +25,12 @@ _WINDOW_STEP_FRAMES = 500
 #: Whisper's fallback schedule: greedy/beam first, then sampling at rising temperatures.
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 _MAX_LENGTH = 448
+#: Most tokens a second of speech yields. Mandarin speech on the shared calls gives 3-7 tokens/s (p99 6.6); a
+#: decoder that loops ("三分钟中三分钟中...") instead runs to the 448-token limit, and on two cores a looping
+#: 10 s window took 23 s with the temperature fallback, blocking every call's finals behind it. Capping the
+#: length by the audio's duration bounds that cost and leaves real speech untouched.
+MAX_TOKENS_PER_S = 12
+_TOKEN_SLACK = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +48,11 @@ def window_frames(n_frames: int, min_window_s: float) -> int:
     minimum = int(min_window_s * FRAMES_PER_S)
     frames = max(n_frames, minimum, 1)
     return min(MAX_FRAMES, math.ceil(frames / _WINDOW_STEP_FRAMES) * _WINDOW_STEP_FRAMES)
+
+
+def token_budget(n_samples: int, sample_rate_hz: int = 16_000) -> int:
+    """Largest number of text tokens worth generating for `n_samples` of audio (see MAX_TOKENS_PER_S)."""
+    return math.ceil(n_samples / sample_rate_hz * MAX_TOKENS_PER_S) + _TOKEN_SLACK
 
 
 def compression_ratio(text: str) -> float:
@@ -77,8 +89,15 @@ class WindowDecoder:
             prompt = [tok.sot_prev, *tok.encode(" " + self.initial_prompt.strip())[-(_MAX_LENGTH // 2 - 1) :]]
         return [*prompt, *tok.sot_sequence, tok.no_timestamps]
 
-    def decode(self, samples: np.ndarray, beam_size: int, min_window_s: float | None = None) -> Decoded:
-        """Decode one utterance; the caller applies its own no-speech and hallucination filters."""
+    def decode(self, samples: np.ndarray, beam_size: int, min_window_s: float | None = None,
+               fallback: bool = True, abandon: Callable[[], bool] | None = None) -> Decoded | None:
+        """Decode one utterance; the caller applies its own no-speech and hallucination filters.
+
+        `fallback=False` makes one pass only (no retries at higher temperatures when the text loops or the
+        model is unsure): for provisional text such as live partials, where a retry would cost more time than
+        the text is worth. `abandon` is asked once the encoder has run; if it says so, the text is not decoded
+        and None comes back (a partial gives way to a final that arrived meanwhile).
+        """
         import ctranslate2
 
         # The last frame only covers the STFT padding; faster-whisper drops it too, and keeping it changed results.
@@ -89,15 +108,18 @@ class WindowDecoder:
             ctranslate2.StorageView.from_array(np.ascontiguousarray(features[np.newaxis], dtype=np.float32)),
             to_cpu=self.model.model.device == "cuda" and len(self.model.model.device_index) > 1,
         )
+        if abandon is not None and abandon():
+            return None
+        max_length = min(_MAX_LENGTH, len(self._prompt) + token_budget(samples.shape[0]))
         candidates: list[Decoded] = []
-        for temperature in TEMPERATURES:
+        for temperature in TEMPERATURES if fallback else TEMPERATURES[:1]:
             if temperature > 0:
                 kwargs: dict[str, Any] = {"beam_size": 1, "num_hypotheses": 5, "sampling_topk": 0,
                                           "sampling_temperature": temperature}
             else:
                 kwargs = {"beam_size": beam_size}
             result = self.model.model.generate(
-                encoded, [self._prompt], max_length=_MAX_LENGTH, return_scores=True, return_no_speech_prob=True,
+                encoded, [self._prompt], max_length=max_length, return_scores=True, return_no_speech_prob=True,
                 suppress_blank=True, suppress_tokens=[-1], **kwargs,
             )[0]
             tokens = [t for t in result.sequences_ids[0] if t < self._tokenizer.eot]

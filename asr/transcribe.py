@@ -157,12 +157,13 @@ class Transcriber:
 
     def transcribe_span(
         self, samples: np.ndarray, channel: str, offset_s: float, beam_size: int | None = None,
-        min_window_s: float | None = None,
+        min_window_s: float | None = None, provisional: bool = False, abandon: Callable[[], bool] | None = None,
     ) -> Utterance | None:
         """Decode one utterance-sized stretch of 16 kHz audio; None when it holds no real speech.
 
         `beam_size` and `min_window_s` override the configured ones (live calls decode with shorter encoder
-        windows and greedy partials, for latency).
+        windows and greedy partials, for latency). `provisional` text (a live partial) is decoded in one pass,
+        without Whisper's temperature fallback, and gives up (None) when `abandon()` says so after the encoder.
 
         Each utterance is decoded on its own (no text carried over from the previous one), so one misheard
         utterance cannot derail the next, and the other channel's words never leak into this one.
@@ -192,7 +193,10 @@ class Transcriber:
             )
         else:
             assert self._window_decoder is not None
-            decoded = self._window_decoder.decode(samples, beam, min_window_s)
+            decoded = self._window_decoder.decode(samples, beam, min_window_s, fallback=not provisional,
+                                                  abandon=abandon if provisional else None)
+            if decoded is None:
+                return None
             raw, avg_logprob, no_speech = decoded.text, decoded.avg_logprob, decoded.no_speech_prob
         if no_speech > opts.no_speech_threshold and avg_logprob < opts.log_prob_threshold:
             return None
@@ -212,3 +216,28 @@ class Transcriber:
             avg_logprob=float(avg_logprob) if math.isfinite(avg_logprob) else -10.0,
             no_speech_prob=float(no_speech),
         )
+
+
+def join_parts(parts: Sequence[Utterance | None], channel: str, start_s: float, end_s: float) -> Utterance | None:
+    """One utterance from the decoded pieces of a long one (see `asr.streaming.PieceRequest`), in order.
+
+    Pieces that held no speech (None) are skipped; confidence figures are averaged weighted by text length
+    (the no-speech probability is the lowest: one piece of real speech makes the whole real speech).
+    """
+    real = [p for p in parts if p is not None and p.text]
+    if not real:
+        return None
+    if len(real) == 1:
+        only = real[0]
+        return Utterance(channel, start_s, end_s, only.text, only.words, only.avg_logprob, only.no_speech_prob)
+    weights = [len(p.text) for p in real]
+    words = None if any(p.words is None for p in real) else tuple(w for p in real for w in p.words or ())
+    return Utterance(
+        channel=channel,
+        start_s=start_s,
+        end_s=end_s,
+        text="".join(p.text for p in real),
+        words=words,
+        avg_logprob=sum(p.avg_logprob * w for p, w in zip(real, weights, strict=True)) / sum(weights),
+        no_speech_prob=min(p.no_speech_prob for p in real),
+    )

@@ -6,7 +6,10 @@ is found; latency is (arrival of that final) - (wall time when the turn's last a
 the endpointing pause. Prints one JSON line per N: p50/p95 latency, partial cadence, lost utterances, dropped
 partials, peak RSS of the server process.
 
-    python -m bench.stream_latency [--calls 1,2,4,8] [--rate 16000] [--workers 1]
+    python -m bench.stream_latency [--calls 1,2,4,8] [--rate 16000] [--workers 1] [--stagger 0]
+
+All calls start at the same instant by default, so that their opening greetings (11 s in every shared call)
+end together: the worst case. `--stagger S` starts call i at i*S seconds, as calls arrive in a contact centre.
 """
 
 from __future__ import annotations
@@ -96,14 +99,17 @@ def score_call(
     return latencies, lost, intervals, pairs
 
 
-async def run_level(n: int, calls: list[Path], url: str, rate: int) -> dict[str, Any]:
+async def _replay_after(delay_s: float, url: str, audio: np.ndarray, rate: int) -> ReplayResult:
+    await asyncio.sleep(delay_s)
+    return await replay(url, audio, rate, ["agent", "customer"], headers=AUTH,
+                        encoding="pcm16" if rate == 16000 else "mulaw", realtime=True)
+
+
+async def run_level(n: int, calls: list[Path], url: str, rate: int, stagger_s: float) -> dict[str, Any]:
     chosen = [calls[i % len(calls)] for i in range(n)]
     audios = [load_call_audio(str(p.with_suffix(".flac")), rate) for p in chosen]
-    tasks = [
-        replay(f"{url}/v1/calls/bench-{n}-{i}/audio", audio, rate, ["agent", "customer"], headers=AUTH,
-               encoding="pcm16" if rate == 16000 else "mulaw", realtime=True)
-        for i, audio in enumerate(audios)
-    ]
+    tasks = [_replay_after(i * stagger_s, f"{url}/v1/calls/bench-{n}-{i}/audio", audio, rate)
+             for i, audio in enumerate(audios)]
     results = await asyncio.gather(*tasks)
     latencies: list[float] = []
     intervals: list[float] = []
@@ -140,6 +146,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="HUIFANG_LIVE__DECODE_WORKERS")
     parser.add_argument("--threads", type=int, default=0, help="HUIFANG_ASR__CPU_THREADS (0: default)")
     parser.add_argument("--final-beam", type=int, default=None, help="HUIFANG_LIVE__FINAL_BEAM_SIZE")
+    parser.add_argument("--stagger", type=float, default=0.0,
+                        help="call i starts i * STAGGER seconds after the first (0: all at once, the worst case)")
     parser.add_argument("--verbose", action="store_true", help="per-turn latency on stderr")
     args = parser.parse_args()
     global VERBOSE
@@ -154,9 +162,9 @@ def main() -> None:
         port = free_port()
         server = start_server(port, env)
         try:
-            record = asyncio.run(run_level(n, calls, f"ws://127.0.0.1:{port}", args.rate))
+            record = asyncio.run(run_level(n, calls, f"ws://127.0.0.1:{port}", args.rate, args.stagger))
             record.update({"rate_hz": args.rate, "decode_workers": args.workers, "cpu_threads": args.threads,
-                           "final_beam": args.final_beam or 5, "server_peak_rss_mb": round(peak_rss_mb(server.pid))})
+                           "final_beam": args.final_beam or 5, "stagger_s": args.stagger, "server_peak_rss_mb": round(peak_rss_mb(server.pid))})
             emit(record)
         finally:
             server.terminate()

@@ -22,6 +22,7 @@ from asr.streaming import (
     ChannelStream,
     FinalRequest,
     PartialRequest,
+    PieceRequest,
     PrefetchRequest,
     StreamOptions,
     StreamRequest,
@@ -30,7 +31,7 @@ from asr.streaming import (
     decode_mulaw,
     decode_pcm16,
 )
-from asr.transcribe import Transcriber
+from asr.transcribe import Transcriber, join_parts
 from asr.types import Utterance
 from nlu.dialogue import Turn
 from nlu.pii import IDENTIFIER_ANSWER_S, Redactor, loan_file_identities, preview, requested_identifier
@@ -71,8 +72,10 @@ class _Channel:
     last_final: asyncio.Task[None] | None = None
     finalised: set[str] = field(default_factory=set)
     partial_shown: set[str] = field(default_factory=set)
-    #: Early decodes keyed by (utterance id, start, end); used when the final has exactly that audio.
+    #: Early decodes keyed by (utterance id, start, end); used when the final's tail is exactly that audio.
     prefetched: dict[tuple[str, float, float], asyncio.Future[Utterance | None]] = field(default_factory=dict)
+    #: Decodes of the pieces of utterances still open or not yet final, in order, by utterance id.
+    pieces: dict[str, list[asyncio.Future[Utterance | None]]] = field(default_factory=dict)
 
 
 class LiveCall:
@@ -175,6 +178,10 @@ class LiveCall:
             if self.assist is not None:
                 self._finals_in_flight += 1
                 self._last_dialogue_step = self._spawn(self._dialogue_step(decoded, self._last_dialogue_step))
+        elif isinstance(request, PieceRequest):
+            # As much a part of the final as its tail: queued like a final, never dropped.
+            future = self.engine.scheduler.submit_final(self._decode_job(request, self.engine.final_beam_size))
+            channel.pieces.setdefault(request.utterance_id, []).append(future)
         elif isinstance(request, PartialRequest):
             self._partial(channel, request)
         elif isinstance(request, PrefetchRequest):
@@ -192,12 +199,19 @@ class LiveCall:
 
     def _decode_job(self, request: StreamRequest, beam: int) -> Callable[[], Utterance | None]:
         transcriber, window, scheduler = self.engine.transcriber, self.engine.min_window_s, self.engine.scheduler
+        # A partial is shown for a second at most: one decoding pass, no temperature retries (those cost up
+        # to 20 s on a looping window, during which nobody's final could run).
+        provisional = isinstance(request, PartialRequest)
+
+        def finals_waiting() -> bool:  # a partial yields to them after its encoder pass instead of decoding on
+            return scheduler.backlog > 0
 
         def job() -> Utterance | None:
             # Decided when the job starts: with finals waiting behind it, greedy search keeps the queue short
             # (the encoder pass is the same; beam search costs several times the decoder time).
             width = 1 if scheduler.backlog > 0 else beam
-            return transcriber.transcribe_span(request.audio, request.channel, request.start_s, width, window)
+            return transcriber.transcribe_span(request.audio, request.channel, request.start_s, width, window,
+                                               provisional=provisional, abandon=finals_waiting)
 
         return job
 
@@ -222,14 +236,19 @@ class LiveCall:
 
     async def _final_event(self, channel: _Channel, request: FinalRequest,
                            previous: asyncio.Task[None] | None) -> Turn | None:
-        key = (request.utterance_id, request.start_s, request.end_s)
+        key = (request.utterance_id, request.tail_start_s, request.end_s)
         future = channel.prefetched.pop(key, None)
         for stale in [k for k in channel.prefetched if k[0] == request.utterance_id]:
             channel.prefetched.pop(stale).cancel()  # the speaker went on after that pause
-        if future is None:
-            future = self.engine.scheduler.submit_final(self._decode_job(request, self.engine.final_beam_size))
+        tail = request.tail()
+        if future is None and len(tail) > 0:
+            tail_request = FinalRequest(request.channel, request.utterance_id, request.tail_start_s, request.end_s,
+                                        tail, request.forced)
+            future = self.engine.scheduler.submit_final(self._decode_job(tail_request, self.engine.final_beam_size))
+        parts = [*channel.pieces.pop(request.utterance_id, []), *([future] if future is not None else [])]
         try:
-            utterance = await future
+            decoded = [await part for part in parts]
+            utterance = join_parts(decoded, request.channel, request.start_s, request.end_s)
         except Exception:
             # One utterance that cannot be decoded must not end the call: say so and go on.
             log.exception("call %s: decoding %s failed", self.call_id, request.utterance_id)
@@ -274,11 +293,19 @@ class LiveCall:
             except Exception:
                 log.debug("call %s: partial decode failed", self.call_id, exc_info=True)
                 return  # the final will report it if the utterance cannot be decoded at all
-            if utterance is None or request.utterance_id in channel.finalised:
-                return  # the final overtook it, or nothing recognisable yet
+            if request.utterance_id in channel.finalised:
+                return  # the final overtook it
+            pieces = channel.pieces.get(request.utterance_id, [])
+            if not all(p.done() and not p.cancelled() and p.exception() is None for p in pieces):
+                return  # the utterance's earlier pieces are not decoded yet: the next partial will show them
+            shown = join_parts([*(p.result() for p in pieces), utterance], request.channel,
+                               request.utterance_start_s, request.end_s)
+            if shown is None:
+                return  # nothing recognisable yet
             channel.partial_shown.add(request.utterance_id)
             await self._emit(PartialEvent(channel=request.channel, utterance_id=request.utterance_id,
-                                          text=preview(channel.redactor, utterance.text), start_s=request.start_s))
+                                          text=preview(channel.redactor, shown.text),
+                                          start_s=request.utterance_start_s))
 
         self._spawn(deliver())
 

@@ -18,7 +18,7 @@ import numpy as np
 from asr.audio import decode_audio, write_flac
 from asr.errors import AsrError
 from asr.streaming import StreamOptions, VadStep, endpoint_offline
-from asr.transcribe import Transcriber
+from asr.transcribe import Transcriber, join_parts
 from asr.types import DecodedAudio, DecodeLimits, Utterance
 from nlu.assess import Assessor
 from nlu.dialogue import DialogueOptions, Turn
@@ -138,11 +138,11 @@ def transcribe_like_live(audio: DecodedAudio, roles: tuple[str, ...], transcribe
     for index, role in enumerate(roles):
         finals = endpoint_offline(audio.samples[index], role, options, vad)
         for n, request in enumerate(finals):
-            utterance = transcriber.transcribe_span(request.audio, role, request.start_s, seg.beam_size,
-                                                    seg.min_window_s)
-            if utterance is not None and utterance.text:
-                out.append(Utterance(role, request.start_s, request.end_s, utterance.text, utterance.words,
-                                     utterance.avg_logprob, utterance.no_speech_prob))
+            # Long utterances in the pieces a live call decodes them in (asr.streaming.PieceRequest).
+            utterance = join_parts([transcriber.transcribe_span(part, role, start_s, seg.beam_size, seg.min_window_s)
+                                    for start_s, part in request.parts()], role, request.start_s, request.end_s)
+            if utterance is not None:
+                out.append(utterance)
             if on_progress is not None:
                 on_progress((index + (n + 1) / max(len(finals), 1)) * audio.duration_s)
     return sorted(out, key=lambda u: (u.start_s, u.channel))

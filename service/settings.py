@@ -58,6 +58,9 @@ class LiveSettings(BaseModel):
     min_silence_ms: int = Field(700, ge=100, le=5000, description="pause that ends a live utterance")
     max_utterance_s: float = Field(15.0, ge=2.0, le=30.0, description="a live utterance is forced to end here")
     partial_interval_s: float = Field(1.0, ge=0.0, le=10.0, description="new speech between partials; 0: none")
+    piece_min_s: float = Field(6.0, ge=0.0, le=30.0, description="long utterances are decoded in pieces of at "
+                               "least this much audio, cut at short pauses, so that a final only decodes its "
+                               "tail; 0: off")
     decode_workers: int = Field(1, ge=1, le=32, description="concurrent Whisper decodes for all live calls")
     final_beam_size: int = Field(5, ge=1, le=10)
     min_window_s: float = Field(10.0, ge=5.0, le=30.0, description="shortest Whisper encoder window for live")
@@ -183,6 +186,7 @@ class Settings(BaseSettings):
             max_utterance_s=self.live.max_utterance_s,
             partial_interval_s=self.live.partial_interval_s,
             vad_threshold=self.asr.vad_threshold,
+            piece_min_s=self.live.piece_min_s,
         )
 
     def segment_options(self) -> SegmentOptions:

@@ -30,7 +30,8 @@ class FakeTranscriber:
         pass
 
     def transcribe_span(self, samples: np.ndarray, channel: str, offset_s: float, beam_size: int | None = None,
-                        min_window_s: float | None = None) -> Utterance | None:
+                        min_window_s: float | None = None, provisional: bool = False,
+                        abandon: Any = None) -> Utterance | None:
         return Utterance(channel, offset_s, offset_s + len(samples) / 16000, "测试", None, -0.1, 0.0)
 
 

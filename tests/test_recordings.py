@@ -41,7 +41,8 @@ class ScriptTranscriber:
         return ()  # no word times: the whole utterance holding personal data is silenced
 
     def transcribe_span(self, samples: np.ndarray, channel: str, offset_s: float, beam_size: int | None = None,
-                        min_window_s: float | None = None) -> Utterance | None:
+                        min_window_s: float | None = None, provisional: bool = False,
+                        abandon: Any = None) -> Utterance | None:
         end_s = offset_s + len(samples) / 16000
         mine = [t for t in self.turns if t["speaker"] == channel]
         best = max(mine, key=lambda t: min(end_s, t["end_s"]) - max(offset_s, t["start_s"]), default=None)

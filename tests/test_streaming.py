@@ -15,10 +15,13 @@ from asr.streaming import (
     ChannelStream,
     FinalRequest,
     PartialRequest,
+    PieceRequest,
+    PrefetchRequest,
     StreamOptions,
     VadState,
     decode_mulaw,
     decode_pcm16,
+    endpoint_offline,
 )
 from service.decoding import DecodeScheduler
 from tests.audiogen import write_audio
@@ -147,7 +150,7 @@ def test_scheduler_runs_finals_first_and_drops_partials_when_busy() -> None:
 
 
 def test_a_pause_offers_a_prefetch_with_exactly_the_final_audio() -> None:
-    options = StreamOptions(min_silence_ms=700, prefetch_silence_ms=300, partial_interval_s=0)
+    options = StreamOptions(min_silence_ms=700, prefetch_silence_ms=300, partial_interval_s=0, piece_min_s=0)
     stream = ChannelStream("customer", options, energy_vad)
     # A 0.45 s pause (prefetch, then speech resumes) and a 2 s pause (prefetch, then the final).
     requests = _run(stream, _signal([(1.0, 2.0), (2.45, 3.5)], 5.5))
@@ -157,3 +160,52 @@ def test_a_pause_offers_a_prefetch_with_exactly_the_final_audio() -> None:
     assert first.end_s < 2.5 and first.utterance_id == final.utterance_id  # type: ignore[attr-defined]
     assert (second.start_s, second.end_s) == (final.start_s, final.end_s)  # type: ignore[attr-defined]
     assert np.array_equal(second.audio, final.audio)  # type: ignore[attr-defined]
+
+
+def test_a_long_utterance_is_cut_into_pieces_at_pauses_and_its_final_covers_only_the_tail() -> None:
+    options = StreamOptions(min_silence_ms=700, piece_silence_ms=300, prefetch_silence_ms=300, piece_min_s=4.0,
+                            partial_interval_s=1.0)
+    stream = ChannelStream("agent", options, energy_vad)
+    # 5 s of speech, a 0.45 s pause, 2 s, a 0.45 s pause (piece too short: a prefetch of the tail), 1 s, the end.
+    x = _signal([(1.0, 6.0), (6.45, 8.45), (8.9, 9.9)], 12.0)
+    requests = _run(stream, x)
+    pieces = [r for r in requests if isinstance(r, PieceRequest)]
+    finals = [r for r in requests if isinstance(r, FinalRequest)]
+    prefetches = [r for r in requests if isinstance(r, PrefetchRequest)]
+    assert len(pieces) == 1 and len(finals) == 1
+    piece, final = pieces[0], finals[0]
+    assert piece.index == 0 and piece.utterance_id == final.utterance_id == "agent-1"
+    assert piece.start_s == final.start_s and 6.0 <= piece.end_s <= 6.45
+    assert final.tail_start_s == pytest.approx(piece.end_s)
+    # Piece + tail are exactly the utterance's audio; the prefetch before the end is exactly the final's tail.
+    parts = final.parts()
+    assert [start for start, _ in parts] == [final.start_s, final.tail_start_s]
+    assert np.array_equal(np.concatenate([a for _, a in parts]), final.audio)
+    assert np.array_equal(parts[0][1], piece.audio)
+    last = prefetches[-1]
+    assert (last.start_s, last.end_s) == (final.tail_start_s, final.end_s) and np.array_equal(last.audio, final.tail())
+    # Partials after the cut cover the tail only and say where the utterance began.
+    later = [r for r in requests if isinstance(r, PartialRequest) and r.end_s > piece.end_s]
+    assert later and all(p.start_s == piece.end_s and p.utterance_start_s == final.start_s for p in later)
+
+
+def test_a_piece_cut_at_the_final_pause_leaves_no_tail_and_recordings_are_cut_alike() -> None:
+    options = StreamOptions(min_silence_ms=700, piece_min_s=4.0, partial_interval_s=0)
+    x = _signal([(1.0, 6.0)], 8.0)
+    requests = _run(ChannelStream("agent", options, energy_vad), x)
+    final = next(r for r in requests if isinstance(r, FinalRequest))
+    assert len(final.cuts) == 1 and final.tail().size == 0 and len(final.parts()) == 1
+    offline = endpoint_offline(x, "agent", options, energy_vad)
+    assert [(f.start_s, f.end_s, f.cuts) for f in offline] == [(final.start_s, final.end_s, final.cuts)]
+
+
+def test_pieces_join_into_one_utterance() -> None:
+    from asr.transcribe import join_parts
+    from asr.types import Utterance
+
+    a = Utterance("agent", 1.0, 5.0, "您好，", None, -0.2, 0.1)
+    b = Utterance("agent", 5.0, 7.0, "方便吗？", None, -0.5, 0.3)
+    joined = join_parts([a, None, b], "agent", 1.0, 7.0)
+    assert joined is not None and joined.text == "您好，方便吗？" and (joined.start_s, joined.end_s) == (1.0, 7.0)
+    assert joined.avg_logprob == pytest.approx((-0.2 * 3 + -0.5 * 4) / 7) and joined.no_speech_prob == 0.1
+    assert join_parts([None, None], "agent", 1.0, 7.0) is None

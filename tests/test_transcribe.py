@@ -123,3 +123,26 @@ def test_word_timestamps_when_asked(asr_options, transcriber: Transcriber, share
                    for w in utterance.words)
         # Words are the utterance's own text, split with times (punctuation aside).
         assert corpus_cer([(utterance.text, "".join(w.text for w in utterance.words))]).cer <= 0.1
+
+
+def test_long_turn_decoded_in_pieces_reads_like_the_whole(transcriber: Transcriber, shared_data: Path) -> None:
+    """The live path decodes an 11 s greeting in pieces cut at a pause (asr.streaming.PieceRequest); joined,
+    they must read as well as the turn decoded whole, and a partial gives way when told to."""
+    from asr.streaming import SileroStep, StreamOptions, endpoint_offline
+    from asr.transcribe import join_parts
+
+    script = _script(shared_data, "call_s01")
+    greeting = script["turns"][0]["text"]
+    agent = decode_audio(shared_data / "calls" / "call_s01.flac").samples[0]
+    final = endpoint_offline(agent[: int(13 * MODEL_SAMPLE_RATE_HZ)], "agent", StreamOptions(), SileroStep())[0]
+    assert len(final.parts()) >= 2  # cut at a sentence pause after 6 s
+    pieces = join_parts([transcriber.transcribe_span(a, "agent", s, min_window_s=10) for s, a in final.parts()],
+                        "agent", final.start_s, final.end_s)
+    whole = transcriber.transcribe_span(final.audio, "agent", final.start_s, min_window_s=10)
+    assert pieces is not None and whole is not None
+    assert corpus_cer([(greeting, pieces.text)]).cer <= corpus_cer([(greeting, whole.text)]).cer + 0.05
+    assert corpus_cer([(greeting, pieces.text)]).cer <= 0.2, pieces.text
+    assert transcriber.transcribe_span(final.audio, "agent", 0.0, 1, 10, provisional=True,
+                                       abandon=lambda: True) is None
+    provisional = transcriber.transcribe_span(final.audio, "agent", 0.0, 1, 10, provisional=True)
+    assert provisional is not None and provisional.text
