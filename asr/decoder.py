@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 

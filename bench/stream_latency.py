@@ -164,7 +164,8 @@ def main() -> None:
         try:
             record = asyncio.run(run_level(n, calls, f"ws://127.0.0.1:{port}", args.rate, args.stagger))
             record.update({"rate_hz": args.rate, "decode_workers": args.workers, "cpu_threads": args.threads,
-                           "final_beam": args.final_beam or 5, "stagger_s": args.stagger, "server_peak_rss_mb": round(peak_rss_mb(server.pid))})
+                           "final_beam": args.final_beam or 5, "stagger_s": args.stagger,
+                           "server_peak_rss_mb": round(peak_rss_mb(server.pid))})
             emit(record)
         finally:
             server.terminate()
