@@ -180,8 +180,8 @@ class LiveCall:
                 self._last_dialogue_step = self._spawn(self._dialogue_step(decoded, self._last_dialogue_step))
         elif isinstance(request, PieceRequest):
             # As much a part of the final as its tail: queued like a final, never dropped.
-            future = self.engine.scheduler.submit_final(self._decode_job(request, self.engine.final_beam_size))
-            channel.pieces.setdefault(request.utterance_id, []).append(future)
+            piece = self.engine.scheduler.submit_final(self._decode_job(request, self.engine.final_beam_size))
+            channel.pieces.setdefault(request.utterance_id, []).append(piece)
         elif isinstance(request, PartialRequest):
             self._partial(channel, request)
         elif isinstance(request, PrefetchRequest):
