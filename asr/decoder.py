@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -98,39 +98,95 @@ class WindowDecoder:
         the text is worth. `abandon` is asked once the encoder has run; if it says so, the text is not decoded
         and None comes back (a partial gives way to a final that arrived meanwhile).
         """
-        import ctranslate2
-
-        # The last frame only covers the STFT padding; faster-whisper drops it too, and keeping it changed results.
-        features = self.model.feature_extractor(samples)[:, :-1][:, :MAX_FRAMES]
+        features = self._features(samples)
         frames = window_frames(features.shape[-1], self.min_window_s if min_window_s is None else min_window_s)
-        features = np.pad(features, ((0, 0), (0, frames - features.shape[-1])))
-        encoded = self.model.model.encode(
-            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[np.newaxis], dtype=np.float32)),
-            to_cpu=self.model.model.device == "cuda" and len(self.model.model.device_index) > 1,
-        )
+        encoded = self._encode(features, frames)
         if abandon is not None and abandon():
             return None
-        max_length = min(_MAX_LENGTH, len(self._prompt) + token_budget(samples.shape[0]))
-        candidates: list[Decoded] = []
-        for temperature in TEMPERATURES if fallback else TEMPERATURES[:1]:
-            if temperature > 0:
-                kwargs: dict[str, Any] = {"beam_size": 1, "num_hypotheses": 5, "sampling_topk": 0,
-                                          "sampling_temperature": temperature}
-            else:
-                kwargs = {"beam_size": beam_size}
-            result = self.model.model.generate(
-                encoded, [self._prompt], max_length=max_length, return_scores=True, return_no_speech_prob=True,
-                suppress_blank=True, suppress_tokens=[-1], **kwargs,
-            )[0]
+        first = self._generate(encoded, 1, self._max_length(samples.shape[0]), 0.0, beam_size)[0]
+        return self._settle(encoded, samples.shape[0], first, fallback)
+
+    def decode_batch(self, batch: Sequence[np.ndarray], beam_size: int,
+                     min_window_s: float | None = None) -> list[Decoded]:
+        """Decode several utterances (of different calls, say) with one pass of the text decoder.
+
+        On two CPU cores the encoder is compute-bound (a batch is no faster than its items one by one) but the
+        autoregressive decoder is not: one batched search over four utterances cost 1.28 s against 2.9 s one
+        after the other. So each utterance is encoded on its own, at the window of the longest, and their
+        encoder outputs are stacked for one `generate` call. Utterances that need Whisper's temperature
+        fallback (loops, low confidence) then retry one by one, as in `decode`.
+        """
+        import ctranslate2
+
+        if len(batch) == 1:
+            decoded = self.decode(batch[0], beam_size, min_window_s)
+            assert decoded is not None  # no abandon: always decoded
+            return [decoded]
+        window_s = self.min_window_s if min_window_s is None else min_window_s
+        features = [self._features(samples) for samples in batch]
+        frames = max(window_frames(f.shape[-1], window_s) for f in features)
+        encoded = [np.asarray(self._encode(f, frames, to_cpu=True)) for f in features]
+        stacked = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.concatenate(encoded)))
+        max_length = max(self._max_length(samples.shape[0]) for samples in batch)
+        firsts = self._generate(stacked, len(batch), max_length, 0.0, beam_size)
+        return [
+            self._settle(ctranslate2.StorageView.from_array(np.ascontiguousarray(one)), samples.shape[0], first,
+                         fallback=True)
+            for one, samples, first in zip(encoded, batch, firsts, strict=True)
+        ]
+
+    def _features(self, samples: np.ndarray) -> np.ndarray:
+        # The last frame only covers the STFT padding; faster-whisper drops it too, and keeping it changed results.
+        features: np.ndarray = self.model.feature_extractor(samples)[:, :-1][:, :MAX_FRAMES]
+        return features
+
+    def _encode(self, features: np.ndarray, frames: int, to_cpu: bool = False) -> Any:
+        import ctranslate2
+
+        padded = np.pad(features, ((0, 0), (0, frames - features.shape[-1])))
+        model = self.model.model
+        return model.encode(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(padded[np.newaxis], dtype=np.float32)),
+            to_cpu=to_cpu or (model.device == "cuda" and len(model.device_index) > 1),
+        )
+
+    def _max_length(self, n_samples: int) -> int:
+        return min(_MAX_LENGTH, len(self._prompt) + token_budget(n_samples))
+
+    def _generate(self, encoded: Any, batch: int, max_length: int, temperature: float,
+                  beam_size: int) -> list[Decoded]:
+        if temperature > 0:
+            kwargs: dict[str, Any] = {"beam_size": 1, "num_hypotheses": 5, "sampling_topk": 0,
+                                      "sampling_temperature": temperature}
+        else:
+            kwargs = {"beam_size": beam_size}
+        results = self.model.model.generate(
+            encoded, [self._prompt] * batch, max_length=max_length, return_scores=True,
+            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=[-1], **kwargs,
+        )
+        decoded = []
+        for result in results:
             tokens = [t for t in result.sequences_ids[0] if t < self._tokenizer.eot]
             avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
             text = self._tokenizer.decode(tokens).strip()
-            decoded = Decoded(text, float(avg_logprob), float(result.no_speech_prob), compression_ratio(text))
+            decoded.append(Decoded(text, float(avg_logprob), float(result.no_speech_prob), compression_ratio(text)))
+        return decoded
+
+    def _acceptable(self, decoded: Decoded) -> bool:
+        if decoded.no_speech_prob > self.no_speech_threshold and decoded.avg_logprob < self.log_prob_threshold:
+            return True  # silence: retrying at higher temperature only invents words
+        return (decoded.compression_ratio <= self.compression_ratio_threshold
+                and decoded.avg_logprob >= self.log_prob_threshold)
+
+    def _settle(self, encoded: Any, n_samples: int, first: Decoded, fallback: bool) -> Decoded:
+        """Whisper's temperature fallback after the first (temperature 0) result."""
+        if self._acceptable(first) or not fallback:
+            return first
+        candidates = [first]
+        for temperature in TEMPERATURES[1:]:
+            decoded = self._generate(encoded, 1, self._max_length(n_samples), temperature, 1)[0]
             candidates.append(decoded)
-            if decoded.no_speech_prob > self.no_speech_threshold and decoded.avg_logprob < self.log_prob_threshold:
-                return decoded  # silence: retrying at higher temperature only invents words
-            if (decoded.compression_ratio <= self.compression_ratio_threshold
-                    and decoded.avg_logprob >= self.log_prob_threshold):
+            if self._acceptable(decoded):
                 return decoded
         usable = [c for c in candidates if c.compression_ratio <= self.compression_ratio_threshold] or candidates
         return max(usable, key=lambda c: c.avg_logprob)

@@ -198,6 +198,33 @@ class Transcriber:
             if decoded is None:
                 return None
             raw, avg_logprob, no_speech = decoded.text, decoded.avg_logprob, decoded.no_speech_prob
+        return self._utterance(raw, avg_logprob, no_speech, words, samples.shape[0], channel, offset_s)
+
+    def transcribe_spans(self, spans: Sequence[tuple[np.ndarray, str, float]], beam_size: int | None = None,
+                         min_window_s: float | None = None) -> list[Utterance | None]:
+        """`transcribe_span` for several stretches (samples, channel, offset_s) at once, one result each.
+
+        Whisper's text decoder runs once for the whole batch (`WindowDecoder.decode_batch`), which on CPU costs
+        much less than decoding them one after the other; all are encoded at the window of the longest.
+        """
+        opts = self.options
+        if self._window_decoder is None:
+            self.load()
+        if len(spans) <= 1 or opts.word_timestamps:
+            return [self.transcribe_span(samples, channel, offset_s, beam_size, min_window_s)
+                    for samples, channel, offset_s in spans]
+        assert self._window_decoder is not None
+        decoded = self._window_decoder.decode_batch([samples for samples, _, _ in spans],
+                                                    beam_size or opts.beam_size, min_window_s)
+        return [
+            self._utterance(d.text, d.avg_logprob, d.no_speech_prob, None, samples.shape[0], channel, offset_s)
+            for d, (samples, channel, offset_s) in zip(decoded, spans, strict=True)
+        ]
+
+    def _utterance(self, raw: str, avg_logprob: float, no_speech: float, words: tuple[Word, ...] | None,
+                   n_samples: int, channel: str, offset_s: float) -> Utterance | None:
+        """Whisper's raw text to an utterance: no-speech filter, Simplified text, lexicon, hallucinations."""
+        opts = self.options
         if no_speech > opts.no_speech_threshold and avg_logprob < opts.log_prob_threshold:
             return None
         text = collapse_repeats(tidy(raw))
@@ -206,7 +233,7 @@ class Transcriber:
         text = remove_hallucinations(text, opts.hallucination_phrases, opts.initial_prompt)
         if not text:
             return None
-        duration_s = samples.shape[0] / MODEL_SAMPLE_RATE_HZ
+        duration_s = n_samples / MODEL_SAMPLE_RATE_HZ
         return Utterance(
             channel=channel,
             start_s=offset_s,

@@ -6,7 +6,8 @@ is found; latency is (arrival of that final) - (wall time when the turn's last a
 the endpointing pause. Prints one JSON line per N: p50/p95 latency, partial cadence, lost utterances, dropped
 partials, peak RSS of the server process.
 
-    python -m bench.stream_latency [--calls 1,2,4,8] [--rate 16000] [--workers 1] [--stagger 0]
+    python -m bench.stream_latency [--calls 1,2,4,8] [--rate 16000] [--workers 1] [--batch 8]
+        [--stagger 0]
 
 All calls start at the same instant by default, so that their opening greetings (11 s in every shared call)
 end together: the worst case. `--stagger S` starts call i at i*S seconds, as calls arrive in a contact centre.
@@ -144,6 +145,7 @@ def main() -> None:
     parser.add_argument("--calls", default="1,2,4,8")
     parser.add_argument("--rate", type=int, choices=(8000, 16000), default=16000)
     parser.add_argument("--workers", type=int, default=1, help="HUIFANG_LIVE__DECODE_WORKERS")
+    parser.add_argument("--batch", type=int, default=8, help="HUIFANG_LIVE__DECODE_BATCH (1: one by one)")
     parser.add_argument("--threads", type=int, default=0, help="HUIFANG_ASR__CPU_THREADS (0: default)")
     parser.add_argument("--final-beam", type=int, default=None, help="HUIFANG_LIVE__FINAL_BEAM_SIZE")
     parser.add_argument("--stagger", type=float, default=0.0,
@@ -155,6 +157,7 @@ def main() -> None:
 
     calls = sorted(require_shared("calls").glob("call_s*.json"))
     env = {"HUIFANG_LIVE__DECODE_WORKERS": str(args.workers), "HUIFANG_ASR__CPU_THREADS": str(args.threads),
+           "HUIFANG_LIVE__DECODE_BATCH": str(args.batch),
            "HUIFANG_DATA_DIR": os.environ.get("HUIFANG_DATA_DIR", tempfile.mkdtemp(prefix="huifang-bench-"))}
     if args.final_beam:
         env["HUIFANG_LIVE__FINAL_BEAM_SIZE"] = str(args.final_beam)
@@ -163,7 +166,8 @@ def main() -> None:
         server = start_server(port, env)
         try:
             record = asyncio.run(run_level(n, calls, f"ws://127.0.0.1:{port}", args.rate, args.stagger))
-            record.update({"rate_hz": args.rate, "decode_workers": args.workers, "cpu_threads": args.threads,
+            record.update({"rate_hz": args.rate, "decode_workers": args.workers,
+                           "decode_batch": args.batch, "cpu_threads": args.threads,
                            "final_beam": args.final_beam or 5, "stagger_s": args.stagger,
                            "server_peak_rss_mb": round(peak_rss_mb(server.pid))})
             emit(record)

@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             # Serve anyway so /healthz can say what is wrong instead of the process dying in a restart loop.
             app.state.asr_error = str(e)
             log.error("speech model unavailable: %s", e)
-        scheduler = DecodeScheduler(settings.live.decode_workers)
+        scheduler = DecodeScheduler(settings.live.decode_workers, settings.live.decode_batch)
         await scheduler.start()
         vad_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vad")
         app.state.live_engine = LiveEngine(

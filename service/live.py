@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -60,6 +60,23 @@ class LiveEngine:
     partial_beam_size: int
     final_beam_size: int
     min_window_s: float
+
+    def decode_finals(self, spans: Sequence[_Span]) -> list[Utterance | None]:
+        """Finals (and pieces of finals) of any calls that waited together, decoded in one batch (in a decode
+        worker thread). Greedy when more than one waits: beam search costs several times the decoder time,
+        and the queue must stay short."""
+        width = 1 if len(spans) > 1 or self.scheduler.backlog > 0 else self.final_beam_size
+        return self.transcriber.transcribe_spans([(s.audio, s.channel, s.start_s) for s in spans], width,
+                                                 self.min_window_s)
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """Audio of one final or piece, waiting to be decoded."""
+
+    audio: np.ndarray
+    channel: str
+    start_s: float
 
 
 @dataclass
@@ -180,7 +197,7 @@ class LiveCall:
                 self._last_dialogue_step = self._spawn(self._dialogue_step(decoded, self._last_dialogue_step))
         elif isinstance(request, PieceRequest):
             # As much a part of the final as its tail: queued like a final, never dropped.
-            piece = self.engine.scheduler.submit_final(self._decode_job(request, self.engine.final_beam_size))
+            piece = self._submit_final(request)
             channel.pieces.setdefault(request.utterance_id, []).append(piece)
         elif isinstance(request, PartialRequest):
             self._partial(channel, request)
@@ -196,6 +213,11 @@ class LiveCall:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def _submit_final(self, request: FinalRequest | PieceRequest) -> asyncio.Future[Utterance | None]:
+        engine = self.engine
+        return engine.scheduler.submit_batchable(_Span(request.audio, request.channel, request.start_s),
+                                                 engine.decode_finals)
 
     def _decode_job(self, request: StreamRequest, beam: int) -> Callable[[], Utterance | None]:
         transcriber, window, scheduler = self.engine.transcriber, self.engine.min_window_s, self.engine.scheduler
@@ -244,7 +266,7 @@ class LiveCall:
         if future is None and len(tail) > 0:
             tail_request = FinalRequest(request.channel, request.utterance_id, request.tail_start_s, request.end_s,
                                         tail, request.forced)
-            future = self.engine.scheduler.submit_final(self._decode_job(tail_request, self.engine.final_beam_size))
+            future = self._submit_final(tail_request)
         parts = [*channel.pieces.pop(request.utterance_id, []), *([future] if future is not None else [])]
         try:
             decoded = [await part for part in parts]

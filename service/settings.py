@@ -62,6 +62,8 @@ class LiveSettings(BaseModel):
                                "least this much audio, cut at short pauses, so that a final only decodes its "
                                "tail; 0: off")
     decode_workers: int = Field(1, ge=1, le=32, description="concurrent Whisper decodes for all live calls")
+    decode_batch: int = Field(8, ge=1, le=32, description="finals waiting together are decoded in one batch of "
+                              "at most this many; 1: one by one")
     final_beam_size: int = Field(5, ge=1, le=10)
     min_window_s: float = Field(10.0, ge=5.0, le=30.0, description="shortest Whisper encoder window for live")
     partial_beam_size: int = Field(1, ge=1, le=10)

@@ -43,6 +43,10 @@ class ScriptedTranscriber:
             return None
         return Utterance(channel, offset_s, end_s, best["text"], None, -0.1, 0.0)
 
+    def transcribe_spans(self, spans: Any, beam_size: int | None = None,
+                         min_window_s: float | None = None) -> list[Utterance | None]:
+        return [self.transcribe_span(samples, channel, offset_s) for samples, channel, offset_s in spans]
+
 
 def _call(shared_data: Path, name: str) -> tuple[dict[str, Any], bytes]:
     from service.replay import load_call_audio

@@ -34,6 +34,10 @@ class FakeTranscriber:
                         abandon: Any = None) -> Utterance | None:
         return Utterance(channel, offset_s, offset_s + len(samples) / 16000, "测试", None, -0.1, 0.0)
 
+    def transcribe_spans(self, spans: Any, beam_size: int | None = None,
+                         min_window_s: float | None = None) -> list[Utterance | None]:
+        return [self.transcribe_span(samples, channel, offset_s) for samples, channel, offset_s in spans]
+
 
 @pytest.fixture()
 def client(tmp_path: Path) -> TestClient:

@@ -149,6 +149,45 @@ def test_scheduler_runs_finals_first_and_drops_partials_when_busy() -> None:
     assert order == ["final-1", "final-2", "partial-y"]
 
 
+def test_scheduler_batches_finals_that_wait_together() -> None:
+    async def scenario() -> tuple[list[list[str]], list[object], list[int]]:
+        scheduler = DecodeScheduler(workers=1, max_batch=3)
+        await scheduler.start()
+        batches: list[list[str]] = []
+        gate = threading.Event()
+
+        def runner(items):  # type: ignore[no-untyped-def]
+            if "slow" in items:
+                gate.wait(5)
+            if "bad" in items:
+                raise ValueError("undecodable")
+            batches.append(list(items))
+            return [item.upper() for item in items]
+
+        def other_runner(items):  # type: ignore[no-untyped-def]
+            batches.append(["other", *items])
+            return list(items)
+
+        first = scheduler.submit_batchable("slow", runner)
+        await asyncio.sleep(0.05)  # "slow" runs alone: the worker is busy while the rest queue up
+        waiting = [scheduler.submit_batchable(name, runner) for name in ("a", "b", "bad", "c")]
+        other = scheduler.submit_batchable("x", other_runner)
+        cancelled = scheduler.submit_batchable("gone", runner)
+        cancelled.cancel()
+        gate.set()
+        results = await asyncio.gather(first, *waiting, other, return_exceptions=True)
+        sizes = list(scheduler.batch_sizes)
+        await scheduler.close()
+        return batches, results, sizes
+
+    batches, results, sizes = asyncio.run(scenario())
+    # FIFO per runner, at most three per batch; the failing batch is retried one by one so that only the
+    # undecodable item fails; another runner's item is never mixed in; a cancelled one is skipped.
+    assert batches == [["slow"], ["a"], ["b"], ["c"], ["other", "x"]]
+    assert results[:3] == ["SLOW", "A", "B"] and isinstance(results[3], ValueError) and results[4:] == ["C", "x"]
+    assert sizes == [1, 3, 1, 1, 1, 1, 1]  # slow; a+b+bad failed; a, b, bad alone; c; x
+
+
 def test_a_pause_offers_a_prefetch_with_exactly_the_final_audio() -> None:
     options = StreamOptions(min_silence_ms=700, prefetch_silence_ms=300, partial_interval_s=0, piece_min_s=0)
     stream = ChannelStream("customer", options, energy_vad)

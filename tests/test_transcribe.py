@@ -146,3 +146,27 @@ def test_long_turn_decoded_in_pieces_reads_like_the_whole(transcriber: Transcrib
                                        abandon=lambda: True) is None
     provisional = transcriber.transcribe_span(final.audio, "agent", 0.0, 1, 10, provisional=True)
     assert provisional is not None and provisional.text
+
+
+def test_turns_of_several_calls_decoded_as_one_batch(transcriber: Transcriber, shared_data: Path) -> None:
+    """Live finals that wait together are decoded in one batch (service.decoding); each must read as it does
+    decoded alone, come back in order, and a turn of the other channel or call must not bleed into it."""
+    spans, references = [], []
+    for call in ("call_s01", "call_s02"):
+        audio = decode_audio(shared_data / "calls" / f"{call}.flac").samples
+        for turn in [t for t in _script(shared_data, call)["turns"] if t["text"]][1:4]:
+            channel = 0 if turn["speaker"] == "agent" else 1
+            start, end = (int(turn[k] * MODEL_SAMPLE_RATE_HZ) for k in ("start_s", "end_s"))
+            samples = audio[channel, start:end]
+            spans.append((samples, turn["speaker"], float(turn["start_s"])))
+            references.append(turn["text"])
+    assert all(s.shape[0] < 9 * MODEL_SAMPLE_RATE_HZ for s, _, _ in spans)  # one 10 s window for all
+    batched = transcriber.transcribe_spans(spans, beam_size=1, min_window_s=10)
+    alone = [transcriber.transcribe_span(s, c, o, 1, 10) for s, c, o in spans]
+    assert len(batched) == len(spans)
+    for b, a, (samples, channel, offset_s) in zip(batched, alone, spans, strict=True):
+        assert b is not None and a is not None
+        assert (b.channel, b.start_s) == (channel, offset_s)
+        assert b.end_s == pytest.approx(offset_s + samples.shape[0] / MODEL_SAMPLE_RATE_HZ)
+        assert corpus_cer([(a.text, b.text)]).cer <= 0.05, (a.text, b.text)  # same search, batched
+    assert corpus_cer(list(zip(references, [b.text for b in batched if b], strict=True))).cer <= 0.12
