@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from nlu.assess import Assessor
 from nlu.types import LABELS, LoanRecord
 
 
-def f1_scores(gold: list[str], pred: list[str]) -> dict[str, float]:
+def f1_scores(gold: Sequence[str], pred: Sequence[str]) -> dict[str, float]:
     scores: dict[str, float] = {}
     for label in LABELS:
         tp = sum(g == label and p == label for g, p in zip(gold, pred, strict=True))
@@ -39,7 +40,7 @@ def f1_scores(gold: list[str], pred: list[str]) -> dict[str, float]:
     return scores
 
 
-def binary_f1(gold: list[str], pred: list[str]) -> float:
+def binary_f1(gold: Sequence[str], pred: Sequence[str]) -> float:
     g = [x != "clear" for x in gold]
     p = [x != "clear" for x in pred]
     tp = sum(a and b for a, b in zip(g, p, strict=True))
@@ -71,7 +72,7 @@ def pairs_for(call: dict[str, Any], utterances: list[Any] | None) -> list[dict[s
     return pairs
 
 
-def evaluate(name: str, pairs: list[dict[str, Any]], assessor: Assessor) -> None:
+def evaluate(name: str, pairs: list[dict[str, Any]], assessor: Assessor, system: str) -> None:
     gold, pred, topics_right = [], [], 0
     for p in pairs:
         result = assessor.assess(p["question"], p["answer"], LoanRecord.from_mapping(p["loan"]), p["silence_s"])
@@ -79,7 +80,7 @@ def evaluate(name: str, pairs: list[dict[str, Any]], assessor: Assessor) -> None
         pred.append(result.label)
         topics_right += result.topic == p["topic"]
     per_label = f1_scores(gold, pred)
-    emit({"set": name, "answers": len(pairs), "accuracy": round(float(np.mean([g == q for g, q in
+    emit({"set": name, "system": system, "answers": len(pairs), "accuracy": round(float(np.mean([g == q for g, q in
                                                                                 zip(gold, pred, strict=True)])), 3),
           "macro_f1": round(float(np.mean(list(per_label.values()))), 3),
           "f1": {k: round(v, 3) for k, v in per_label.items()},
@@ -87,22 +88,16 @@ def evaluate(name: str, pairs: list[dict[str, Any]], assessor: Assessor) -> None
           "topic_accuracy": round(topics_right / len(pairs), 3)})
 
 
-def evaluate_corpus(corpus_dir: Path, classifier_path: str | None) -> None:
-    from dataclasses import replace
-
-    from nlu.classifier import DEFAULT_MODEL_DIR, AnswerClassifier
-
-    classifier = AnswerClassifier.load(classifier_path or DEFAULT_MODEL_DIR)
-    rules = Assessor()
-    fused = Assessor(classifier=classifier, options=replace(rules.options, classifier_weight=0.5))
+def evaluate_corpus(corpus_dir: Path, classifier_path: str | None, rules: Assessor, fused: Assessor) -> None:
+    classifier = fused.classifier
     for split in ("dev", "test"):
         with open(corpus_dir / f"{split}.jsonl", encoding="utf-8") as f:
             rows = [json.loads(line) for line in f if line.strip()]
         gold = [r["label"] for r in rows]
         predictions = {
             "rules": [rules.assess(r["question"], r["answer"]).label for r in rows],
-            "classifier": [max((p := classifier.probabilities(r["question"], r["answer"])), key=lambda k: p[k])
-                           for r in rows],
+            "classifier": [max((p := classifier.probabilities(*rules.classifier_input(r["question"], r["answer"]))),
+                               key=lambda k: p[k]) for r in rows],
             "fused": [fused.assess(r["question"], r["answer"]).label for r in rows],
         }
         for system, pred in predictions.items():
@@ -122,14 +117,20 @@ def main() -> None:
     args = parser.parse_args()
     calls_dir = require_shared("calls")
     calls = [json.loads(p.read_text(encoding="utf-8")) | {"_path": p} for p in sorted(calls_dir.glob("call_s*.json"))]
-    assessor = Assessor()
+    from nlu.classifier import DEFAULT_MODEL_DIR, AnswerClassifier
+
+    # "rules": the lexicons and slots alone; "fused": the service's default, the classifier consulted where the
+    # rules are unsure (AssessOptions).
+    systems = {"rules": Assessor(),
+               "fused": Assessor(classifier=AnswerClassifier.load(args.classifier or DEFAULT_MODEL_DIR))}
 
     corpus_dir = Path(__file__).resolve().parent.parent / "corpus"
     if (corpus_dir / "test.jsonl").exists():
-        evaluate_corpus(corpus_dir, args.classifier)
+        evaluate_corpus(corpus_dir, args.classifier, systems["rules"], systems["fused"])
 
     text_pairs = [p for call in calls for p in pairs_for(call, None)]
-    evaluate("calls_script_text", text_pairs, assessor)
+    for system, assessor in systems.items():
+        evaluate("calls_script_text", text_pairs, assessor, system)
 
     if not args.no_asr:
         from asr.audio import decode_audio
@@ -142,16 +143,24 @@ def main() -> None:
         for call in calls:
             utterances = transcriber.transcribe(decode_audio(Path(call["_path"]).with_suffix(".flac")))
             asr_pairs += pairs_for(call, utterances)
-        evaluate("calls_asr", asr_pairs, assessor)
+        for system, assessor in systems.items():
+            evaluate("calls_asr", asr_pairs, assessor, system)
 
-    timings = []
-    for _ in range(20):
-        for p in text_pairs:
-            started = time.perf_counter()
-            assessor.assess(p["question"], p["answer"], LoanRecord.from_mapping(p["loan"]), p["silence_s"])
-            timings.append((time.perf_counter() - started) * 1000)
-    emit({"set": "latency", "assessments": len(timings), "p50_ms": round(float(np.percentile(timings, 50)), 3),
-          "p95_ms": round(float(np.percentile(timings, 95)), 3)})
+    corpus_pairs = []
+    if (corpus_dir / "test.jsonl").exists():
+        with open(corpus_dir / "test.jsonl", encoding="utf-8") as f:
+            corpus_pairs = [{"question": r["question"], "answer": r["answer"], "loan": None, "silence_s": None}
+                            for r in map(json.loads, f)]
+    for system, assessor in systems.items():
+        timings = []
+        for _ in range(5):
+            for p in text_pairs + corpus_pairs:
+                started = time.perf_counter()
+                assessor.assess(p["question"], p["answer"], LoanRecord.from_mapping(p["loan"]), p["silence_s"])
+                timings.append((time.perf_counter() - started) * 1000)
+        emit({"set": "latency", "system": system, "assessments": len(timings),
+              "p50_ms": round(float(np.percentile(timings, 50)), 3),
+              "p95_ms": round(float(np.percentile(timings, 95)), 3)})
 
 
 if __name__ == "__main__":

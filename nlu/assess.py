@@ -34,11 +34,50 @@ class AssessOptions:
 
     #: Silence (s) after a question that, with no answer, counts as not answering.
     silence_timeout_s: float = 5.0
-    #: Weight of the learned classifier where the rules are unsure (confidence at most `classifier_below`).
-    #: 0 (the default) leaves the rules alone: on held-out templates of the corpus the current model lowered
-    #: macro-F1 (bench/nlu_eval.py), so it is opt-in until it helps.
-    classifier_weight: float = 0.0
+    #: Weight of the learned classifier where the rules are unsure (confidence at most `classifier_below`);
+    #: chosen before measuring, kept because fused beat the rules alone on held-out templates (bench/nlu_eval.py).
+    classifier_weight: float = 0.5
     classifier_below: float = 0.7
+
+
+@dataclass(frozen=True, slots=True)
+class RuleView:
+    """What the rules saw in an answer, before deciding a label."""
+
+    #: The slot kind the question asks for (None: question not recognised).
+    expected: str | None
+    #: Cue words found, per label they point to.
+    hits: dict[str, list[str]]
+    counter: bool
+    slot: Slot | None
+    #: The answer ends in a softening particle (吧, 吧。): 好吧 is weaker consent than 好.
+    hedged_end: bool
+
+    def tags(self) -> str:
+        """The view as a few words that the learned classifier reads before the answer text, so that it learns
+        how the lexicons' findings combine with the wording instead of rediscovering the lexicons from a small
+        corpus (nlu/classifier.py)."""
+        words = ["ask" + re.sub("[^a-z]", "", self.expected or "none")]
+        words += ["cue" + label for label, found in self.hits.items() if found]
+        if self.counter:
+            words.append("counterq")
+        if self.slot is None:
+            words.append("slotnone")
+        elif self.slot.value is None:
+            words.append("slotempty")
+        else:
+            words.append("slotapprox" if self.slot.approximate else "slotexact")
+        if self.hedged_end:
+            words.append("hedgeend")
+        return " ".join(words)
+
+
+#: Every word `RuleView.tags` can produce, for the classifier's vocabulary.
+RULE_TAG_WORDS = (
+    *(f"ask{k}" for k in ("amountyuan", "years", "day", "percent", "yesno", "consent", "text", "none")),
+    "cueevasive", "cueomission", "cueunclear", "counterq", "slotnone", "slotempty", "slotapprox", "slotexact",
+    "hedgeend",
+)
 
 
 @dataclass
@@ -62,17 +101,16 @@ class Assessor:
         if not answer:
             return self._silence(spec, loan, silence_s, tuple(asked))
 
+        view = self.rule_view(answer, spec)
+        hits, counter, slot, hedged_end = view.hits, view.counter, view.slot, view.hedged_end
         evidence: list[Evidence] = []
-        hits = {label: self._cues(answer, label) for label in ("evasive", "omission", "unclear")}
         for cue_label, words in hits.items():
             evidence.extend(Evidence("cue", w, cue_label) for w in words)  # type: ignore[arg-type]
-        counter = bool(_COUNTER_QUESTION.search(answer))
-        slot = extract_slot(spec.slot, answer, self.cues) if spec else self._any_fact(answer)
         if slot is not None:
             evidence.append(Evidence("slot", slot.text))
-        hedged_end = answer.rstrip("。！!，, ").endswith(self.cues.hedge_particles)
 
         label: Label
+        decided_by_record = False  # the classifier never sees the loan record: it has no say then
         vague_words = hits["unclear"] or hits["omission"]
         if hits["evasive"] or (counter and not vague_words and (slot is None or slot.value is None)):
             if counter and not hits["evasive"]:
@@ -88,6 +126,7 @@ class Assessor:
         ):
             # 四千二左右 when the record says 4,200: the customer knows the figure, rounding aside.
             label, confidence = "clear", 0.7
+            decided_by_record = True
         elif slot is not None and slot.value is not None and not slot.approximate and not hits["unclear"]:
             if hedged_end and spec is not None and spec.slot in ("yes_no", "consent"):
                 label, confidence = "unclear", 0.7  # 好吧 / 能吧: consent softened into a hedge
@@ -99,10 +138,10 @@ class Assessor:
             evidence.append(Evidence("missing_slot", spec.slot if spec else "answer", "omission"))
             label, confidence = "omission", 0.7
 
-        if self.classifier is not None and self.options.classifier_weight > 0 and (
+        if self.classifier is not None and self.options.classifier_weight > 0 and not decided_by_record and (
             confidence <= self.options.classifier_below
         ):
-            probs = self.classifier.probabilities(question, answer)
+            probs = self.classifier.probabilities(question, answer, view.tags())
             w = self.options.classifier_weight
             fused = {k: (1 - w) * (confidence if k == label else 0.0) + w * p for k, p in probs.items()}
             label = max(fused, key=lambda k: fused[k])
@@ -115,6 +154,24 @@ class Assessor:
         prompt = self._prompt(spec, label, loan, slot, mismatch)
         return Assessment(topic_id, label, confidence, tuple(evidence), (slot,) if slot else (), mismatch, prompt,
                           tuple(asked))
+
+    def rule_view(self, answer: str, spec: Topic | None) -> RuleView:
+        """What the cue lexicons and slot extraction find in a (non-empty) answer to a question of `spec`."""
+        hits = {label: self._cues(answer, label) for label in ("evasive", "omission", "unclear")}
+        return RuleView(
+            expected=spec.slot if spec else None,
+            hits=hits,
+            counter=bool(_COUNTER_QUESTION.search(answer)),
+            slot=extract_slot(spec.slot, answer, self.cues) if spec else self._any_fact(answer),
+            hedged_end=answer.rstrip("。！!，, ").endswith(self.cues.hedge_particles),
+        )
+
+    def classifier_input(self, question: str, answer: str, loan: LoanRecord | None = None) -> tuple[str, str, str]:
+        """(question, answer, rule tags) as the learned classifier reads them; for training it (nlu/train.py)."""
+        asked = detect_topics(question, self.script, loan.role if loan else None)
+        spec = self.script.topics.get(asked[0]) if asked else None
+        answer = answer.strip()
+        return question, answer, self.rule_view(answer, spec).tags() if answer else ""
 
     def _silence(self, spec: Topic | None, loan: LoanRecord | None, silence_s: float | None,
                  asked: tuple[str, ...]) -> Assessment:
@@ -231,9 +288,17 @@ def assess_records(records: Iterable[dict[str, Any]], assessor: Assessor | None 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nlu.assess", description=__doc__.split("\n\n")[0])
     parser.add_argument("file", nargs="?", help="JSON lines (default: standard input)")
+    parser.add_argument("--classifier", default="default",
+                        help="learned classifier: 'default' (packaged), a model directory or id, or 'none'")
     args = parser.parse_args(argv)
+    from nlu.classifier import ClassifierUnavailableError, load_classifier
+
+    try:
+        assessor = Assessor(classifier=load_classifier(args.classifier))
+    except ClassifierUnavailableError as e:
+        print(e, file=sys.stderr)
+        return 2
     stream = open(args.file, encoding="utf-8") if args.file else sys.stdin  # noqa: SIM115
-    assessor = Assessor()
     try:
         for number, line in enumerate(stream, 1):
             if not line.strip():

@@ -79,6 +79,12 @@ class NluSettings(BaseModel):
     prompt_interval_s: float = Field(3.0, ge=0.0, le=120.0, description="at most one prompt per this much call time")
     script_file: Path | None = Field(None, description="call script (default configs/call_script.yaml)")
     cues_file: Path | None = Field(None, description="cue lexicons (default configs/cues.yaml)")
+    classifier: str = Field("default", description="learned answer classifier fused with the rules: 'default' "
+                            "(packaged, trained on the project's corpus), a model directory or cached Hugging Face "
+                            "id, or 'none' for rules only")
+    classifier_weight: float = Field(0.5, ge=0.0, le=1.0, description="its weight where the rules are unsure")
+    classifier_below: float = Field(0.7, ge=0.0, le=1.0, description="rule confidence at or below which it is "
+                                    "consulted")
     demo_dir: Path = Field(DEFAULT_DEMO_DIR, description="recordings (NAME.flac + NAME.json) the console's demo "
                            "mode replays")
 
@@ -204,11 +210,17 @@ class Settings(BaseSettings):
                                prompt_interval_s=self.nlu.prompt_interval_s)
 
     def assessor(self) -> Assessor:
-        """The answer assessor for this configuration (call script and cue lexicons read from configs/)."""
+        """The answer assessor for this configuration (call script and cue lexicons read from configs/, the
+        learned classifier loaded). Raises `ClassifierUnavailableError` for a classifier that cannot load."""
         from nlu.assess import AssessOptions
+        from nlu.classifier import load_classifier
 
-        return Assessor(script=load_script(self.nlu.script_file), cues=load_cues(self.nlu.cues_file),
-                        options=AssessOptions(silence_timeout_s=self.nlu.silence_timeout_s))
+        n = self.nlu
+        return Assessor(script=load_script(n.script_file), cues=load_cues(n.cues_file),
+                        options=AssessOptions(silence_timeout_s=n.silence_timeout_s,
+                                              classifier_weight=n.classifier_weight,
+                                              classifier_below=n.classifier_below),
+                        classifier=load_classifier(n.classifier) if n.classifier_weight > 0 else None)
 
     def decode_limits(self) -> DecodeLimits:
         return DecodeLimits(

@@ -19,9 +19,14 @@ LOAN = LoanRecord(amount_yuan=1_200_000, term_years=25, repay_day=20, monthly_yu
                   role="borrower")
 
 
-@pytest.fixture(scope="module")
-def assessor() -> Assessor:
-    return Assessor()
+@pytest.fixture(scope="module", params=["rules", "fused"])
+def assessor(request: pytest.FixtureRequest) -> Assessor:
+    """The rules alone, and the service's default: rules with the packaged classifier where they are unsure."""
+    if request.param == "rules":
+        return Assessor()
+    from nlu.classifier import load_classifier
+
+    return Assessor(classifier=load_classifier("default"))
 
 
 @pytest.mark.parametrize(
@@ -187,6 +192,9 @@ def test_command_line_json_lines(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "nlu.assess"], input="not json\n", capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and "line 1" in bad.stderr
+    missing = subprocess.run([sys.executable, "-m", "nlu.assess", "--classifier", str(tmp_path / "no-model")],
+                             input="", capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "cannot be loaded" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_http_assess(tmp_path: Path) -> None:
