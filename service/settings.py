@@ -61,6 +61,8 @@ class LiveSettings(BaseModel):
     piece_min_s: float = Field(6.0, ge=0.0, le=30.0, description="long utterances are decoded in pieces of at "
                                "least this much audio, cut at short pauses, so that a final only decodes its "
                                "tail; 0: off")
+    prefetch_silence_ms: int = Field(300, ge=0, le=5000, description="a pause this long has the utterance so far "
+                                     "decoded ahead on idle capacity, in case it is the end; 0: off")
     decode_workers: int = Field(1, ge=1, le=32, description="concurrent Whisper decodes for all live calls")
     decode_batch: int = Field(8, ge=1, le=32, description="finals waiting together are decoded in one batch of "
                               "at most this many; 1: one by one")
@@ -195,6 +197,7 @@ class Settings(BaseSettings):
             partial_interval_s=self.live.partial_interval_s,
             vad_threshold=self.asr.vad_threshold,
             piece_min_s=self.live.piece_min_s,
+            prefetch_silence_ms=self.live.prefetch_silence_ms,
         )
 
     def segment_options(self) -> SegmentOptions:

@@ -285,3 +285,41 @@ def test_no_model_means_calls_are_refused_clearly(tmp_path: Path, monkeypatch: p
     with authed(app) as client, client.websocket_connect("/v1/calls/x/audio") as ws:
         ws.send_json(START)
         _expect_error_close(ws, "asr_unavailable", CloseCode.UNAVAILABLE)
+
+
+class BatchRecordingTranscriber(FakeTranscriber):
+    """Names the channel in its text and records how many finals each decode call got."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def transcribe_span(self, samples: np.ndarray, channel: str, offset_s: float, beam_size: int | None = None,
+                        min_window_s: float | None = None, provisional: bool = False,
+                        abandon: Any = None) -> Utterance | None:
+        return Utterance(channel, offset_s, offset_s + len(samples) / 16000, f"{channel}说", None, -0.1, 0.0)
+
+    def transcribe_spans(self, spans: Any, beam_size: int | None = None,
+                         min_window_s: float | None = None) -> list[Utterance | None]:
+        self.batches.append([channel for _, channel, _ in spans])
+        time.sleep(0.2)  # a real decode takes time: what ends meanwhile waits and joins the next batch
+        return [self.transcribe_span(samples, channel, offset_s) for samples, channel, offset_s in spans]
+
+
+def test_finals_that_end_together_are_decoded_as_one_batch(tmp_path: Path, shared_data: Path) -> None:
+    transcriber = BatchRecordingTranscriber()
+    app = create_app(Settings(data_dir=tmp_path, live={"partial_interval_s": 0, "prefetch_silence_ms": 0}),
+                     transcriber=transcriber)  # type: ignore[arg-type]
+    speech = np.concatenate([np.zeros(16000, dtype=np.float32), _speech(shared_data),
+                             np.zeros(2 * 16000, dtype=np.float32)])
+    # Both sides speak at once (double talk), so their finals are due at the same moment.
+    audio = (np.stack([speech, speech]).T.reshape(-1) * 32767).astype("<i2").tobytes()
+    with authed(app) as client, client.websocket_connect("/v1/calls/both/audio") as ws:
+        ws.send_json(START)
+        assert ws.receive_json()["type"] == "ready"
+        for i in range(0, len(audio), 64000):
+            ws.send_bytes(audio[i : i + 64000])
+        ws.send_json({"type": "stop"})
+        events = _drain(ws)
+    finals = [e for e in events if e["type"] == "final"]
+    assert sorted((f["channel"], f["text"]) for f in finals) == [("agent", "agent说"), ("customer", "customer说")]
+    assert ["agent", "customer"] in [sorted(b) for b in transcriber.batches], transcriber.batches
