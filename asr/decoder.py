@@ -50,6 +50,11 @@ def window_frames(n_frames: int, min_window_s: float) -> int:
     return min(MAX_FRAMES, math.ceil(frames / _WINDOW_STEP_FRAMES) * _WINDOW_STEP_FRAMES)
 
 
+def window_for_samples(n_samples: int, min_window_s: float, sample_rate_hz: int = 16_000) -> int:
+    """`window_frames` for `n_samples` of audio: utterances with equal windows decode in a batch exactly as alone."""
+    return window_frames(n_samples * FRAMES_PER_S // sample_rate_hz, min_window_s)
+
+
 def token_budget(n_samples: int, sample_rate_hz: int = 16_000) -> int:
     """Largest number of text tokens worth generating for `n_samples` of audio (see MAX_TOKENS_PER_S)."""
     return math.ceil(n_samples / sample_rate_hz * MAX_TOKENS_PER_S) + _TOKEN_SLACK

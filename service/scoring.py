@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from asr.audio import decode_audio, write_flac
+from asr.decoder import window_for_samples
 from asr.errors import AsrError
 from asr.streaming import StreamOptions, VadStep, endpoint_offline
 from asr.transcribe import Transcriber, join_parts
@@ -33,6 +34,9 @@ from nlu.pii import (
 )
 from nlu.report import RiskConfig, score_call
 from nlu.types import LoanRecord
+
+#: Utterance parts of one channel decoded together after the call (see `transcribe_like_live`).
+_SCORING_BATCH = 8
 
 ROLES = ("agent", "customer")
 #: Below this level (dBFS) for every 30 ms frame, a recording holds nothing to score.
@@ -137,14 +141,29 @@ def transcribe_like_live(audio: DecodedAudio, roles: tuple[str, ...], transcribe
     out: list[Utterance] = []
     for index, role in enumerate(roles):
         finals = endpoint_offline(audio.samples[index], role, options, vad)
+        # Long utterances in the pieces a live call decodes them in (asr.streaming.PieceRequest).
+        parts = [(n, start_s, samples) for n, request in enumerate(finals) for start_s, samples in request.parts()]
+        decoded: dict[tuple[int, float], Utterance | None] = {}
+        # Parts with the same encoder window are decoded in batches: the same text as one by one (same window,
+        # same beam), for a fraction of the decoder's time on CPU (asr.decoder.WindowDecoder.decode_batch).
+        by_window: dict[int, list[tuple[int, float, np.ndarray]]] = {}
+        for part in parts:
+            by_window.setdefault(window_for_samples(part[2].shape[0], seg.min_window_s), []).append(part)
+        batches = [group[i : i + _SCORING_BATCH] for group in by_window.values()
+                   for i in range(0, len(group), _SCORING_BATCH)]
+        for done, batch in enumerate(batches, 1):
+            results = transcriber.transcribe_spans([(samples, role, start_s) for _, start_s, samples in batch],
+                                                   seg.beam_size, seg.min_window_s)
+            decoded.update({(n, start_s): u for (n, start_s, _), u in zip(batch, results, strict=True)})
+            if on_progress is not None:
+                on_progress((index + done / len(batches)) * audio.duration_s)
         for n, request in enumerate(finals):
-            # Long utterances in the pieces a live call decodes them in (asr.streaming.PieceRequest).
-            utterance = join_parts([transcriber.transcribe_span(part, role, start_s, seg.beam_size, seg.min_window_s)
-                                    for start_s, part in request.parts()], role, request.start_s, request.end_s)
+            utterance = join_parts([decoded[(n, start_s)] for start_s, _ in request.parts()], role,
+                                   request.start_s, request.end_s)
             if utterance is not None:
                 out.append(utterance)
-            if on_progress is not None:
-                on_progress((index + (n + 1) / max(len(finals), 1)) * audio.duration_s)
+        if on_progress is not None:
+            on_progress((index + 1) * audio.duration_s)
     return sorted(out, key=lambda u: (u.start_s, u.channel))
 
 

@@ -50,6 +50,10 @@ class ScriptTranscriber:
             return None
         return Utterance(channel, offset_s, end_s, best["text"], None, -0.1, 0.0)
 
+    def transcribe_spans(self, spans: Any, beam_size: int | None = None,
+                         min_window_s: float | None = None) -> list[Utterance | None]:
+        return [self.transcribe_span(samples, channel, offset_s) for samples, channel, offset_s in spans]
+
 
 def _script(shared_data: Path, name: str) -> dict[str, Any]:
     return json.loads((shared_data / "calls" / f"{name}.json").read_text(encoding="utf-8"))

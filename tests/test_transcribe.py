@@ -170,3 +170,29 @@ def test_turns_of_several_calls_decoded_as_one_batch(transcriber: Transcriber, s
         assert b.end_s == pytest.approx(offset_s + samples.shape[0] / MODEL_SAMPLE_RATE_HZ)
         assert corpus_cer([(a.text, b.text)]).cer <= 0.05, (a.text, b.text)  # same search, batched
     assert corpus_cer(list(zip(references, [b.text for b in batched if b], strict=True))).cer <= 0.12
+
+
+def test_recordings_decoded_in_batches_read_as_decoded_one_by_one(transcriber: Transcriber,
+                                                                   shared_data: Path) -> None:
+    """Post-call scoring decodes a channel's utterances in batches of equal encoder windows; the text must be
+    what decoding them one by one with the same settings gives (service.scoring.transcribe_like_live)."""
+    from asr.streaming import SileroStep, StreamOptions, endpoint_offline
+    from asr.transcribe import join_parts
+    from service.scoring import SegmentOptions, transcribe_like_live
+
+    audio = decode_audio(shared_data / "calls" / "call_s01.flac")
+    first = DecodedAudio(audio.samples[:, : 40 * MODEL_SAMPLE_RATE_HZ], audio.source_sample_rate_hz,
+                         audio.source_codec)
+    seg = SegmentOptions(StreamOptions(), 0.35, 5, 10.0)
+    batched = transcribe_like_live(first, ("agent", "customer"), transcriber, SileroStep(), seg)
+    alone = []
+    for index, role in enumerate(("agent", "customer")):
+        for final in endpoint_offline(first.samples[index], role, StreamOptions(), SileroStep()):
+            parts = [transcriber.transcribe_span(a, role, s, 5, 10.0) for s, a in final.parts()]
+            utterance = join_parts(parts, role, final.start_s, final.end_s)
+            if utterance is not None:
+                alone.append(utterance)
+    alone.sort(key=lambda u: (u.start_s, u.channel))
+    assert len(batched) >= 6  # greeting, and several questions and answers
+    assert [(u.channel, u.start_s) for u in batched] == [(u.channel, u.start_s) for u in alone]
+    assert corpus_cer([(a.text, b.text) for a, b in zip(alone, batched, strict=True)]).cer <= 0.02
