@@ -166,10 +166,13 @@ class Assessor:
             hedged_end=answer.rstrip("。！!，, ").endswith(self.cues.hedge_particles),
         )
 
-    def classifier_input(self, question: str, answer: str, loan: LoanRecord | None = None) -> tuple[str, str, str]:
-        """(question, answer, rule tags) as the learned classifier reads them; for training it (nlu/train.py)."""
+    def classifier_input(self, question: str, answer: str, loan: LoanRecord | None = None,
+                         topic: str | None = None) -> tuple[str, str, str]:
+        """(question, answer, rule tags) as the learned classifier reads them in `assess` (same arguments);
+        for training and measuring it (nlu/train.py, bench/nlu_eval.py)."""
         asked = detect_topics(question, self.script, loan.role if loan else None)
-        spec = self.script.topics.get(asked[0]) if asked else None
+        topic_id = topic if topic in self.script.topics else (asked[0] if asked else None)
+        spec = self.script.topics.get(topic_id) if topic_id else None
         answer = answer.strip()
         return question, answer, self.rule_view(answer, spec).tags() if answer else ""
 
