@@ -18,6 +18,7 @@ from asr.errors import AsrError
 from asr.streaming import SileroStep, VadStep
 from asr.transcribe import Transcriber
 from nlu.assess import Assessor
+from nlu.classifier import ClassifierUnavailableError
 from nlu.report import load_risk
 from service.auth import Principal, TokenRegistry, hash_token, load_tokens_file, new_token
 from service.decoding import DecodeScheduler
@@ -67,7 +68,14 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             min_window_s=settings.live.min_window_s,
         )
         app.state.active_calls = set()
-        app.state.assessor = await asyncio.to_thread(settings.assessor)
+        app.state.classifier_error = None
+        try:
+            app.state.assessor = await asyncio.to_thread(settings.assessor)
+        except ClassifierUnavailableError as e:
+            # Misconfigured, not broken: answers are still assessed by the rules; /healthz says so.
+            log.error("assessing answers with the rules alone: %s", e)
+            app.state.classifier_error = str(e)
+            app.state.assessor = await asyncio.to_thread(settings.assessor, False)
         app.state.nlu_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nlu")
         app.state.hub = CallHub()
         app.state.demo_tasks = set()
@@ -116,12 +124,15 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
         asr: Transcriber | None = getattr(request.app.state, "transcriber", None)
         store: Store | None = getattr(request.app.state, "store", None)
         healthy = error is None and store_error is None
+        classifier_error = getattr(request.app.state, "classifier_error", None)
         body = {
-            "status": "ok" if healthy else "degraded",
+            "status": "ok" if healthy and classifier_error is None else "degraded",
             "asr_model": asr.model_path if asr is not None else None,
             "database": store.safe_url if store is not None else None,
             "error": error or store_error,
         }
+        if classifier_error is not None:
+            body["warning"] = classifier_error  # serving: answers are assessed by the rules alone
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     return app

@@ -215,12 +215,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `huifang` command."""
     from pydantic import ValidationError
 
+    from nlu.classifier import ClassifierUnavailableError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     install_logging(logging.WARNING)
     try:
         return int(args.func(args))
-    except AsrError as e:
+    except (AsrError, ClassifierUnavailableError) as e:
         print(f"huifang: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except ValidationError as e:

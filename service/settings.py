@@ -212,9 +212,10 @@ class Settings(BaseSettings):
         return DialogueOptions(silence_timeout_s=self.nlu.silence_timeout_s,
                                prompt_interval_s=self.nlu.prompt_interval_s)
 
-    def assessor(self) -> Assessor:
+    def assessor(self, with_classifier: bool = True) -> Assessor:
         """The answer assessor for this configuration (call script and cue lexicons read from configs/, the
-        learned classifier loaded). Raises `ClassifierUnavailableError` for a classifier that cannot load."""
+        learned classifier loaded unless `with_classifier` is false). Raises `ClassifierUnavailableError` for a
+        classifier that cannot load."""
         from nlu.assess import AssessOptions
         from nlu.classifier import load_classifier
 
@@ -223,7 +224,7 @@ class Settings(BaseSettings):
                         options=AssessOptions(silence_timeout_s=n.silence_timeout_s,
                                               classifier_weight=n.classifier_weight,
                                               classifier_below=n.classifier_below),
-                        classifier=load_classifier(n.classifier) if n.classifier_weight > 0 else None)
+                        classifier=load_classifier(n.classifier) if with_classifier and n.classifier_weight else None)
 
     def decode_limits(self) -> DecodeLimits:
         return DecodeLimits(

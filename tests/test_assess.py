@@ -235,3 +235,19 @@ def test_digits_that_identify_something_are_not_an_amount(assessor: Assessor) ->
 def test_a_new_phone_number_answers_the_contact_question(assessor: Assessor) -> None:
     result = assessor.assess("您的联系电话最近有变化吗？", "换了，新号码是一三九零一二三四五六七。")
     assert result.label == "clear" and result.slots[0].value is True
+
+
+def test_a_classifier_that_cannot_load_leaves_the_rules_serving(tmp_path: Path) -> None:
+    from service.app import create_app
+    from service.settings import Settings
+    from tests.server import authed
+    from tests.test_live_socket import FakeTranscriber
+
+    settings = Settings(data_dir=tmp_path, nlu={"classifier": str(tmp_path / "no-such-model")})
+    app = create_app(settings, transcriber=FakeTranscriber())  # type: ignore[arg-type]
+    with authed(app) as client:
+        health = client.get("/healthz")
+        assert health.status_code == 200
+        assert health.json()["status"] == "degraded" and "cannot be loaded" in health.json()["warning"]
+        answer = client.post("/v1/assess", json={"question": "请问您这笔房贷借了多少钱？", "answer": "大概几十万吧。"})
+        assert answer.status_code == 200 and answer.json()["label"] == "unclear"
