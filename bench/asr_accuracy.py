@@ -69,11 +69,12 @@ def load_sets(asr_dir: Path) -> dict[str, list[Item]]:
     return sets
 
 
-def huifang_system(threads: int) -> tuple[Callable[[Path], str], Transcriber]:
+def huifang_system(threads: int, beam_size: int | None = None) -> tuple[Callable[[Path], str], Transcriber]:
     domain = load_domain()
     transcriber = Transcriber(
         AsrOptions(
             cpu_threads=threads,
+            beam_size=beam_size or AsrOptions.beam_size,
             initial_prompt=domain.initial_prompt,
             hallucination_phrases=domain.hallucination_phrases,
             lexicon=domain.lexicon,
@@ -108,10 +109,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--limit", type=int, default=0, help="at most this many clips per set (0: all)")
     parser.add_argument("--show", action="store_true", help="also print each clip's hypothesis")
+    parser.add_argument("--beam", type=int, default=None, help="huifang's beam width (default: AsrOptions')")
     args = parser.parse_args()
 
     sets = load_sets(require_shared("asr"))
-    run_huifang, transcriber = huifang_system(args.threads)
+    run_huifang, transcriber = huifang_system(args.threads, args.beam)
     systems: dict[str, Callable[[Path], str]] = {"huifang": run_huifang}
     if "baseline" in args.systems.split(","):
         assert transcriber.model_path is not None
@@ -137,6 +139,7 @@ def main() -> None:
                 "ref_chars": score.ref_chars, "clips": len(items), "audio_s": round(audio_s, 1),
                 "decode_s": round(decode_s, 1), "rtf": round(decode_s / audio_s, 3) if audio_s else None,
                 "threads": args.threads,
+                "beam": (args.beam or AsrOptions.beam_size) if system_name == "huifang" else 5,
             })
 
 

@@ -42,7 +42,7 @@ class AsrSettings(BaseModel):
     compute_type: str = "int8"
     cpu_threads: int = Field(0, ge=0, description="CTranslate2 threads per decode; 0 lets it choose")
     language: str = "zh"
-    beam_size: int = Field(5, ge=1, le=10)
+    beam_size: int = Field(10, ge=1, le=16, description="beam width for recordings (live finals: live.final_beam_size)")
     min_silence_ms: int = Field(800, ge=100, le=5000, description="pause that ends an utterance")
     max_utterance_s: float = Field(25.0, ge=2.0, le=30.0, description="longer speech is split (Whisper sees 30 s)")
     vad_threshold: float = Field(0.5, gt=0.0, lt=1.0)

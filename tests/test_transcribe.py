@@ -29,7 +29,7 @@ def test_customer_service_sentences(transcriber: Transcriber, shared_data: Path)
     sample = [r for r in rows if r["domain"] == "finance"][:4] + [r for r in rows if r["domain"] == "insurance"][:4]
     pairs = [(r["text"], _text(transcriber, folder / r["file"])) for r in sample]
     score = corpus_cer(pairs)
-    # The full set measures about 0.077 with this pipeline (bench/asr_accuracy.py); 0.15 leaves room for
+    # The full set measures 0.073 with this pipeline (bench/asr_accuracy.py); 0.15 leaves room for
     # run-to-run variation on a small sample while still failing on a broken prompt, decoder or resampler.
     assert score.cer <= 0.15, pairs
     for _, hypothesis in pairs:
