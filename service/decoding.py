@@ -17,6 +17,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -61,8 +62,8 @@ class DecodeScheduler:
         self._seq = itertools.count()
         self._busy = 0
         self.dropped_partials = 0
-        #: Sizes of the batches run so far (for benchmarks and logs).
-        self.batch_sizes: list[int] = []
+        #: Sizes of the most recent batches (for benchmarks and logs; bounded, the service runs for months).
+        self.batch_sizes: deque[int] = deque(maxlen=1024)
 
     async def start(self) -> None:
         self._waiting = asyncio.Event()
