@@ -33,6 +33,8 @@ from asr.types import AsrOptions
 from bench._common import emit, read_csv, require_shared
 
 ALL_SETS = ("magicdata_cs", "clips", "telephone_8k", "telephone_16k")
+#: Read from an instance: on a slotted dataclass the class attribute is a descriptor, not the default.
+_DEFAULT_BEAM = AsrOptions().beam_size
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def huifang_system(threads: int, beam_size: int | None = None) -> tuple[Callable
     transcriber = Transcriber(
         AsrOptions(
             cpu_threads=threads,
-            beam_size=beam_size or AsrOptions.beam_size,
+            beam_size=beam_size or _DEFAULT_BEAM,
             initial_prompt=domain.initial_prompt,
             hallucination_phrases=domain.hallucination_phrases,
             lexicon=domain.lexicon,
@@ -139,7 +141,7 @@ def main() -> None:
                 "ref_chars": score.ref_chars, "clips": len(items), "audio_s": round(audio_s, 1),
                 "decode_s": round(decode_s, 1), "rtf": round(decode_s / audio_s, 3) if audio_s else None,
                 "threads": args.threads,
-                "beam": (args.beam or AsrOptions.beam_size) if system_name == "huifang" else 5,
+                "beam": (args.beam or _DEFAULT_BEAM) if system_name == "huifang" else 5,
             })
 
 
