@@ -71,10 +71,13 @@ def load_sets(asr_dir: Path) -> dict[str, list[Item]]:
     return sets
 
 
-def huifang_system(threads: int, beam_size: int | None = None) -> tuple[Callable[[Path], str], Transcriber]:
+def huifang_system(threads: int, beam_size: int | None = None,
+                   cache_dir: str | None = None) -> tuple[Callable[[Path], str], Transcriber]:
+    """huifang's recogniser as the benchmark runs it, and a function from an audio file to its text."""
     domain = load_domain()
     transcriber = Transcriber(
         AsrOptions(
+            model_cache_dir=cache_dir,
             cpu_threads=threads,
             beam_size=beam_size or _DEFAULT_BEAM,
             initial_prompt=domain.initial_prompt,

@@ -196,3 +196,13 @@ def test_recordings_decoded_in_batches_read_as_decoded_one_by_one(transcriber: T
     assert len(batched) >= 6  # greeting, and several questions and answers
     assert [(u.channel, u.start_s) for u in batched] == [(u.channel, u.start_s) for u in alone]
     assert corpus_cer([(a.text, b.text) for a, b in zip(alone, batched, strict=True)]).cer <= 0.02
+
+
+def test_accuracy_benchmark_runs_with_its_defaults(model_cache: Path, shared_data: Path) -> None:
+    from asr.types import AsrOptions
+    from bench.asr_accuracy import huifang_system, load_sets
+
+    run, transcriber = huifang_system(1, cache_dir=str(model_cache))
+    assert transcriber.options.beam_size == AsrOptions().beam_size
+    item = load_sets(shared_data / "asr")["clips"][0]
+    assert corpus_cer([(item.reference, run(item.path))]).cer <= 0.2
