@@ -2,30 +2,54 @@
 
 `Assessor.assess(question, answer, ...)` is the Python API used by the live pipeline and post-call scoring;
 `python -m nlu.assess [FILE]` reads JSON lines `{"question","answer"[,"loan_file","silence_s","topic"]}` and
-writes each back with the verdict added. The verdict combines explicit rules (cue lexicons in
-`configs/cues.yaml`, the slot each topic of `configs/call_script.yaml` expects, the loan record) into a label
-with its evidence; the prompt for the agent comes from the script's templates.
+writes each back with the verdict added.
+
+Answerhood first: an answer is `clear` only on positive evidence that it gives what was asked — the figure for
+figure questions, an explicit yes/no or consent for polar questions, a concrete statement (`answer_terms` of the
+topic) for free-text ones. Without that evidence it is vague, and only then is the kind decided: omission (does
+not have it), unclear (hedged, approximate, relative, conditional), evasive (refusal, counter-question, topic
+change, stalling, hostility, silence). The explicit rules (cue lexicons in `configs/cues.yaml`, the slot each
+topic of `configs/call_script.yaml` expects, the loan record) find the evidence; the learned part
+(`nlu/learned.py`: a pretrained multilingual sentence encoder with a small head, reading only the question and
+the answer) weighs in where the rules are not decisive, and alone decides the kind of a non-answer that carries
+no known cue word. The prompt for the agent comes from the script's templates.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol
 
-from nlu.questions import detect_topics
+from nlu.questions import OTHER_TOPIC, ask, contains_keyword, pinyin_key
 from nlu.script import CallScript, Cues, Topic, load_cues, load_script
 from nlu.slots import decimal_equal, extract_slot
-from nlu.types import Assessment, Evidence, Label, LoanRecord, Mismatch, Slot
+from nlu.types import LABELS, Assessment, Evidence, Label, LoanRecord, Mismatch, Slot
 
 _FIGURES = ("amount_yuan", "years", "day", "percent")
-_COUNTER_QUESTION = re.compile(r"(什么|干嘛|干什么|为什么|怎么|谁|哪)[^，。]*[？?吗呢嘛]|[？?]$")
+_COUNTER_QUESTION = re.compile(r"(什么|干嘛|干什么|为什么|怎么|谁|哪|啥)[^，。]*[？?吗呢嘛啊]|[？?]$")
 #: How far a stated figure may be from the record before it is a contradiction (people round money).
 _TOLERANCE = {"amount_yuan": 0.02, "monthly_yuan": 0.03, "rate_pct": 0.005, "term_years": 0.0, "repay_day": 0.0}
+_VAGUE: tuple[Label, ...] = ("omission", "unclear", "evasive")
+_QUESTION_CLAUSE = re.compile(r"[^，。？！,.?!]*[？?]|[^，。？！,.?!]*[吗呢嘛][，。,.]?$")
+#: What in an answer counts as giving what was asked (`RuleView.answered`).
+Answered = Literal["figure", "approx", "polar", "statement"]
+
+
+class LearnedModel(Protocol):
+    """The learned half of the assessment (nlu/learned.py, or a transformers classifier): label probabilities
+    from the question and answer text alone, and a version that identifies its weights."""
+
+    version: str
+
+    def probabilities(self, question: str, answer: str) -> dict[Label, float]: ...
+
+    def explain(self, question: str, answer: str, label: Label) -> list[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +58,10 @@ class AssessOptions:
 
     #: Silence (s) after a question that, with no answer, counts as not answering.
     silence_timeout_s: float = 5.0
-    #: Weight of the learned classifier where the rules are unsure (confidence at most `classifier_below`);
-    #: chosen before measuring, kept because fused beat the rules alone on held-out templates (bench/nlu_eval.py).
+    #: Weight of the learned model against the rules where the rules are not decisive (confidence at most
+    #: `classifier_below`); where the answer gives no evidence at all the learned model alone picks the kind.
+    #: Chosen on the own corpus' dev split (bench/nlu_eval.py; docs/nlu.md): consulting the learned model on
+    #: answers where a cue word already decided lowered macro-F1 there (0.851 -> 0.83).
     classifier_weight: float = 0.5
     classifier_below: float = 0.7
 
@@ -46,135 +72,183 @@ class RuleView:
 
     #: The slot kind the question asks for (None: question not recognised).
     expected: str | None
-    #: Cue words found, per label they point to.
+    #: Cue words found, per label they point to (after the customer's last self-correction, if any).
     hits: dict[str, list[str]]
-    counter: bool
+    #: The counter-question asked back (问这个干嘛？), or "".
+    counter: str
     slot: Slot | None
     #: The answer ends in a softening particle (吧, 吧。): 好吧 is weaker consent than 好.
     hedged_end: bool
-
-    def tags(self) -> str:
-        """The view as a few words that the learned classifier reads before the answer text, so that it learns
-        how the lexicons' findings combine with the wording instead of rediscovering the lexicons from a small
-        corpus (nlu/classifier.py)."""
-        words = ["ask" + re.sub("[^a-z]", "", self.expected or "none")]
-        words += ["cue" + label for label, found in self.hits.items() if found]
-        if self.counter:
-            words.append("counterq")
-        if self.slot is None:
-            words.append("slotnone")
-        elif self.slot.value is None:
-            words.append("slotempty")
-        else:
-            words.append("slotapprox" if self.slot.approximate else "slotexact")
-        if self.hedged_end:
-            words.append("hedgeend")
-        return " ".join(words)
+    #: The positive evidence that the answer gives what was asked, or None.
+    answered: Answered | None = None
+    #: The part of the answer the view was taken from (after the last self-correction).
+    heard: str = ""
 
 
-#: Every word `RuleView.tags` can produce, for the classifier's vocabulary.
-RULE_TAG_WORDS = (
-    *(f"ask{k}" for k in ("amountyuan", "years", "day", "percent", "yesno", "consent", "text", "none")),
-    "cueevasive", "cueomission", "cueunclear", "counterq", "slotnone", "slotempty", "slotapprox", "slotexact",
-    "hedgeend",
-)
+@dataclass(frozen=True, slots=True)
+class RuleVerdict:
+    """The rules' label, how sure they are, whether it is final (a figure, the loan record), and why."""
+
+    label: Label
+    confidence: float
+    decisive: bool
+    evidence: tuple[Evidence, ...]
 
 
 @dataclass
 class Assessor:
-    """Holds the call script and cue lexicons; `assess` is pure given them."""
+    """Holds the call script, cue lexicons and the optional learned model; `assess` is pure given them."""
 
     script: CallScript = field(default_factory=load_script)
     cues: Cues = field(default_factory=load_cues)
     options: AssessOptions = field(default_factory=AssessOptions)
-    #: Optional learned second opinion (nlu/classifier.py); used per `options.classifier_weight`.
-    classifier: Any = None
+    #: Optional learned second opinion (nlu/learned.py); used per `options.classifier_weight`.
+    classifier: LearnedModel | None = None
+    _version: str | None = field(default=None, init=False, repr=False)
+
+    @property
+    def version(self) -> str:
+        """Identifies what produced a verdict: the learned model's weights, the script, the lexicons and the
+        options, hashed. Carried by every assessment and report so a score can be traced and re-run."""
+        if self._version is None:
+            digest = hashlib.sha256(repr((self.script, self.cues, self.options)).encode("utf-8")).hexdigest()[:10]
+            learned = self.classifier.version if self.classifier is not None and self._weight > 0 else "rules"
+            self._version = f"{learned}+{digest}"
+        return self._version
+
+    @property
+    def _weight(self) -> float:
+        return self.options.classifier_weight if self.classifier is not None else 0.0
+
+    def topics_of(self, question: str, loan: LoanRecord | None = None, topic: str | None = None) -> tuple[
+            Topic | None, tuple[str, ...]]:
+        """The topic a (question, answer) pair is assessed under and every topic the question asks; `topic`
+        forces the first (the dialogue assesses each topic of a two-topic question on its own)."""
+        asked = ask(question, self.script, loan.role if loan else None).topics
+        known = topic in self.script.topics or topic == OTHER_TOPIC
+        chosen = topic if known else (asked[0] if asked else None)
+        if chosen == OTHER_TOPIC:
+            return self.script.other, asked
+        return (self.script.topics.get(chosen) if chosen else None), asked
 
     def assess(self, question: str, answer: str, loan: LoanRecord | None = None, silence_s: float | None = None,
                topic: str | None = None) -> Assessment:
         """Assess one answer. `topic` skips question detection; `silence_s` is how long the customer stayed
         silent after the question when `answer` is empty."""
-        asked = detect_topics(question, self.script, loan.role if loan else None)
-        topic_id = topic if topic in self.script.topics else (asked[0] if asked else None)
-        spec = self.script.topics.get(topic_id) if topic_id else None
+        spec, asked = self.topics_of(question, loan, topic)
         answer = answer.strip()
-        if not answer:
-            return self._silence(spec, loan, silence_s, tuple(asked))
+        if not answer or _is_silence_marker(answer):
+            return self._silence(spec, loan, silence_s, asked)
 
         view = self.rule_view(answer, spec)
-        hits, counter, slot, hedged_end = view.hits, view.counter, view.slot, view.hedged_end
+        rules = self.rule_verdict(view, spec, loan)
+        label, confidence, evidence = rules.label, rules.confidence, list(rules.evidence)
+
+        if self.classifier is not None and self._weight > 0 and not rules.decisive and (
+            confidence <= self.options.classifier_below
+        ):
+            probs = self.classifier.probabilities(question, answer)
+            label, confidence = _fuse(rules, probs, self._weight, answered=view.answered is not None)
+            evidence.append(Evidence("learned", f"p={probs[label]:.2f}", label))
+            evidence.extend(Evidence("example", text, label) for text in self.classifier.explain(
+                question, answer, label))
+
+        mismatch = self._mismatch(spec, view.slot, loan) if label == "clear" else None
+        if mismatch is not None:
+            evidence.append(Evidence("mismatch", f"{mismatch.field}: {mismatch.stated:g} vs {mismatch.on_file:g}"))
+        prompt = self._prompt(spec, label, loan, view.slot, mismatch)
+        return Assessment(spec.id if spec else None, label, confidence, tuple(evidence),
+                          (view.slot,) if view.slot else (), mismatch, prompt, asked, self.version)
+
+    def rule_view(self, answer: str, spec: Topic | None) -> RuleView:
+        """What the cue lexicons and slot extraction find in a (non-empty) answer to a question of `spec`."""
+        kind = spec.slot if spec is not None and spec.id != OTHER_TOPIC else None
+        heard = self._after_correction(answer, kind)
+        hits = {label: self._cues(heard, label) for label in ("evasive", "omission", "unclear")}
+        found = _COUNTER_QUESTION.search(heard)
+        counter = found.group(0) if found else ""
+        # A yes/no word inside a question asked back (你们不是都有吗？) answers nothing; a figure does (五年啊，
+        # 怎么了不对吗？).
+        stated = _QUESTION_CLAUSE.sub("，", heard) if counter else heard
+        polar = kind in ("yes_no", "consent") or kind is None
+        slot = extract_slot(kind, stated if polar else heard, self.cues) if kind else self._any_fact(stated)
+        answered: Answered | None = None
+        if slot is not None and slot.kind in _FIGURES:
+            if slot.value is not None or slot.approximate:
+                answered = "approx" if slot.approximate else "figure"  # 三点几: an approximation, no value
+        elif slot is not None and slot.kind in ("yes_no", "consent") and slot.value is not None:
+            answered = "polar"
+        terms = spec.answer_terms if spec is not None else ()
+        if answered is None and self._has_term(stated, terms):
+            answered = "statement"
+        if answered is None and kind == "text" and (
+                figure := self._any_fact(stated, ("amount_yuan",))) is not None and figure.value is not None:
+            answered = "approx" if figure.approximate else "statement"  # 一个月八千: a concrete income
+        if answered is not None and (both := self._equivocation(stated, terms)):
+            hits["unclear"] = [*hits["unclear"], both]  # 说稳定也稳定，说不稳定也不稳定
+        return RuleView(
+            expected=kind,
+            hits=hits,
+            counter=counter,
+            slot=slot,
+            hedged_end=heard.rstrip("。！!，, ").endswith(self.cues.hedge_particles),
+            answered=answered,
+            heard=heard,
+        )
+
+    def rule_verdict(self, view: RuleView, spec: Topic | None, loan: LoanRecord | None) -> RuleVerdict:
+        """The rules' decision on a rule view: answerhood first, then the kind of a vague answer."""
+        hits, slot, answered = view.hits, view.slot, view.answered
         evidence: list[Evidence] = []
         for cue_label, words in hits.items():
             evidence.extend(Evidence("cue", w, cue_label) for w in words)  # type: ignore[arg-type]
         if slot is not None:
             evidence.append(Evidence("slot", slot.text))
 
-        label: Label
-        decided_by_record = False  # the classifier never sees the loan record: it has no say then
-        vague_words = hits["unclear"] or hits["omission"]
-        if hits["evasive"] or (counter and not vague_words and (slot is None or slot.value is None)):
-            if counter and not hits["evasive"]:
-                evidence.append(Evidence("counter_question", answer, "evasive"))
-            label, confidence = "evasive", 0.9 if hits["evasive"] else 0.75
-        elif hits["omission"] and not (slot is not None and slot.kind in _FIGURES and slot.value is not None):
-            # "I don't know / the agent did it": omission, unless a figure was given after all.
-            label, confidence = "omission", 0.9
-        elif slot is not None and slot.value is not None and slot.approximate and (
-            set(hits["unclear"]) <= set(self.cues.rounding)
-        ) and (
-            self._mismatch(spec, slot, loan, loose=True) is False
-        ):
-            # 四千二左右 when the record says 4,200: the customer knows the figure, rounding aside.
-            label, confidence = "clear", 0.7
-            decided_by_record = True
-        elif slot is not None and slot.value is not None and not slot.approximate and not hits["unclear"]:
-            if hedged_end and spec is not None and spec.slot in ("yes_no", "consent"):
-                label, confidence = "unclear", 0.7  # 好吧 / 能吧: consent softened into a hedge
-            else:
-                label, confidence = "clear", 0.9 if spec and spec.slot != "text" else 0.6
-        elif slot is not None or hits["unclear"]:
-            label, confidence = "unclear", 0.85 if (slot is not None and slot.approximate) else 0.75
-        else:
-            evidence.append(Evidence("missing_slot", spec.slot if spec else "answer", "omission"))
-            label, confidence = "omission", 0.7
+        def verdict(label: Label, confidence: float, decisive: bool = False) -> RuleVerdict:
+            return RuleVerdict(label, confidence, decisive, tuple(evidence))
 
-        if self.classifier is not None and self.options.classifier_weight > 0 and not decided_by_record and (
-            confidence <= self.options.classifier_below
-        ):
-            probs = self.classifier.probabilities(question, answer, view.tags())
-            w = self.options.classifier_weight
-            fused = {k: (1 - w) * (confidence if k == label else 0.0) + w * p for k, p in probs.items()}
-            label = max(fused, key=lambda k: fused[k])
-            confidence = fused[label]
-            evidence.append(Evidence("cue", f"classifier p={probs[label]:.2f}", label))
+        if answered == "figure" and not (slot is not None and self._cues(_clause_of(view.heard, slot.text), "unclear")):
+            # The figure was given, whatever the tone; a hedge elsewhere (估计你们要问，我看了一眼，二千六) does
+            # not make it vague, one in its own clause (大概二千六吧) does.
+            return verdict("clear", 0.9, decisive=True)
+        if spec is None or spec.id == OTHER_TOPIC:
+            return self._other(view, evidence)
+        hedged = hits["unclear"] or hits["omission"]  # 谁能保证呢 asks back, but as a hedge
+        if hits["evasive"] or (view.counter and answered is None and not hedged):
+            if view.counter and not hits["evasive"]:
+                evidence.append(Evidence("counter_question", view.counter, "evasive"))
+            return verdict("evasive", 0.9 if hits["evasive"] else 0.75)
+        if hits["omission"] and answered not in ("figure", "approx"):
+            return verdict("omission", 0.9)
+        if answered in ("figure", "approx") and slot is not None:
+            rounded = any(w in view.heard for w in self.cues.rounding) and set(hits["unclear"]) <= set(
+                self.cues.rounding)  # only rounding words (左右, 出头): not a range, a bound or an either-or
+            if rounded and self._mismatch(spec, slot, loan, loose=True) is False:
+                # 四千二左右 when the record says 4,200: the customer knows the figure, rounding aside.
+                return verdict("clear", 0.8, decisive=True)
+            return verdict("unclear", 0.85)
+        if hits["unclear"]:
+            return verdict("unclear", 0.75)
+        if answered == "polar":
+            if view.hedged_end and spec is not None and spec.slot in ("yes_no", "consent"):
+                return verdict("unclear", 0.7)  # 好吧 / 能吧: consent softened into a hedge
+            return verdict("clear", 0.85)
+        if answered == "statement":
+            return verdict("clear", 0.75)
+        # No evidence that the answer gives what was asked, and no cue saying why: vague, kind unknown.
+        evidence.append(Evidence("missing_slot", spec.slot if spec else "answer", "evasive"))
+        return verdict("evasive", 0.4)
 
-        mismatch = self._mismatch(spec, slot, loan) if label == "clear" else None
-        if mismatch is not None:
-            evidence.append(Evidence("mismatch", f"{mismatch.field}: {mismatch.stated:g} vs {mismatch.on_file:g}"))
-        prompt = self._prompt(spec, label, loan, slot, mismatch)
-        return Assessment(topic_id, label, confidence, tuple(evidence), (slot,) if slot else (), mismatch, prompt,
-                          tuple(asked))
-
-    def rule_view(self, answer: str, spec: Topic | None) -> RuleView:
-        """What the cue lexicons and slot extraction find in a (non-empty) answer to a question of `spec`."""
-        hits = {label: self._cues(answer, label) for label in ("evasive", "omission", "unclear")}
-        return RuleView(
-            expected=spec.slot if spec else None,
-            hits=hits,
-            counter=bool(_COUNTER_QUESTION.search(answer)),
-            slot=extract_slot(spec.slot, answer, self.cues) if spec else self._any_fact(answer),
-            hedged_end=answer.rstrip("。！!，, ").endswith(self.cues.hedge_particles),
-        )
-
-    def classifier_input(self, question: str, answer: str, loan: LoanRecord | None = None,
-                         topic: str | None = None) -> tuple[str, str, str]:
-        """(question, answer, rule tags) as the learned classifier reads them in `assess` (same arguments);
-        for training and measuring it (nlu/train.py, bench/nlu_eval.py)."""
-        asked = detect_topics(question, self.script, loan.role if loan else None)
-        topic_id = topic if topic in self.script.topics else (asked[0] if asked else None)
-        spec = self.script.topics.get(topic_id) if topic_id else None
-        answer = answer.strip()
-        return question, answer, self.rule_view(answer, spec).tags() if answer else ""
+    def _other(self, view: RuleView, evidence: list[Evidence]) -> RuleVerdict:
+        """A question outside the script, or an utterance not recognised as a question at all: only a non-answer
+        (refusal, counter-question, not knowing) is vague."""
+        if view.hits["evasive"] or (view.counter and view.answered is None):
+            return RuleVerdict("evasive", 0.85, True, tuple(evidence))
+        if view.hits["omission"]:
+            return RuleVerdict("omission", 0.85, True, tuple(evidence))
+        # The learned model knows the script's questions, not these: the rules alone decide.
+        return RuleVerdict("clear", 0.7, True, tuple(evidence))
 
     def _silence(self, spec: Topic | None, loan: LoanRecord | None, silence_s: float | None,
                  asked: tuple[str, ...]) -> Assessment:
@@ -183,24 +257,71 @@ class Assessor:
         label: Label = "evasive" if spec is None or spec.sensitivity != "low" else "omission"
         confidence = 0.8 if waited >= self.options.silence_timeout_s else 0.5
         return Assessment(spec.id if spec else None, label, confidence, evidence, (), None,
-                          self._prompt(spec, label, loan, None, None), asked)
+                          self._prompt(spec, label, loan, None, None), asked, self.version)
 
-    def _any_fact(self, answer: str) -> Slot | None:
+    def _any_fact(self, answer: str, kinds: tuple[str, ...] = ("day", "percent", "years", "amount_yuan",
+                                                               "yes_no")) -> Slot | None:
         """With the question not understood (an ASR error in it, say), any stated fact still counts: an answer
         of "每月18号" to an unrecognised question is not an omission."""
-        for kind in ("day", "percent", "years", "amount_yuan", "yes_no"):
-            slot = extract_slot(kind, answer, self.cues)
+        for kind in kinds:
+            slot = extract_slot(kind, answer, self.cues)  # type: ignore[arg-type]
             if slot is not None:
                 return slot
         return None
 
+    def _after_correction(self, answer: str, kind: str | None) -> str:
+        """The part of the answer after the customer's last self-correction (不对，准确说是四千三百二), when it
+        still states something; the whole answer otherwise."""
+        cut = max((answer.rfind(w) + len(w) for w in self.cues.corrections if w in answer), default=-1)
+        if cut <= 0:
+            return answer
+        rest = answer[cut:].lstrip("，,。：: ")
+        if not rest:
+            return answer
+        stated = extract_slot(kind, rest, self.cues) if kind else self._any_fact(rest)  # type: ignore[arg-type]
+        return rest if stated is not None and stated.value is not None else answer
+
     def _cues(self, answer: str, label: str) -> list[str]:
+        """Cue words of `label` in the answer, longest first; words of three or more characters also as ASR
+        homophones (不太清出 for 不太清楚), matched on pinyin as agent questions are."""
         words = sorted(getattr(self.cues, label), key=len, reverse=True)
         found: list[str] = []
+        heard: tuple[str, ...] | None = None
+        syllables: frozenset[str] = frozenset()
         for w in words:
-            if w in answer and not any(w in longer for longer in found):
+            if any(w in longer for longer in found):
+                continue
+            if w in answer:
                 found.append(w)
+            elif len(w) >= 3:
+                if heard is None:
+                    heard = pinyin_key(answer)
+                    syllables = frozenset(heard)
+                # Cheap test first: a homophone match needs all but at most one of the word's syllables.
+                if _shares_syllables(w, syllables) and contains_keyword(heard, w):
+                    found.append(w)
         return found
+
+    @staticmethod
+    def _has_term(answer: str, terms: tuple[str, ...]) -> bool:
+        """Whether one of `terms` is in the answer; terms of two or more characters also as ASR homophones."""
+        if any(term in answer for term in terms):
+            return True
+        heard = pinyin_key(answer)
+        syllables = frozenset(heard)
+        return any(len(term) >= 2 and _shares_syllables(term, syllables) and contains_keyword(heard, term)
+                   for term in terms)
+
+    def _equivocation(self, answer: str, terms: tuple[str, ...]) -> str:
+        """A word said both ways (稳定 … 不稳定): the answer commits to neither."""
+        for word in (*terms, *self.cues.yes_words):
+            if len(word) < 2 or word[0] in "不没":
+                continue
+            starts = [m.start() for m in re.finditer(re.escape(word), answer)]
+            negated = [i for i in starts if i > 0 and answer[i - 1] in "不没"]
+            if negated and len(negated) < len(starts):
+                return f"{word}/不{word}"
+        return ""
 
     @staticmethod
     def _mismatch(spec: Topic | None, slot: Slot | None, loan: LoanRecord | None, loose: bool = False) -> Any:
@@ -244,6 +365,43 @@ class Assessor:
                     continue  # needs a loan-file value this call does not have
                 return text
         return None
+
+
+def _shares_syllables(word: str, syllables: frozenset[str]) -> bool:
+    """Whether all but at most one syllable of `word` (as its own characters read) occur in `syllables`."""
+    key = pinyin_key(word)
+    return sum(k not in syllables for k in key) <= (1 if len(key) >= 4 else 0)
+
+
+def _clause_of(text: str, part: str) -> str:
+    """The clause of `text` (between punctuation) that holds `part`; `text` when it is not found."""
+    at = text.find(part)
+    if at < 0:
+        return text
+    start = max((text.rfind(p, 0, at) for p in "，。！？；,.!?;…"), default=-1) + 1
+    ends = [i for p in "，。！？；,.!?;…" if (i := text.find(p, at + len(part))) >= 0]
+    return text[start : min(ends) if ends else len(text)]
+
+
+def _is_silence_marker(answer: str) -> bool:
+    """A transcript that writes down silence (……, （沉默）, [无回答]) rather than words."""
+    inner = re.sub(r"[（(【\[].{0,6}?[)）】\]]", lambda m: "" if re.search(
+        r"沉默|无声|无回答|不说话|没有回答|停顿|无应答|silence", m.group(0)) else m.group(0), answer)
+    return not re.sub(r"[\s.。…，,！!？?、~～-]+", "", inner)
+
+
+def _fuse(rules: RuleVerdict, probs: dict[Label, float], weight: float, answered: bool) -> tuple[Label, float]:
+    """Combine the rules' verdict with the learned probabilities. Without evidence that the answer gives what
+    was asked, `clear` is not a possible outcome: the learned part only picks the kind of non-answer."""
+    labels: tuple[Label, ...] = LABELS if answered else _VAGUE
+    rule_weight = 1 - weight
+    if not answered and rules.confidence < 0.5:
+        rule_weight = 0.0  # no cue either: the kind is the learned part's to decide
+    mass = sum(probs[k] for k in labels) or 1.0
+    fused = {k: rule_weight * (rules.confidence if k == rules.label else 0.0) + weight * probs[k] / mass
+             for k in labels}
+    label = max(fused, key=lambda k: fused[k])
+    return label, round(fused[label] / (rule_weight + weight), 3)
 
 
 class _Strict(dict[str, Any]):
@@ -292,12 +450,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nlu.assess", description=__doc__.split("\n\n")[0])
     parser.add_argument("file", nargs="?", help="JSON lines (default: standard input)")
     parser.add_argument("--classifier", default="default",
-                        help="learned classifier: 'default' (packaged), a model directory or id, or 'none'")
+                        help="learned part: 'default' (packaged), a model directory or id, or 'none' (rules only)")
+    parser.add_argument("--encoder", default="default",
+                        help="sentence encoder under the learned head: 'default' (packaged) or an ONNX path")
     args = parser.parse_args(argv)
     from nlu.classifier import ClassifierUnavailableError, load_classifier
 
     try:
-        assessor = Assessor(classifier=load_classifier(args.classifier))
+        assessor = Assessor(classifier=load_classifier(args.classifier, encoder=args.encoder))
     except ClassifierUnavailableError as e:
         print(e, file=sys.stderr)
         return 2

@@ -1,15 +1,16 @@
-"""The learned half of answer assessment: a transformers sequence classifier over (question, answer).
+"""Loading the learned half of answer assessment, as the setting `nlu.classifier` names it.
 
-The default weights in `nlu/model/` are a compact BERT trained from scratch by `python -m nlu.train` on the
-project's own corpus (`python -m nlu.corpus`), so they are free of third-party licences. Any Hugging Face model
-id or local path with a sequence-classification head over the four labels works by configuration.
-
-A model whose config has `huifang_rule_tags: true` (the default one) reads the rules' findings as a few tag
-words before the answer (`nlu.assess.RuleView.tags`); any other model reads the plain (question, answer) pair.
+- "default": the packaged model in `nlu/model/`: the multilingual sentence encoder with a small head trained on
+  the project's own corpus (`nlu/learned.py`);
+- a directory holding `head.json` (a head trained by `python -m nlu.train`): that head on its encoder;
+- any other directory or cached Hugging Face id: a transformers sequence classifier over (question, answer)
+  with huifang's four labels (`AnswerClassifier`), for a bank that fine-tunes its own;
+- "none" (or "off", ""): rules only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +25,24 @@ class ClassifierUnavailableError(ValueError):
     """The configured answer classifier cannot be loaded or does not predict huifang's four labels."""
 
 
-def load_classifier(name: str, threads: int = 1) -> AnswerClassifier | None:
-    """The classifier a setting names: "default" (the packaged model), "none" (rules only), a path or an id."""
+def load_classifier(name: str, threads: int = 1, encoder: str = "default",
+                    cache_dir: str | Path | None = None) -> Any:
+    """The learned model a setting names (see the module docstring), or None for rules only. `encoder` and
+    `cache_dir` say which sentence encoder a head runs on and where its weights are provisioned.
+
+    Raises `ClassifierUnavailableError` naming the model and what to do when it cannot be loaded."""
     if name.strip().lower() in ("", "none", "off"):
         return None
-    return AnswerClassifier.load(DEFAULT_MODEL_DIR if name == "default" else name, threads)
+    from nlu.encoder import EncoderUnavailableError
+    from nlu.learned import META_FILE, EncoderClassifier, LearnedUnavailableError
+
+    path = DEFAULT_MODEL_DIR if name == "default" else Path(name).expanduser()
+    if (path / META_FILE).is_file():
+        try:
+            return EncoderClassifier.load(path, encoder_name=encoder, cache_dir=cache_dir, threads=threads)
+        except (EncoderUnavailableError, LearnedUnavailableError) as e:
+            raise ClassifierUnavailableError(f"answer model {path}: {e}") from e
+    return AnswerClassifier.load(name, threads)
 
 
 @dataclass
@@ -38,8 +52,7 @@ class AnswerClassifier:
     model: Any
     tokenizer: Any
     max_length: int = 96
-    #: The model was trained with the rules' tag words before the answer (see module docstring).
-    rule_tags: bool = False
+    version: str = "transformers"
     #: A fast tokenizer's truncation state is not thread-safe ("Already borrowed"); a forward pass takes ~ms.
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -63,15 +76,21 @@ class AnswerClassifier:
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         if labels != list(LABELS):
             raise ClassifierUnavailableError(f"{path}: the model's labels are {labels}, expected {list(LABELS)}")
-        return cls(model, tokenizer, rule_tags=bool(getattr(model.config, "huifang_rule_tags", False)))
+        if getattr(model.config, "huifang_rule_tags", False):
+            raise ClassifierUnavailableError(
+                f"{path} was trained to read the rules' findings before the answer (huifang 0.1); the learned part "
+                "now reads the question and answer alone: retrain it, or use 'default'")
+        name = getattr(model.config, "_name_or_path", "") or str(path)
+        return cls(model, tokenizer, version="hf-" + hashlib.sha256(name.encode()).hexdigest()[:8])
 
-    def probabilities(self, question: str, answer: str, tags: str = "") -> dict[Label, float]:
-        """P(label | question, answer); `tags` are the rules' findings (`RuleView.tags`), read if the model was
-        trained with them."""
+    def explain(self, question: str, answer: str, label: Label) -> list[str]:
+        """A transformers classifier keeps no examples to show."""
+        return []
+
+    def probabilities(self, question: str, answer: str) -> dict[Label, float]:
+        """P(label | question, answer)."""
         import torch
 
-        if self.rule_tags:
-            answer = f"{tags} {answer}"
         with self._lock, torch.inference_mode():
             batch = self.tokenizer(question, answer, truncation=True, max_length=self.max_length,
                                    return_tensors="pt")

@@ -11,8 +11,11 @@ Pairing rules, in audio time:
   the end of the question, and an answer that started before a new question belongs to the old one);
 - several customer utterances after one question are one multi-part answer: each new part re-assesses the whole
   answer and the new verdict supersedes the old one for that question;
-- an agent utterance that is not a script question (a statement, small talk) ends the answering window; agent
-  backchannels (嗯, 好的, from `configs/cues.yaml`) do not;
+- an agent utterance that is not a question (a statement) ends the answering window; agent backchannels (嗯,
+  好的, from `configs/cues.yaml`) do not;
+- a question outside the script is topic `other` (nlu/questions.py): its answer, or silence, is assessed for
+  non-answers and reported, but it is not on the checklist;
+- a question naming two topics opens both, each assessed on the same answer;
 - the agent re-asking a topic opens a new question; its answer's verdict supersedes earlier ones for the topic.
 """
 
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from nlu.assess import Assessor, PromptLimiter
-from nlu.questions import detect_topics
+from nlu.questions import OTHER_TOPIC, ask
 from nlu.types import Assessment, Label, LoanRecord
 
 Speaker = Literal["agent", "customer"]
@@ -209,9 +212,9 @@ class CallDialogue:
 
     def _agent(self, turn: Turn) -> list[Verdict]:
         role = self.loan.role if self.loan else None
-        # The most specific topic only: "每月七千九的月供，您能按时还上吗" asks about repayment risk, and the
-        # monthly payment it names is context, not a second question.
-        topics = tuple(detect_topics(turn.text, self.assessor.script, role)[:1])
+        # Every topic the question asks ("金额和期限分别是多少？" opens both; a figure the agent states is context,
+        # not a question: nlu/questions.py), or `other` for a question outside the script.
+        topics = ask(turn.text, self.assessor.script, role).topics
         verdicts: list[Verdict] = []
         if not topics and self._is_backchannel(turn.text):
             return []
@@ -226,8 +229,9 @@ class CallDialogue:
         if not topics:
             return verdicts
         for topic in topics:
-            self._asked[topic] = self._asked.get(topic, 0) + 1
-            self._mark_followed_up(topic, turn.start_s)
+            if topic != OTHER_TOPIC:
+                self._asked[topic] = self._asked.get(topic, 0) + 1
+                self._mark_followed_up(topic, turn.start_s)
         question = _Question(turn, topics)
         self._questions.append(question)
         # Customer speech that reached us before this question (finals can finish out of order).

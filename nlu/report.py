@@ -17,6 +17,7 @@ import yaml
 
 from nlu.assess import Assessor
 from nlu.dialogue import CallDialogue, CallSummary, DialogueOptions, PromptRecord, Turn, Verdict
+from nlu.questions import OTHER_TOPIC
 from nlu.script import ScriptError
 from nlu.types import Evidence, LoanRecord, Slot
 
@@ -151,6 +152,8 @@ class Report:
     actions: tuple[Action, ...]
     answers: tuple[AnswerRecord, ...] = ()
     labels: dict[str, int] = field(default_factory=dict)
+    #: The assessor that scored the call (`Assessor.version`): re-running that version gives the same verdicts.
+    assessor_version: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the HTTP report)."""
@@ -188,17 +191,19 @@ def build_report(call_id: str, turns: list[Turn], dialogue: CallDialogue, assess
     by_topic = {v.topic: v for v in summary.verdicts}
     topics = tuple(_topic_result(item.topic, item.name, item.times_asked, by_topic.get(item.topic), by_id)
                    for item in summary.checklist)
-    contributions = _contributions(topics, assessor, risk)
+    names = {t.id: t.name for t in assessor.script.topics.values()}
+    if assessor.script.other is not None:
+        names[assessor.script.other.id] = assessor.script.other.name
+    answers = tuple(_answer_record(v, by_id, names.get(v.topic, v.topic)) for v in dialogue.answers())
+    contributions = _contributions(topics, answers, assessor, risk)
     score = min(100, round(sum(c.points for c in contributions)))
     tier: Tier = "high" if score >= risk.tiers["high"] else "medium" if score >= risk.tiers["medium"] else "low"
     labels: dict[str, int] = {}
     for result in topics:
         if result.label:
             labels[result.label] = labels.get(result.label, 0) + 1
-    names = {t.id: t.name for t in assessor.script.topics.values()}
-    answers = tuple(_answer_record(v, by_id, names.get(v.topic, v.topic)) for v in dialogue.answers())
     return Report(call_id, duration_s, tuple(sorted(turns, key=lambda t: t.start_s)), topics, score, tier,
-                  contributions, _agent(summary, topics), _actions(topics, risk), answers, labels)
+                  contributions, _agent(summary, topics), _actions(topics, risk), answers, labels, assessor.version)
 
 
 def _span(turns: list[Turn]) -> Span | None:
@@ -229,10 +234,16 @@ def _answer_record(verdict: Verdict, by_id: dict[str, Turn], name: str) -> Answe
                         result.question_text, result.answer_text, result.question_span, result.answer_span)
 
 
-def _contributions(topics: tuple[TopicResult, ...], assessor: Assessor,
+def _contributions(topics: tuple[TopicResult, ...], answers: tuple[AnswerRecord, ...], assessor: Assessor,
                    risk: RiskConfig) -> tuple[Contribution, ...]:
     out: list[Contribution] = []
     names = risk.label_names
+    # Questions outside the script add points only where configs/risk.yaml says so (`other.<label>`).
+    for answer in answers:
+        points = risk.overrides.get(f"{answer.topic}.{answer.label}") if answer.topic == OTHER_TOPIC else None
+        if points:
+            out.append(Contribution(f"{answer.name}：{names.get(answer.label, answer.label)}", points, answer.topic,
+                                    answer.label, answer.answer_text or "（沉默）", answer.answer_span))
     for result in topics:
         spec = assessor.script.topics.get(result.topic)
         sensitivity = spec.sensitivity if spec else "medium"

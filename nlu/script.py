@@ -34,12 +34,21 @@ class Topic:
     loan_field: str | None = None
     #: Only looked for in calls to these roles (empty: every call).
     roles: tuple[str, ...] = ()
+    #: Generic question frames (您了解这笔贷款吗) that name the topic only when no topic's keyword is there.
+    frames: tuple[str, ...] = ()
+    #: Words whose presence makes an answer a concrete statement of a free-text topic (自住, 出租, 上班): the
+    #: positive evidence that a `text` answer gives what was asked.
+    answer_terms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class CallScript:
+    """The topics of the script, the prompts used when a topic has none, and the topic of an agent question
+    outside the script (`other`: assessed for non-answers only, never on the checklist)."""
+
     topics: dict[str, Topic]
     fallback_prompts: dict[str, str]
+    other: Topic | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +66,9 @@ class Cues:
     backchannels: tuple[str, ...] = ()
     #: Words after which digits name something (尾号8866, 卡号): never an amount, a day or a rate.
     identifier_markers: tuple[str, ...] = ()
+    #: Words with which a customer corrects what they just said (不对，准确说是…): cues before the last one
+    #: no longer count.
+    corrections: tuple[str, ...] = ()
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -78,38 +90,52 @@ def _strings(path: Path, where: str, value: object) -> tuple[str, ...]:
 def load_script(path: str | Path | None = None) -> CallScript:
     """Read and validate the call script."""
     path = Path(path) if path else DEFAULT_SCRIPT_FILE
-    raw = _read(path).get("topics")
+    data = _read(path)
+    raw = data.get("topics")
     if not isinstance(raw, dict) or not raw:
         raise ScriptError(f"{path}: `topics` must be a non-empty mapping")
-    topics: dict[str, Topic] = {}
-    for topic_id, spec in raw.items():
-        if not isinstance(spec, dict):
-            raise ScriptError(f"{path}: topic {topic_id} must be a mapping")
-        slot = spec.get("slot")
-        if slot not in _SLOTS:
-            raise ScriptError(f"{path}: topic {topic_id}: slot must be one of {', '.join(_SLOTS)}")
-        sensitivity = spec.get("sensitivity", "medium")
-        if sensitivity not in ("low", "medium", "high"):
-            raise ScriptError(f"{path}: topic {topic_id}: sensitivity must be low, medium or high")
-        prompts = spec.get("prompts") or {}
-        if not isinstance(prompts, dict) or not all(k in (*LABELS, "mismatch") for k in prompts):
-            raise ScriptError(f"{path}: topic {topic_id}: prompts must be keyed by label or 'mismatch'")
-        topics[str(topic_id)] = Topic(
-            id=str(topic_id),
-            name=str(spec.get("name", topic_id)),
-            slot=cast(SlotKind, slot),
-            sensitivity=cast(Sensitivity, sensitivity),
-            keywords=_strings(path, f"topic {topic_id}: keywords", spec.get("keywords")),
-            examples=_strings(path, f"topic {topic_id}: examples", spec.get("examples", [])) if spec.get(
-                "examples") else (),
-            prompts={str(k): str(v) for k, v in prompts.items()},
-            loan_field=spec.get("loan_field"),
-            roles=_strings(path, f"topic {topic_id}: roles", spec["roles"]) if spec.get("roles") else (),
-        )
-    fallback = _read(path).get("fallback_prompts") or {}
+    if "other" in raw:
+        raise ScriptError(f"{path}: `other` is reserved for questions outside the script (a top-level section)")
+    topics = {str(topic_id): _topic(path, str(topic_id), spec) for topic_id, spec in raw.items()}
+    other = _topic(path, "other", data["other"]) if data.get("other") is not None else None
+    fallback = data.get("fallback_prompts") or {}
     if not isinstance(fallback, dict):
         raise ScriptError(f"{path}: `fallback_prompts` must be a mapping")
-    return CallScript(topics, {str(k): str(v) for k, v in fallback.items()})
+    return CallScript(topics, {str(k): str(v) for k, v in fallback.items()}, other)
+
+
+def _topic(path: Path, topic_id: str, spec: object) -> Topic:
+    if not isinstance(spec, dict):
+        raise ScriptError(f"{path}: topic {topic_id} must be a mapping")
+    slot = spec.get("slot")
+    if slot not in _SLOTS:
+        raise ScriptError(f"{path}: topic {topic_id}: slot must be one of {', '.join(_SLOTS)}")
+    sensitivity = spec.get("sensitivity", "medium")
+    if sensitivity not in ("low", "medium", "high"):
+        raise ScriptError(f"{path}: topic {topic_id}: sensitivity must be low, medium or high")
+    prompts = spec.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(k in (*LABELS, "mismatch") for k in prompts):
+        raise ScriptError(f"{path}: topic {topic_id}: prompts must be keyed by label or 'mismatch'")
+
+    def strings(key: str) -> tuple[str, ...]:
+        return _strings(path, f"topic {topic_id}: {key}", spec[key]) if spec.get(key) else ()
+
+    keywords = strings("keywords")
+    if not keywords and topic_id != "other":
+        raise ScriptError(f"{path}: topic {topic_id}: keywords must be a non-empty list")
+    return Topic(
+        id=topic_id,
+        name=str(spec.get("name", topic_id)),
+        slot=cast(SlotKind, slot),
+        sensitivity=cast(Sensitivity, sensitivity),
+        keywords=keywords,
+        examples=strings("examples"),
+        prompts={str(k): str(v) for k, v in prompts.items()},
+        loan_field=spec.get("loan_field"),
+        roles=strings("roles"),
+        frames=strings("frames"),
+        answer_terms=strings("answer_terms"),
+    )
 
 
 def load_cues(path: str | Path | None = None) -> Cues:
@@ -125,4 +151,5 @@ def load_cues(path: str | Path | None = None) -> Cues:
         no_words=lexicon("no_words"),
         backchannels=lexicon("backchannels") if raw.get("backchannels") else (),
         identifier_markers=lexicon("identifier_markers") if raw.get("identifier_markers") else (),
+        corrections=lexicon("corrections") if raw.get("corrections") else (),
     )

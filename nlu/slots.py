@@ -7,8 +7,10 @@ Pure functions over ASR text. Numbers come in Chinese and Arabic numerals and mi
 
 from __future__ import annotations
 
+import logging
 import re
 from decimal import Decimal
+from functools import lru_cache
 
 from nlu.numbers import parse_number
 from nlu.script import Cues
@@ -22,11 +24,14 @@ _AMOUNT = re.compile(rf"(?P<num>[{_D}十][{_D}十百千万亿点.,]*?)(?P<more>�
 _TWO_DIGITS = re.compile(r"^(?P<a>[一二三四五六七八九])(?P<b>[一二三四五六七八九])(?P<rest>[十百千万].*)$")
 #: Two adjacent different digits before a unit: 七八十万, 三四千 — a range, not a figure.
 _RANGE = re.compile(rf"[一二三四五六七八九]{{2}}(?=[十百千万])|[{_D}]+[到至\-~][{_D}]+")
-_VAGUE_NUMBER = re.compile(r"几[十百千万]|[十百千万]几|[十百千万]多|多[万块]|来万|余万|好几")
-_DAY = re.compile(rf"(?P<num>[{_D}十]+)\s*(?:号|日)")
+_VAGUE_NUMBER = re.compile(r"几[十百千万]|[十百千万]几|[十百千万]多|多[万块]|[十百千万]来|[十百千万]余|来万|余万|好几")
+#: 好/浩 after a day number: Whisper's homophones of 号 (每个月十五好).
+_DAY = re.compile(rf"(?P<num>[{_D}十]+)\s*(?:号|日|好|浩)")
 _YEARS = re.compile(rf"(?P<num>[{_D}十]+)\s*年")
 _PERCENT = re.compile(rf"百分之(?P<a>[{_D}十点.]+)|(?P<b>[0-9.]+)\s*[%％]|(?P<c>[{_D}]点[{_D}]+)")
-_APPROX_WORDS = ("左右", "上下", "大概", "大约", "差不多", "估计", "好像", "应该", "可能", "多一点", "出头", "的样子")
+_APPROX_WORDS = ("左右", "上下", "大概", "大约", "差不多", "估计", "好像", "应该", "可能", "多一点", "出头", "的样子",
+                 # a bound instead of the figure: 不到两百万, 起码三十年
+                 "不到", "不超过", "以上", "以内", "以下", "起码", "至少", "最多", "顶多", "将近", "接近", "快到")
 _VAGUE_DAY = re.compile(r"十几号|二十几号|几号吧|月初|月中|月底|月末")
 
 
@@ -35,10 +40,14 @@ def _value(text: str) -> float | None:
     return float(value) if value is not None else None
 
 
+#: Another figure offered in the same breath: 二十年还是三十年, 十五号或者二十号.
+_EITHER_OR = re.compile(rf"^[^，。]{{0,3}}?(还是|或者|或)[{_D}十]")
+
+
 def _approx(answer: str, span: tuple[int, int]) -> bool:
     window = answer[max(0, span[0] - 4) : span[1] + 4]
     return any(w in window for w in _APPROX_WORDS) or bool(_RANGE.search(window)) or bool(
-        _VAGUE_NUMBER.search(window))
+        _VAGUE_NUMBER.search(window)) or bool(_EITHER_OR.search(answer[span[1]:]))
 
 
 def _identifier_before(answer: str, index: int, markers: tuple[str, ...]) -> bool:
@@ -135,31 +144,53 @@ def _rhetorical(answer: str, index: int) -> bool:
     return index > 0 and answer[index - 1] in "谁哪"
 
 
+@lru_cache(maxsize=4096)
+def word_boundaries(text: str) -> frozenset[int]:
+    """Offsets where jieba's segmentation of `text` puts a word boundary (0 and len(text) included)."""
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)  # its dictionary load otherwise prints to stderr
+    bounds = {0, len(text)}
+    for _, start, end in jieba.tokenize(text):
+        bounds.update((start, end))
+    return frozenset(bounds)
+
+
 def extract_yes_no(answer: str, cues: Cues, kind: SlotKind = "yes_no") -> Slot | None:
     """A yes/no (or consent) answer: the first settling word wins; a negation right before a yes-word flips it.
 
     Whole-word lists come from `configs/cues.yaml`. 不会 answers "could repayment become difficult" with no.
+    A settling word must be whole words of the answer: the 有 of 有事 or the 没 of 没空 settles nothing.
     """
+    bounds = word_boundaries(answer)
+    found = [(m.start(), m.end(), word, settles)
+             for words, settles in ((cues.no_words, False), (cues.yes_words, True)) for word in words
+             for m in re.finditer(re.escape(word), answer) if m.start() in bounds and m.end() in bounds]
+    # Longest word first at each place (没问题 over 没, 不知道 over 知道), then left to right, no overlaps.
+    found.sort(key=lambda f: (f[0], -(f[1] - f[0])))
     hits: list[tuple[int, bool, str]] = []
-    for word in sorted(cues.no_words, key=len, reverse=True):
-        for m in re.finditer(re.escape(word), answer):
-            hits.append((m.start(), False, word))
-    taken = [(i, i + len(w)) for i, _, w in hits]
-    for word in sorted(cues.yes_words, key=len, reverse=True):
-        for m in re.finditer(re.escape(word), answer):
-            if any(a <= m.start() < b for a, b in taken) or _rhetorical(answer, m.start()):
-                continue
-            negated = _negated_before(answer, m.start())
-            hits.append((m.start(), not negated, word))
-            taken.append((m.start(), m.end()))
+    taken: list[tuple[int, int]] = []
+    for start_at, end_at, word, settles in found:
+        if any(a < end_at and start_at < b for a, b in taken):
+            continue
+        taken.append((start_at, end_at))
+        if settles and _rhetorical(answer, start_at):
+            continue
+        hits.append((start_at, settles and not _negated_before(answer, start_at), word))
     if not hits:
         return None
     index, value, word = min(hits, key=lambda h: h[0])
     return Slot(kind, value, _approx(answer, (index, index + len(word))), word)
 
 
+#: 是 between a digit and a unit is Whisper's homophone of 十 (八是万, 二是年).
+_SHI = re.compile(r"(?<=[一二三四五六七八九])是(?=[万千百年号日块元几多来])")
+
+
 def extract_slot(kind: SlotKind, answer: str, cues: Cues) -> Slot | None:
     """The slot a topic expects, from the answer, or None when the answer does not state it."""
+    if kind in ("amount_yuan", "day", "years", "percent"):
+        answer = _SHI.sub("十", answer)
     if kind == "amount_yuan":
         return extract_amount(answer, cues.identifier_markers)
     if kind == "day":

@@ -23,9 +23,10 @@ class Slot:
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """Why a label was given: a cue word, a missing slot, a mismatch, silence, a counter-question."""
+    """Why a label was given: a cue word, a missing slot, a mismatch, silence, a counter-question, the stated slot,
+    or for a learned decision its probability (`learned`) and the nearest corpus answers behind it (`example`)."""
 
-    kind: Literal["cue", "missing_slot", "mismatch", "silence", "counter_question", "slot"]
+    kind: Literal["cue", "missing_slot", "mismatch", "silence", "counter_question", "slot", "learned", "example"]
     text: str
     label: Label | None = None
 
@@ -77,6 +78,8 @@ class Assessment:
     mismatch: Mismatch | None
     prompt: str | None
     topics_asked: tuple[str, ...] = field(default_factory=tuple)
+    #: The assessor that produced this (learned weights, script, lexicons and options, hashed): `Assessor.version`.
+    assessor_version: str = ""
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -88,4 +91,5 @@ class Assessment:
             "slots": [asdict(s) for s in self.slots],
             "mismatch": asdict(self.mismatch) if self.mismatch else None,
             "prompt": self.prompt,
+            "assessor_version": self.assessor_version,
         }

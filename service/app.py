@@ -129,6 +129,8 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             "status": "ok" if healthy and classifier_error is None else "degraded",
             "asr_model": asr.model_path if asr is not None else None,
             "database": store.safe_url if store is not None else None,
+            "assessor_version": assessor.version if (assessor := getattr(request.app.state, "assessor", None))
+            else None,
             "error": error or store_error,
         }
         if classifier_error is not None:

@@ -54,6 +54,8 @@ class CallAssist:
         self.call_id = call_id
         self.dialogue = CallDialogue(assessor, LoanRecord.from_mapping(loan_file), options)
         self._names = {t.id: t.name for t in assessor.script.topics.values()}
+        if assessor.script.other is not None:
+            self._names[assessor.script.other.id] = assessor.script.other.name
         self._executor = executor
         self._emit = emit
         self._lock = asyncio.Lock()  # one dialogue step at a time, in the order they were asked for
@@ -126,7 +128,7 @@ class CallAssist:
             question_utterance_id=verdict.question_utterance_id,
             answer_utterance_id=verdict.answer_utterance_ids[-1] if verdict.answer_utterance_ids else None,
             answer_utterance_ids=list(verdict.answer_utterance_ids), answer_end_s=verdict.answer_end_s,
-            revision=verdict.revision, suggestion=a.prompt,
+            revision=verdict.revision, suggestion=a.prompt, assessor_version=a.assessor_version,
         )
 
     def _summary_event(self, summary: CallSummary, duration_s: float) -> SummaryEvent:

@@ -118,7 +118,8 @@ class OverloadEvent(BaseModel):
 
 
 class EvidenceItem(BaseModel):
-    """Why a label was given: `kind` is cue, slot, missing_slot, mismatch, silence or counter_question."""
+    """Why a label was given: `kind` is cue, slot, missing_slot, mismatch, silence, counter_question, or for a
+    learned decision `learned` (its probability) and `example` (a nearest training answer behind it)."""
 
     kind: str
     text: str
@@ -164,6 +165,8 @@ class AssessmentEvent(BaseModel):
     answer_end_s: float
     revision: int
     suggestion: str | None = None
+    #: What produced the verdict (learned weights, script, lexicons, options, hashed): a score can be traced.
+    assessor_version: str = ""
 
 
 class PromptEvent(BaseModel):

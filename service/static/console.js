@@ -114,6 +114,20 @@ function answerHtml(a) {
   return `客户：${html}`;
 }
 
+// Why the verdict: the missing fact, or for a learned decision its probability and the nearest training answers.
+function whyHtml(a) {
+  if (!a) return "";
+  const parts = [];
+  const missing = a.evidence.find((e) => e.kind === "missing_slot");
+  if (missing) parts.push(`未给出所问内容（${esc(missing.text)}）`);
+  const learned = a.evidence.find((e) => e.kind === "learned");
+  if (learned) {
+    const examples = a.evidence.filter((e) => e.kind === "example").map((e) => `“${esc(e.text)}”`);
+    parts.push(`模型判断 ${esc(learned.text)}${examples.length ? `，相近说法：${examples.join("、")}` : ""}`);
+  }
+  return parts.length ? `<div class="why">${parts.join("；")}</div>` : "";
+}
+
 function promptCard(p) {
   const key = `${p.question_utterance_id}|${p.topic}`;
   const a = state.assessments.get(key);
@@ -134,7 +148,7 @@ function promptCard(p) {
     <div class="head"><span><span class="badge ${kind}">${LABELS[kind]}</span><span class="topic">${esc(p.topic_name)}</span></span>
       <span class="time">${clock(p.answer_end_s)}</span></div>
     <div class="say">${esc(p.text)}</div>
-    <div class="answer">${a ? answerHtml(a) : ""}</div>`;
+    <div class="answer">${a ? answerHtml(a) : ""}</div>${whyHtml(a)}`;
   state.prompts += 1;
   $("prompt-count").textContent = state.prompts;
 }
@@ -148,6 +162,8 @@ function resolveCard(a) {
   }
   const answer = card.querySelector(".answer");
   if (answer) answer.innerHTML = answerHtml(a);
+  card.querySelector(".why")?.remove();
+  if (answer) answer.insertAdjacentHTML("afterend", whyHtml(a));
 }
 
 // -- side panels --------------------------------------------------------------------------------------------

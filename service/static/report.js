@@ -112,6 +112,30 @@ function timeline(report) {
   }
 }
 
+// Cue words, missing facts, silence; for a learned decision its probability and the nearest training answers.
+function evidenceText(list) {
+  return list.filter((e) => e.kind !== "slot").map((e) => {
+    if (e.kind === "learned") return `模型判断 ${esc(e.text)}`;
+    if (e.kind === "example") return `相近说法“${esc(e.text)}”`;
+    if (e.kind === "missing_slot") return `未给出所问内容（${esc(e.text)}）`;
+    return esc(e.text);
+  }).join("；");
+}
+
+// Answers to agent questions outside the call script (topic `other`): shown, not on the checklist.
+function otherAnswers(answers) {
+  const body = $("checklist").querySelector("tbody");
+  for (const a of answers.filter((x) => x.topic === "other")) {
+    const tr = document.createElement("tr");
+    tr.dataset.topic = "other";
+    tr.dataset.label = a.label;
+    const verdict = `<span class="pill" style="background:${COLORS[a.label]}">${LABELS[a.label]}</span>`;
+    tr.innerHTML = `<td>${esc(a.name)}：${esc(a.question_text || "")}</td><td>是</td><td>${verdict}</td>
+      <td>${esc(a.answer_text || "（沉默）")}</td><td></td><td></td><td>${playButton(a.answer_span)}</td>`;
+    body.appendChild(tr);
+  }
+}
+
 function checklist(topics) {
   const body = $("checklist").querySelector("tbody");
   for (const t of topics) {
@@ -122,7 +146,7 @@ function checklist(topics) {
     const verdict = kind ? `<span class="pill" style="background:${COLORS[kind]}">${LABELS[kind]}</span>` : "—";
     const values = t.slots.filter((s) => s.value !== null).map((s) => `${esc(s.text)}${s.approximate ? "（约）" : ""}`).join("、");
     const mismatch = t.mismatch ? `<br>档案：${t.mismatch.on_file}` : "";
-    const evidence = t.evidence.filter((e) => e.kind !== "slot").map((e) => esc(e.text)).join("；");
+    const evidence = evidenceText(t.evidence);
     tr.innerHTML = `<td>${esc(t.name)}</td><td>${t.asked ? `是${t.times_asked > 1 ? `（${t.times_asked}次）` : ""}` : "否"}</td>
       <td>${verdict}</td><td>${esc(t.answer_text || (t.label ? "（沉默）" : ""))}</td><td>${values}${mismatch}</td>
       <td>${evidence}</td><td>${playButton(t.answer_span)}</td>`;
@@ -153,7 +177,7 @@ async function main() {
   }
   const report = await res.json();
   document.title = `回访报告 ${callId}`;
-  $("meta").textContent = `${(report.created_at || "").replace("T", " ").slice(0, 16)} · 坐席 ${report.agent_id || "—"} · 时长 ${clock(report.duration_s)}`;
+  $("meta").textContent = `${(report.created_at || "").replace("T", " ").slice(0, 16)} · 坐席 ${report.agent_id || "—"} · 时长 ${clock(report.duration_s)} · 评估版本 ${report.assessor_version || "—"}`;
   if (report.audio && report.audio.length) $("player").src = HF.withToken(report.audio[0].url);
   else $("player").hidden = true;
   $("player").addEventListener("timeupdate", () => {
@@ -165,6 +189,7 @@ async function main() {
   actions(report.actions, report.agent, report.topics);
   timeline(report);
   checklist(report.topics);
+  otherAnswers(report.answers || []);
   transcript(report.utterances);
   document.body.dataset.ready = "true";
 }
