@@ -36,7 +36,12 @@ _COUNTER_QUESTION = re.compile(r"(什么|干嘛|干什么|为什么|怎么|谁|�
 #: How far a stated figure may be from the record before it is a contradiction (people round money).
 _TOLERANCE = {"amount_yuan": 0.02, "monthly_yuan": 0.03, "rate_pct": 0.005, "term_years": 0.0, "repay_day": 0.0}
 _VAGUE: tuple[Label, ...] = ("omission", "unclear", "evasive")
-_QUESTION_CLAUSE = re.compile(r"[^，。？！,.?!]*[？?]|[^，。？！,.?!]*[吗呢嘛][，。,.]?$")
+_KNOWING = ("知道", "了解", "清楚", "明白")
+_CONDITIONALS = ("要是", "如果", "只要", "万一")
+_QUESTION_CLAUSE = re.compile(
+    r"[^，。？！,.?!]*[？?]|[^，。？！,.?!]*[吗呢嘛][，。,.]?$|[^，。？！,.?!]*(哪|谁|什么|啥|怎么|为什么|干嘛)[^，。？！,.?!]*")
+#: X是X，但… (知道是知道，但…; 同意是同意，但…): a concession that takes back what it grants.
+_CONCESSION = re.compile(r"([^\W是对好行]\w?)是\1(?=[，,…。]|但|可|不过|只是)")
 #: What in an answer counts as giving what was asked (`RuleView.answered`).
 Answered = Literal["figure", "approx", "polar", "statement"]
 
@@ -165,6 +170,11 @@ class Assessor:
         kind = spec.slot if spec is not None and spec.id != OTHER_TOPIC else None
         heard = self._after_correction(answer, kind)
         hits = {label: self._cues(heard, label) for label in ("evasive", "omission", "unclear")}
+        deferred = self._cues(heard, "deferral")
+        if deferred:  # not having it for a fact; putting off one's own consent
+            hits["evasive" if kind == "consent" else "omission"] += deferred
+        if (conceded := _CONCESSION.search(heard)) is not None:
+            hits["unclear"] = [*hits["unclear"], conceded.group(0)]
         found = _COUNTER_QUESTION.search(heard)
         counter = found.group(0) if found else ""
         # A yes/no word inside a question asked back (你们不是都有吗？) answers nothing; a figure does (五年啊，
@@ -184,6 +194,10 @@ class Assessor:
         if answered is None and kind == "text" and (
                 figure := self._any_fact(stated, ("amount_yuan",))) is not None and figure.value is not None:
             answered = "approx" if figure.approximate else "statement"  # 一个月八千: a concrete income
+        if answered == "statement" and kind == "text" and hits["unclear"]:
+            # 我做生意的，一年能挣三十万左右: the hedge qualifies a figure beside a concrete statement, in its
+            # own clause; the statement stands.
+            hits["unclear"] = [w for w in hits["unclear"] if not _hedges_a_figure(stated, w)]
         if answered is not None and (both := self._equivocation(stated, terms)):
             hits["unclear"] = [*hits["unclear"], both]  # 说稳定也稳定，说不稳定也不稳定
         return RuleView(
@@ -214,11 +228,15 @@ class Assessor:
             return verdict("clear", 0.9, decisive=True)
         if spec is None or spec.id == OTHER_TOPIC:
             return self._other(view, evidence)
-        hedged = hits["unclear"] or hits["omission"]  # 谁能保证呢 asks back, but as a hedge
+        # 谁能保证呢 asks back, but as a hedge; 我要是不说会怎么样？ asks back, its condition no hedge.
+        hedged = [w for w in hits["unclear"] if w not in _CONDITIONALS] or hits["omission"]
         if hits["evasive"] or (view.counter and answered is None and not hedged):
             if view.counter and not hits["evasive"]:
                 evidence.append(Evidence("counter_question", view.counter, "evasive"))
             return verdict("evasive", 0.9 if hits["evasive"] else 0.75)
+        knows_part = answered == "polar" and slot is not None and slot.value is True and slot.text in _KNOWING
+        if hits["omission"] and hits["unclear"] and knows_part:
+            return verdict("unclear", 0.75)  # 大概知道一点吧，具体的不太清楚: knows a part, hedged
         if hits["omission"] and answered not in ("figure", "approx"):
             return verdict("omission", 0.9)
         if answered in ("figure", "approx") and slot is not None:
@@ -231,7 +249,8 @@ class Assessor:
         if hits["unclear"]:
             return verdict("unclear", 0.75)
         if answered == "polar":
-            if view.hedged_end and spec is not None and spec.slot in ("yes_no", "consent"):
+            softened = slot is not None and view.heard[view.heard.find(slot.text) + len(slot.text):][:1] == "吧"
+            if (view.hedged_end or softened) and spec is not None and spec.slot in ("yes_no", "consent"):
                 return verdict("unclear", 0.7)  # 好吧 / 能吧: consent softened into a hedge
             return verdict("clear", 0.85)
         if answered == "statement":
@@ -241,12 +260,14 @@ class Assessor:
         return verdict("evasive", 0.4)
 
     def _other(self, view: RuleView, evidence: list[Evidence]) -> RuleVerdict:
-        """A question outside the script, or an utterance not recognised as a question at all: only a non-answer
-        (refusal, counter-question, not knowing) is vague."""
+        """A question outside the script, or an utterance not recognised as a question at all (an ASR slip in
+        it, say): a non-answer (refusal, counter-question, not knowing) or a hedge is vague, anything else clear."""
         if view.hits["evasive"] or (view.counter and view.answered is None):
             return RuleVerdict("evasive", 0.85, True, tuple(evidence))
         if view.hits["omission"]:
             return RuleVerdict("omission", 0.85, True, tuple(evidence))
+        if view.hits["unclear"] or view.answered == "approx":
+            return RuleVerdict("unclear", 0.75, True, tuple(evidence))
         # The learned model knows the script's questions, not these: the rules alone decide.
         return RuleVerdict("clear", 0.7, True, tuple(evidence))
 
@@ -254,7 +275,8 @@ class Assessor:
                  asked: tuple[str, ...]) -> Assessment:
         waited = silence_s if silence_s is not None else self.options.silence_timeout_s
         evidence = (Evidence("silence", f"{waited:.1f} s without an answer"),)
-        label: Label = "evasive" if spec is None or spec.sensitivity != "low" else "omission"
+        # Saying nothing to a question is not answering it, whatever the topic (the label set's definition).
+        label: Label = "evasive"
         confidence = 0.8 if waited >= self.options.silence_timeout_s else 0.5
         return Assessment(spec.id if spec else None, label, confidence, evidence, (), None,
                           self._prompt(spec, label, loan, None, None), asked, self.version)
@@ -292,7 +314,9 @@ class Assessor:
             if any(w in longer for longer in found):
                 continue
             if w in answer:
-                found.append(w)
+                # Not inside a numeral: 万一 in 一万一千五 is not "in case".
+                if any(not _inside_numeral(answer, i, len(w)) for i in _find_all(answer, w)):
+                    found.append(w)
             elif len(w) >= 3:
                 if heard is None:
                     heard = pinyin_key(answer)
@@ -365,6 +389,25 @@ class Assessor:
                     continue  # needs a loan-file value this call does not have
                 return text
         return None
+
+
+_NUMERAL = set("0123456789零〇一二两三四五六七八九十百千万亿")
+
+
+def _inside_numeral(text: str, start: int, length: int) -> bool:
+    end = start + length
+    return (text[start] in _NUMERAL and start > 0 and text[start - 1] in _NUMERAL) or (
+        text[end - 1] in _NUMERAL and end < len(text) and text[end] in _NUMERAL)
+
+
+def _hedges_a_figure(text: str, cue: str) -> bool:
+    """Whether every clause holding `cue` also holds a figure (八九千吧, 三十万左右)."""
+    clauses = [c for c in re.split(r"[，。！？；,.!?;…]", text) if cue in c]
+    return bool(clauses) and all(re.search(r"[0-9零一二两三四五六七八九十百千万]{2,}|[0-9]", c) for c in clauses)
+
+
+def _find_all(text: str, word: str) -> list[int]:
+    return [m.start() for m in re.finditer(re.escape(word), text)]
 
 
 def _shares_syllables(word: str, syllables: frozenset[str]) -> bool:

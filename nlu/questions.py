@@ -35,7 +35,7 @@ _QUESTION_WORDS = ("吗", "么", "呢", "多少", "几", "哪", "什么", "是�
                    "怎么样", "怎样", "还是", "对吗", "对不对", "可以吗", "啥", "谁", "怎么", "为什么", "要不要",
                    "愿不愿意", "同不同意", "知不知道", "清不清楚", "够不够", "行不行", "好不好")
 _TOPIC_QUESTION_WORDS = ("清楚", "了解", "知道", "确认", "核实", "核对", "说一下", "报一下", "讲一下", "告诉我",
-                         "麻烦您", "请您说")
+                         "麻烦", "请您说", "告知", "说下", "核一下", "吧")
 _MERGE = (("zh", "z"), ("ch", "c"), ("sh", "s"), ("yue", "ye"), ("ng", "n"))
 _INITIAL = re.compile(r"^[bpmfdtnlgkhjqxrzcsyw]")
 _GAP = "…"
@@ -169,8 +169,8 @@ def _topics_for(script: CallScript, role: str | None) -> list[Topic]:
 def _find(text: str, topics: list[Topic], frames: bool = False) -> list[tuple[int, int, str]]:
     """(-syllables matched, position, topic id) of each topic named in `text` by its keywords (or frames).
 
-    Where two topics' matches overlap, the one reaching further right wins: Chinese puts what is asked last
-    (贷款是多少年 asks the term, not the amount)."""
+    Where two topics' matches overlap, the one reaching further right wins if it is as long: Chinese puts what
+    is asked last (贷了多少年 asks the term, not the amount; 利率是多少年 — 年 misheard — still the rate)."""
     haystack = _key(text)
     chars = "".join(c for c in text if not c.isspace())
     best: list[tuple[int, int, int, str]] = []
@@ -180,7 +180,8 @@ def _find(text: str, topics: list[Topic], frames: bool = False) -> list[tuple[in
         if matches:
             position, length, end = max(matches, key=lambda m: (m[1], -m[0]))
             best.append((position, end, length, topic.id))
-    kept = [b for b in best if not any(o is not b and o[0] < b[1] and b[0] < o[1] and o[1] > b[1] for o in best)]
+    kept = [b for b in best if not any(o is not b and o[0] < b[1] and b[0] < o[1] and o[1] > b[1] and o[2] >= b[2]
+                                       for o in best)]
     return [(-length, position, topic_id) for position, _, length, topic_id in kept]
 
 
@@ -188,14 +189,14 @@ def _states_figure(text: str, topic: Topic) -> bool:
     return topic.slot in ("amount_yuan", "years", "day", "percent") and bool(_STATED_FIGURE.search(text))
 
 
-def _ranked(text: str, topics: list[Topic]) -> list[str]:
-    found = _find(text, topics) or _find(text, topics, frames=True)
+def _ranked(text: str, topics: list[Topic], frames: bool = False) -> list[str]:
+    found = _find(text, topics, frames)
     if len(found) > 1:
         # Several topics named: those whose figure the agent states are context ("每月七千九的月供，能按时还上
         # 吗" asks about repayment, not the monthly payment) when another topic is what is asked.
         by_id = {t.id: t for t in topics}
         asked = [f for f in found if not _states_figure(text, by_id[f[2]])]
-        found = asked or found[:1]
+        found = asked or sorted(found)[:1]
     # The most specific match first (还款有没有压力 over 月还款), then the order asked.
     return [topic_id for _, _, topic_id in sorted(found)]
 
@@ -211,7 +212,10 @@ def detect_topics(utterance: str, script: CallScript, role: str | None = None) -
     if not asking:
         return []
     topics = _topics_for(script, role)
-    return _ranked(asking, topics) or _ranked(context, topics)
+    # Content words first, in the question and then in the statement before it (您作为担保人，清楚并同意承担
+    # 连带责任吗？); generic frames only when neither names a topic.
+    return (_ranked(asking, topics) or _ranked(context, topics) or _ranked(asking, topics, frames=True)
+            or _ranked(context, topics, frames=True))
 
 
 @dataclass(frozen=True, slots=True)

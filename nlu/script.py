@@ -69,6 +69,8 @@ class Cues:
     #: Words with which a customer corrects what they just said (不对，准确说是…): cues before the last one
     #: no longer count.
     corrections: tuple[str, ...] = ()
+    #: Deferring to someone else (你问她): omission for a fact, evasive for the customer's own consent.
+    deferral: tuple[str, ...] = ()
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -152,4 +154,5 @@ def load_cues(path: str | Path | None = None) -> Cues:
         backchannels=lexicon("backchannels") if raw.get("backchannels") else (),
         identifier_markers=lexicon("identifier_markers") if raw.get("identifier_markers") else (),
         corrections=lexicon("corrections") if raw.get("corrections") else (),
+        deferral=lexicon("deferral") if raw.get("deferral") else (),
     )

@@ -23,15 +23,17 @@ _AMOUNT = re.compile(rf"(?P<num>[{_D}十][{_D}十百千万亿点.,]*?)(?P<more>�
                      rf"(?![{_D}十百千万亿])")
 _TWO_DIGITS = re.compile(r"^(?P<a>[一二三四五六七八九])(?P<b>[一二三四五六七八九])(?P<rest>[十百千万].*)$")
 #: Two adjacent different digits before a unit: 七八十万, 三四千 — a range, not a figure.
-_RANGE = re.compile(rf"[一二三四五六七八九]{{2}}(?=[十百千万])|[{_D}]+[到至\-~][{_D}]+")
-_VAGUE_NUMBER = re.compile(r"几[十百千万]|[十百千万]几|[十百千万]多|多[万块]|[十百千万]来|[十百千万]余|来万|余万|好几")
+_RANGE = re.compile(rf"[一二三四五六七八九]{{2}}(?=[十百千万])|[{_D}十百千万]+[号日年万元块%]?[到至\-~][{_D}十百千万]+")
+_VAGUE_NUMBER = re.compile(
+    r"几[十百千万]|[十百千万]几|[十百千万]多|多[万块]|[十百千万]来|[十百千万]余|来万|余万|好几[十百千万]")
 #: 好/浩 after a day number: Whisper's homophones of 号 (每个月十五好).
 _DAY = re.compile(rf"(?P<num>[{_D}十]+)\s*(?:号|日|好|浩)")
 _YEARS = re.compile(rf"(?P<num>[{_D}十]+)\s*年")
-_PERCENT = re.compile(rf"百分之(?P<a>[{_D}十点.]+)|(?P<b>[0-9.]+)\s*[%％]|(?P<c>[{_D}]点[{_D}]+)")
+_PERCENT = re.compile(rf"百分之(?P<a>[{_D}十点.]+)|(?P<b>[0-9.]+)\s*(?:[%％]|个点)|(?P<c>[{_D}]点[{_D}]+)")
 _APPROX_WORDS = ("左右", "上下", "大概", "大约", "差不多", "估计", "好像", "应该", "可能", "多一点", "出头", "的样子",
                  # a bound instead of the figure: 不到两百万, 起码三十年
-                 "不到", "不超过", "以上", "以内", "以下", "起码", "至少", "最多", "顶多", "将近", "接近", "快到")
+                 "不到", "不超过", "以上", "以内", "以下", "起码", "至少", "最多", "顶多", "将近", "接近", "快到",
+                 "不晚于", "晚于", "不早于", "早于", "不低于", "低于", "不高于", "高于", "过万", "之间", "不等")
 _VAGUE_DAY = re.compile(r"十几号|二十几号|几号吧|月初|月中|月底|月末")
 
 
@@ -41,13 +43,20 @@ def _value(text: str) -> float | None:
 
 
 #: Another figure offered in the same breath: 二十年还是三十年, 十五号或者二十号.
-_EITHER_OR = re.compile(rf"^[^，。]{{0,3}}?(还是|或者|或)[{_D}十]")
+_EITHER_OR = re.compile(rf"^[^，。]{{0,3}}?(还是|或者|或)(?:[{_D}十]|百分之)")
+_NOT_X_BUT_Y = re.compile(rf"^[^，。]{{0,3}}?就是[{_D}十]")
+_CLAUSE_BREAK = re.compile(r"[，。！？；,!?;…]")
 
 
 def _approx(answer: str, span: tuple[int, int]) -> bool:
-    window = answer[max(0, span[0] - 4) : span[1] + 4]
+    """Whether the figure at `span` is stated approximately: a hedge, range, bound or either-or next to it, in
+    its own clause (六千出头，六千零八十七 states 6,087 exactly)."""
+    before = _CLAUSE_BREAK.split(answer[max(0, span[0] - 4) : span[0]])[-1]
+    after = _CLAUSE_BREAK.split(answer[span[1] : span[1] + 4])[0]
+    window = before + answer[span[0] : span[1]] + after
     return any(w in window for w in _APPROX_WORDS) or bool(_RANGE.search(window)) or bool(
-        _VAGUE_NUMBER.search(window)) or bool(_EITHER_OR.search(answer[span[1]:]))
+        _VAGUE_NUMBER.search(window)) or bool(_EITHER_OR.search(answer[span[1]:])) or (
+        answer[max(0, span[0] - 2) : span[0]] == "不是" and bool(_NOT_X_BUT_Y.search(answer[span[1]:])))
 
 
 def _identifier_before(answer: str, index: int, markers: tuple[str, ...]) -> bool:
@@ -110,10 +119,17 @@ def extract_day(answer: str) -> Slot | None:
             continue
         value = _value(m.group("num"))
         if value is not None and 1 <= value <= 31:
-            return Slot("day", int(value), _approx(answer, m.span()) or bool(vague), m.group(0))
+            # 二十八号，快月底那会儿: the day is exact; 月底 only describes it (in its own clause).
+            near = vague is not None and _clause_holding(answer, m.start()) == _clause_holding(answer, vague.start())
+            return Slot("day", int(value), _approx(answer, m.span()) or near, m.group(0))
     if vague:
         return Slot("day", None, True, vague.group(0))
     return None
+
+
+def _clause_holding(text: str, index: int) -> int:
+    """Which clause (counted by breaks before it) position `index` of `text` is in."""
+    return len(_CLAUSE_BREAK.findall(text[:index]))
 
 
 def extract_years(answer: str) -> Slot | None:
@@ -125,18 +141,40 @@ def extract_years(answer: str) -> Slot | None:
     return None
 
 
+_VAGUE_PERCENT = re.compile(rf"[{_D}]点几|百分之[{_D}]多|百分之几|[{_D}]个点多|几个点")
+
+
 def extract_percent(answer: str) -> Slot | None:
-    """A rate: 百分之三点九五 -> 3.95, 3.6% -> 3.6, 三点六五 -> 3.65 (a bare decimal read as a percent)."""
+    """A rate: 百分之三点九五 -> 3.95, 3.6% -> 3.6, 三点六五 -> 3.65 (a bare decimal read as a percent); 三点几,
+    百分之四多 are approximate with no value."""
     for m in _PERCENT.finditer(answer):
         raw = m.group("a") or m.group("b") or m.group("c")
         value = _value(raw.replace(".", "点")) if raw else None
         if value is not None and 0 < value < 30:
             return Slot("percent", value, _approx(answer, m.span()), m.group(0))
-    return None
+    vague = _VAGUE_PERCENT.search(answer)
+    return Slot("percent", None, True, vague.group(0)) if vague else None
 
 
 def _negated_before(answer: str, index: int) -> bool:
-    return index > 0 and answer[index - 1] in "不没别未"
+    return index > 0 and (answer[index - 1] in "不没别未" or answer[max(0, index - 2) : index] in ("不太", "没太",
+                                                                                                "不大", "不怎"))
+
+
+#: What may come before a one-character yes/no word that still answers (嗯，能 / 那肯定能 / 我会): fillers,
+#: pronouns and a few adverbs. 是 in 都是我爱人安排的 is a copula, not a yes.
+_LEAD = re.compile(r"^(?:[嗯啊哦呃哎唉喔噢那个我们他她你都也就还]|就是|肯定|当然|应该|一定|绝对|对对|是的)*$")
+
+
+def _clause_final(answer: str, end: int) -> bool:
+    """钱是够的 / 卡里有的: a one-character word that closes its clause, perhaps with 的/了, predicates it."""
+    rest = answer[end:]
+    return bool(re.match(r"^[的了啊呀呢哈]*(?:[，。！？；,.!?;…~ ]|$)", rest))
+
+
+def _clause_initial(answer: str, index: int) -> bool:
+    start = max((answer.rfind(p, 0, index) for p in "，。！？；,.!?;…~ "), default=-1) + 1
+    return bool(_LEAD.match(answer[start:index]))
 
 
 def _rhetorical(answer: str, index: int) -> bool:
@@ -165,7 +203,8 @@ def extract_yes_no(answer: str, cues: Cues, kind: SlotKind = "yes_no") -> Slot |
     bounds = word_boundaries(answer)
     found = [(m.start(), m.end(), word, settles)
              for words, settles in ((cues.no_words, False), (cues.yes_words, True)) for word in words
-             for m in re.finditer(re.escape(word), answer) if m.start() in bounds and m.end() in bounds]
+             for m in re.finditer(re.escape(word), answer) if m.start() in bounds and m.end() in bounds
+             and (len(word) > 1 or _clause_initial(answer, m.start()) or _clause_final(answer, m.end()))]
     # Longest word first at each place (没问题 over 没, 不知道 over 知道), then left to right, no overlaps.
     found.sort(key=lambda f: (f[0], -(f[1] - f[0])))
     hits: list[tuple[int, bool, str]] = []

@@ -142,8 +142,10 @@ def test_silence_after_a_sensitive_question_is_evasive(assessor: Assessor) -> No
     result = assessor.assess("未来有没有可能出现逾期？", "", LOAN, silence_s=6.0)
     assert result.label == "evasive" and result.evidence[0].kind == "silence"
     assert result.prompt and "逾期" in result.prompt
+    # Saying nothing does not answer, whatever the topic's sensitivity (the label set's definition of evasive);
+    # sensitivity weighs in the risk score instead (configs/risk.yaml).
     low = assessor.assess("您的贷款期限是多少年？", "", LOAN, silence_s=6.0)
-    assert low.label == "omission"  # not a sensitive question: nothing was hidden, just not said
+    assert low.label == "evasive"
 
 
 def test_prompts_use_the_loan_file(assessor: Assessor) -> None:
