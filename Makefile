@@ -36,7 +36,7 @@ test: lint types
 	$(BIN)/python -m pytest
 
 lint: install-dev
-	$(BIN)/ruff check asr nlu service tests bench
+	$(BIN)/ruff check asr nlu service configs tests bench
 
 types: install-dev
 	$(BIN)/mypy asr nlu service

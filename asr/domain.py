@@ -8,9 +8,10 @@ from pathlib import Path
 import yaml
 
 from asr.errors import AsrError
+from huifang_configs import configs_file
 
 #: The file shipped with the project; callers may pass their own.
-DEFAULT_DOMAIN_FILE = Path(__file__).resolve().parent.parent / "configs" / "asr.yaml"
+DEFAULT_DOMAIN_FILE = configs_file("asr.yaml")
 
 
 @dataclass(frozen=True, slots=True)

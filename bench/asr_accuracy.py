@@ -9,7 +9,7 @@ Sets (from ../shared/data/asr):
 Systems: `huifang` (VAD utterances, narrowband-aware VAD threshold, Simplified output, domain-lexicon homophone
 correction, hallucination filter; int8) and `baseline` (plain faster-whisper base with all its defaults -- on a
 CPU that is float32 compute -- and `language="zh"`). Both load the same packaged weights.
-CER is pooled over each set with `asr.metrics` normalisation (t2s, no punctuation, numbers as values).
+CER is pooled over each set with `bench.cer` normalisation (t2s, no punctuation, numbers as values).
 
     python -m bench.asr_accuracy [--sets magicdata_cs,clips,telephone_8k,telephone_16k] [--systems huifang,baseline]
 
@@ -27,10 +27,10 @@ from pathlib import Path
 
 from asr.audio import decode_audio
 from asr.domain import load_domain
-from asr.metrics import corpus_cer
 from asr.transcribe import Transcriber
 from asr.types import AsrOptions
 from bench._common import emit, read_csv, require_shared
+from bench.cer import corpus_cer
 
 ALL_SETS = ("magicdata_cs", "clips", "telephone_8k", "telephone_16k")
 #: Read from an instance: on a slotted dataclass the class attribute is a descriptor, not the default.

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from asr.metrics import corpus_cer
 from bench._common import AUTH, bench_tokens_env, emit, require_shared
+from bench.cer import corpus_cer
 from service.replay import ReplayResult, load_call_audio, replay
 
 VERBOSE = False

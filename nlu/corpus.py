@@ -25,10 +25,11 @@ from typing import Any, get_args
 
 import yaml
 
-from nlu.script import CONFIGS, load_script
+from huifang_configs import configs_file
+from nlu.script import load_script
 from nlu.types import LABELS, Label, SlotKind
 
-DEFAULT_TEMPLATES = CONFIGS / "corpus.yaml"
+DEFAULT_TEMPLATES = configs_file("corpus.yaml")
 _SPLIT_PATTERN = ("train", "train", "dev", "train", "test", "train", "train", "test", "train", "dev")
 _DIGITS = "零一二三四五六七八九"
 #: Slot kinds whose facts `facts()` can state; only their topics can fill {v}, {approx}, {range}, {other}.

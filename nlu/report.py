@@ -15,13 +15,14 @@ from typing import Any, Literal
 
 import yaml
 
+from huifang_configs import configs_file
 from nlu.assess import Assessor
 from nlu.dialogue import CallDialogue, CallSummary, DialogueOptions, PromptRecord, Turn, Verdict
 from nlu.questions import OTHER_TOPIC
 from nlu.script import ScriptError
 from nlu.types import Evidence, LoanRecord, Slot
 
-DEFAULT_RISK_FILE = Path(__file__).resolve().parent.parent / "configs" / "risk.yaml"
+DEFAULT_RISK_FILE = configs_file("risk.yaml")
 Tier = Literal["low", "medium", "high"]
 Span = tuple[float, float]
 

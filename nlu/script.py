@@ -8,11 +8,11 @@ from typing import Any, cast
 
 import yaml
 
+from huifang_configs import configs_file
 from nlu.types import LABELS, Sensitivity, SlotKind
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-DEFAULT_SCRIPT_FILE = CONFIGS / "call_script.yaml"
-DEFAULT_CUES_FILE = CONFIGS / "cues.yaml"
+DEFAULT_SCRIPT_FILE = configs_file("call_script.yaml")
+DEFAULT_CUES_FILE = configs_file("cues.yaml")
 _SLOTS = ("amount_yuan", "years", "day", "percent", "yes_no", "consent", "text")
 
 

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from asr.metrics import cer, corpus_cer, edit_distance, normalise_for_cer
+from bench.cer import cer, corpus_cer, edit_distance, normalise_for_cer
 from nlu.numbers import canonical_numbers, parse_number
 
 

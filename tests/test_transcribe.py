@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from asr.audio import decode_audio
-from asr.metrics import corpus_cer
 from asr.text import to_simplified
 from asr.transcribe import Transcriber
 from asr.types import MODEL_SAMPLE_RATE_HZ, DecodedAudio
 from bench._common import read_csv
+from bench.cer import corpus_cer
 from tests.audiogen import line_noise, write_audio
 
 pytestmark = pytest.mark.model
