@@ -7,8 +7,8 @@ Sets, from memory to generalisation:
 - `nlu_dev`: ../shared/data/nlu_dev/answers_dev.jsonl, written independently of the project (a validation set:
   never trained on; its errors were read to fix classes of error, so it is not blind any more), with bootstrap
   95% intervals.
-- `val`: bench/heldout/answers_val.jsonl, 240 pairs written the same way by another session; its errors were
-  read to fix classes of error (a second validation set, not blind).
+- `val`, `val2`: bench/heldout/answers_val.jsonl and answers_val2.jsonl, 240 pairs each written the same way by
+  other sessions; their errors were read to fix classes of error (validation sets, not blind).
 - `blind`: bench/heldout/answers_blind.jsonl, 180 pairs written by a session that saw neither the rules, the
   lexicons, the corpus nor nlu_dev; nobody has read its errors (see bench/heldout/README.md). Intervals too.
 - `real_busy_complain`: real customer replies from collection calls (thano `busy`, `busy_break`, `complain`,
@@ -46,6 +46,7 @@ from nlu.types import LABELS, LoanRecord
 ROOT = Path(__file__).resolve().parent.parent
 BLIND = ROOT / "bench" / "heldout" / "answers_blind.jsonl"
 VAL = ROOT / "bench" / "heldout" / "answers_val.jsonl"
+VAL2 = ROOT / "bench" / "heldout" / "answers_val2.jsonl"
 REAL_INTENTS = ("busy", "busy_break", "complain", "complain_break")
 
 
@@ -242,7 +243,7 @@ def main() -> None:
     if not args.no_groups:
         grouped_holdout(corpus_dir, default)
 
-    sets = [("val", VAL), ("blind", BLIND)]
+    sets = [("val", VAL), ("val2", VAL2), ("blind", BLIND)]
     dev_file = SHARED_DATA / "nlu_dev" / "answers_dev.jsonl"
     if dev_file.exists():
         sets.insert(0, ("nlu_dev", dev_file))

@@ -41,7 +41,9 @@ _CONDITIONALS = ("要是", "如果", "只要", "万一")
 _QUESTION_CLAUSE = re.compile(
     r"[^，。？！,.?!]*[？?]|[^，。？！,.?!]*[吗呢嘛][，。,.]?$|[^，。？！,.?!]*(哪|谁|什么|啥|怎么|为什么|干嘛)[^，。？！,.?!]*")
 #: X是X，但… (知道是知道，但…; 同意是同意，但…): a concession that takes back what it grants.
-_CONCESSION = re.compile(r"([^\W是对好行]\w?)是\1(?=[，,…。]|但|可|不过|只是)")
+_CONCESSION = re.compile(r"([^\W是对好行]\w?)是\1(?=了|[，,…。]|但|可|不过|只是)")
+#: 不是三十年，是二十年: the figure after the contrast is the answer.
+_CONTRAST = re.compile(r"不是[^，。！？]{1,12}[，,]\s*(?:而)?是")
 #: What in an answer counts as giving what was asked (`RuleView.answered`).
 Answered = Literal["figure", "approx", "polar", "statement"]
 
@@ -171,8 +173,12 @@ class Assessor:
         heard = self._after_correction(answer, kind)
         hits = {label: self._cues(heard, label) for label in ("evasive", "omission", "unclear")}
         deferred = self._cues(heard, "deferral")
-        if deferred:  # not having it for a fact; putting off one's own consent
-            hits["evasive" if kind == "consent" else "omission"] += deferred
+        if deferred:  # not having it for a fact; putting off one's own consent (unless it is not theirs to give)
+            hits["evasive" if kind == "consent" and not hits["omission"] else "omission"] += deferred
+        # Across lexicons the longer word wins: 不方便查 (omission) over the 不方便 (evasive) inside it.
+        for label, words in hits.items():
+            others = [w for other, ws in hits.items() if other != label for w in ws]
+            hits[label] = [w for w in words if not any(w != o and w in o for o in others)]
         if (conceded := _CONCESSION.search(heard)) is not None:
             hits["unclear"] = [*hits["unclear"], conceded.group(0)]
         found = _COUNTER_QUESTION.search(heard)
@@ -194,10 +200,11 @@ class Assessor:
         if answered is None and kind == "text" and (
                 figure := self._any_fact(stated, ("amount_yuan",))) is not None and figure.value is not None:
             answered = "approx" if figure.approximate else "statement"  # 一个月八千: a concrete income
-        if answered == "statement" and kind == "text" and hits["unclear"]:
-            # 我做生意的，一年能挣三十万左右: the hedge qualifies a figure beside a concrete statement, in its
-            # own clause; the statement stands.
-            hits["unclear"] = [w for w in hits["unclear"] if not _hedges_a_figure(stated, w)]
+        if answered == "statement" and kind == "text" and hits["unclear"] and self._clean_statement(stated, terms) and (
+                not any(w in stated for w in self.cues.conditional_hedges)):
+            # 没租，空着，我偶尔周末过去打扫一下 / 我做生意的，一年能挣三十万左右: a concrete statement in a clause
+            # of its own, unhedged; the hedges elsewhere qualify details, and the statement stands.
+            hits["unclear"] = []
         if answered is not None and (both := self._equivocation(stated, terms)):
             hits["unclear"] = [*hits["unclear"], both]  # 说稳定也稳定，说不稳定也不稳定
         return RuleView(
@@ -295,6 +302,9 @@ class Assessor:
         """The part of the answer after the customer's last self-correction (不对，准确说是四千三百二), when it
         still states something; the whole answer otherwise."""
         cut = max((answer.rfind(w) + len(w) for w in self.cues.corrections if w in answer), default=-1)
+        contrast = list(_CONTRAST.finditer(answer))
+        if contrast:
+            cut = max(cut, contrast[-1].end())
         if cut <= 0:
             return answer
         rest = answer[cut:].lstrip("，,。：: ")
@@ -314,8 +324,10 @@ class Assessor:
             if any(w in longer for longer in found):
                 continue
             if w in answer:
-                # Not inside a numeral: 万一 in 一万一千五 is not "in case".
-                if any(not _inside_numeral(answer, i, len(w)) for i in _find_all(answer, w)):
+                # Not inside a numeral: 万一 in 一万一千五 is not "in case"; and "he does not know" (他不知道)
+                # answers a question about him, it is not the customer lacking the fact.
+                if any(not _inside_numeral(answer, i, len(w)) and not (label == "omission" and _third_person(
+                        answer, i)) for i in _find_all(answer, w)):
                     found.append(w)
             elif len(w) >= 3:
                 if heard is None:
@@ -335,6 +347,12 @@ class Assessor:
         syllables = frozenset(heard)
         return any(len(term) >= 2 and _shares_syllables(term, syllables) and contains_keyword(heard, term)
                    for term in terms)
+
+    def _clean_statement(self, answer: str, terms: tuple[str, ...]) -> bool:
+        """Whether some clause holds an answer term and no hedge."""
+        return any(any(t in clause for t in terms) and not self._cues(clause, "unclear")
+                   and not clause.rstrip("。！!").endswith(self.cues.hedge_particles)
+                   for clause in re.split(r"[，。！？；,.!?;…]", answer) if clause)
 
     def _equivocation(self, answer: str, terms: tuple[str, ...]) -> str:
         """A word said both ways (稳定 … 不稳定): the answer commits to neither."""
@@ -400,10 +418,8 @@ def _inside_numeral(text: str, start: int, length: int) -> bool:
         text[end - 1] in _NUMERAL and end < len(text) and text[end] in _NUMERAL)
 
 
-def _hedges_a_figure(text: str, cue: str) -> bool:
-    """Whether every clause holding `cue` also holds a figure (八九千吧, 三十万左右)."""
-    clauses = [c for c in re.split(r"[，。！？；,.!?;…]", text) if cue in c]
-    return bool(clauses) and all(re.search(r"[0-9零一二两三四五六七八九十百千万]{2,}|[0-9]", c) for c in clauses)
+def _third_person(text: str, index: int) -> bool:
+    return bool(re.search(r"[他她]们?[也都还]?$", text[max(0, index - 3) : index]))
 
 
 def _find_all(text: str, word: str) -> list[int]:

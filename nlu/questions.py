@@ -27,15 +27,17 @@ from nlu.script import CallScript, Topic
 #: The topic of an agent question that names none of the script's topics.
 OTHER_TOPIC = "other"
 
-_CLAUSE = re.compile(r"[^，。？！；,.?!;]+[，。？！；,.?!;]?")
+_CLAUSE = re.compile(r"[^，。？！；?!;]+[，。？！；?!;]?")
 #: Words that make a clause ask something in an agent's mouth; 清楚/了解/知道 and requests (麻烦您报一下…) only
 #: together with a script topic ("您清楚还款日" without 吗 is still a question), never on their own (an agent's
 #: "好的，我知道了").
-_QUESTION_WORDS = ("吗", "么", "呢", "多少", "几", "哪", "什么", "是否", "请问", "是不是", "有没有", "能不能", "会不会",
+_QUESTION_WORDS = ("吗", "么", "呢", "多少", "几", "哪", "什么", "是否", "能否", "可否", "有无", "请问",
+                    "是不是", "有没有", "能不能", "会不会",
                    "怎么样", "怎样", "还是", "对吗", "对不对", "可以吗", "啥", "谁", "怎么", "为什么", "要不要",
                    "愿不愿意", "同不同意", "知不知道", "清不清楚", "够不够", "行不行", "好不好")
 _TOPIC_QUESTION_WORDS = ("清楚", "了解", "知道", "确认", "核实", "核对", "说一下", "报一下", "讲一下", "告诉我",
-                         "麻烦", "请您说", "告知", "说下", "核一下", "吧")
+                         "麻烦", "请您说", "告知", "说下", "核一下", "吧", "想问", "问一下", "问下", "想了解",
+                         "了解一下")
 _MERGE = (("zh", "z"), ("ch", "c"), ("sh", "s"), ("yue", "ye"), ("ng", "n"))
 _INITIAL = re.compile(r"^[bpmfdtnlgkhjqxrzcsyw]")
 _GAP = "…"
@@ -149,9 +151,14 @@ def _maybe_question(clause: str) -> bool:
     return is_question(clause) or any(w in clause for w in _TOPIC_QUESTION_WORDS)
 
 
+def _ascii_breaks(text: str) -> str:
+    """ASCII , and . break clauses, except inside a number (3.85%, 1,200)."""
+    return re.sub(r"(?<![0-9])[.,]|[.,](?![0-9])", "，", text)
+
+
 def question_parts(utterance: str) -> tuple[str, str]:
     """(the clauses that ask, the statement clauses right before them) of an agent utterance."""
-    clauses = [c.strip() for c in _CLAUSE.findall(utterance) if c.strip()]
+    clauses = [c.strip() for c in _CLAUSE.findall(_ascii_breaks(utterance)) if c.strip()]
     asking: list[str] = []
     context: list[str] = []
     for i, clause in enumerate(clauses):
@@ -237,5 +244,5 @@ def ask(utterance: str, script: CallScript, role: str | None = None) -> Asked:
     topics = detect_topics(utterance, script, role)
     if topics:
         return Asked(tuple(topics))
-    clauses = [c for c in _CLAUSE.findall(utterance) if c.strip()]
+    clauses = [c for c in _CLAUSE.findall(_ascii_breaks(utterance)) if c.strip()]
     return Asked((OTHER_TOPIC,) if any(is_question(c) for c in clauses) else ())

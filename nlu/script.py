@@ -71,6 +71,8 @@ class Cues:
     corrections: tuple[str, ...] = ()
     #: Deferring to someone else (你问她): omission for a fact, evasive for the customer's own consent.
     deferral: tuple[str, ...] = ()
+    #: Hedges that make a whole answer conditional (看情况): a concrete statement beside them does not make it clear.
+    conditional_hedges: tuple[str, ...] = ()
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -155,4 +157,5 @@ def load_cues(path: str | Path | None = None) -> Cues:
         identifier_markers=lexicon("identifier_markers") if raw.get("identifier_markers") else (),
         corrections=lexicon("corrections") if raw.get("corrections") else (),
         deferral=lexicon("deferral") if raw.get("deferral") else (),
+        conditional_hedges=lexicon("conditional_hedges") if raw.get("conditional_hedges") else (),
     )

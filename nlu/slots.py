@@ -33,7 +33,8 @@ _PERCENT = re.compile(rf"百分之(?P<a>[{_D}十点.]+)|(?P<b>[0-9.]+)\s*(?:[%�
 _APPROX_WORDS = ("左右", "上下", "大概", "大约", "差不多", "估计", "好像", "应该", "可能", "多一点", "出头", "的样子",
                  # a bound instead of the figure: 不到两百万, 起码三十年
                  "不到", "不超过", "以上", "以内", "以下", "起码", "至少", "最多", "顶多", "将近", "接近", "快到",
-                 "不晚于", "晚于", "不早于", "早于", "不低于", "低于", "不高于", "高于", "过万", "之间", "不等")
+                 "不晚于", "晚于", "不早于", "早于", "不低于", "低于", "不高于", "高于", "过万", "之间", "不等",
+                 "不少于", "少于", "不多于", "多于", "之前")
 _VAGUE_DAY = re.compile(r"十几号|二十几号|几号吧|月初|月中|月底|月末")
 
 
@@ -141,6 +142,7 @@ def extract_years(answer: str) -> Slot | None:
     return None
 
 
+_BARE_RATE = re.compile(r"(?<![0-9.])[1-9]\.[0-9]{1,2}(?![0-9.])")
 _VAGUE_PERCENT = re.compile(rf"[{_D}]点几|百分之[{_D}]多|百分之几|[{_D}]个点多|几个点")
 
 
@@ -153,7 +155,13 @@ def extract_percent(answer: str) -> Slot | None:
         if value is not None and 0 < value < 30:
             return Slot("percent", value, _approx(answer, m.span()), m.group(0))
     vague = _VAGUE_PERCENT.search(answer)
-    return Slot("percent", None, True, vague.group(0)) if vague else None
+    if vague:
+        return Slot("percent", None, True, vague.group(0))
+    # A bare decimal asked for a rate (3.85，去年调下来的) is the rate.
+    bare = _BARE_RATE.search(answer)
+    if bare:
+        return Slot("percent", float(bare.group(0)), _approx(answer, bare.span()), bare.group(0))
+    return None
 
 
 def _negated_before(answer: str, index: int) -> bool:
@@ -222,6 +230,8 @@ def extract_yes_no(answer: str, cues: Cues, kind: SlotKind = "yes_no") -> Slot |
     return Slot(kind, value, _approx(answer, (index, index + len(word))), word)
 
 
+#: 八十五个W: W (or w) after a numeral is 万 in chat and speech.
+_W = re.compile(r"(?<=[0-9零一二两三四五六七八九十])个?[Ww](?![A-Za-z])")
 #: 是 between a digit and a unit is Whisper's homophone of 十 (八是万, 二是年).
 _SHI = re.compile(r"(?<=[一二三四五六七八九])是(?=[万千百年号日块元几多来])")
 
@@ -229,7 +239,7 @@ _SHI = re.compile(r"(?<=[一二三四五六七八九])是(?=[万千百年号日�
 def extract_slot(kind: SlotKind, answer: str, cues: Cues) -> Slot | None:
     """The slot a topic expects, from the answer, or None when the answer does not state it."""
     if kind in ("amount_yuan", "day", "years", "percent"):
-        answer = _SHI.sub("十", answer)
+        answer = _W.sub("万", _SHI.sub("十", answer))
     if kind == "amount_yuan":
         return extract_amount(answer, cues.identifier_markers)
     if kind == "day":
