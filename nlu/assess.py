@@ -24,6 +24,7 @@ import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal, Protocol
 
 from nlu.questions import OTHER_TOPIC, ask, contains_keyword, pinyin_key
@@ -186,7 +187,7 @@ class Assessor:
         # A yes/no word inside a question asked back (你们不是都有吗？) answers nothing; a figure does (五年啊，
         # 怎么了不对吗？).
         stated = _QUESTION_CLAUSE.sub("，", heard) if counter else heard
-        polar = kind in ("yes_no", "consent") or kind is None
+        polar = kind in ("yes_no", "consent")
         slot = extract_slot(kind, stated if polar else heard, self.cues) if kind else self._any_fact(stated)
         answered: Answered | None = None
         if slot is not None and slot.kind in _FIGURES:
@@ -257,13 +258,13 @@ class Assessor:
             return verdict("unclear", 0.75)
         if answered == "polar":
             softened = slot is not None and view.heard[view.heard.find(slot.text) + len(slot.text):][:1] == "吧"
-            if (view.hedged_end or softened) and spec is not None and spec.slot in ("yes_no", "consent"):
+            if (view.hedged_end or softened) and spec.slot in ("yes_no", "consent"):
                 return verdict("unclear", 0.7)  # 好吧 / 能吧: consent softened into a hedge
             return verdict("clear", 0.85)
         if answered == "statement":
             return verdict("clear", 0.75)
         # No evidence that the answer gives what was asked, and no cue saying why: vague, kind unknown.
-        evidence.append(Evidence("missing_slot", spec.slot if spec else "answer", "evasive"))
+        evidence.append(Evidence("missing_slot", spec.slot, "evasive"))
         return verdict("evasive", 0.4)
 
     def _other(self, view: RuleView, evidence: list[Evidence]) -> RuleVerdict:
@@ -426,9 +427,15 @@ def _find_all(text: str, word: str) -> list[int]:
     return [m.start() for m in re.finditer(re.escape(word), text)]
 
 
+@lru_cache(maxsize=8192)
+def _word_key(word: str) -> tuple[str, ...]:
+    """A lexicon word's syllables, read once (the lexicons are fixed; answers are not, so they are not cached)."""
+    return pinyin_key(word)
+
+
 def _shares_syllables(word: str, syllables: frozenset[str]) -> bool:
     """Whether all but at most one syllable of `word` (as its own characters read) occur in `syllables`."""
-    key = pinyin_key(word)
+    key = _word_key(word)
     return sum(k not in syllables for k in key) <= (1 if len(key) >= 4 else 0)
 
 

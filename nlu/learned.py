@@ -148,9 +148,6 @@ class EncoderClassifier:
     def explain(self, question: str, answer: str, label: Label, k: int = 2) -> list[str]:
         """The training answers of `label` nearest in meaning to `answer`: what the decision rests on."""
         a = self.encoder.embed([answer])[0]
-        mask = self.example_labels == LABELS.index(label)
-        if not mask.any():
-            return []
-        sims = self.example_vecs[mask] @ a
-        texts = [t for t, m in zip(self.example_texts, mask, strict=True) if m]
-        return [texts[i] for i in np.argsort(-sims)[:k]]
+        rows = np.flatnonzero(self.example_labels == LABELS.index(label))
+        nearest = rows[np.argsort(-(self.example_vecs[rows] @ a))[:k]]
+        return [self.example_texts[i] for i in nearest]
