@@ -19,6 +19,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY asr asr
 COPY nlu nlu
+COPY pipeline pipeline
 COPY service service
 COPY configs configs
 COPY huifang_cache.py ./

@@ -36,10 +36,10 @@ test: lint types
 	$(BIN)/python -m pytest
 
 lint: install-dev
-	$(BIN)/ruff check asr nlu service configs huifang_cache.py tests bench
+	$(BIN)/ruff check asr nlu pipeline service configs huifang_cache.py tests bench tools
 
 types: install-dev
-	$(BIN)/mypy asr nlu service huifang_cache.py
+	$(BIN)/mypy asr nlu pipeline service huifang_cache.py
 
 check: test
 

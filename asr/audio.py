@@ -191,3 +191,22 @@ def write_flac(path: str | os.PathLike[str], samples: np.ndarray, rate_hz: int =
             container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+
+
+def load_call_audio(path: str, rate_hz: int) -> np.ndarray:
+    """A recording as float32 (channels, n) at `rate_hz` (8000 or 16000)."""
+    audio = decode_audio(path, DecodeLimits())
+    samples = audio.samples
+    if rate_hz == 16000:
+        return samples
+    # Down to 8 kHz for a telephone-rate stream: PyAV's resampler per channel.
+    out = []
+    for channel in samples:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate_hz)
+        frame = av.AudioFrame.from_ndarray(channel[np.newaxis, :].astype(np.float32), format="flt", layout="mono")
+        frame.sample_rate = 16000
+        parts = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+        parts += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+        out.append(np.concatenate(parts))
+    n = min(len(c) for c in out)
+    return np.stack([c[:n] for c in out])

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from asr.types import MODEL_SAMPLE_RATE_HZ
+from asr.types import MODEL_SAMPLE_RATE_HZ, vad_threshold_for_rate
 
 #: Silero VAD v6 looks at 512-sample windows (32 ms at 16 kHz) with 64 samples of left context.
 VAD_WINDOW = 512
@@ -41,6 +41,8 @@ class StreamOptions:
     #: Seconds of new speech between two partial requests while someone speaks; 0 disables partials.
     partial_interval_s: float = 1.0
     vad_threshold: float = 0.5
+    #: Threshold for telephone (8 kHz) audio, which Silero scores lower (see `for_source_rate`).
+    vad_threshold_narrowband: float = 0.35
     #: Audio kept before the first speech window and after the last, so onsets and tails are not clipped.
     speech_pad_ms: int = 200
     #: Speech shorter than this (a cough, a click) is not an utterance.
@@ -57,6 +59,11 @@ class StreamOptions:
     #: after the call (see `endpoint_offline`), so live and post-call text stay alike.
     piece_min_s: float = 6.0
     piece_silence_ms: int = 300
+
+    def for_source_rate(self, sample_rate_hz: int) -> StreamOptions:
+        """These options for audio recorded at `sample_rate_hz` (the VAD threshold depends on it)."""
+        threshold = vad_threshold_for_rate(sample_rate_hz, self.vad_threshold, self.vad_threshold_narrowband)
+        return replace(self, vad_threshold=threshold, vad_threshold_narrowband=threshold)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from asr.errors import AsrError
 from asr.lexicon import LexiconCorrector, load_corrector
 from asr.models import resolve_model
 from asr.text import collapse_repeats, remove_hallucinations, tidy
-from asr.types import MODEL_SAMPLE_RATE_HZ, NARROWBAND_MAX_RATE_HZ, AsrOptions, DecodedAudio, Utterance, Word
+from asr.types import MODEL_SAMPLE_RATE_HZ, AsrOptions, DecodedAudio, Utterance, Word, vad_threshold_for_rate
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,7 @@ def default_roles(channel_count: int) -> tuple[str, ...]:
 
 def vad_threshold(options: AsrOptions, source_sample_rate_hz: int) -> float:
     """The speech-probability threshold for audio that was recorded at `source_sample_rate_hz`."""
-    if source_sample_rate_hz <= NARROWBAND_MAX_RATE_HZ:
-        return options.vad_threshold_narrowband
-    return options.vad_threshold
+    return vad_threshold_for_rate(source_sample_rate_hz, options.vad_threshold, options.vad_threshold_narrowband)
 
 
 def speech_spans(samples: np.ndarray, options: AsrOptions, threshold: float | None = None) -> list[SpeechSpan]:

@@ -12,6 +12,13 @@ MODEL_SAMPLE_RATE_HZ = 16_000
 NARROWBAND_MAX_RATE_HZ = 8_000
 
 
+def vad_threshold_for_rate(source_sample_rate_hz: int, wideband: float, narrowband: float) -> float:
+    """The speech-probability threshold for audio recorded at `source_sample_rate_hz`: telephone audio (8 kHz)
+    scores lower under Silero VAD, so it gets its own threshold. The one place live, post-call and
+    `huifang transcribe` make this choice."""
+    return narrowband if source_sample_rate_hz <= NARROWBAND_MAX_RATE_HZ else wideband
+
+
 @dataclass(frozen=True, slots=True)
 class Word:
     """One recognised word (for Mandarin usually one or two characters) with its audio time span.

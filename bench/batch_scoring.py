@@ -1,6 +1,6 @@
 """Post-call scoring throughput, and agreement between post-call and live labels, on the shared calls.
 
-For each worker count (HUIFANG_RECORDINGS__WORKERS), a fresh server gets every call of ../shared/data/calls
+For each worker count (HUIFANG_SCORING__WORKERS), a fresh server gets every call of ../shared/data/calls
 uploaded at once (stereo FLAC with its loan file) and the wall time until all reports are done gives calls per
 hour and the real-time factor (wall time / audio duration; 2 channels per call). With `--consistency` each call
 is also streamed through the live socket (at real-time pace, two at a time) and, for every scripted customer
@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from asr.audio import load_call_audio
 from bench._common import AUTH, emit, require_shared
 from bench.live_assist import gold_answers, overlap, score_call
 from bench.stream_latency import free_port, peak_rss_mb, start_server
-from service.replay import load_call_audio, replay
+from service.cli.replay import replay
 
 
 def upload_all(base: str, folder: Path, calls: list[dict[str, Any]], tag: str) -> list[str]:
@@ -81,7 +82,7 @@ def main() -> None:
         if models:  # reuse a joined model instead of joining the packaged parts again
             Path(data_dir, "models").symlink_to(Path(models) / "models")
         port = free_port()
-        server = start_server(port, {"HUIFANG_DATA_DIR": data_dir, "HUIFANG_RECORDINGS__WORKERS": str(workers)})
+        server = start_server(port, {"HUIFANG_DATA_DIR": data_dir, "HUIFANG_SCORING__WORKERS": str(workers)})
         base = f"http://127.0.0.1:{port}"
         try:
             started = time.monotonic()

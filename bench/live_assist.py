@@ -28,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from asr.audio import load_call_audio
 from bench._common import AUTH, emit, require_shared
 from bench.stream_latency import free_port, peak_rss_mb, start_server
-from service.replay import ReplayResult, load_call_audio, replay
+from service.cli.replay import ReplayResult, replay
 
 VAGUE = {"omission", "unclear", "evasive"}
 SILENCE_TIMEOUT_S = 5.0

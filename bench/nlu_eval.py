@@ -181,7 +181,7 @@ def grouped_holdout(corpus_dir: Path, assessor: Assessor, folds: int = 5) -> Non
     """Train the head five times, each time without a fifth of the template groups, and score the default
     assessor (rules + that head) and the head alone on the held-out groups' pairs."""
     from nlu.learned import EncoderClassifier
-    from nlu.train import fit
+    from tools.train import fit
 
     base = assessor.classifier
     if not isinstance(base, EncoderClassifier):

@@ -1,6 +1,6 @@
 """PII redaction: recall on the project's PII corpus, false masks on look-alikes, and a leak check end to end.
 
-Corpus part (no model): every case of `nlu.pii_corpus` goes through a fresh `Redactor` (utterance by utterance
+Corpus part (no model): every case of `tools.pii_corpus` goes through a fresh `Redactor` (utterance by utterance
 for split numbers). A value is caught when neither it nor its digits survive in the output; a look-alike
 (amount, date, rate, term) is falsely masked when any mask appears. One JSON line per kind and one summary.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bench._common import AUTH, bench_tokens_env, emit, require_shared
 from nlu.pii import _DIGIT, Redactor, loan_file_identities
-from nlu.pii_corpus import build
+from tools.pii_corpus import build
 
 _SEP = re.compile(r"[\s\-—–_，,、.]")
 
@@ -74,8 +74,9 @@ def corpus_numbers() -> None:
 def leak_check() -> None:
     import httpx
 
+    from asr.audio import load_call_audio
     from bench.stream_latency import free_port
-    from service.replay import load_call_audio, replay
+    from service.cli.replay import replay
 
     folder = require_shared("calls")
     calls = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("call_*.json"))]

@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from asr.audio import load_call_audio
 from bench._common import AUTH, bench_tokens_env, emit, require_shared
 from bench.cer import corpus_cer
-from service.replay import ReplayResult, load_call_audio, replay
+from service.cli.replay import ReplayResult, replay
 
 VERBOSE = False
 

@@ -2,7 +2,7 @@
 
 - "default": the packaged model in `nlu/model/`: the multilingual sentence encoder with a small head trained on
   the project's own corpus (`nlu/learned.py`);
-- a directory holding `head.json` (a head trained by `python -m nlu.train`): that head on its encoder;
+- a directory holding `head.json` (a head trained by `python -m tools.train`): that head on its encoder;
 - any other directory or cached Hugging Face id: a transformers sequence classifier over (question, answer)
   with huifang's four labels (`AnswerClassifier`), for a bank that fine-tunes its own;
 - "none" (or "off", ""): rules only.

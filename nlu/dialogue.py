@@ -22,6 +22,7 @@ Pairing rules, in audio time:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -174,6 +175,14 @@ class CallDialogue:
     def finish(self, end_s: float) -> list[Verdict]:
         """The call ended at `end_s` (audio): a last question left hanging long enough is a silent answer."""
         return self.tick(end_s)
+
+    def replay(self, turns: Sequence[Turn], end_s: float) -> None:
+        """A finished call, fed as the live path would have: in the order utterances ended, with the clock at
+        each utterance's start before it (so a silence timer expires exactly when it would have live)."""
+        for turn in sorted(turns, key=lambda t: (t.end_s, t.start_s)):
+            self.tick(turn.start_s)
+            self.add(turn)
+        self.finish(end_s)
 
     # -- state -------------------------------------------------------------------------------------------
 

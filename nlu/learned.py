@@ -6,7 +6,7 @@ large multilingual data, so meaning rather than surface strings carries the deci
 
     [ e(answer), e(question) * e(answer) ]
 
-(the answer alone, and how it relates to what was asked), standardised, trained by `python -m nlu.train` on
+(the answer alone, and how it relates to what was asked), standardised, trained by `python -m tools.train` on
 the project's own corpus only (`corpus/`, rendered from `configs/corpus.yaml`). It reads the question and the
 answer text and nothing else: no rule verdict, no loan record.
 
@@ -131,7 +131,7 @@ class EncoderClassifier:
         if meta.get("encoder_sha256") and meta["encoder_sha256"] != encoder.sha256:
             raise LearnedUnavailableError(
                 f"{path} was trained on encoder {meta['encoder_sha256'][:12]}, but {encoder.path} is "
-                f"{encoder.version}: retrain it (python -m nlu.train) or configure the encoder it was trained on")
+                f"{encoder.version}: retrain it (python -m tools.train) or configure the encoder it was trained on")
         head = Head.read(path / HEAD_FILE)
         with np.load(path / EXAMPLES_FILE) as data:
             vecs, labels = data["vectors"].astype(np.float32), data["labels"].astype(np.int64)

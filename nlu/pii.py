@@ -32,6 +32,11 @@ _DIGIT = {"0": "0", "零": "0", "〇": "0", "洞": "0", "1": "1", "一": "1", "�
           "两": "2", "3": "3", "三": "3", "4": "4", "四": "4", "5": "5", "五": "5", "6": "6", "六": "6", "7": "7",
           "七": "7", "8": "8", "八": "8", "9": "9", "九": "9", "X": "X", "x": "X"}
 _FULLWIDTH = str.maketrans("０１２３４５６７８９Ｘｘ", "0123456789XX")
+
+
+def normalise_width(text: str) -> str:
+    """Full-width digits and X as ASCII: the text the redactor's spans index into."""
+    return text.translate(_FULLWIDTH)
 #: Characters allowed between the digits of one number (people say numbers in groups).
 _SEPARATORS = set(" \u3000-—–_，,、.")
 #: After a digit run these make it a quantity, not an identifier (八十万 is not in a run at all; 4200元 is).
@@ -57,12 +62,17 @@ class Span:
     kind: str
 
 
+def id_check_character(body: str) -> str:
+    """The GB 11643 check character (0-9 or X) of the first 17 digits of a resident ID number."""
+    total = sum(int(d) * w for d, w in zip(body, _ID_WEIGHTS, strict=True))
+    return _ID_CHECK[total % 11]
+
+
 def id_checksum_ok(digits: str) -> bool:
-    """The GB 11643 check character of an 18-character resident ID number."""
+    """Whether an 18-character resident ID number ends with its GB 11643 check character."""
     if len(digits) != 18 or not digits[:17].isdigit():
         return False
-    total = sum(int(d) * w for d, w in zip(digits[:17], _ID_WEIGHTS, strict=True))
-    return _ID_CHECK[total % 11] == digits[17].upper()
+    return id_check_character(digits[:17]) == digits[17].upper()
 
 
 def _plausible_birth(digits: str) -> bool:

@@ -167,13 +167,9 @@ class Report:
 
 def run_dialogue(turns: list[Turn], assessor: Assessor, loan: LoanRecord | None, options: DialogueOptions,
                  duration_s: float) -> CallDialogue:
-    """Feed a finished call to the dialogue as the live path would have: in the order utterances ended, with the
-    clock at each utterance's start before it (so a silence timer expires exactly when it would have live)."""
+    """The dialogue of a finished call (see `CallDialogue.replay`)."""
     dialogue = CallDialogue(assessor, loan, options)
-    for turn in sorted(turns, key=lambda t: (t.end_s, t.start_s)):
-        dialogue.tick(turn.start_s)
-        dialogue.add(turn)
-    dialogue.finish(duration_s)
+    dialogue.replay(turns, duration_s)
     return dialogue
 
 

@@ -1,4 +1,5 @@
-"""The FastAPI application: model loading in the lifespan, health, and the routers of each resource."""
+"""The FastAPI application: everything the routes share is built in the lifespan into one `AppState`; the
+routes of each resource are in service/api/."""
 
 from __future__ import annotations
 
@@ -6,29 +7,29 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from asr.errors import AsrError
-from asr.streaming import SileroStep, VadStep
+from asr.streaming import SileroStep
 from asr.transcribe import Transcriber
 from nlu.assess import Assessor
 from nlu.classifier import ClassifierUnavailableError
-from nlu.report import load_risk
+from service.api import assess, calls, calls_ws, demo, health, pages, recordings
 from service.auth import Principal, TokenRegistry, hash_token, load_tokens_file, new_token
-from service.decoding import DecodeScheduler
-from service.hub import CallHub
-from service.jobs import JobContext, JobRunner
-from service.live import LiveEngine
-from service.privacy import RawTextCipher
-from service.routes import assess, console, events, live, recordings
-from service.scoring import AudioPart, Scored, score_parts
+from service.errors import ServiceError
+from service.jobs import JobRunner, job_context, recording_scorer
+from service.live.demo import DemoPlayer
+from service.live.engine import LiveEngine
+from service.live.hub import CallHub
+from service.live.scheduler import DecodeScheduler
+from service.live.session import LiveCalls, LiveOptions
 from service.settings import Settings, get_settings
+from service.state import AppState
 from service.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -40,104 +41,84 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        app.state.tokens, app.state.dev_token = _tokens(settings)
-        app.state.calls_by_token = {}
-        asr = transcriber or Transcriber(settings.asr_options())
-        app.state.transcriber = asr
-        app.state.asr_error = None
-        try:
-            # Joining the packaged model and loading it takes seconds: off the event loop.
-            await asyncio.to_thread(asr.load)
-        except AsrError as e:
-            # Serve anyway so /healthz can say what is wrong instead of the process dying in a restart loop.
-            app.state.asr_error = str(e)
-            log.error("speech model unavailable: %s", e)
-        scheduler = DecodeScheduler(settings.live.decode_workers, settings.live.decode_batch)
-        await scheduler.start()
-        vad_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vad")
-        app.state.live_engine = LiveEngine(
-            transcriber=asr,
-            vad=await asyncio.to_thread(SileroStep),
-            scheduler=scheduler,
-            vad_executor=vad_executor,
-            stream_options=settings.stream_options(),
-            narrowband_vad_threshold=settings.asr.vad_threshold_narrowband,
-            partial_beam_size=settings.live.partial_beam_size,
-            final_beam_size=settings.live.final_beam_size,
-            min_window_s=settings.live.min_window_s,
-        )
-        app.state.active_calls = set()
-        app.state.classifier_error = None
-        try:
-            app.state.assessor = await asyncio.to_thread(settings.assessor)
-        except ClassifierUnavailableError as e:
-            # Misconfigured, not broken: answers are still assessed by the rules; /healthz says so.
-            log.error("assessing answers with the rules alone: %s", e)
-            app.state.classifier_error = str(e)
-            app.state.assessor = await asyncio.to_thread(settings.assessor, False)
-        app.state.nlu_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nlu")
-        app.state.hub = CallHub()
-        app.state.demo_tasks = set()
-        app.state.store, app.state.store_error, app.state.jobs = None, None, None
-        try:
-            store = Store(settings.db_url)
-            await asyncio.to_thread(store.migrate)
-        except StoreError as e:
-            # Live calls work without a database; recordings answer 503 and /healthz says why.
-            app.state.store_error = str(e)
-            log.error("storage unavailable: %s", e)
-        else:
-            app.state.store = store
-            app.state.jobs = JobRunner(_job_context(settings, store, asr, app.state.assessor,
-                                                    app.state.live_engine.vad), settings.recordings.workers)
-            await app.state.jobs.start()
-        try:
+        async with AsyncExitStack() as stack:
+            app.state.huifang = await _start(settings, transcriber, stack)
             yield
-        finally:
-            if app.state.jobs is not None:
-                await app.state.jobs.close()
-            if app.state.store is not None:
-                app.state.store.close()
-            for task in list(app.state.demo_tasks):
-                task.cancel()
-            await scheduler.close()
-            vad_executor.shutdown(wait=False, cancel_futures=True)
-            app.state.nlu_executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="huifang", version="0.1.0", lifespan=lifespan,
                   description="Speech-to-risk service for post-loan follow-up calls")
-    app.state.settings = settings
     _harden(app, settings)
-    app.include_router(live.router)
-    app.include_router(events.router)
-    app.include_router(assess.router)
-    app.include_router(console.router)
-    app.include_router(recordings.router)
-    app.mount("/static", StaticFiles(directory=console.STATIC_DIR), name="static")
-
-    @app.get("/healthz", tags=["ops"])
-    async def healthz(request: Request) -> JSONResponse:
-        """Liveness and readiness: 200 when the speech model is loaded, 503 with the reason otherwise."""
-        error = getattr(request.app.state, "asr_error", None)
-        store_error = getattr(request.app.state, "store_error", None)
-        asr: Transcriber | None = getattr(request.app.state, "transcriber", None)
-        store: Store | None = getattr(request.app.state, "store", None)
-        healthy = error is None and store_error is None
-        classifier_error = getattr(request.app.state, "classifier_error", None)
-        body = {
-            "status": "ok" if healthy and classifier_error is None else "degraded",
-            "asr_model": asr.model_path if asr is not None else None,
-            "database": store.safe_url if store is not None else None,
-            "assessor_version": assessor.version if (assessor := getattr(request.app.state, "assessor", None))
-            else None,
-            "error": error or store_error,
-        }
-        if classifier_error is not None:
-            body["warning"] = classifier_error  # serving: answers are assessed by the rules alone
-        return JSONResponse(body, status_code=200 if healthy else 503)
-
+    for module in (health, calls_ws, assess, pages, demo, recordings, calls):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     return app
+
+
+def state_of(app: FastAPI) -> AppState:
+    """The state of a started app (tests and tools; routes use the dependencies of service/api/deps.py)."""
+    state: AppState = app.state.huifang
+    return state
+
+
+async def _start(settings: Settings, transcriber: Transcriber | None, stack: AsyncExitStack) -> AppState:
+    """Load the models, open the database and start the workers; `stack` stops them again, in reverse."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    tokens, dev_token = _tokens(settings)
+    asr = transcriber or Transcriber(settings.asr_options())
+    asr_error = None
+    try:
+        # Joining the packaged model and loading it takes seconds: off the event loop.
+        await asyncio.to_thread(asr.load)
+    except AsrError as e:
+        # Serve anyway so /healthz can say what is wrong instead of the process dying in a restart loop.
+        asr_error = str(e)
+        log.error("speech model unavailable: %s", e)
+    scheduler = DecodeScheduler(settings.live.decode_workers, settings.live.decode_batch)
+    await scheduler.start()
+    stack.push_async_callback(scheduler.close)
+    vad_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vad")
+    stack.callback(vad_executor.shutdown, wait=False, cancel_futures=True)
+    nlu_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nlu")
+    stack.callback(nlu_executor.shutdown, wait=False, cancel_futures=True)
+    engine = LiveEngine(transcriber=asr, vad=await asyncio.to_thread(SileroStep), scheduler=scheduler,
+                        vad_executor=vad_executor, stream_options=settings.stream_options(),
+                        partial_beam_size=settings.live.partial_beam_size,
+                        final_beam_size=settings.live.final_beam_size, min_window_s=settings.live.min_window_s)
+    assessor, classifier_error = await _assessor(settings)
+    store, store_error, jobs = None, None, None
+    try:
+        store = Store(settings.db_url)
+        await asyncio.to_thread(store.migrate)
+    except StoreError as e:
+        # Live calls work without a database; recordings answer 503 and /healthz says why.
+        store, store_error = None, str(e)
+        log.error("storage unavailable: %s", e)
+    else:
+        stack.callback(store.close)
+        scorer = recording_scorer(settings, asr, assessor, engine.vad)
+        jobs = JobRunner(job_context(settings, store, scorer), settings.scoring.workers)
+        await jobs.start()
+        stack.push_async_callback(jobs.close)
+    hub = CallHub()
+    live_calls = LiveCalls(engine, hub, assessor, nlu_executor, LiveOptions(
+        assist=settings.nlu.assist, dialogue=settings.dialogue_options(),
+        max_calls_per_token=settings.auth.max_calls_per_token, max_call_s=settings.live.max_call_s),
+        store=store, asr_error=asr_error)
+    demos = DemoPlayer(live_calls)
+    stack.callback(demos.close)
+    return AppState(settings=settings, tokens=tokens, dev_token=dev_token, transcriber=asr, assessor=assessor,
+                    calls=live_calls, hub=hub, demos=demos, nlu_executor=nlu_executor, store=store, jobs=jobs,
+                    asr_error=asr_error, classifier_error=classifier_error, store_error=store_error)
+
+
+async def _assessor(settings: Settings) -> tuple[Assessor, str | None]:
+    """The answer assessor, and why its learned part is missing when it is."""
+    try:
+        return await asyncio.to_thread(settings.assessor), None
+    except ClassifierUnavailableError as e:
+        # Misconfigured, not broken: answers are still assessed by the rules; /healthz says so.
+        log.error("assessing answers with the rules alone: %s", e)
+        return await asyncio.to_thread(settings.assessor, False), str(e)
 
 
 #: Sent with every HTTP response: the pages load only their own scripts, styles and media, in no frame.
@@ -170,6 +151,10 @@ def _harden(app: FastAPI, settings: Settings) -> None:
         app.add_middleware(CORSMiddleware, allow_origins=settings.auth.cors_origins, allow_credentials=False,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
 
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message, "code": exc.code}, status_code=exc.status, headers=exc.headers)
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -192,26 +177,3 @@ def _tokens(settings: Settings) -> tuple[TokenRegistry, str | None]:
           f"(sample call: http://{host}:{settings.port}/console?demo=1&token={token})", flush=True)
     log.warning("no tokens configured (HUIFANG_AUTH__TOKENS_FILE): made a development admin token")
     return registry, token
-
-
-def _job_context(settings: Settings, store: Store, transcriber: Transcriber, assessor: Assessor,
-                 vad: VadStep) -> JobContext:
-    risk = load_risk(settings.recordings.risk_file)
-    limits, options, seg = settings.decode_limits(), settings.dialogue_options(), settings.segment_options()
-
-    def score(call_id: str, parts: list[AudioPart], loan_file: dict[str, Any] | None,
-              progress: Callable[[float], None]) -> Scored:
-        return score_parts(call_id, parts, loan_file, transcriber, assessor, limits, options, risk, vad, seg,
-                           progress, settings.privacy.silence_audio)
-
-    cipher = RawTextCipher(settings.raw_key_file) if settings.privacy.keep_raw else None
-    return JobContext(store, settings.data_dir, score, settings.recordings.retention_days, cipher)
-
-
-def get_transcriber(request: Request) -> Transcriber:
-    """Dependency: the process-wide recogniser (tests override it with `app.dependency_overrides`)."""
-    transcriber: Transcriber = request.app.state.transcriber
-    return transcriber
-
-
-TranscriberDep = Annotated[Transcriber, Depends(get_transcriber)]

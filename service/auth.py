@@ -2,12 +2,12 @@
 
 Roles: `ingest` (a phone switch: streams audio, uploads recordings), `agent` (watches and reads the calls assigned
 to their `agent_id`), `supervisor` (every call and report), `admin` (everything, plus tokens, deletion and raw
-text). Tokens come from a YAML file (`HUIFANG_AUTH__TOKENS_FILE`) and from the database (`POST /v1/tokens`);
-with neither, `huifang serve` makes a development admin token and prints it once.
+text). Tokens come from a YAML file (`HUIFANG_AUTH__TOKENS_FILE`, entries made by `huifang token`); without
+one, `huifang serve` makes a development admin token and prints it once.
 
 HTTP clients send `Authorization: Bearer TOKEN`; browsers may use `?token=` where they cannot set headers
 (websockets, `<audio src>`). A missing or unknown token is 401 (websocket close 4401), a known token of the
-wrong role or another agent's call is 403 (close 4403).
+wrong role or another agent's call is 403 (close 4403). The routes' dependencies are in service/api/deps.py.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, cast
+from typing import Literal, cast
 
 import yaml
-from fastapi import Depends, HTTPException, Request
-from starlette.websockets import WebSocket
+
+from service.errors import forbidden, unauthorized
 
 Role = Literal["ingest", "agent", "supervisor", "admin"]
 ROLES: tuple[Role, ...] = ("ingest", "agent", "supervisor", "admin")
@@ -110,57 +111,22 @@ def write_tokens_file(path: Path, tokens: dict[str, tuple[Role, str | None]]) ->
     path.write_text(yaml.safe_dump({"tokens": entries}, allow_unicode=True), encoding="utf-8")
 
 
-def _bearer(headers: dict[str, str] | object, query: dict[str, str] | object) -> str | None:
-    value = getattr(headers, "get", lambda _k: None)("authorization")
+def bearer_token(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+    """The token of a request: `Authorization: Bearer TOKEN`, else `?token=`."""
+    value = headers.get("authorization")
     if isinstance(value, str) and value.lower().startswith("bearer "):
         return value[7:].strip()
-    token = getattr(query, "get", lambda _k: None)("token")
+    token = query.get("token")
     return token if isinstance(token, str) else None
 
 
-def principal_of(request: Request) -> Principal | None:
-    registry: TokenRegistry = request.app.state.tokens
-    return registry.authenticate(_bearer(request.headers, request.query_params))
-
-
-def require(*roles: Role) -> object:
-    """Dependency: the caller's principal, which must hold one of `roles` (admin always may)."""
-
-    def dependency(request: Request) -> Principal:
-        principal = principal_of(request)
-        if principal is None:
-            raise HTTPException(401, "a valid token is required (Authorization: Bearer TOKEN)",
-                                headers={"WWW-Authenticate": "Bearer"})
-        if principal.role not in roles and principal.role != "admin":
-            raise HTTPException(403, f"the {principal.role} role may not do this")
-        return principal
-
-    return Depends(dependency)
-
-
-#: Annotated dependencies for the common role sets.
-Viewer = Annotated[Principal, require("agent", "supervisor")]
-Supervisor = Annotated[Principal, require("supervisor")]
-Admin = Annotated[Principal, require()]
-Ingest = Annotated[Principal, require("ingest", "supervisor")]
-
-
-class WsRefused(Exception):
-    """A websocket that may not proceed: close with `code` after an error event."""
-
-    def __init__(self, code: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.error = error
-        self.message = message
-
-
-def ws_principal(ws: WebSocket, roles: tuple[Role, ...], token: str | None = None) -> Principal:
-    """The principal of a websocket (header, `?token=`, or `token` given by the protocol), or WsRefused."""
-    registry: TokenRegistry = ws.app.state.tokens
-    principal = registry.authenticate(token or _bearer(ws.headers, ws.query_params))
+def authenticate(registry: TokenRegistry, headers: Mapping[str, str], query: Mapping[str, str],
+                 roles: tuple[Role, ...], token: str | None = None) -> Principal:
+    """The caller's principal, which must hold one of `roles` (admin always may). `token`, when given, is one
+    the protocol carried (Twilio's custom parameters). Raises `ServiceError` (401 / 4401, 403 / 4403)."""
+    principal = registry.authenticate(token or bearer_token(headers, query))
     if principal is None:
-        raise WsRefused(4401, "unauthorized", "a valid token is required (Authorization header or ?token=)")
+        raise unauthorized()
     if principal.role not in roles and principal.role != "admin":
-        raise WsRefused(4403, "forbidden", f"the {principal.role} role may not use this socket")
+        raise forbidden(f"the {principal.role} role may not do this")
     return principal

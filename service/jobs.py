@@ -19,8 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from asr.errors import AsrError
+from asr.streaming import VadStep
+from asr.transcribe import Transcriber
+from nlu.assess import Assessor
+from nlu.report import load_risk
+from pipeline.recording import AudioPart, RecordingError, RecordingScorer, Scored
 from service.privacy import RawTextCipher
-from service.scoring import AudioPart, RecordingError, Scored
+from service.settings import Settings
 from service.store import JobRecord, Store, audit
 from service.store.store import utcnow
 
@@ -42,6 +47,21 @@ class JobContext:
     retention_days: float
     #: Set when the unredacted transcript is kept (encrypted); None: it is dropped.
     cipher: RawTextCipher | None = None
+
+
+def recording_scorer(settings: Settings, transcriber: Transcriber, assessor: Assessor, vad: VadStep,
+                     store_audio: bool = True) -> RecordingScorer:
+    """The scorer of recordings for this configuration (the service's jobs, `huifang score`, `score-dir`).
+    Without `store_audio` (a user's own file, scored in place) the audio is never rewritten."""
+    return RecordingScorer(transcriber, assessor, vad, settings.decode_limits(), settings.dialogue_options(),
+                           load_risk(settings.scoring.risk_file), settings.segment_options(),
+                           settings.privacy.silence_audio and store_audio)
+
+
+def job_context(settings: Settings, store: Store, scorer: RecordingScorer) -> JobContext:
+    """What the job workers (or `huifang score-dir`) need, from the settings."""
+    cipher = RawTextCipher(settings.raw_key_file) if settings.privacy.keep_raw else None
+    return JobContext(store, settings.data_dir, scorer, settings.scoring.retention_days, cipher)
 
 
 def run_job(ctx: JobContext, job: JobRecord) -> None:

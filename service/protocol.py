@@ -7,9 +7,13 @@ ignore event types they do not know: later versions add more on the same socket.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+#: Where a call's events go (a socket's outbox, the event hub, a test's list).
+Emit = Callable[[BaseModel], Awaitable[None]]
 
 #: Largest binary frame accepted (64 KiB: 2 s of 16 kHz stereo PCM16).
 MAX_FRAME_BYTES = 64 * 1024
@@ -250,6 +254,33 @@ def dump(event: BaseModel) -> str:
         if key in data:
             data[key] = round(data[key], 3)
     return json.dumps(data, ensure_ascii=False)
+
+
+def validation_problems(error: ValidationError) -> str:
+    """A pydantic validation error as one line: `field.sub: message; ...` (start messages, loan files,
+    settings)."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in error.errors())
+
+
+class LoanFileError(ValueError):
+    """A loan file that is not a valid JSON object of the `LoanFile` shape."""
+
+
+def parse_loan_file(text: str | None) -> dict[str, Any] | None:
+    """A loan file given as JSON text (the recordings form field, `huifang score --loan-file`), validated like
+    the live protocol's; None for no text. Raises `LoanFileError` saying what is wrong."""
+    if text is None or not text.strip():
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LoanFileError(f"loan_file is not valid JSON ({e.msg} at character {e.pos})") from e
+    if not isinstance(data, dict):
+        raise LoanFileError("loan_file must be a JSON object")
+    try:
+        return LoanFile.model_validate(data).model_dump(exclude_none=True)
+    except ValidationError as e:
+        raise LoanFileError(f"invalid loan_file: {validation_problems(e)}") from e
 
 
 def schemas() -> dict[str, Any]:

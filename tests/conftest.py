@@ -56,7 +56,7 @@ def make_client(tmp_path: Path):  # type: ignore[no-untyped-def]
 
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
+    from service.app import create_app, state_of
     from service.settings import Settings
     from tests.test_recordings import ScriptTranscriber
 
@@ -65,7 +65,7 @@ def make_client(tmp_path: Path):  # type: ignore[no-untyped-def]
         settings = Settings(data_dir=tmp_path / "data", **overrides)
         client = TestClient(create_app(settings, transcriber=ScriptTranscriber(script)))  # type: ignore[arg-type]
         client.__enter__()
-        client.headers["Authorization"] = f"Bearer {client.app.state.dev_token}"  # type: ignore[attr-defined]
+        client.headers["Authorization"] = f"Bearer {state_of(client.app).dev_token}"  # type: ignore[arg-type]
         clients.append(client)
         return client
 

@@ -15,6 +15,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from service.app import state_of
 from service.auth import write_tokens_file
 
 #: Tokens a `running_server` accepts, one per role (the agent is A08).
@@ -30,7 +31,7 @@ def bearer(token: str) -> dict[str, str]:
 def authed(app: FastAPI) -> Iterator[TestClient]:
     """A TestClient that sends the app's development (admin) token on every request and websocket."""
     with TestClient(app) as client:
-        token = app.state.dev_token
+        token = state_of(app).dev_token
         if token:
             client.headers["Authorization"] = f"Bearer {token}"
         yield client

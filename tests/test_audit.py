@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from service.app import state_of
 from service.settings import Settings
 from service.store import Store, audit
 from tests.test_recordings import _script, _upload, _wait
@@ -28,7 +29,7 @@ def _scored_call(make_client: Any, shared_data: Path, **settings: Any) -> Any:
 def test_the_chain_verifies_and_every_change_is_found(make_client: Any, shared_data: Path, tmp_path: Path) -> None:
     client = _scored_call(make_client, shared_data)
     assert client.get("/v1/calls/s11/report").status_code == 200  # access is itself audited
-    store: Store = client.app.state.store
+    store: Store = state_of(client.app).store  # type: ignore[arg-type]
     result = audit.verify(store)
     assert result.ok and result.entries >= 2, result.problems
     with store.session() as s:
@@ -93,7 +94,7 @@ def test_the_raw_transcript_is_kept_encrypted_for_admins_only(make_client: Any, 
     assert key.exists() and oct(key.stat().st_mode & 0o777) == "0o600"
     database = b"".join(p.read_bytes() for p in (tmp_path / "data").glob("huifang.db*"))
     assert spoken.encode() not in database and b"13901234567" not in database
-    store: Store = client.app.state.store
+    store: Store = state_of(client.app).store  # type: ignore[arg-type]
     with store.session() as s:
         kinds = [r[0] for r in s.execute(text("SELECT kind FROM audit_log ORDER BY id"))]
     assert "raw_read" in kinds

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from service.app import create_app
+from service.app import create_app, state_of
 from service.auth import AuthError, load_tokens_file, write_tokens_file
 from service.protocol import CloseCode
 from service.settings import Settings
@@ -38,7 +38,7 @@ def _closed(ws: Any) -> tuple[list[dict[str, Any]], int]:
 
 
 def _store_call(client: TestClient, call_id: str, agent_id: str) -> None:
-    store = client.app.state.store  # type: ignore[attr-defined]
+    store = state_of(client.app).store  # type: ignore[arg-type]
     job = store.create_job(call_id, [], None, agent_id)
     assert store.claim(job.id) is not None
     store.complete_job(job.id, {"call_id": call_id, "duration_s": 10.0, "risk_score": 5, "tier": "low",
@@ -138,7 +138,7 @@ def test_without_tokens_a_development_token_is_printed(tmp_path: Path, capsys: p
     app = create_app(Settings(data_dir=tmp_path), transcriber=FakeTranscriber())  # type: ignore[arg-type]
     with TestClient(app) as c:
         out = capsys.readouterr().out
-        token = app.state.dev_token
+        token = state_of(app).dev_token
         assert f"token: {token}\n" in out and f"/console?token={token}" in out
         assert c.get("/v1/calls", headers=bearer(token)).status_code == 200
         assert c.get("/v1/calls").status_code == 401

@@ -45,7 +45,8 @@ def test_the_console_shows_prompt_cards_and_checklist_for_a_shared_call(
         browser, model_cache: Path, tmp_path: Path, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
     from playwright.sync_api import expect
 
-    from service.replay import load_call_audio, replay
+    from asr.audio import load_call_audio
+    from service.cli.replay import replay
 
     script = json.loads((shared_data / "calls" / "call_s03.json").read_text(encoding="utf-8"))
     audio = load_call_audio(str(shared_data / "calls" / "call_s03.flac"), 16000)

@@ -16,9 +16,9 @@ import yaml
 
 from nlu.assess import Assessor
 from nlu.classifier import DEFAULT_MODEL_DIR, ClassifierUnavailableError, load_classifier
-from nlu.corpus import DEFAULT_TEMPLATES, CorpusSpecError, load_templates, render, to_chinese
 from nlu.script import load_script
 from nlu.types import LABELS
+from tools.corpus import DEFAULT_TEMPLATES, CorpusSpecError, load_templates, render, to_chinese
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
 #: Real replies kept out of the corpus, to measure how a model trained on it does on real busy/complaint talk.
@@ -144,7 +144,7 @@ def test_no_answer_copies_a_held_out_real_reply(shared_data: Path,
 def test_committed_corpus_is_what_the_command_writes(splits: dict[str, list[dict[str, object]]]) -> None:
     for name, rows in splits.items():
         with open(CORPUS / f"{name}.jsonl", encoding="utf-8") as f:
-            assert [json.loads(line) for line in f] == rows, f"corpus/{name}.jsonl is stale: python -m nlu.corpus"
+            assert [json.loads(line) for line in f] == rows, f"corpus/{name}.jsonl is stale: python -m tools.corpus"
 
 
 @pytest.mark.parametrize(("n", "text"), [(15, "十五"), (20, "二十"), (105, "一百零五"), (4200, "四千二百"),
@@ -178,7 +178,7 @@ def test_packaged_model_was_trained_on_the_committed_corpus(learned: Any) -> Non
     """Otherwise the test split's templates may have been in its training data, and the scores below mean
     nothing."""
     digest = hashlib.sha256((CORPUS / "train.jsonl").read_bytes()).hexdigest()
-    assert learned.meta["corpus_train_sha256"] == digest, "nlu/model is stale: python -m nlu.train"
+    assert learned.meta["corpus_train_sha256"] == digest, "nlu/model is stale: python -m tools.train"
 
 
 def test_classifier_generalises_to_unseen_templates(splits: dict[str, list[dict[str, str]]], learned: Any) -> None:

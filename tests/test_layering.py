@@ -1,6 +1,12 @@
-"""The packages' layering: `asr` knows audio and imports neither `nlu` nor `service`; `nlu` knows text and calls
-and does not import `service`; the domain data and the model cache import none of them. Read from the source
-(every import statement, also inside functions)."""
+"""The packages' layering, read from the source (every import statement, also inside functions):
+
+- `asr` knows audio and imports neither `nlu`, `pipeline` nor `service`;
+- `nlu` knows text and calls and imports neither `pipeline` nor `service`;
+- `pipeline` (the per-call path shared by live calls and recordings) builds on both and knows no web framework;
+- in `service`, only the app and the routes (`service/api/`) know FastAPI; the live calls' websocket handling
+  (`service/live/sockets.py`) knows Starlette's socket, nothing below it does;
+- no runtime package imports the offline tools (`tools`, `bench`); the domain data and the model cache import
+  nothing of the project."""
 
 from __future__ import annotations
 
@@ -27,10 +33,28 @@ def _imported(package: str) -> dict[str, set[str]]:
     return found
 
 
-@pytest.mark.parametrize(("package", "forbidden"), [("asr", {"nlu", "service", "bench"}),
-                                                     ("nlu", {"service", "bench"}),
-                                                     ("configs", {"asr", "nlu", "service", "bench"}),
-                                                     ("huifang_cache.py", {"asr", "nlu", "service", "bench"})])
+OFFLINE = {"bench", "tools", "tests"}
+WEB = {"fastapi", "starlette"}
+PROJECT = {"asr", "nlu", "pipeline", "service"}
+
+
+@pytest.mark.parametrize(("package", "forbidden"), [
+    ("asr", {"nlu", "pipeline", "service"} | OFFLINE | WEB),
+    ("nlu", {"pipeline", "service"} | OFFLINE | WEB),
+    ("pipeline", {"service"} | OFFLINE | WEB),
+    ("service", OFFLINE),
+    ("configs", PROJECT | OFFLINE),
+    ("huifang_cache.py", PROJECT | OFFLINE),
+])
 def test_layering(package: str, forbidden: set[str]) -> None:
     offenders = {file: sorted(names & forbidden) for file, names in _imported(package).items() if names & forbidden}
     assert not offenders, f"{package} must not import {sorted(forbidden)}: {offenders}"
+
+
+def test_only_the_app_and_the_routes_know_the_web_framework() -> None:
+    allowed = {"service/app.py", "service/live/sockets.py"}
+    offenders = {file: sorted(names & WEB) for file, names in _imported("service").items()
+                 if names & WEB and file not in allowed and not file.startswith("service/api/")}
+    assert not offenders, f"FastAPI/Starlette objects belong to the routes: {offenders}"
+    sockets = _imported("service/live/sockets.py")["service/live/sockets.py"]
+    assert "fastapi" not in sockets, "the socket handling uses Starlette's WebSocket, not FastAPI's app"

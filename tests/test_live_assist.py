@@ -3,7 +3,7 @@ socket and on `/v1/calls/{id}/events`, the hub's subscribers, demo mode, and NLU
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -14,8 +14,9 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from asr.types import Utterance
-from service.app import create_app
-from service.hub import SUBSCRIBER_QUEUE, CallHub
+from service.api.deps import get_calls
+from service.app import create_app, state_of
+from service.live.hub import SUBSCRIBER_QUEUE, CallHub
 from service.protocol import CloseCode
 from service.settings import Settings
 from tests.server import INGEST, authed, bearer, running_server
@@ -49,7 +50,7 @@ class ScriptedTranscriber:
 
 
 def _call(shared_data: Path, name: str) -> tuple[dict[str, Any], bytes]:
-    from service.replay import load_call_audio
+    from asr.audio import load_call_audio
 
     script = json.loads((shared_data / "calls" / f"{name}.json").read_text(encoding="utf-8"))
     audio = load_call_audio(str(shared_data / "calls" / f"{name}.flac"), 16000)
@@ -146,11 +147,14 @@ class BrokenAssessor:
 
 def test_a_failing_assessment_degrades_the_call_to_transcripts(tmp_path: Path, shared_data: Path) -> None:
     script, pcm = _call(shared_data, "call_s03")
-    with authed(_app(tmp_path, script)) as client:
-        real = client.app.state.assessor  # type: ignore[attr-defined]
-        client.app.state.assessor = BrokenAssessor(real)  # type: ignore[attr-defined]
+    app = _app(tmp_path, script)
+    with authed(app) as client:
+        calls = state_of(app).calls
+        # Calls opened through this socket dependency get an assessor that fails on every answer.
+        broken_calls = dataclasses.replace(calls, assessor=BrokenAssessor(calls.assessor))
+        app.dependency_overrides[get_calls] = lambda: broken_calls
         broken = _stream(client, "broken", script, pcm)
-        client.app.state.assessor = real  # type: ignore[attr-defined]
+        del app.dependency_overrides[get_calls]
         healthy = _stream(client, "healthy", script, pcm)  # the next call is not affected
     errors = [e for e in broken if e["type"] == "error"]
     assert [e["code"] for e in errors] == ["assessment_failed"]
@@ -166,39 +170,36 @@ def test_assistance_can_be_switched_off_and_needs_both_roles(tmp_path: Path, sha
     assert not any(e["type"] in ("assessment", "prompt", "checklist", "summary") for e in events)
 
 
-def test_the_hub_drops_a_subscriber_that_stops_reading() -> None:
-    async def scenario() -> None:
-        hub = CallHub()
-        hub.open("c")
-        slow, fine = hub.subscribe("c"), hub.subscribe("c")
-        for i in range(SUBSCRIBER_QUEUE + 5):
-            hub.publish("c", json.dumps({"type": "final", "i": i}), "final")
-            if fine.queue.qsize() > 10:
-                while not fine.queue.empty():
-                    fine.queue.get_nowait()
-        assert slow.overflowed and not fine.overflowed
-        hub.close("c")
-        items = [fine.queue.get_nowait() for _ in range(fine.queue.qsize())]
-        assert items[-1] is None and all(json.loads(i)["type"] == "final" for i in items[:-1])
-        assert not hub.is_live("c")
+@pytest.mark.asyncio
+async def test_the_hub_drops_a_subscriber_that_stops_reading() -> None:
+    hub = CallHub()
+    hub.open("c")
+    slow, fine = hub.subscribe("c"), hub.subscribe("c")
+    for i in range(SUBSCRIBER_QUEUE + 5):
+        hub.publish("c", json.dumps({"type": "final", "i": i}), "final")
+        if fine.queue.qsize() > 10:
+            while not fine.queue.empty():
+                fine.queue.get_nowait()
+    assert slow.overflowed and not fine.overflowed
+    hub.close("c")
+    items = [fine.queue.get_nowait() for _ in range(fine.queue.qsize())]
+    assert items[-1] is None and all(json.loads(i)["type"] == "final" for i in items[:-1])
+    late = hub.subscribe("c")  # the ended call's history, then the end of its stream
+    assert late.queue.get_nowait() is not None
 
-    asyncio.run(scenario())
 
-
-def test_the_hub_forgets_old_calls_and_unwatched_waits() -> None:
-    async def scenario() -> None:
-        hub = CallHub(keep_ended=2)
-        for name in ("a", "b", "c"):
-            hub.open(name)
-            hub.publish(name, "{}", "final")
-            hub.close(name)
-        old = hub.subscribe("a")  # forgotten: waits as for a call that has not started
-        assert old.queue.empty()
-        hub.unsubscribe(old)
-        recent = hub.subscribe("c")
-        assert recent.queue.get_nowait() == "{}" and recent.queue.get_nowait() is None
-
-    asyncio.run(scenario())
+@pytest.mark.asyncio
+async def test_the_hub_forgets_old_calls_and_unwatched_waits() -> None:
+    hub = CallHub(keep_ended=2)
+    for name in ("a", "b", "c"):
+        hub.open(name)
+        hub.publish(name, "{}", "final")
+        hub.close(name)
+    old = hub.subscribe("a")  # forgotten: waits as for a call that has not started
+    assert old.queue.empty()
+    hub.unsubscribe(old)
+    recent = hub.subscribe("c")
+    assert recent.queue.get_nowait() == "{}" and recent.queue.get_nowait() is None
 
 
 def test_the_console_and_demo_endpoints(tmp_path: Path, shared_data: Path) -> None:
@@ -222,18 +223,19 @@ def test_the_console_and_demo_endpoints(tmp_path: Path, shared_data: Path) -> No
 # -- the real model, through a real server ------------------------------------------------------------------
 
 @pytest.mark.model
-def test_real_speech_of_a_shared_call_is_assessed_live(model_cache: Path, tmp_path: Path,
+@pytest.mark.asyncio
+async def test_real_speech_of_a_shared_call_is_assessed_live(model_cache: Path, tmp_path: Path,
                                                        shared_data: Path) -> None:
     """call_s03 at telephone rate (8 kHz u-law, as a switch sends it) through Whisper: the evasive answers and
     the silent one are flagged and prompted."""
-    from service.replay import load_call_audio, replay
+    from asr.audio import load_call_audio
+    from service.cli.replay import replay
 
     script = json.loads((shared_data / "calls" / "call_s03.json").read_text(encoding="utf-8"))
     audio = load_call_audio(str(shared_data / "calls" / "call_s03.8k.wav"), 8000)
     with running_server(tmp_path / "data", model_cache) as port:
-        result = asyncio.run(replay(f"ws://127.0.0.1:{port}/v1/calls/real/audio", audio, 8000,
-                                    ["agent", "customer"], encoding="mulaw", loan_file=script["loan_file"],
-                                    headers=bearer(INGEST)))
+        result = await replay(f"ws://127.0.0.1:{port}/v1/calls/real/audio", audio, 8000, ["agent", "customer"],
+                              encoding="mulaw", loan_file=script["loan_file"], headers=bearer(INGEST))
     verdicts = {e["topic"]: e["label"] for e in result.events if e["type"] == "assessment"}
     assert verdicts.get("overdue") == "evasive"
     assert sum(1 for label in verdicts.values() if label != "clear") >= 2, verdicts

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from asr.types import Utterance
-from service.app import create_app
+from service.app import create_app, state_of
 from service.protocol import CloseCode
 from service.settings import Settings
 from tests.server import INGEST, authed, bearer, running_server
@@ -178,9 +178,10 @@ def test_vanishing_client_leaks_nothing_and_others_keep_working(client: TestClie
         assert ws.receive_json()["type"] == "ready"
         ws.send_bytes(_stereo_pcm16(_speech(shared_data)[: 2 * 16000]))  # mid-utterance, then the socket drops
     deadline = time.monotonic() + 5
-    while client.app.state.active_calls and time.monotonic() < deadline:  # type: ignore[attr-defined]
+    calls = state_of(client.app).calls  # type: ignore[arg-type]
+    while calls.active and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert client.app.state.active_calls == set()  # type: ignore[attr-defined]
+    assert calls.active == set()
     assert client.get("/healthz").status_code == 200
     with client.websocket_connect("/v1/calls/gone/audio") as ws:  # the same id is free again
         ws.send_json(START)
@@ -189,9 +190,10 @@ def test_vanishing_client_leaks_nothing_and_others_keep_working(client: TestClie
         assert _drain(ws)[-1]["type"] == "end"
 
 
-def test_a_client_that_stops_reading_is_cut_off() -> None:
+@pytest.mark.asyncio
+async def test_a_client_that_stops_reading_is_cut_off() -> None:
+    from service.live.sockets import OUTBOX_LIMIT, Connection
     from service.protocol import ReadyEvent
-    from service.routes.live import OUTBOX_LIMIT, Connection
 
     class StuckSocket:
         client_state = None
@@ -206,7 +208,7 @@ def test_a_client_that_stops_reading_is_cut_off() -> None:
         await conn.flush_and_close(CloseCode.SLOW_CONSUMER)
         return conn.overflowed
 
-    assert asyncio.run(asyncio.wait_for(scenario(), timeout=10))
+    assert await asyncio.wait_for(scenario(), timeout=10)
 
 
 # -- the real model through a real server socket --------------------------------------------------------------
@@ -229,13 +231,15 @@ def _check_finals(finals: list[dict[str, Any]], script: dict[str, Any]) -> None:
 
 
 @pytest.mark.model
-def test_every_scripted_turn_is_a_final_on_its_channel(live_server: str, shared_data: Path) -> None:
-    from service.replay import load_call_audio, replay
+@pytest.mark.asyncio
+async def test_every_scripted_turn_is_a_final_on_its_channel(live_server: str, shared_data: Path) -> None:
+    from asr.audio import load_call_audio
+    from service.cli.replay import replay
 
     script = json.loads((shared_data / "calls" / "call_s03.json").read_text(encoding="utf-8"))
     audio = load_call_audio(str(shared_data / "calls" / "call_s03.flac"), 16000)
-    result = asyncio.run(replay(f"{live_server}/v1/calls/s03/audio", audio, 16000, ["agent", "customer"],
-                                headers=bearer(INGEST)))
+    result = await replay(f"{live_server}/v1/calls/s03/audio", audio, 16000, ["agent", "customer"],
+                          headers=bearer(INGEST))
     assert result.close_code == CloseCode.NORMAL
     finals = result.finals()
     _check_finals(finals, script)
@@ -245,14 +249,15 @@ def test_every_scripted_turn_is_a_final_on_its_channel(live_server: str, shared_
 
 
 @pytest.mark.model
-def test_twilio_media_streams_give_the_same_finals(live_server: str, shared_data: Path) -> None:
-    from service.replay import load_call_audio, replay
+@pytest.mark.asyncio
+async def test_twilio_media_streams_give_the_same_finals(live_server: str, shared_data: Path) -> None:
+    from asr.audio import load_call_audio
+    from service.cli.replay import replay
 
     script = json.loads((shared_data / "calls" / "call_s03.json").read_text(encoding="utf-8"))
     audio = load_call_audio(str(shared_data / "calls" / "call_s03.8k.wav"), 8000)
-    result = asyncio.run(replay(f"{live_server}/v1/calls/s03-twilio/twilio", audio, 8000, ["agent", "customer"],
-                                headers=bearer(INGEST),
-                                twilio=True))
+    result = await replay(f"{live_server}/v1/calls/s03-twilio/twilio", audio, 8000, ["agent", "customer"],
+                          headers=bearer(INGEST), twilio=True)
     assert result.close_code == CloseCode.NORMAL
     _check_finals(result.finals(), script)
 

@@ -66,7 +66,7 @@ def test_the_installed_package_finds_its_data_outside_the_checkout(installed: Pa
         "from asr.domain import load_domain\n"
         "from nlu.classifier import DEFAULT_MODEL_DIR\n"
         "from service.store.store import MIGRATIONS\n"
-        "from service.routes.console import STATIC_DIR\n"
+        "from service.api.pages import STATIC_DIR\n"
         "load_script(); load_cues(); load_risk(); load_domain()\n"
         "paths = [nlu.__file__, huifang_cache.__file__, DEFAULT_SCRIPT_FILE, DEFAULT_MODEL_DIR, MIGRATIONS,\n"
         "         STATIC_DIR]\n"

@@ -9,7 +9,7 @@ import pytest
 
 from nlu.assess import Assessor
 from nlu.pii import Redactor, classify, id_checksum_ok, luhn_ok, public_loan_file
-from nlu.pii_corpus import build, make_card, make_id
+from tools.pii_corpus import build, make_card, make_id
 
 
 def redact(text: str, **kw: tuple[str, ...]) -> str:

@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from asr.types import Utterance
+from service.app import state_of
 from service.jobs import sweep_audio
 from service.settings import Settings
 from service.store import CallFilter, Store
@@ -135,7 +136,7 @@ def test_a_recording_is_scored_into_a_report(make_client: Any, shared_data: Path
 
 
 def test_two_mono_files_are_one_call(make_client: Any, shared_data: Path, tmp_path: Path) -> None:
-    from service.replay import load_call_audio
+    from asr.audio import load_call_audio
 
     script = _script(shared_data, "call_s03")
     client = make_client(script)
@@ -195,7 +196,7 @@ def test_bad_uploads_get_a_clear_4xx_and_leave_nothing(make_client: Any, shared_
         response = client.post("/v1/recordings", **kwargs)
         assert response.status_code == status, (kwargs.get("data"), response.text)
         assert words in response.json()["detail"], response.json()
-    store: Store = client.app.state.store  # type: ignore[attr-defined]
+    store: Store = state_of(client.app).store  # type: ignore[arg-type]
     with store.session() as s:
         from service.store.models import Recording
 
@@ -232,7 +233,7 @@ def test_retention(make_client: Any, shared_data: Path, tmp_path: Path) -> None:
     assert _wait(client, job["id"])["status"] == "done"
     refused = client.delete("/v1/calls/s01")
     assert refused.status_code == 409 and "minimum retention" in refused.json()["detail"]
-    store: Store = client.app.state.store  # type: ignore[attr-defined]
+    store: Store = state_of(client.app).store  # type: ignore[arg-type]
     time.sleep(1.0)
     assert sweep_audio(store, tmp_path / "data") == 1
     report = client.get("/v1/calls/s01/report").json()
@@ -243,7 +244,7 @@ def test_retention(make_client: Any, shared_data: Path, tmp_path: Path) -> None:
 def test_a_call_being_scored_cannot_be_uploaded_twice(make_client: Any, shared_data: Path) -> None:
     script = _script(shared_data, "call_s01")
     client = make_client(script, recordings={"workers": 1})
-    store: Store = client.app.state.store  # type: ignore[attr-defined]
+    store: Store = state_of(client.app).store  # type: ignore[arg-type]
     store.create_job("busy", [], None, None, "busyjob")
     assert store.claim("busyjob") is not None  # being scored (by this or another process)
     response = _upload(client, shared_data / "calls" / "call_s01.flac", call_id="busy")
@@ -350,3 +351,25 @@ def test_score_dir_scores_a_folder_into_the_database(model_cache: Path, tmp_path
     assert 0 < sum(s["end_s"] - s["start_s"] for s in spans) < said  # word level, not whole utterances
     assert "13901234567" not in json.dumps(call.report, ensure_ascii=False)
     store.close()
+
+
+def test_routes_reach_storage_through_a_dependency_tests_can_replace(make_client: Any) -> None:
+    """The routes read the application state through `service.api.deps`: replacing `get_store` (here by a
+    database that went away) changes what every route sees, and the refusal carries its code."""
+    from service.api.deps import get_store
+    from service.errors import unavailable
+
+    client = make_client({"turns": []})
+
+    def gone() -> None:
+        raise unavailable("storage_unavailable", "storage is not available: the test took it away")
+
+    client.app.dependency_overrides[get_store] = gone
+    refused = client.get("/v1/calls")
+    assert refused.status_code == 503
+    assert refused.json() == {"detail": "storage is not available: the test took it away",
+                              "code": "storage_unavailable"}
+    assert client.get("/v1/recordings/nope").status_code == 503
+    del client.app.dependency_overrides[get_store]
+    assert client.get("/v1/calls").json()["total"] == 0
+    assert client.get("/v1/recordings/nope").json()["code"] == "not_found"

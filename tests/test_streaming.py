@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from asr.streaming import (
     decode_pcm16,
     endpoint_offline,
 )
-from service.decoding import DecodeScheduler
+from service.live.scheduler import DecodeScheduler
 from tests.audiogen import write_audio
 
 RATE = 16_000
@@ -117,70 +118,68 @@ def test_pcm16_and_mulaw_decoding(tmp_path: Path) -> None:
     assert abs(np.sqrt((ours**2).mean()) - np.sqrt((reference**2).mean())) < 0.01
 
 
-def test_scheduler_runs_finals_first_and_drops_partials_when_busy() -> None:
-    async def scenario() -> tuple[list[str], object]:
-        scheduler = DecodeScheduler(workers=1)
-        await scheduler.start()
-        order: list[str] = []
-        gate = threading.Event()
+@pytest.mark.asyncio
+async def test_scheduler_runs_finals_first_and_drops_partials_when_busy() -> None:
+    scheduler = DecodeScheduler(workers=1, max_batch=1)
+    await scheduler.start()
+    order: list[str] = []
+    gate = threading.Event()
 
-        def job(name: str, wait: bool = False):  # type: ignore[no-untyped-def]
-            def run() -> str:
-                if wait:
-                    gate.wait(5)
-                order.append(name)
-                return name
-            return run
+    def finals(names: Sequence[str]) -> list[str]:
+        if "final-1" in names:
+            gate.wait(5)
+        order.extend(names)
+        return list(names)
 
-        first = scheduler.submit_final(job("final-1", wait=True))
-        await asyncio.sleep(0.05)  # final-1 is running: the worker is busy
-        dropped = scheduler.offer_partial(job("partial-x"))
-        second = scheduler.submit_final(job("final-2"))
-        gate.set()
-        await asyncio.gather(first, second)
-        idle_partial = scheduler.offer_partial(job("partial-y"))
-        assert idle_partial is not None
-        await idle_partial
-        await scheduler.close()
-        return order, dropped
+    def job(name: str):  # type: ignore[no-untyped-def]
+        def run() -> str:
+            order.append(name)
+            return name
+        return run
 
-    order, dropped = asyncio.run(scenario())
+    first = scheduler.submit_batchable("final-1", finals)
+    await asyncio.sleep(0.05)  # final-1 is running: the worker is busy
+    dropped = scheduler.offer_partial(job("partial-x"))
+    second = scheduler.submit_batchable("final-2", finals)
+    gate.set()
+    await asyncio.gather(first, second)
+    idle_partial = scheduler.offer_partial(job("partial-y"))
+    assert idle_partial is not None
+    await idle_partial
+    await scheduler.close()
     assert dropped is None
     assert order == ["final-1", "final-2", "partial-y"]
 
 
-def test_scheduler_batches_finals_that_wait_together() -> None:
-    async def scenario() -> tuple[list[list[str]], list[object], list[int]]:
-        scheduler = DecodeScheduler(workers=1, max_batch=3)
-        await scheduler.start()
-        batches: list[list[str]] = []
-        gate = threading.Event()
+@pytest.mark.asyncio
+async def test_scheduler_batches_finals_that_wait_together() -> None:
+    scheduler = DecodeScheduler(workers=1, max_batch=3)
+    await scheduler.start()
+    batches: list[list[str]] = []
+    gate = threading.Event()
 
-        def runner(items):  # type: ignore[no-untyped-def]
-            if "slow" in items:
-                gate.wait(5)
-            if "bad" in items:
-                raise ValueError("undecodable")
-            batches.append(list(items))
-            return [item.upper() for item in items]
+    def runner(items):  # type: ignore[no-untyped-def]
+        if "slow" in items:
+            gate.wait(5)
+        if "bad" in items:
+            raise ValueError("undecodable")
+        batches.append(list(items))
+        return [item.upper() for item in items]
 
-        def other_runner(items):  # type: ignore[no-untyped-def]
-            batches.append(["other", *items])
-            return list(items)
+    def other_runner(items):  # type: ignore[no-untyped-def]
+        batches.append(["other", *items])
+        return list(items)
 
-        first = scheduler.submit_batchable("slow", runner)
-        await asyncio.sleep(0.05)  # "slow" runs alone: the worker is busy while the rest queue up
-        waiting = [scheduler.submit_batchable(name, runner) for name in ("a", "b", "bad", "c")]
-        other = scheduler.submit_batchable("x", other_runner)
-        cancelled = scheduler.submit_batchable("gone", runner)
-        cancelled.cancel()
-        gate.set()
-        results = await asyncio.gather(first, *waiting, other, return_exceptions=True)
-        sizes = list(scheduler.batch_sizes)
-        await scheduler.close()
-        return batches, results, sizes
-
-    batches, results, sizes = asyncio.run(scenario())
+    first = scheduler.submit_batchable("slow", runner)
+    await asyncio.sleep(0.05)  # "slow" runs alone: the worker is busy while the rest queue up
+    waiting = [scheduler.submit_batchable(name, runner) for name in ("a", "b", "bad", "c")]
+    other = scheduler.submit_batchable("x", other_runner)
+    cancelled = scheduler.submit_batchable("gone", runner)
+    cancelled.cancel()
+    gate.set()
+    results = await asyncio.gather(first, *waiting, other, return_exceptions=True)
+    sizes = list(scheduler.batch_sizes)
+    await scheduler.close()
     # FIFO per runner, at most three per batch; the failing batch is retried one by one so that only the
     # undecodable item fails; another runner's item is never mixed in; a cancelled one is skipped.
     assert batches == [["slow"], ["a"], ["b"], ["c"], ["other", "x"]]

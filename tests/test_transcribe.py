@@ -149,7 +149,7 @@ def test_long_turn_decoded_in_pieces_reads_like_the_whole(transcriber: Transcrib
 
 
 def test_turns_of_several_calls_decoded_as_one_batch(transcriber: Transcriber, shared_data: Path) -> None:
-    """Live finals that wait together are decoded in one batch (service.decoding); each must read as it does
+    """Live finals that wait together are decoded in one batch (service.live.scheduler); each must read as it does
     decoded alone, come back in order, and a turn of the other channel or call must not bleed into it."""
     spans, references = [], []
     for call in ("call_s01", "call_s02"):
@@ -175,15 +175,15 @@ def test_turns_of_several_calls_decoded_as_one_batch(transcriber: Transcriber, s
 def test_recordings_decoded_in_batches_read_as_decoded_one_by_one(transcriber: Transcriber,
                                                                    shared_data: Path) -> None:
     """Post-call scoring decodes a channel's utterances in batches of equal encoder windows; the text must be
-    what decoding them one by one with the same settings gives (service.scoring.transcribe_like_live)."""
+    what decoding them one by one with the same settings gives (pipeline.recording.transcribe_like_live)."""
     from asr.streaming import SileroStep, StreamOptions, endpoint_offline
     from asr.transcribe import join_parts
-    from service.scoring import SegmentOptions, transcribe_like_live
+    from pipeline.recording import SegmentOptions, transcribe_like_live
 
     audio = decode_audio(shared_data / "calls" / "call_s01.flac")
     first = DecodedAudio(audio.samples[:, : 40 * MODEL_SAMPLE_RATE_HZ], audio.source_sample_rate_hz,
                          audio.source_codec)
-    seg = SegmentOptions(StreamOptions(), 0.35, 5, 10.0)
+    seg = SegmentOptions(StreamOptions(), 5, 10.0)
     batched = transcribe_like_live(first, ("agent", "customer"), transcriber, SileroStep(), seg)
     alone = []
     for index, role in enumerate(("agent", "customer")):

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI
 
-from nlu.pii import public_loan_file
-from service.calls import close_call, open_call
-from service.protocol import EndEvent, ReadyEvent, StartMessage
+from asr.audio import load_call_audio
+from service.live.session import LiveCalls, LiveSession
+from service.protocol import StartMessage
 
 log = logging.getLogger(__name__)
 
@@ -53,43 +52,50 @@ def demo_calls(folder: Path) -> dict[str, DemoCall]:
     return calls
 
 
-async def start_demo(app: FastAPI, demo: DemoCall, speed: float, agent_id: str | None = None) -> str:
-    """Start replaying `demo` as a new live call; returns its call id at once (watch it on the events socket)."""
-    from service.replay import load_call_audio
+class DemoPlayer:
+    """Replays sample calls as live calls (the console's demo mode); owns the replay tasks."""
 
-    samples = await asyncio.to_thread(load_call_audio, str(demo.audio), 16000)
-    if samples.shape[0] != 2:
-        raise ValueError(f"demo call {demo.name} must be a two-channel recording")
-    call_id = f"demo-{demo.name}-{secrets.token_hex(3)}"
-    start = StartMessage.model_validate({"type": "start", "sample_rate_hz": 16000, "encoding": "pcm16",
-                                         "channels": ["agent", "customer"], "loan_file": demo.loan_file,
-                                         "agent_id": agent_id})
-    call = open_call(app, call_id, start, None)
-    tasks: set[asyncio.Task[None]] = app.state.demo_tasks
+    def __init__(self, calls: LiveCalls) -> None:
+        self._calls = calls
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def play() -> None:
+    async def start(self, demo: DemoCall, speed: float, agent_id: str | None = None) -> str:
+        """Start replaying `demo` as a new live call; returns its call id at once (watch it on the events
+        socket). Raises `ServiceError` when the call cannot start (no speech model)."""
+        samples = await asyncio.to_thread(load_call_audio, str(demo.audio), 16000)
+        if samples.shape[0] != 2:
+            raise ValueError(f"demo call {demo.name} must be a two-channel recording")
+        call_id = f"demo-{demo.name}-{secrets.token_hex(3)}"
+        start = StartMessage.model_validate({"type": "start", "sample_rate_hz": 16000, "encoding": "pcm16",
+                                             "channels": ["agent", "customer"], "loan_file": demo.loan_file,
+                                             "agent_id": agent_id})
+        session = self._calls.open(call_id, start, None)
+        task = asyncio.create_task(self._play(session, samples, speed))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return call_id
+
+    @staticmethod
+    async def _play(session: LiveSession, samples: np.ndarray, speed: float) -> None:
         try:
-            await call.send(ReadyEvent(call_id=call_id, channels=start.channels,
-                                       loan_file=public_loan_file(demo.loan_file)))
+            await session.ready()
             step = int(16000 * STEP_S)
             began = time.monotonic()
             for offset in range(0, samples.shape[1], step):
                 block = np.ascontiguousarray(samples[:, offset: offset + step])
-                await call.feed_block(block)
+                await session.feed_block(block)
                 # Real-time pace (or `speed` times it): the latency the agent sees is the product's.
                 due = began + (offset + block.shape[1]) / 16000 / speed
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
-            await call.finish()
-            await call.send(EndEvent(call_id=call_id))
+            await session.end()
         except asyncio.CancelledError:
-            call.cancel()
             raise
         except Exception:
-            log.exception("demo call %s failed", call_id)
+            log.exception("demo call %s failed", session.call_id)
         finally:
-            close_call(app, call_id)
+            session.close()
 
-    task = asyncio.create_task(play())
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
-    return call_id
+    def close(self) -> None:
+        """Stop every replay (shutdown)."""
+        for task in list(self._tasks):
+            task.cancel()

@@ -1,9 +1,10 @@
-"""One live call: audio in, partial and final transcript events out.
+"""The audio side of one live call: audio in, partial and final transcript events out.
 
 `LiveCall` owns a `ChannelStream` per channel, converts incoming audio to 16 kHz, runs the VAD off the event
 loop, sends decode requests to the shared `DecodeScheduler` and emits events through the `emit` callback it
-is given, in order per channel. It knows nothing about websockets, so the same class serves the native
-protocol, the Twilio protocol and the tests.
+is given, in order per channel. Each final's text goes through the call's `CallPipeline` (redaction, turn)
+before it is emitted, exactly as a recording's utterances do; turns go on to `CallAssist` for the dialogue. It
+knows nothing about websockets, so the same class serves the native protocol, Twilio, the demo and the tests.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
-from pydantic import BaseModel
 
 from asr.streaming import (
     ChannelStream,
@@ -34,14 +34,13 @@ from asr.streaming import (
 from asr.transcribe import Transcriber, join_parts
 from asr.types import Utterance
 from nlu.dialogue import Turn
-from nlu.pii import IDENTIFIER_ANSWER_S, Redactor, loan_file_identities, preview, requested_identifier
-from service.assist import AGENT, CUSTOMER, CallAssist
-from service.decoding import DecodeScheduler
-from service.protocol import ErrorEvent, FinalEvent, OverloadEvent, PartialEvent, StartMessage
+from pipeline.call import CallPipeline
+from service.live.assist import CallAssist
+from service.live.scheduler import DecodeScheduler
+from service.protocol import Emit, ErrorEvent, FinalEvent, OverloadEvent, PartialEvent, StartMessage
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[BaseModel], Awaitable[None]]
 
 #: At most one overload notice per call in this many seconds: a hint to the client, not a flood.
 _OVERLOAD_NOTICE_INTERVAL_S = 5.0
@@ -56,7 +55,6 @@ class LiveEngine:
     scheduler: DecodeScheduler
     vad_executor: Executor
     stream_options: StreamOptions
-    narrowband_vad_threshold: float
     partial_beam_size: int
     final_beam_size: int
     min_window_s: float
@@ -84,8 +82,6 @@ class _Channel:
     name: str
     stream: ChannelStream
     upsample: Upsampler
-    #: Personal data is masked here, before any text leaves the ASR stage (events, dialogue, storage).
-    redactor: Redactor
     last_final: asyncio.Task[None] | None = None
     finalised: set[str] = field(default_factory=set)
     partial_shown: set[str] = field(default_factory=set)
@@ -96,30 +92,22 @@ class _Channel:
 
 
 class LiveCall:
-    """The transcription side of one call."""
+    """The audio side of one call: its channels' endpointers and decodes; finals go through `pipeline`."""
 
-    def __init__(self, call_id: str, start: StartMessage, engine: LiveEngine, emit: Emit,
+    def __init__(self, call_id: str, start: StartMessage, engine: LiveEngine, pipeline: CallPipeline, emit: Emit,
                  assist: CallAssist | None = None) -> None:
         self.call_id = call_id
+        #: The call's text path (redaction, turns), shared with the dialogue.
+        self.pipeline = pipeline
         #: Agent assistance (turn pairing, assessment, prompts); None for transcript-only calls.
         self.assist = assist
         self.start = start
         self.engine = engine
         self._emit = emit
-        options = engine.stream_options
-        if start.sample_rate_hz <= 8000:
-            options = _replace_threshold(options, engine.narrowband_vad_threshold)
-        names, addresses = loan_file_identities(start.loan_file.model_dump() if start.loan_file else None)
-        self.channels = [
-            _Channel(name, ChannelStream(name, options, engine.vad), Upsampler(start.sample_rate_hz),
-                     Redactor(names, addresses))
-            for name in start.channels
-        ]
+        options = engine.stream_options.for_source_rate(start.sample_rate_hz)
+        self.channels = [_Channel(name, ChannelStream(name, options, engine.vad), Upsampler(start.sample_rate_hz))
+                         for name in start.channels]
         self._tasks: set[asyncio.Task[None]] = set()
-        # The dialogue sees finals in the order their utterances ended, across channels: decoding may finish
-        # them out of order, and an answer must never reach it before the question it answers.
-        self._last_dialogue_step: asyncio.Task[None] | None = None
-        self._finals_in_flight = 0
         self._last_overload_notice = 0.0
         self._dropped_since_notice = 0
         self.samples_in = 0
@@ -128,10 +116,6 @@ class LiveCall:
     def duration_s(self) -> float:
         """Seconds of call audio received so far."""
         return self.samples_in / self.start.sample_rate_hz
-
-    async def send(self, event: BaseModel) -> None:
-        """An event of this call that did not come from its audio (ready, end, protocol errors)."""
-        await self._emit(event)
 
     async def feed_interleaved(self, data: bytes) -> None:
         """Audio as it arrives on the native socket: interleaved samples in `start.encoding`."""
@@ -158,7 +142,7 @@ class LiveCall:
         for request in requests:
             self._handle(request)
         if self.assist is not None:
-            busy = self._finals_in_flight > 0 or any(c.stream.in_speech for c in self.channels)
+            busy = self.assist.turns_pending > 0 or any(c.stream.in_speech for c in self.channels)
             await self.assist.tick(self.duration_s, busy)
 
     def _process(self, blocks: list[tuple[int, np.ndarray]]) -> list[StreamRequest]:
@@ -193,8 +177,7 @@ class LiveCall:
             task = self._spawn(self._final(channel, request, previous, decoded))
             channel.last_final = task
             if self.assist is not None:
-                self._finals_in_flight += 1
-                self._last_dialogue_step = self._spawn(self._dialogue_step(decoded, self._last_dialogue_step))
+                self._spawn(self.assist.turn_in_order(decoded))
         elif isinstance(request, PieceRequest):
             # As much a part of the final as its tail: queued like a final, never dropped.
             piece = self._submit_final(request)
@@ -246,16 +229,6 @@ class LiveCall:
             if not decoded.done():
                 decoded.set_result(turn)  # None when cancelled or failed: the dialogue goes on without it
 
-    async def _dialogue_step(self, decoded: asyncio.Future[Turn | None], previous: asyncio.Task[None] | None) -> None:
-        try:
-            turn = await decoded
-            if previous is not None:
-                await asyncio.gather(previous, return_exceptions=True)
-            if turn is not None and self.assist is not None:
-                await self.assist.final(turn)
-        finally:
-            self._finals_in_flight -= 1
-
     async def _final_event(self, channel: _Channel, request: FinalRequest,
                            previous: asyncio.Task[None] | None) -> Turn | None:
         key = (request.utterance_id, request.tail_start_s, request.end_s)
@@ -281,19 +254,13 @@ class LiveCall:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)  # keep each channel's finals in order
         channel.finalised.add(request.utterance_id)
-        text = channel.redactor.redact(utterance.text, request.start_s, request.end_s)[0] if utterance else ""
-        if utterance is not None and channel.name == AGENT and (kind := requested_identifier(utterance.text)):
-            for other in self.channels:  # the customer's next digits answer it: mask them whatever they look like
-                if other.name == CUSTOMER:
-                    other.redactor.expect(kind, request.end_s + IDENTIFIER_ANSWER_S)
-        if not text and request.utterance_id not in channel.partial_shown:
+        final = self.pipeline.final(channel.name, utterance.text if utterance else "", request.start_s,
+                                    request.end_s, request.utterance_id)
+        if not final.text and request.utterance_id not in channel.partial_shown:
             return None  # nothing was said and nothing was shown: no event
-        await self._emit(FinalEvent(channel=request.channel, utterance_id=request.utterance_id, text=text,
+        await self._emit(FinalEvent(channel=request.channel, utterance_id=request.utterance_id, text=final.text,
                                     start_s=request.start_s, end_s=request.end_s))
-        if request.channel not in (AGENT, CUSTOMER):
-            return None
-        return Turn(request.utterance_id, "agent" if request.channel == AGENT else "customer", text,
-                    request.start_s, request.end_s)
+        return final.turn
 
     def _partial(self, channel: _Channel, request: PartialRequest) -> None:
         future = self.engine.scheduler.offer_partial(self._decode_job(request, self.engine.partial_beam_size))
@@ -326,13 +293,8 @@ class LiveCall:
                 return  # nothing recognisable yet
             channel.partial_shown.add(request.utterance_id)
             await self._emit(PartialEvent(channel=request.channel, utterance_id=request.utterance_id,
-                                          text=preview(channel.redactor, shown.text),
+                                          text=self.pipeline.partial(channel.name, shown.text),
                                           start_s=request.utterance_start_s))
 
         self._spawn(deliver())
 
-
-def _replace_threshold(options: StreamOptions, threshold: float) -> StreamOptions:
-    from dataclasses import replace
-
-    return replace(options, vad_threshold=threshold)

@@ -1,4 +1,5 @@
-"""Scoring a recorded call: decode, transcribe each channel, run the dialogue, build the report.
+"""A recorded call through the call pipeline: decode the file, cut and decode each channel exactly as a live call
+would be, then the same text path (`pipeline.call.CallPipeline`) and the report.
 
 Shared by the recordings API (background jobs), `huifang score` and `huifang score-dir`. Synchronous and
 CPU-bound: callers run it on a worker thread.
@@ -6,10 +7,9 @@ CPU-bound: callers run it on a worker thread.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +23,13 @@ from asr.transcribe import Transcriber, join_parts
 from asr.types import DecodedAudio, DecodeLimits, Utterance
 from nlu.assess import Assessor
 from nlu.dialogue import DialogueOptions, Turn
-from nlu.pii import _FULLWIDTH as FULLWIDTH
-from nlu.pii import (
-    IDENTIFIER_ANSWER_S,
-    Redactor,
-    loan_file_identities,
-    public_loan_file,
-    requested_identifier,
-    spoken_spans,
-)
-from nlu.report import RiskConfig, score_call
-from nlu.types import LoanRecord
+from nlu.pii import normalise_width, public_loan_file, spoken_spans
+from nlu.report import RiskConfig
+from pipeline.call import ROLES, CallPipeline, Final
 
 #: Utterance parts of one channel decoded together after the call (see `transcribe_like_live`).
 _SCORING_BATCH = 8
 
-ROLES = ("agent", "customer")
 #: Below this level (dBFS) for every 30 ms frame, a recording holds nothing to score.
 SILENCE_DBFS = -50.0
 
@@ -100,33 +91,11 @@ def validate_parts(parts: list[AudioPart], limits: DecodeLimits) -> float:
     return duration
 
 
-def parse_loan_file(text: str | None) -> dict[str, Any] | None:
-    """The `loan_file` form field: a JSON object validated like the live protocol's."""
-    if text is None or not text.strip():
-        return None
-    from pydantic import ValidationError
-
-    from service.protocol import LoanFile
-
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise RecordingError(f"loan_file is not valid JSON ({e.msg} at character {e.pos})") from e
-    if not isinstance(data, dict):
-        raise RecordingError("loan_file must be a JSON object")
-    try:
-        return LoanFile.model_validate(data).model_dump(exclude_none=True)
-    except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
-        raise RecordingError(f"invalid loan_file: {problems}") from e
-
-
 @dataclass(frozen=True, slots=True)
 class SegmentOptions:
     """How recordings are cut and decoded: as live calls are (see `asr.streaming.endpoint_offline`)."""
 
     stream: StreamOptions
-    narrowband_vad_threshold: float
     beam_size: int
     min_window_s: float
 
@@ -135,9 +104,7 @@ def transcribe_like_live(audio: DecodedAudio, roles: tuple[str, ...], transcribe
                          seg: SegmentOptions, on_progress: Callable[[float], None] | None = None) -> list[Utterance]:
     """Utterances of each channel, cut by the live endpointer and decoded with the live final settings, so that
     the same call gives the same text, hence the same verdicts, live and after the fact."""
-    options = seg.stream
-    if audio.source_sample_rate_hz <= 8000:
-        options = replace(options, vad_threshold=seg.narrowband_vad_threshold)
+    options = seg.stream.for_source_rate(audio.source_sample_rate_hz)
     out: list[Utterance] = []
     for index, role in enumerate(roles):
         finals = endpoint_offline(audio.samples[index], role, options, vad)
@@ -191,58 +158,67 @@ class Scored:
     raw: list[dict[str, Any]]
 
 
-def score_parts(call_id: str, parts: list[AudioPart], loan_file: dict[str, Any] | None, transcriber: Transcriber,
-                assessor: Assessor, limits: DecodeLimits, options: DialogueOptions, risk: RiskConfig,
-                vad: VadStep, seg: SegmentOptions, on_progress: Callable[[float], None] | None = None,
-                silence_pii: bool = False) -> Scored:
-    """The report of a call stored as `parts`. `on_progress` gets 0-1. With `silence_pii` the stored audio is
-    rewritten with the stretches where personal data was said silenced (found by word times)."""
-    decoded = [(part, decode_audio(str(part.path), limits)) for part in parts]
-    total = sum(audio.duration_s * audio.channel_count for _, audio in decoded) or 1.0
-    done = 0.0
-    turns: list[Turn] = []
-    raw: list[dict[str, Any]] = []
-    duration = max(audio.duration_s for _, audio in decoded)
-    names, addresses = loan_file_identities(loan_file)
-    redactors = {role: Redactor(names, addresses) for role in ROLES}
-    silenced: list[dict[str, Any]] = []
-    for part, audio in decoded:
-        base = done
-        quiet: dict[int, list[tuple[float, float]]] = {}
+@dataclass(frozen=True, slots=True)
+class RecordingScorer:
+    """Everything scoring a recording needs, built once per process (service, `huifang score`, `score-dir`)."""
 
-        def progress(seconds: float, base: float = base) -> None:
-            if on_progress is not None:
-                on_progress(min(0.99, (base + seconds) / total))
+    transcriber: Transcriber
+    assessor: Assessor
+    vad: VadStep
+    limits: DecodeLimits
+    dialogue: DialogueOptions
+    risk: RiskConfig
+    segment: SegmentOptions
+    #: Rewrite stored audio with the stretches where personal data was said silenced (found by word times).
+    silence_pii: bool = False
 
-        utterances = transcribe_like_live(audio, part.channels, transcriber, vad, seg, progress)
-        done += audio.duration_s * audio.channel_count
-        counts: dict[str, int] = {}
-        for u in utterances:
-            counts[u.channel] = counts.get(u.channel, 0) + 1
-            if u.channel in ROLES and u.text:
-                # Masked before anything else sees the text: the report and the database never hold it raw.
-                text, masked = redactors[u.channel].redact(u.text, u.start_s, u.end_s)
-                if u.channel == "agent" and (kind := requested_identifier(u.text)):
-                    redactors["customer"].expect(kind, u.end_s + IDENTIFIER_ANSWER_S)
+    def __call__(self, call_id: str, parts: list[AudioPart], loan_file: dict[str, Any] | None,
+                 on_progress: Callable[[float], None] | None = None) -> Scored:
+        """The report of a call stored as `parts`. `on_progress` gets 0-1."""
+        decoded = [(part, decode_audio(str(part.path), self.limits)) for part in parts]
+        total = sum(audio.duration_s * audio.channel_count for _, audio in decoded) or 1.0
+        done = 0.0
+        duration = max(audio.duration_s for _, audio in decoded)
+        pipeline = CallPipeline(call_id, ROLES, self.assessor, loan_file, self.dialogue)
+        turns: list[Turn] = []
+        raw: list[dict[str, Any]] = []
+        silenced: list[dict[str, Any]] = []
+        for part, audio in decoded:
+            base = done
+            quiet: dict[int, list[tuple[float, float]]] = {}
+
+            def progress(seconds: float, base: float = base) -> None:
+                if on_progress is not None:
+                    on_progress(min(0.99, (base + seconds) / total))
+
+            utterances = transcribe_like_live(audio, part.channels, self.transcriber, self.vad, self.segment,
+                                              progress)
+            done += audio.duration_s * audio.channel_count
+            for u in utterances:
+                final = pipeline.final(u.channel, u.text, u.start_s, u.end_s)
+                if final.turn is None:
+                    continue
+                turns.append(final.turn)
                 raw.append({"channel": u.channel, "start_s": u.start_s, "end_s": u.end_s, "text": u.text})
-                if silence_pii and masked:
-                    index = part.channels.index(u.channel)
-                    clip = audio.samples[index][int(u.start_s * 16000): int(u.end_s * 16000)]
-                    words = tuple((w.start_s, w.end_s, w.text) for w in transcriber.word_times(clip, u.start_s))
-                    ranges = spoken_spans(masked, u.text.translate(FULLWIDTH), words, u.start_s, u.end_s)
-                    quiet.setdefault(index, []).extend(ranges)
+                if self.silence_pii and final.masked:
+                    ranges = self._spoken(audio, part.channels.index(u.channel), u, final)
+                    quiet.setdefault(part.channels.index(u.channel), []).extend(ranges)
                     silenced += [{"channel": u.channel, "start_s": round(a, 3), "end_s": round(b, 3)}
                                  for a, b in ranges]
-                turns.append(Turn(f"{u.channel}-{counts[u.channel]}", "agent" if u.channel == "agent" else "customer",
-                                  text, u.start_s, u.end_s))
-        if quiet:
-            _store_silenced(part.path, audio, quiet)
-    if not turns:
-        raise AsrError("no speech was recognised in the recording")
-    report = score_call(call_id, turns, assessor, LoanRecord.from_mapping(loan_file), duration, options, risk)
-    data = report.to_dict()
-    data["loan_file"] = public_loan_file(loan_file)
-    data["silenced_audio"] = silenced
-    if on_progress is not None:
-        on_progress(1.0)
-    return Scored(data, raw)
+            if quiet:
+                _store_silenced(part.path, audio, quiet)
+        if not turns:
+            raise AsrError("no speech was recognised in the recording")
+        pipeline.replay(turns, duration)
+        data = pipeline.report(duration, self.risk).to_dict()
+        data["loan_file"] = public_loan_file(loan_file)
+        data["silenced_audio"] = silenced
+        if on_progress is not None:
+            on_progress(1.0)
+        return Scored(data, raw)
+
+    def _spoken(self, audio: DecodedAudio, index: int, u: Utterance, final: Final) -> list[tuple[float, float]]:
+        """Audio time ranges where the masked parts of `u` were said (word times of a second decoding pass)."""
+        clip = audio.samples[index][int(u.start_s * 16000): int(u.end_s * 16000)]
+        words = tuple((w.start_s, w.end_s, w.text) for w in self.transcriber.word_times(clip, u.start_s))
+        return spoken_spans(list(final.masked), normalise_width(u.text), words, u.start_s, u.end_s)

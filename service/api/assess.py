@@ -1,16 +1,15 @@
-"""`POST /v1/assess`: assess one (question, answer) pair, as `python -m nlu.assess` does for a file."""
+"""`/v1/assess`: assess one (question, answer) pair, as `python -m nlu.assess` does for a file."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from nlu.assess import Assessor
 from nlu.types import LoanRecord
-from service.auth import Viewer
+from service.api.deps import AssessorDep, Viewer
 from service.protocol import LoanFile
 
 router = APIRouter(tags=["assessment"])
@@ -36,15 +35,8 @@ class AssessResponse(BaseModel):
     prompt: str | None
 
 
-def get_assessor(request: Request) -> Assessor:
-    """Dependency: the process-wide assessor (call script and cue lexicons loaded once)."""
-    assessor: Assessor = request.app.state.assessor
-    return assessor
-
-
 @router.post("/v1/assess", response_model=AssessResponse)
-async def assess(body: AssessRequest, assessor: Annotated[Assessor, Depends(get_assessor)],
-                 _: Viewer) -> dict[str, Any]:
+async def assess(body: AssessRequest, assessor: AssessorDep, _: Viewer) -> dict[str, Any]:
     """Label the answer (clear / omission / unclear / evasive) with evidence, slots, mismatch and a prompt."""
     loan = LoanRecord.from_mapping(body.loan_file.model_dump()) if body.loan_file else None
     # Rules run in microseconds-to-milliseconds, but pinyin look-ups touch large tables on first use.

@@ -1,5 +1,6 @@
 """`huifang` command line: `serve` runs the service, `transcribe` prints a recording's utterances, `replay`
-streams one through the live socket, `score` / `score-dir` score recorded calls.
+streams one through the live socket (the client in `service.cli.replay`), `score` / `score-dir` score recorded
+calls (`service.cli.score`), `audit verify` and `token` for operators.
 
 Errors a user can fix (bad audio, limits, missing model, bad arguments) print one line and exit with code 2;
 tracebacks are for bugs only.
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from asr.errors import AsrError
+from service.errors import ServiceError
 from service.logs import install as install_logging
 
 EXIT_USAGE = 2
@@ -48,13 +50,13 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     settings = get_settings()
     roles = [r.strip() for r in args.channels.split(",")] if args.channels else None
     if roles is not None and (not all(roles) or len(set(roles)) != len(roles)):
-        raise AsrError(f"--channels must name each channel once, e.g. agent,customer (got {args.channels!r})")
+        raise ServiceError("usage", f"--channels must name each channel once, e.g. agent,customer (got "
+                           f"{args.channels!r})")
     show_progress = sys.stderr.isatty() and not args.no_progress
     audio = decode_audio(args.file, settings.decode_limits())
     if roles is not None and len(roles) != audio.channel_count:
-        raise AsrError(
-            f"--channels names {len(roles)} channel(s) but the recording has {audio.channel_count}"
-        )
+        raise ServiceError("usage", f"--channels names {len(roles)} channel(s) but the recording has "
+                           f"{audio.channel_count}")
     transcriber = Transcriber(settings.asr_options())
     transcriber.load()
     update, close = _progress(audio.duration_s * audio.channel_count, show_progress, "transcribing")
@@ -86,14 +88,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from service.replay import run_replay_command
+    from service.cli.replay import run_replay_command
 
     channels = [c.strip() for c in args.channels.split(",")]
     try:
         return run_replay_command(args.file, args.call_id, args.url, args.realtime, args.twilio, args.rate,
                                   channels, args.json, args.token or os.environ.get("HUIFANG_TOKEN"))
     except OSError as e:
-        raise AsrError(f"cannot reach {args.url}: {e}") from e
+        raise ServiceError("usage", f"cannot reach {args.url}: {e}") from e
 
 
 def _roles(text: str) -> tuple[str, ...]:
@@ -103,7 +105,7 @@ def _roles(text: str) -> tuple[str, ...]:
 def cmd_score(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from service.batch import score_file
+    from service.cli.score import score_file
     from service.settings import get_settings
 
     return score_file(get_settings(), Path(args.file), Path(args.loan_file) if args.loan_file else None,
@@ -113,7 +115,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_score_dir(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from service.batch import score_dir
+    from service.cli.score import score_dir
     from service.settings import get_settings
 
     return score_dir(get_settings(), Path(args.folder), _roles(args.channels),
@@ -141,7 +143,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     from service.auth import hash_token, new_token
 
     if args.role == "agent" and not args.agent_id:
-        raise AsrError("an agent token needs --agent-id")
+        raise ServiceError("usage", "an agent token needs --agent-id")
     token = new_token()
     entry = {"name": args.name, "role": args.role, "sha256": hash_token(token)}
     if args.agent_id:
@@ -216,24 +218,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pydantic import ValidationError
 
     from nlu.classifier import ClassifierUnavailableError
+    from pipeline.recording import RecordingError
+    from service.protocol import validation_problems
 
     parser = build_parser()
     args = parser.parse_args(argv)
     install_logging(logging.WARNING)
     try:
         return int(args.func(args))
-    except (AsrError, ClassifierUnavailableError) as e:
+    except (AsrError, ClassifierUnavailableError, RecordingError, ServiceError) as e:
         print(f"huifang: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
-        )
-        print(f"huifang: error: invalid settings (HUIFANG_* variables or .env): {problems}", file=sys.stderr)
+        print(f"huifang: error: invalid settings (HUIFANG_* variables or .env): {validation_problems(e)}",
+              file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

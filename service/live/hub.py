@@ -121,6 +121,3 @@ class CallHub:
         if not feed.live and not feed.ended and not feed.subscribers:
             del self._feeds[sub.call_id]  # nobody waits for a call that never came
 
-    def is_live(self, call_id: str) -> bool:
-        feed = self._feeds.get(call_id)
-        return feed is not None and feed.live

@@ -1,6 +1,6 @@
 """The project's own PII test corpus: synthetic numbers and names said the ways customers say them.
 
-`python -m nlu.pii_corpus` writes `corpus/pii.jsonl`: one object per case with `text` (one utterance, or a list
+`python -m tools.pii_corpus` writes `corpus/pii.jsonl`: one object per case with `text` (one utterance, or a list
 of consecutive utterances for numbers split across them), `pii` (the raw values that must not survive, with
 their kind) and `lookalike` (true for strings that must come back unmasked: amounts, dates, rates, terms).
 Every number is generated (valid ID check digits, Luhn-valid cards), none belongs to a real person.
@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from nlu.pii import _ID_CHECK, _ID_WEIGHTS, luhn_ok
+from nlu.pii import id_check_character, luhn_ok
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "corpus" / "pii.jsonl"
 _CN = "零一二三四五六七八九"
@@ -50,8 +50,7 @@ def _grouped(text: str, sizes: tuple[int, ...], sep: str) -> str:
 def make_id(rng: random.Random) -> str:
     body = rng.choice(_AREAS) + f"{rng.randint(1950, 2004)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
     body += f"{rng.randint(0, 999):03d}"
-    total = sum(int(d) * w for d, w in zip(body, _ID_WEIGHTS, strict=True))
-    return body + _ID_CHECK[total % 11]
+    return body + id_check_character(body)
 
 
 def make_card(rng: random.Random, length: int) -> str:
@@ -156,7 +155,7 @@ def build(seed: int = 20261129) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nlu.pii_corpus", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.pii_corpus", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
     cases = build()

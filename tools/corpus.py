@@ -1,6 +1,6 @@
 """The project's own labelled corpus of (question, answer, topic, label), rendered from `configs/corpus.yaml`.
 
-    python -m nlu.corpus [--out corpus] [--variants 7] [--seed 7]
+    python -m tools.corpus [--out corpus] [--variants 7] [--seed 7]
 
 writes `train.jsonl`, `dev.jsonl` and `test.jsonl`. Splits are by answer template id, so a test answer is never
 a re-worded training answer. Each topic gets the same number of renderings per label (30 × variants), shared
@@ -275,7 +275,7 @@ def render(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nlu.corpus", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.corpus", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="corpus", help="output folder (default: corpus)")
     parser.add_argument("--variants", type=int, default=7,
                         help=f"renderings per topic and label, in units of {_TEMPLATES_PER_CELL} (default 7)")

@@ -1,28 +1,28 @@
 """Agent assistance for one live call: finals and the audio clock in, assessment/prompt/checklist events out.
 
-`CallAssist` wraps the pure `nlu.dialogue.CallDialogue` for the event loop: the dialogue runs on a worker
-thread, one step at a time per call, and its verdicts become protocol events. If the NLU stage fails, the call
-degrades to transcript only (one `error` event, code `assessment_failed`); the socket and other calls go on.
+`CallAssist` steps the dialogue of the call's `pipeline.call.CallPipeline` for the event loop: turns reach it in
+the order their utterances ended (decoding may finish them out of order, and an answer must never reach the
+dialogue before the question it answers), each step runs on a worker thread, one at a time per call, and its
+verdicts become protocol events. If the NLU stage fails, the call degrades to transcript only (one `error`
+event, code `assessment_failed`); the socket and other calls go on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import asdict
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel
-
-from nlu.assess import Assessor
-from nlu.dialogue import CallDialogue, CallSummary, ChecklistItem, DialogueOptions, Turn, Verdict
-from nlu.types import LoanRecord
+from nlu.dialogue import CallSummary, ChecklistItem, Turn, Verdict
+from pipeline.call import CallPipeline
 from service.protocol import (
     AssessmentEvent,
     ChecklistEvent,
     ChecklistItemModel,
+    Emit,
     ErrorEvent,
     EvidenceItem,
     MismatchInfo,
@@ -34,52 +34,63 @@ from service.protocol import (
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[BaseModel], Awaitable[None]]
-T = TypeVar("T")
-
-#: Channel names that take part in the dialogue; other names (a mono mix, say) get transcripts only.
-AGENT, CUSTOMER = "agent", "customer"
-
-
-def assists(channels: list[str]) -> bool:
-    """Whether a call with these channel roles can be assisted: it needs an agent and a customer channel."""
-    return AGENT in channels and CUSTOMER in channels
 
 
 class CallAssist:
-    """The NLU side of one live call."""
+    """The NLU side of one live call (its pipeline must have a dialogue: agent and customer channels)."""
 
-    def __init__(self, call_id: str, assessor: Assessor, loan_file: dict[str, Any] | None, options: DialogueOptions,
-                 executor: Executor, emit: Emit) -> None:
+    def __init__(self, call_id: str, pipeline: CallPipeline, executor: Executor, emit: Emit) -> None:
         self.call_id = call_id
-        self.dialogue = CallDialogue(assessor, LoanRecord.from_mapping(loan_file), options)
-        self._names = {t.id: t.name for t in assessor.script.topics.values()}
-        if assessor.script.other is not None:
-            self._names[assessor.script.other.id] = assessor.script.other.name
+        self.pipeline = pipeline
+        self._names = pipeline.topic_names
         self._executor = executor
         self._emit = emit
         self._lock = asyncio.Lock()  # one dialogue step at a time, in the order they were asked for
         self._checklist: tuple[ChecklistItem, ...] | None = None
+        #: The step of the last final handed over: the next one waits for it (endpoint order).
+        self._last: asyncio.Future[None] | None = None
+        #: Finals handed over whose turn has not reached the dialogue yet.
+        self.turns_pending = 0
         self.failed = False
 
-    async def final(self, turn: Turn) -> None:
-        """A finished utterance (call in endpoint order)."""
-        await self._step(self.dialogue.add, turn)
+    def turn_in_order(self, decoded: asyncio.Future[Turn | None]) -> Coroutine[Any, Any, None]:
+        """Hand over a final that has just ended (call in endpoint order, across channels; the bookkeeping is
+        done at once, so that `turns_pending` counts it before the next clock tick). Returns the coroutine that
+        waits for its turn (`decoded` gives None when it had no text or failed) and steps the dialogue with it
+        after every final handed over before it."""
+        previous = self._last
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._last = done
+        self.turns_pending += 1
+        return self._in_order(decoded, previous, done)
+
+    async def _in_order(self, decoded: asyncio.Future[Turn | None], previous: asyncio.Future[None] | None,
+                        done: asyncio.Future[None]) -> None:
+        try:
+            turn = await decoded
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            if turn is not None:
+                await self._step(self.pipeline.add, turn)
+        finally:
+            self.turns_pending -= 1
+            done.set_result(None)
 
     async def tick(self, now_s: float, busy: bool) -> None:
         """The audio clock moved on; `busy` when someone is speaking or a final is still being decoded."""
-        due = self.dialogue.silence_due_s()  # a cheap read, so that most ticks need no thread hop
+        due = self.pipeline.silence_due_s()  # a cheap read, so that most ticks need no thread hop
         if self.failed or busy or due is None or now_s < due:
             return
-        await self._step(self.dialogue.tick, now_s, False)
+        await self._step(self.pipeline.tick, now_s)
 
     async def finish(self, duration_s: float) -> None:
         """End of the call: last silence check, then the summary."""
-        await self._step(self.dialogue.finish, duration_s)
+        await self._step(self.pipeline.finish, duration_s)
         if self.failed:
             return
-        summary = self.dialogue.summary()
-        await self._emit(self._summary_event(summary, duration_s))
+        summary = self.pipeline.summary()
+        if summary is not None:
+            await self._emit(self._summary_event(summary, duration_s))
 
     async def _step(self, fn: Callable[..., list[Verdict]], *args: Any) -> None:
         if self.failed:
@@ -104,14 +115,13 @@ class CallAssist:
                                              label=assessment.label, mismatch=assessment.mismatch is not None,
                                              question_utterance_id=verdict.question_utterance_id,
                                              answer_end_s=verdict.answer_end_s))
-        if checklist is not None:
-            await self._emit(ChecklistEvent(items=[_item(i) for i in checklist],
-                                            coverage=self.dialogue.summary().coverage))
+        if checklist is not None and (summary := self.pipeline.summary()) is not None:
+            await self._emit(ChecklistEvent(items=[_item(i) for i in checklist], coverage=summary.coverage))
 
     def _run(self, fn: Callable[..., list[Verdict]], args: tuple[Any, ...]) -> tuple[list[Verdict],
                                                                                    tuple[ChecklistItem, ...] | None]:
         verdicts = fn(*args)
-        checklist = self.dialogue.checklist()
+        checklist = self.pipeline.checklist()
         if checklist == self._checklist:
             return verdicts, None
         self._checklist = checklist

@@ -1,8 +1,8 @@
 """Train the default learned answer model: the sentence-encoder head of nlu/learned.py, on the own corpus only.
 
-    python -m nlu.train [--corpus corpus] [--out nlu/model] [--l2 0.01] [--encoder default]
+    python -m tools.train [--corpus corpus] [--out nlu/model] [--l2 0.01] [--encoder default]
 
-Reads `train.jsonl` (and `dev.jsonl` to report on) of the project's own corpus (`python -m nlu.corpus`), embeds
+Reads `train.jsonl` (and `dev.jsonl` to report on) of the project's own corpus (`python -m tools.corpus`), embeds
 every question and answer with the sentence encoder, fits the head, and writes the model directory (head, meta
 data with the encoder's SHA-256 and the corpus hash, the training answers' vectors for nearest-example
 evidence). Deterministic for a corpus and an encoder; about a minute on one core, most of it embedding.
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from nlu.encoder import SentenceEncoder
     from nlu.learned import DEFAULT_MODEL_DIR, EXAMPLE_TEXTS_FILE, EXAMPLES_FILE, HEAD_FILE, META_FILE
 
-    parser = argparse.ArgumentParser(prog="python -m nlu.train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", default="corpus")
     parser.add_argument("--out", default=str(DEFAULT_MODEL_DIR))
     parser.add_argument("--l2", type=float, default=0.1, help="weight decay of the head")

@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from asr.audio import decode_audio
-from asr.types import DecodeLimits
+from asr.audio import load_call_audio
 
 #: Audio per binary frame: 100 ms, a typical switch packetisation (Twilio uses 20 ms).
 FRAME_S = 0.1
@@ -41,27 +40,6 @@ class ReplayResult:
 
     def finals(self) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("type") == "final"]
-
-
-def load_call_audio(path: str, rate_hz: int) -> np.ndarray:
-    """A recording as float32 (channels, n) at `rate_hz` (8000 or 16000)."""
-    audio = decode_audio(path, DecodeLimits())
-    samples = audio.samples
-    if rate_hz == 16000:
-        return samples
-    # Down to 8 kHz for a telephone-rate stream: PyAV's resampler per channel.
-    import av
-
-    out = []
-    for channel in samples:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate_hz)
-        frame = av.AudioFrame.from_ndarray(channel[np.newaxis, :].astype(np.float32), format="flt", layout="mono")
-        frame.sample_rate = 16000
-        parts = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-        parts += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-        out.append(np.concatenate(parts))
-    n = min(len(c) for c in out)
-    return np.stack([c[:n] for c in out])
 
 
 def _mulaw_encode(samples: np.ndarray) -> bytes:
@@ -160,9 +138,10 @@ def run_replay_command(path: str, call_id: str, url: str, realtime: bool, twilio
     rate = 8000 if twilio else (rate_hz or 16000)
     audio = load_call_audio(path, rate)
     if audio.shape[0] != len(channels):
-        from asr.errors import AsrError
+        from service.errors import ServiceError
 
-        raise AsrError(f"the recording has {audio.shape[0]} channel(s) but {len(channels)} roles were given")
+        raise ServiceError("usage", f"the recording has {audio.shape[0]} channel(s) but {len(channels)} roles "
+                           "were given")
     endpoint = f"{url.rstrip('/')}/v1/calls/{call_id}/{'twilio' if twilio else 'audio'}"
 
     def show(event: dict[str, Any]) -> None:

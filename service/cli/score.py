@@ -1,7 +1,7 @@
 """`huifang score FILE` and `huifang score-dir DIR`: post-call scoring from the command line.
 
 `score` prints one call's report and stores nothing. `score-dir` scores every recording of a folder into the
-database (the one the service uses), exactly as uploads are scored, with a progress bar.
+database (the one the service uses), exactly as uploads are scored (`service.jobs`), with a progress bar.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 
 from asr.errors import AsrError
 from nlu.pii import minimal_loan_file
-from nlu.report import load_risk
-from service.jobs import JobContext, run_job
-from service.privacy import RawTextCipher
-from service.scoring import AudioPart, RecordingError, Scored, parse_loan_file, score_parts, validate_parts
+from pipeline.recording import AudioPart, RecordingError, RecordingScorer, validate_parts
+from service.errors import ServiceError
+from service.jobs import job_context, recording_scorer, run_job
+from service.protocol import LoanFileError, parse_loan_file
 from service.settings import Settings
 from service.store import Store
 
@@ -34,33 +34,23 @@ def read_loan_file(path: Path | None) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise AsrError(f"cannot read loan file {path}: {e}") from e
+        raise ServiceError("usage", f"cannot read loan file {path}: {e}") from e
     if isinstance(data, dict) and isinstance(data.get("loan_file"), dict):
         data = data["loan_file"]
     try:
         return parse_loan_file(json.dumps(data, ensure_ascii=False))
-    except RecordingError as e:
-        raise AsrError(f"{path}: {e}") from e
+    except LoanFileError as e:
+        raise ServiceError("usage", f"{path}: {e}") from e
 
 
-Scorer = Callable[[str, list[AudioPart], dict[str, Any] | None, Callable[[float], None]], Scored]
-
-
-def _scorer(settings: Settings, store_audio: bool = True) -> Scorer:
+def _scorer(settings: Settings, store_audio: bool = True) -> RecordingScorer:
+    """The service's scorer, loaded in this process."""
     from asr.streaming import SileroStep
     from asr.transcribe import Transcriber
 
     transcriber = Transcriber(settings.asr_options())
     transcriber.load()
-    assessor, risk, vad = settings.assessor(), load_risk(settings.recordings.risk_file), SileroStep()
-    limits, options, seg = settings.decode_limits(), settings.dialogue_options(), settings.segment_options()
-
-    def score(call_id: str, parts: list[AudioPart], loan: dict[str, Any] | None,
-              progress: Callable[[float], None]) -> Scored:
-        return score_parts(call_id, parts, loan, transcriber, assessor, limits, options, risk, vad, seg, progress,
-                           settings.privacy.silence_audio and store_audio)
-
-    return score
+    return recording_scorer(settings, transcriber, settings.assessor(), SileroStep(), store_audio)
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -91,10 +81,7 @@ def score_file(settings: Settings, path: Path, loan_path: Path | None, channels:
     """Body of `huifang score`."""
     loan = read_loan_file(loan_path)
     parts = [AudioPart(path, channels)]
-    try:
-        validate_parts(parts, settings.decode_limits())
-    except RecordingError as e:
-        raise AsrError(str(e)) from e
+    validate_parts(parts, settings.decode_limits())
     bar = _bar(progress, 1, f"scoring {path.name}")
     # The user's own file is read only: nothing is stored, so nothing is rewritten.
     report = _scorer(settings, store_audio=False)(call_id or path.stem, parts, loan, lambda p: bar(p)).report
@@ -108,13 +95,12 @@ def score_dir(settings: Settings, folder: Path, channels: tuple[str, ...], progr
     database. Returns 0 when all were scored, 1 when some failed."""
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES) if folder.is_dir() else []
     if not folder.is_dir():
-        raise AsrError(f"{folder} is not a folder")
+        raise ServiceError("usage", f"{folder} is not a folder")
     if not files:
-        raise AsrError(f"no recordings ({', '.join(AUDIO_SUFFIXES)}) in {folder}")
+        raise ServiceError("usage", f"no recordings ({', '.join(AUDIO_SUFFIXES)}) in {folder}")
     store = Store(settings.db_url)
     store.migrate()
-    cipher = RawTextCipher(settings.raw_key_file) if settings.privacy.keep_raw else None
-    ctx = JobContext(store, settings.data_dir, _scorer(settings), settings.recordings.retention_days, cipher)
+    ctx = job_context(settings, store, _scorer(settings))
     failed = 0
     bar = _bar(progress, len(files), "scoring")
     for index, path in enumerate(files):
@@ -133,7 +119,7 @@ def score_dir(settings: Settings, folder: Path, channels: tuple[str, ...], progr
             if claimed is not None:  # else a running service took it and will score it
                 run_job(ctx, claimed)
             outcome = store.get_job(job.id)
-        except AsrError as e:
+        except (AsrError, RecordingError, ServiceError) as e:
             print(f"{path.name}: {e}", file=sys.stderr)
             failed += 1
             continue

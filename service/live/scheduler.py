@@ -85,13 +85,10 @@ class DecodeScheduler:
         """Jobs running or waiting."""
         return self._busy + len(self._heap)
 
-    def submit_final(self, job: Callable[[], T]) -> asyncio.Future[T]:
-        """Queue a final decode; it runs before any partial queued now or later."""
-        return self._put(_Entry(_FINAL, next(self._seq), job, self._future()))
-
     def submit_batchable(self, item: I, runner: Callable[[Sequence[I]], list[T]]) -> asyncio.Future[T]:
-        """Queue a final decode of `item` that may run in one `runner` call with other finals waiting for the
-        same runner (compared with ==, so a bound method of one object is one runner)."""
+        """Queue a final decode of `item`; it runs before any partial queued now or later, possibly in one
+        `runner` call with other finals waiting for the same runner (compared with ==, so a bound method of one
+        object is one runner)."""
         return self._put(_Entry(_FINAL, next(self._seq), None, self._future(), item, runner))
 
     def offer_partial(self, job: Callable[[], T], count_drop: bool = True) -> asyncio.Future[T] | None:

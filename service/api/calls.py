@@ -1,0 +1,152 @@
+"""`/v1/calls` over HTTP: a scored call's report, its stored audio, the list of calls, the unredacted transcript
+(admin) and deletion. The live calls' websockets under the same prefix are in `calls_ws`."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import FileResponse
+from pydantic import BaseModel
+
+from service.api.deps import Admin, SettingsDep, StoreDep, Viewer
+from service.errors import ServiceError, forbidden
+from service.jobs import remove_audio
+from service.privacy import RawTextCipher
+from service.store import CallFilter, Store, audit
+from service.store.store import utcnow
+
+router = APIRouter(tags=["calls"])
+
+
+class CallSummaryRow(BaseModel):
+    call_id: str
+    created_at: datetime
+    agent_id: str | None
+    duration_s: float
+    risk_score: int
+    tier: str
+    labels: dict[str, int]
+    report_url: str
+
+
+class CallPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[CallSummaryRow]
+
+
+def _not_found(message: str) -> ServiceError:
+    return ServiceError("not_found", message, 404)
+
+
+@router.get("/v1/calls/{call_id}/report")
+async def call_report(call_id: str, principal: Viewer, store: StoreDep) -> dict[str, Any]:
+    """The call's report: utterances, per-topic verdicts, `risk_score`, `tier`, contributions, the agent's side
+    and recommended actions."""
+    call = await asyncio.to_thread(store.get_call, call_id)
+    if call is not None and not principal.may_see(call.agent_id):
+        raise forbidden(f"call {call_id} is not assigned to you")
+    if call is None:
+        job = await asyncio.to_thread(store.active_job_for, call_id)
+        detail = f"call {call_id} is still being scored ({job.status})" if job else f"no report for call {call_id}"
+        raise _not_found(detail)
+    await asyncio.to_thread(audit.append, store, "report_read", principal.name, call_id, {"role": principal.role})
+    report = dict(call.report)
+    files = await asyncio.to_thread(_audio_files, store, call.recording_id, call.audio_dir)
+    report["audio"] = [{"url": f"/v1/calls/{call_id}/audio/{i}", "channels": f["channels"]}
+                       for i, f in enumerate(files)]
+    report["created_at"] = call.created_at.isoformat()
+    report["agent_id"] = call.agent_id
+    return report
+
+
+def _audio_files(store: Store, recording_id: str | None, audio_dir: str | None) -> list[dict[str, Any]]:
+    if audio_dir is None or recording_id is None:
+        return []
+    job = store.get_job(recording_id)
+    return job.files if job else []
+
+
+@router.get("/v1/calls/{call_id}/audio/{index}", include_in_schema=True)
+async def call_audio_file(call_id: str, index: int, principal: Viewer, store: StoreDep,
+                          settings: SettingsDep) -> FileResponse:
+    """A stored audio file of the call (while retention keeps it), for playing spans in the report page."""
+    call = await asyncio.to_thread(store.get_call, call_id)
+    if call is None:
+        raise _not_found(f"no call {call_id}")
+    if not principal.may_see(call.agent_id):
+        raise forbidden(f"call {call_id} is not assigned to you")
+    files = await asyncio.to_thread(_audio_files, store, call.recording_id, call.audio_dir)
+    if not 0 <= index < len(files):
+        raise _not_found("no such audio (deleted by retention, or never stored)")
+    path = settings.data_dir / files[index]["path"]
+    if not path.exists():
+        raise _not_found("the audio file is gone")
+    await asyncio.to_thread(audit.append, store, "audio_read", principal.name, call_id, {"file": index})
+    return FileResponse(path)
+
+
+@router.get("/v1/calls", response_model=CallPage)
+async def list_calls(
+    principal: Viewer,
+    store: StoreDep,
+    date_from: Annotated[date | None, Query(description="calls on or after this day (UTC)")] = None,
+    date_to: Annotated[date | None, Query(description="calls on or before this day (UTC)")] = None,
+    tier: Annotated[Literal["low", "medium", "high"] | None, Query()] = None,
+    label: Annotated[Literal["clear", "omission", "unclear", "evasive"] | None,
+                     Query(description="calls with at least one answer of this label")] = None,
+    agent: Annotated[str | None, Query(max_length=64, description="agent id")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> CallPage:
+    """Scored calls, newest first, filtered and paged. An agent sees only the calls assigned to them."""
+    if principal.role == "agent":
+        if agent is not None and agent != principal.agent_id:
+            raise forbidden("agents may list only their own calls")
+        agent = principal.agent_id
+    f = CallFilter(
+        date_from=datetime.combine(date_from, datetime.min.time()) if date_from else None,
+        date_to=datetime.combine(date_to + timedelta(days=1), datetime.min.time()) if date_to else None,
+        tier=tier, label=label, agent_id=agent, limit=limit, offset=offset)
+    rows, total = await asyncio.to_thread(store.list_calls, f)
+    return CallPage(total=total, limit=limit, offset=offset, items=[
+        CallSummaryRow(call_id=c.call_id, created_at=c.created_at, agent_id=c.agent_id, duration_s=c.duration_s,
+                       risk_score=c.risk_score, tier=c.tier, labels=dict(c.report.get("labels") or {}),
+                       report_url=f"/v1/calls/{c.call_id}/report") for c in rows])
+
+
+@router.get("/v1/calls/{call_id}/raw", responses={404: {"description": "not kept"}})
+async def call_raw_transcript(call_id: str, principal: Admin, store: StoreDep,
+                              settings: SettingsDep) -> dict[str, Any]:
+    """The unredacted transcript (admin only), when `HUIFANG_PRIVACY__KEEP_RAW` kept it. Every read is audited."""
+    call = await asyncio.to_thread(store.get_call, call_id)
+    if call is None or call.raw_encrypted is None:
+        raise _not_found(f"no unredacted transcript is kept for call {call_id}")
+    await asyncio.to_thread(audit.append, store, "raw_read", principal.name, call_id, {})
+    try:
+        utterances = RawTextCipher(settings.raw_key_file).decrypt(call.raw_encrypted)
+    except ValueError as e:
+        raise ServiceError("key_mismatch", str(e), 409) from e
+    return {"call_id": call_id, "utterances": utterances}
+
+
+@router.delete("/v1/calls/{call_id}", status_code=204, responses={409: {"description": "under retention"}})
+async def delete_call(call_id: str, principal: Admin, store: StoreDep, settings: SettingsDep) -> Response:
+    """Delete a call's report, answers and stored audio. Refused (409) while the call is younger than the
+    minimum retention (`HUIFANG_SCORING__MIN_RETENTION_DAYS`), which a bank may set for legal hold."""
+    call = await asyncio.to_thread(store.get_call, call_id)
+    if call is None:
+        raise _not_found(f"no call {call_id}")
+    keep_until = call.created_at + timedelta(days=settings.scoring.min_retention_days)
+    if utcnow() < keep_until:
+        raise ServiceError("retention", f"call {call_id} must be kept until {keep_until:%Y-%m-%d %H:%M} UTC "
+                           "(minimum retention)", 409)
+    removed = await asyncio.to_thread(store.delete_call, call_id)
+    await asyncio.to_thread(audit.append, store, "call_deleted", principal.name, call_id, {})
+    if removed is not None:
+        await asyncio.to_thread(remove_audio, settings.data_dir, removed.audio_dir)
+    return Response(status_code=204)

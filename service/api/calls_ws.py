@@ -1,0 +1,35 @@
+"""Websockets under `/v1/calls/{call_id}`: `audio` (native protocol, docs/protocol.md), `twilio` (Twilio Media
+Streams) and `events` (a read-only stream of one call's events for agent screens). The protocols are in
+service/live/sockets.py; a call's lifecycle in service/live/session.py."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, WebSocket
+
+from service.api.deps import CallsDep, SettingsDep, State, TokensDep
+from service.live.sockets import native_body, run_socket_call, stream_events, twilio_body
+
+router = APIRouter(tags=["live"])
+
+
+@router.websocket("/v1/calls/{call_id}/audio")
+async def call_audio(ws: WebSocket, call_id: str, calls: CallsDep, tokens: TokensDep,
+                     settings: SettingsDep) -> None:
+    """Native protocol: a `start` text frame, binary interleaved audio, `stop`. See docs/protocol.md."""
+    await run_socket_call(ws, call_id, calls, tokens, settings.live.idle_timeout_s, native_body)
+
+
+@router.websocket("/v1/calls/{call_id}/twilio")
+async def call_twilio(ws: WebSocket, call_id: str, calls: CallsDep, tokens: TokensDep,
+                      settings: SettingsDep) -> None:
+    """Twilio Media Streams (`connected`/`start`/`media`/`stop`, base64 8 kHz u-law), tracks mapped to
+    agent (outbound) and customer (inbound). Events are sent back on the same socket."""
+    await run_socket_call(ws, call_id, calls, tokens, settings.live.idle_timeout_s, twilio_body)
+
+
+@router.websocket("/v1/calls/{call_id}/events")
+async def call_events(ws: WebSocket, call_id: str, state: State) -> None:
+    """Every event of the call (history first, then live) until it ends; several screens may watch one call.
+    A call that has not started yet is waited for. Closes with 1000 after the call ends, 4408 when the
+    subscriber stops reading."""
+    await stream_events(ws, call_id, state.hub, state.tokens)

@@ -1,0 +1,31 @@
+"""The HTML pages (static HTML and JavaScript, no build step): the agent console `/console` and the scored
+calls `/calls`, `/calls/{call_id}`. They call the JSON API with the token they were opened with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/console", include_in_schema=False)
+async def console() -> FileResponse:
+    """The agent's view of one live call: `/console?call=ID` watches a call, `/console?demo=1` replays a
+    sample call."""
+    return FileResponse(STATIC_DIR / "console.html", media_type="text/html; charset=utf-8")
+
+
+@router.get("/calls", include_in_schema=False)
+async def calls_page() -> FileResponse:
+    """Scored calls: filters, risk tiers, links to each report."""
+    return FileResponse(STATIC_DIR / "calls.html", media_type="text/html; charset=utf-8")
+
+
+@router.get("/calls/{call_id}", include_in_schema=False)
+async def report_page(call_id: str) -> FileResponse:
+    """One call's report: timeline, checklist, risk gauge and contributions, actions, playable spans."""
+    return FileResponse(STATIC_DIR / "report.html", media_type="text/html; charset=utf-8")

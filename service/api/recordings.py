@@ -1,0 +1,153 @@
+"""`/v1/recordings`: upload a finished call for scoring and follow its job (reports are under `/v1/calls`)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.datastructures import UploadFile
+
+from asr.errors import AsrError, AudioLimitError
+from nlu.pii import minimal_loan_file
+from pipeline.call import ROLES
+from pipeline.recording import AudioPart, RecordingError, validate_parts
+from service.api.deps import Ingest, SettingsDep, State, StoreDep
+from service.errors import ServiceError
+from service.protocol import LoanFileError, parse_loan_file
+from service.store import JobRecord
+
+router = APIRouter(tags=["recordings"])
+
+_CALL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_CHUNK = 1 << 20
+_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".amr", ".webm"}
+
+
+class JobStatus(BaseModel):
+    """A recording's scoring job."""
+
+    id: str
+    call_id: str
+    status: Literal["queued", "running", "done", "failed"]
+    progress: float
+    error: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    report_url: str | None = None
+
+
+def _status(job: JobRecord) -> JobStatus:
+    return JobStatus(id=job.id, call_id=job.call_id, status=job.status,
+                     progress=job.progress, error=job.error, created_at=job.created_at, started_at=job.started_at,
+                     finished_at=job.finished_at,
+                     report_url=f"/v1/calls/{job.call_id}/report" if job.status == "done" else None)
+
+
+async def _save(upload: UploadFile, folder: Path, name: str, budget: list[int]) -> Path:
+    """Stream an uploaded file to disk, counting against the upload limit (`budget[0]` bytes left)."""
+    suffix = Path(upload.filename or "").suffix.lower()
+    path = folder / f"{name}{suffix if suffix in _SUFFIXES else '.audio'}"
+    with open(path, "wb") as out:
+        while chunk := await upload.read(_CHUNK):
+            budget[0] -= len(chunk)
+            if budget[0] < 0:
+                raise ServiceError("too_large", "the upload exceeds the size limit (HUIFANG_AUDIO__MAX_FILE_MB)",
+                                   413)
+            await asyncio.to_thread(out.write, chunk)
+    return path
+
+
+@router.post("/v1/recordings", status_code=202, response_model=JobStatus,
+             responses={413: {"description": "too large or too long"}, 415: {"description": "not multipart"},
+                        422: {"description": "unreadable audio, wrong channels, silence, bad loan_file"}})
+async def upload_recording(request: Request, _: Ingest, state: State, settings: SettingsDep,
+                           store: StoreDep) -> JSONResponse:
+    """Upload a finished call for scoring (multipart/form-data).
+
+    Either `file` (a stereo recording: channel 0 agent, 1 customer unless `channels` says otherwise, e.g.
+    `customer,agent`; a mono file needs `channels=agent` or `customer` and the other side in a second upload
+    is not supported) or `agent` and `customer` (one mono file per side). Optional: `loan_file` (JSON text),
+    `call_id` (default: generated; re-scoring an id replaces its report), `agent_id`. Returns the job; follow it
+    at `GET /v1/recordings/{id}`.
+    """
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise ServiceError("not_multipart", "send the recording as multipart/form-data (field `file`, or `agent` "
+                           "and `customer`)", 415)
+    try:
+        form = await request.form(max_files=4, max_fields=16)
+    except Exception as e:  # noqa: BLE001 - malformed multipart bodies raise several types
+        raise ServiceError("bad_multipart", f"unreadable multipart body: {e}", 400) from e
+    uploads = {k: v for k, v in form.multi_items() if isinstance(v, UploadFile)}
+    fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+    unknown = set(uploads) - {"file", "agent", "customer"}
+    if unknown:
+        raise ServiceError("bad_upload", f"unknown file field(s): {', '.join(sorted(unknown))}", 422)
+    if "file" in uploads and ({"agent", "customer"} & uploads.keys()):
+        raise ServiceError("bad_upload", "send either `file` or `agent` and `customer`, not both", 422)
+    if "file" not in uploads and not {"agent", "customer"} <= uploads.keys():
+        raise ServiceError("bad_upload", "no recording: send `file` (stereo) or both `agent` and `customer`", 422)
+    call_id = fields.get("call_id") or f"call-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    if not _CALL_ID.match(call_id):
+        raise ServiceError("bad_call_id", "call_id: 1-128 letters, digits, '.', '_', ':' or '-', starting with a "
+                           "letter or digit", 422)
+    try:
+        # Only what scoring needs is stored with the queued job: no phone, ID or card numbers.
+        loan_file = minimal_loan_file(parse_loan_file(fields.get("loan_file")))
+    except LoanFileError as e:
+        raise ServiceError("bad_loan_file", str(e), 422) from e
+    agent_id = (fields.get("agent_id") or "").strip() or None
+    roles: tuple[str, ...] = ()
+    if "file" in uploads:
+        roles = tuple(r.strip() for r in (fields.get("channels") or "agent,customer").split(",") if r.strip())
+        if not roles or len(set(roles)) != len(roles) or not set(roles) <= set(ROLES):
+            raise ServiceError("bad_channels", f"channels must be a comma-separated list of {' and '.join(ROLES)}, "
+                               f"each once (got {fields.get('channels')!r})", 422)
+    if await asyncio.to_thread(store.active_job_for, call_id):
+        raise ServiceError("being_scored", f"call {call_id} is already being scored", 409)
+
+    job_id = secrets.token_hex(8)
+    folder = settings.data_dir / "audio" / job_id
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        budget = [settings.audio.max_file_mb << 20]
+        if "file" in uploads:
+            parts = [AudioPart(await _save(uploads["file"], folder, "call", budget), roles)]
+        else:
+            parts = [AudioPart(await _save(uploads[role], folder, role, budget), (role,))
+                     for role in ("agent", "customer")]
+        try:
+            await asyncio.to_thread(validate_parts, parts, settings.decode_limits())
+        except AudioLimitError as e:
+            raise ServiceError("too_long", str(e), 413) from e
+        except (AsrError, RecordingError) as e:
+            raise ServiceError("unscorable", str(e), 422) from e
+        files = [{"path": str(p.path.relative_to(settings.data_dir)), "channels": list(p.channels)} for p in parts]
+        job = await asyncio.to_thread(store.create_job, call_id, files, loan_file, agent_id, job_id)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # nothing half-written: no row, no files
+        raise
+    if state.jobs is not None:
+        state.jobs.notify()
+    return JSONResponse(_status(job).model_dump(mode="json"), status_code=202,
+                        headers={"Location": f"/v1/recordings/{job.id}"})
+
+
+@router.get("/v1/recordings/{job_id}", response_model=JobStatus)
+async def recording_status(job_id: str, _: Ingest, store: StoreDep) -> JobStatus:
+    """Status (`queued`, `running`, `done`, `failed`) and progress (0-1) of a scoring job."""
+    job = await asyncio.to_thread(store.get_job, job_id)
+    if job is None:
+        raise ServiceError("not_found", f"no recording job {job_id}", 404)
+    return _status(job)
+
+

@@ -1,0 +1,180 @@
+"""The lifecycle of a live call, whatever carries its audio: the native socket, Twilio Media Streams or the
+console's demo replay.
+
+`LiveCalls` is the process's registry: `open` checks that the call may start (model loaded, id free, the
+token's call limit), builds the call's `CallPipeline`, its `LiveCall` (audio -> finals) and `CallAssist`
+(dialogue -> prompts), and returns a `LiveSession`. Every event of the session goes to the caller's `send`
+(its socket; None for the demo), to the call's subscribers on the `CallHub`, and (verdicts only) to the audit
+log. A session is used as: `ready()`, `feed_*()` with `check_limits()` after each, then `end()` or `fail()`,
+and always `close()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel
+
+from nlu.assess import Assessor
+from nlu.dialogue import DialogueOptions
+from nlu.pii import public_loan_file
+from pipeline.call import CallPipeline, assists
+from service.errors import ServiceError, unavailable
+from service.live.assist import CallAssist
+from service.live.engine import LiveCall, LiveEngine
+from service.live.hub import CallHub
+from service.protocol import CloseCode, Emit, EndEvent, ErrorEvent, ReadyEvent, StartMessage, dump
+from service.store import Store, audit
+
+log = logging.getLogger(__name__)
+
+
+#: What of a live event goes into the audit log (the verdict and its evidence; not the transcript).
+_AUDITED: dict[str, set[str] | None] = {
+    "assessment": {"topic", "label", "confidence", "evidence", "slots", "mismatch", "question_utterance_id",
+                   "answer_utterance_ids", "answer_end_s", "revision"},
+    "summary": {"coverage", "answers", "vague_answers", "mismatches"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LiveOptions:
+    """What the registry needs of the settings."""
+
+    assist: bool
+    dialogue: DialogueOptions
+    max_calls_per_token: int
+    max_call_s: float
+
+
+@dataclass
+class LiveCalls:
+    """The live calls of this process: registration, limits, and the parts every call shares."""
+
+    engine: LiveEngine
+    hub: CallHub
+    assessor: Assessor
+    nlu_executor: Executor
+    options: LiveOptions
+    store: Store | None = None
+    #: Why speech recognition is unavailable (then every call is refused), or None.
+    asr_error: str | None = None
+    active: set[str] = field(default_factory=set)
+    by_owner: dict[str, set[str]] = field(default_factory=dict)
+
+    def open(self, call_id: str, start: StartMessage, send: Emit | None, owner: str | None = None) -> LiveSession:
+        """Register and build a call. Its events go to `send` and to the subscribers of
+        `/v1/calls/{call_id}/events`. Raises `ServiceError` when the model is missing, the id is in use or the
+        owner's token streams its maximum of calls."""
+        if self.asr_error:
+            raise unavailable("asr_unavailable", "speech recognition is not available on this server "
+                              "(GET /healthz says why)")
+        if call_id in self.active:
+            raise ServiceError("call_in_progress", f"call {call_id} is already streaming", 409,
+                               CloseCode.CALL_IN_PROGRESS)
+        if owner is not None and len(self.by_owner.get(owner, set())) >= self.options.max_calls_per_token:
+            raise ServiceError("too_many_calls", "this token already streams its maximum number of calls", 429,
+                               CloseCode.TOO_MANY_CALLS)
+        self.active.add(call_id)
+        if owner is not None:
+            self.by_owner.setdefault(owner, set()).add(call_id)
+        self.hub.open(call_id, start.agent_id)
+        session = LiveSession(self, call_id, start, send, owner)
+        return session
+
+    def close(self, call_id: str) -> None:
+        """Unregister a call and end its subscribers' streams (after its `end` event was published)."""
+        self.active.discard(call_id)
+        for calls in self.by_owner.values():
+            calls.discard(call_id)
+        self.hub.close(call_id)
+
+
+class LiveSession:
+    """One registered live call from `ready` to `close`."""
+
+    def __init__(self, calls: LiveCalls, call_id: str, start: StartMessage, send: Emit | None,
+                 owner: str | None) -> None:
+        self._calls = calls
+        self.call_id = call_id
+        self.start = start
+        self._send = send
+        self._owner = owner
+        self._closed = False
+        loan = start.loan_file.model_dump(exclude_none=True) if start.loan_file else None
+        self._loan = loan
+        pipeline = CallPipeline(call_id, start.channels, calls.assessor, loan, calls.options.dialogue)
+        assist = (CallAssist(call_id, pipeline, calls.nlu_executor, self.emit)
+                  if calls.options.assist and assists(start.channels) else None)
+        self.call = LiveCall(call_id, start, calls.engine, pipeline, self.emit, assist)
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds of call audio received so far."""
+        return self.call.duration_s
+
+    async def emit(self, event: BaseModel) -> None:
+        """An event of this call: to the caller, to the call's subscribers, and verdicts to the audit log."""
+        if self._send is not None:
+            await self._send(event)
+        kind = str(getattr(event, "type", ""))
+        self._calls.hub.publish(self.call_id, dump(event), kind)
+        store = self._calls.store
+        if store is not None and kind in _AUDITED:
+            # The evidence trail of live verdicts; off the event loop, in the order they were made.
+            payload = event.model_dump(include=_AUDITED[kind])
+            try:
+                await asyncio.to_thread(audit.append, store, f"live_{kind}", self._owner or "live", self.call_id,
+                                        payload)
+            except Exception:  # noqa: BLE001 - the call goes on; the gap is loud in the log and in `audit verify`
+                log.exception("call %s: could not append to the audit log", self.call_id)
+
+    async def ready(self) -> None:
+        """Tell the caller and subscribers the call is open (with the loan file as agents may see it)."""
+        await self.emit(ReadyEvent(call_id=self.call_id, channels=self.start.channels,
+                                   loan_file=public_loan_file(self._loan) if self._loan else None))
+
+    async def feed_interleaved(self, data: bytes) -> None:
+        """Interleaved samples in the start message's encoding (the native socket)."""
+        await self.call.feed_interleaved(data)
+
+    async def feed_block(self, block: np.ndarray) -> None:
+        """Float32 audio (channels, n) at the call's sample rate (in-process sources such as the demo)."""
+        await self.call.feed_block(block)
+
+    async def feed_channel(self, index: int, samples: np.ndarray) -> None:
+        """Audio of one channel only (protocols that send each track separately)."""
+        await self.call.feed_channel(index, samples)
+
+    def check_limits(self) -> None:
+        """Raise `ServiceError` (`call_too_long`) once the call has more audio than allowed."""
+        max_s = self._calls.options.max_call_s
+        if self.call.duration_s > max_s:
+            raise ServiceError("call_too_long", f"the call exceeded {max_s:.0f} s of audio", 413,
+                               CloseCode.CALL_TOO_LONG)
+
+    async def end(self) -> None:
+        """End of audio: flush every final and the summary, then the `end` event."""
+        await self.call.finish()
+        await self.emit(EndEvent(call_id=self.call_id))
+
+    async def fail(self, error: ServiceError) -> None:
+        """The call cannot go on: say why, then flush what was already said (finals, summary)."""
+        await self.emit(ErrorEvent(code=error.code, message=error.message))
+        await self.call.finish()
+
+    async def flush(self) -> None:
+        """The audio stopped without an end (the client went away): finish quietly for subscribers."""
+        await self.call.finish()
+
+    def close(self) -> None:
+        """Abandon pending work and unregister the call (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.call.cancel()
+        self._calls.close(self.call_id)

@@ -1,0 +1,291 @@
+"""Websockets of live calls: the native audio protocol, Twilio Media Streams, and read-only event streams.
+
+Protocol handling only. A call's lifecycle is a `LiveSession` (service/live/session.py); this module reads
+frames into it and turns every way a call can end (stop, disconnect, a `ServiceError`, a client that stopped
+reading, a bug) into one clean close with the right code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from service.auth import Principal, Role, TokenRegistry, authenticate
+from service.errors import ServiceError
+from service.live.hub import CallHub
+from service.live.session import LiveCalls, LiveSession
+from service.live.twilio import TwilioMedia, TwilioReader, TwilioStart, TwilioStop
+from service.protocol import MAX_FRAME_BYTES, CloseCode, EndEvent, ErrorEvent, StartMessage, dump, validation_problems
+
+log = logging.getLogger(__name__)
+
+#: Events buffered for a client before it counts as not reading (a few minutes of a busy call).
+OUTBOX_LIMIT = 1000
+#: Roles that may stream a call's audio (admin always may).
+INGEST_ROLES: tuple[Role, ...] = ("ingest",)
+
+
+class SlowConsumer(Exception):
+    """The client stopped reading and its outbox is full."""
+
+
+class Connection:
+    """Outgoing side of one socket: a bounded outbox drained by one sender task, so that a slow client
+    never blocks the call's processing and never makes the server buffer without bound."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self.outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
+        self.overflowed = False
+        self._sender = asyncio.create_task(self._send_loop())
+
+    async def emit(self, event: BaseModel) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.outbox.put_nowait(dump(event))
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    async def _send_loop(self) -> None:
+        while True:
+            text = await self.outbox.get()
+            if text is None:
+                return
+            try:
+                await self.ws.send_text(text)
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                return  # the client is gone; the receive side will notice and clean up
+
+    async def flush_and_close(self, code: int, reason: str = "") -> None:
+        """Send what is queued (unless the client is not reading), then close with `code`."""
+        if not self.overflowed:
+            try:
+                self.outbox.put_nowait(None)
+                await asyncio.wait_for(self._sender, timeout=10)
+            except (asyncio.QueueFull, TimeoutError):
+                pass
+        self._sender.cancel()
+        if self.ws.client_state == WebSocketState.CONNECTED:
+            # A client that stopped reading may never take the close frame either: do not wait forever.
+            with contextlib.suppress(RuntimeError, OSError, TimeoutError):
+                await asyncio.wait_for(self.ws.close(code=code, reason=reason[:120]), timeout=5)
+
+
+class SocketCall:
+    """One audio socket: its connection, who is streaming, and the session once the call has started."""
+
+    def __init__(self, ws: WebSocket, call_id: str, calls: LiveCalls, tokens: TokenRegistry,
+                 idle_timeout_s: float) -> None:
+        self.ws = ws
+        self.call_id = call_id
+        self.conn = Connection(ws)
+        self.session: LiveSession | None = None
+        self.principal: Principal | None = None
+        self._calls = calls
+        self._tokens = tokens
+        self._idle_timeout_s = idle_timeout_s
+
+    def authorize(self, token: str | None = None) -> None:
+        """The socket's token (header, `?token=`, or one the protocol carries) must be an ingest token."""
+        self.principal = authenticate(self._tokens, self.ws.headers, self.ws.query_params, INGEST_ROLES, token)
+
+    async def begin(self, start: StartMessage) -> LiveSession:
+        """Open the call and tell the client it is ready."""
+        if self.principal is None:
+            self.authorize()
+        owner = self.principal.name if self.principal else None
+        self.session = self._calls.open(self.call_id, start, self.conn.emit, owner)
+        await self.session.ready()
+        return self.session
+
+    async def receive(self) -> MutableMapping[str, Any] | None:
+        """The next message, or None when the client disconnected. A client silent for too long is an error."""
+        try:
+            message = await asyncio.wait_for(self.ws.receive(), timeout=self._idle_timeout_s)
+        except TimeoutError as e:
+            raise ServiceError("idle_timeout", f"no message for {self._idle_timeout_s:.0f} s") from e
+        if message["type"] == "websocket.disconnect":
+            return None
+        return message
+
+    def check_limits(self) -> None:
+        if self.conn.overflowed:
+            raise SlowConsumer()
+        if self.session is not None:
+            self.session.check_limits()
+
+    async def say(self, event: BaseModel) -> None:
+        """An event for the session (client and subscribers) once the call is open, else for the client only."""
+        if self.session is not None:
+            await self.session.emit(event)
+        else:
+            await self.conn.emit(event)
+
+
+Body = Callable[[SocketCall], Awaitable[bool]]
+
+
+async def run_socket_call(ws: WebSocket, call_id: str, calls: LiveCalls, tokens: TokenRegistry,
+                          idle_timeout_s: float, body: Body) -> None:
+    """Accept, run `body` (True: the client said stop; False: it disconnected), and turn every way a call can
+    end into a clean close."""
+    await ws.accept()
+    run = SocketCall(ws, call_id, calls, tokens, idle_timeout_s)
+    try:
+        stopped = await body(run)
+        if run.session is not None:
+            await run.session.end()
+        else:
+            await run.conn.emit(EndEvent(call_id=call_id))
+        if stopped:
+            await run.conn.flush_and_close(CloseCode.NORMAL)
+    except ServiceError as e:
+        if run.session is not None:
+            await run.session.fail(e)
+        else:
+            await run.conn.emit(ErrorEvent(code=e.code, message=e.message))
+        await run.conn.flush_and_close(e.close_code, e.code)
+    except SlowConsumer:
+        log.warning("call %s: client stopped reading events; closing", call_id)
+        await run.conn.flush_and_close(CloseCode.SLOW_CONSUMER, "slow_consumer")
+    except WebSocketDisconnect:
+        if run.session is not None:
+            await run.session.flush()
+    except Exception:
+        log.exception("call %s failed", call_id)
+        await run.conn.emit(ErrorEvent(code="internal", message="internal error; the call was closed"))
+        await run.conn.flush_and_close(CloseCode.INTERNAL, "internal")
+    finally:
+        if run.session is not None:
+            run.session.close()
+        await run.conn.flush_and_close(CloseCode.GOING_AWAY)
+
+
+def parse_start(text: str | None) -> StartMessage:
+    """The native protocol's first frame. Raises `ServiceError` (`audio_before_start`, `bad_start`)."""
+    if text is None:
+        raise ServiceError("audio_before_start", "the first message must be a JSON text frame of type 'start'")
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ServiceError("bad_start", f"the start message is not valid JSON ({e.msg})") from e
+    if not isinstance(payload, dict) or payload.get("type") != "start":
+        raise ServiceError("bad_start", "the first message must have type 'start'")
+    try:
+        return StartMessage.model_validate(payload)
+    except ValidationError as e:
+        raise ServiceError("bad_start", f"invalid start message: {validation_problems(e)}") from e
+
+
+async def native_body(run: SocketCall) -> bool:
+    """The native protocol: a `start` text frame, binary interleaved audio, `stop` (docs/protocol.md)."""
+    run.authorize()
+    first = await run.receive()
+    if first is None:
+        return False
+    session = await run.begin(parse_start(first.get("text")))
+    frame = session.start.bytes_per_frame
+    while True:
+        message = await run.receive()
+        if message is None:
+            return False  # a plain disconnect is also an end
+        data = message.get("bytes")
+        if data is not None:
+            if len(data) > MAX_FRAME_BYTES:
+                raise ServiceError("frame_too_large", f"binary frames are limited to {MAX_FRAME_BYTES} bytes", 413,
+                                   CloseCode.FRAME_TOO_LARGE)
+            if len(data) % frame:
+                raise ServiceError("bad_frame", f"a binary frame must hold whole samples for every channel: "
+                                   f"{len(data)} bytes is not a multiple of {frame}")
+            await session.feed_interleaved(data)
+            run.check_limits()
+            continue
+        text = message.get("text") or ""
+        try:
+            kind = json.loads(text).get("type")
+        except (json.JSONDecodeError, AttributeError):
+            kind = None
+        if kind == "stop":
+            return True
+        raise ServiceError("bad_message", "text frames after start must be {\"type\":\"stop\"}")
+
+
+async def twilio_body(run: SocketCall) -> bool:
+    """Twilio Media Streams: tracks mapped to agent (outbound) and customer (inbound); events go back on the
+    same socket."""
+    reader = TwilioReader()
+    session: LiveSession | None = None
+    while True:
+        message = await run.receive()
+        if message is None:
+            return False
+        item = reader.read(message.get("text"))
+        if isinstance(item, TwilioStart):
+            run.authorize(item.token)
+            session = await run.begin(item.start)
+        elif isinstance(item, TwilioStop):
+            return True
+        elif isinstance(item, TwilioMedia) and session is not None:
+            await session.feed_channel(item.channel, item.samples)
+            run.check_limits()
+
+
+async def _until_disconnect(ws: WebSocket) -> None:
+    """Read and discard what the subscriber sends (the stream is read-only) until it goes away."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+
+
+async def stream_events(ws: WebSocket, call_id: str, hub: CallHub, tokens: TokenRegistry) -> None:
+    """Send every event of the call (history first, then live) until it ends, to an agent or supervisor."""
+    await ws.accept()
+    try:
+        principal = authenticate(tokens, ws.headers, ws.query_params, ("agent", "supervisor"))
+    except ServiceError as e:
+        await ws.send_text(dump(ErrorEvent(code=e.code, message=e.message)))
+        await ws.close(code=e.close_code)
+        return
+    sub = hub.subscribe(call_id, principal.agent_id if principal.role == "agent" else None)
+    gone = asyncio.create_task(_until_disconnect(ws))
+    code = CloseCode.NORMAL
+    try:
+        while True:
+            if sub.forbidden:
+                await ws.send_text(dump(ErrorEvent(code="forbidden", message=f"call {call_id} is not assigned "
+                                                   "to you")))
+                code = CloseCode.FORBIDDEN
+                return
+            if sub.overflowed:
+                log.warning("call %s: an events subscriber stopped reading; dropping it", call_id)
+                code = CloseCode.SLOW_CONSUMER
+                return
+            get = asyncio.ensure_future(sub.queue.get())
+            done, _ = await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if gone in done:
+                get.cancel()
+                return
+            text = get.result()
+            if text is None:
+                if sub.forbidden:
+                    continue  # says so at the top of the loop
+                return
+            await ws.send_text(text)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        return
+    finally:
+        hub.unsubscribe(sub)
+        gone.cancel()
+        if ws.client_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(RuntimeError, OSError, TimeoutError):
+                await asyncio.wait_for(ws.close(code=code), timeout=5)

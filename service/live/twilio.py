@@ -1,0 +1,104 @@
+"""Twilio Media Streams (`connected` / `start` / `media` / `stop`, base64 8 kHz u-law per track) read into what
+a live session needs: the start parameters, then audio per channel. Pure: no socket, no event loop."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from asr.streaming import MULAW_TO_FLOAT
+from service.errors import ServiceError
+from service.protocol import MAX_FRAME_BYTES, CloseCode, StartMessage
+
+#: Twilio's track names mapped to huifang's channel roles: inbound is the caller, outbound the agent side.
+TWILIO_TRACKS = {"outbound": 0, "inbound": 1}
+#: A gap in a track's timestamps longer than this is silence Twilio skipped (a muted track): it is filled in.
+_GAP_MS = 40
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioStart:
+    """The stream began: the call's start message and the token Twilio passed as a custom parameter."""
+
+    start: StartMessage
+    token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioMedia:
+    """Audio of one channel (float32 at 8 kHz), silence Twilio skipped filled in."""
+
+    channel: int
+    samples: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioStop:
+    """Twilio ended the stream."""
+
+
+TwilioMessage = TwilioStart | TwilioMedia | TwilioStop | None
+
+
+class TwilioReader:
+    """Reads one stream's messages in order; keeps each track's clock to fill in skipped silence."""
+
+    def __init__(self) -> None:
+        self._expected_ms = {0: 0.0, 1: 0.0}
+        self.started = False
+
+    def read(self, text: str | None) -> TwilioMessage:
+        """What a text frame means for the call; None for frames that carry nothing for it (`connected`,
+        `mark`, `dtmf`, an unknown track). Raises `ServiceError` for a frame that breaks the protocol."""
+        if text is None:
+            raise ServiceError("bad_message", "Twilio Media Streams messages are JSON text frames")
+        try:
+            payload = json.loads(text)
+            event = payload["event"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ServiceError("bad_message", "not a Twilio Media Streams message") from e
+        if event == "start":
+            self.started = True
+            return self._start(payload)
+        if event == "stop":
+            return TwilioStop()
+        if event != "media":
+            return None
+        if not self.started:
+            raise ServiceError("audio_before_start", "media arrived before the start message")
+        return self._media(payload.get("media") or {})
+
+    @staticmethod
+    def _start(payload: dict[str, Any]) -> TwilioStart:
+        # Twilio cannot add headers or a query string to a stream URL; its <Parameter>s arrive here.
+        params = (payload.get("start") or {}).get("customParameters") or {}
+        if not isinstance(params, dict):
+            params = {}
+        agent_id = str(params["agent_id"])[:64] if params.get("agent_id") else None
+        start = StartMessage(type="start", sample_rate_hz=8000, encoding="mulaw", channels=["agent", "customer"],
+                             agent_id=agent_id)
+        token = params.get("token")
+        return TwilioStart(start, token if isinstance(token, str) else None)
+
+    def _media(self, media: dict[str, Any]) -> TwilioMedia | None:
+        track = TWILIO_TRACKS.get(media.get("track", "inbound"))
+        if track is None:
+            return None
+        try:
+            raw = base64.b64decode(media.get("payload", ""), validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise ServiceError("bad_frame", "media payload is not base64") from e
+        if len(raw) > MAX_FRAME_BYTES:
+            raise ServiceError("frame_too_large", "media payload too large", 413, CloseCode.FRAME_TOO_LARGE)
+        samples = MULAW_TO_FLOAT[np.frombuffer(raw, dtype=np.uint8)]
+        # Twilio skips silence on a muted track; its timestamp says where this chunk belongs.
+        gap_ms = float(media.get("timestamp", self._expected_ms[track])) - self._expected_ms[track]
+        if gap_ms > _GAP_MS:
+            samples = np.concatenate([np.zeros(int(gap_ms * 8), dtype=np.float32), samples])
+        self._expected_ms[track] += len(samples) / 8.0
+        return TwilioMedia(track, samples)

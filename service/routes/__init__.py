@@ -1,1 +1,0 @@
-"""HTTP and websocket routers, one per resource."""

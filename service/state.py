@@ -1,0 +1,39 @@
+"""The application's state: one typed record built by the app's lifespan, read by routes through the
+dependencies of service/api/deps.py (and replaced there by tests, with `app.dependency_overrides`)."""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from asr.transcribe import Transcriber
+from nlu.assess import Assessor
+from service.auth import TokenRegistry
+from service.jobs import JobRunner
+from service.live.demo import DemoPlayer
+from service.live.hub import CallHub
+from service.live.session import LiveCalls
+from service.settings import Settings
+from service.store import Store
+
+
+@dataclass
+class AppState:
+    """Everything the routes share, for the life of the process."""
+
+    settings: Settings
+    tokens: TokenRegistry
+    #: The development admin token printed at start-up when no tokens file is configured, else None.
+    dev_token: str | None
+    transcriber: Transcriber
+    assessor: Assessor
+    calls: LiveCalls
+    hub: CallHub
+    demos: DemoPlayer
+    nlu_executor: Executor
+    #: None when the database is unavailable (`store_error` says why): recordings answer 503.
+    store: Store | None
+    jobs: JobRunner | None
+    asr_error: str | None = None
+    classifier_error: str | None = None
+    store_error: str | None = None
