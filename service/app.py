@@ -28,6 +28,7 @@ from service.live.engine import LiveEngine
 from service.live.hub import CallHub
 from service.live.scheduler import DecodeScheduler
 from service.live.session import LiveCalls, LiveOptions
+from service.live.sockets import Watchers
 from service.settings import Settings, get_settings
 from service.state import AppState
 from service.store import Store, StoreError
@@ -104,10 +105,12 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
         assist=settings.nlu.assist, dialogue=settings.dialogue_options(),
         max_calls_per_token=settings.auth.max_calls_per_token, max_call_s=settings.live.max_call_s),
         store=store, asr_error=asr_error)
-    demos = DemoPlayer(live_calls)
+    demos = DemoPlayer(live_calls, settings.live.max_demo_calls)
     stack.callback(demos.close)
+    watchers = Watchers(settings.auth.max_watchers_per_token, settings.live.events_wait_s)
     return AppState(settings=settings, tokens=tokens, dev_token=dev_token, transcriber=asr, assessor=assessor,
-                    calls=live_calls, hub=hub, demos=demos, nlu_executor=nlu_executor, store=store, jobs=jobs,
+                    calls=live_calls, hub=hub, demos=demos, watchers=watchers, nlu_executor=nlu_executor,
+                    store=store, jobs=jobs,
                     asr_error=asr_error, classifier_error=classifier_error, store_error=store_error)
 
 
@@ -158,7 +161,9 @@ def _harden(app: FastAPI, settings: Settings) -> None:
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal error; it was logged"}, status_code=500)
+        # Answered by the outermost middleware, past the one that adds the headers: add them here.
+        return JSONResponse({"detail": "internal error; it was logged", "code": "internal"}, status_code=500,
+                            headers=SECURITY_HEADERS)
 
 
 def _tokens(settings: Settings) -> tuple[TokenRegistry, str | None]:

@@ -1,10 +1,12 @@
-"""Logging that cannot leak personal data: personal numbers are masked in every record, and the websocket
-library's frame dumps (debug level; they hold transcripts and loan files) are dropped."""
+"""Logging that cannot leak personal data or credentials: personal numbers and access tokens are masked in every
+record, and the websocket library's frame dumps (debug level; they hold transcripts and loan files) are
+dropped."""
 
 from __future__ import annotations
 
 import copy
 import logging
+import re
 from typing import Any
 
 from nlu.pii import apply_masks, find_numbers
@@ -13,14 +15,31 @@ from nlu.pii import apply_masks, find_numbers
 _FRAME_DUMPS = ("< %s", "> %s")
 
 
+#: A credential in a URL (`?token=`, `&ticket=`), a header value, or a huifang token anywhere.
+_CREDENTIAL = re.compile(r"((?:token|ticket)=)[^&\s\"']+|(Bearer\s+)\S+|\bhf_[A-Za-z0-9_-]{8,}", re.IGNORECASE)
+
+
+def scrub(text: str) -> str:
+    """`text` with access tokens and personal numbers masked."""
+    text = _CREDENTIAL.sub(lambda m: f"{m.group(1) or m.group(2) or ''}[masked]", text)
+    return apply_masks(text, find_numbers(text))
+
+
 class PiiLogFilter(logging.Filter):
-    """Attach to handlers: masks ID, phone and card numbers in the formatted message, drops frame dumps."""
+    """Attach to handlers: masks ID, phone and card numbers and access tokens, drops frame dumps. A record whose
+    arguments are a tuple keeps its shape (uvicorn's access formatter reads them one by one): each argument is
+    masked on its own."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg in _FRAME_DUMPS:
             return False
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(scrub(a) if isinstance(a, str) else a for a in record.args)
+            if isinstance(record.msg, str):
+                record.msg = scrub(record.msg)
+            return True
         message = record.getMessage()
-        masked = apply_masks(message, find_numbers(message))
+        masked = scrub(message)
         if masked != message:
             record.msg, record.args = masked, None
         return True

@@ -7,6 +7,7 @@ ignore event types they do not know: later versions add more on the same socket.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
@@ -32,16 +33,45 @@ class CloseCode:
     UNAUTHORIZED = 4401  # no token, or an unknown one
     FORBIDDEN = 4403  # a token whose role may not use this socket, or another agent's call
     TOO_MANY_CALLS = 4429  # this token already streams its maximum number of calls
+    NOT_STARTED = 4404  # an events subscriber waited longer than allowed for a call that never started
     INTERNAL = 4500  # unexpected server error (details are logged, never sent)
     UNAVAILABLE = 4503  # the speech model could not be loaded (GET /healthz says why)
 
 
+#: A call id: letters, digits, '.', '_', ':' or '-', starting with a letter or digit (it names files, URLs and log
+#: lines; nothing else may ride in it).
+CALL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def valid_call_id(call_id: str) -> bool:
+    """Whether `call_id` is a well-formed call id (the whole string: no trailing newline)."""
+    return CALL_ID.fullmatch(call_id) is not None
+
+
+Name = Annotated[str, Field(max_length=40)]
+Identifier = Annotated[str, Field(max_length=64)]
+
+
 class LoanFile(BaseModel):
-    """The bank's record of the loan, used by answer assessment to check stated figures."""
+    """The bank's record of the loan: the figures answer assessment checks stated figures against, and the
+    names, address and numbers redaction must recognise. Every field is bounded and no other key is accepted:
+    the record is read for every utterance of a call."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
-    borrower: str | None = None
+    borrower: Name | None = None
+    name: Name | None = None
+    coborrower_name: Name | None = None
+    guarantor_name: Name | None = None
+    address: Annotated[str, Field(max_length=200)] | None = None
+    property_address: Annotated[str, Field(max_length=200)] | None = None
+    customer_id: Identifier | None = None
+    loan_id: Identifier | None = None
+    phone: Annotated[str, Field(max_length=32)] | None = None
+    mobile: Annotated[str, Field(max_length=32)] | None = None
+    email: Annotated[str, Field(max_length=254)] | None = None
+    id_number: Annotated[str, Field(max_length=32)] | None = None
+    card_number: Annotated[str, Field(max_length=32)] | None = None
     role: Literal["borrower", "coborrower", "guarantor"] | None = None
     amount_yuan: float | None = Field(None, ge=0)
     term_years: float | None = Field(None, gt=0, le=50)
@@ -275,6 +305,8 @@ def parse_loan_file(text: str | None) -> dict[str, Any] | None:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise LoanFileError(f"loan_file is not valid JSON ({e.msg} at character {e.pos})") from e
+    except RecursionError as e:  # nesting deeper than the parser's recursion limit
+        raise LoanFileError("loan_file is nested too deeply") from e
     if not isinstance(data, dict):
         raise LoanFileError("loan_file must be a JSON object")
     try:

@@ -113,7 +113,14 @@ class LiveSettings(BaseModel):
                                 "window")
     partial_beam_size: int = Field(1, ge=1, le=10, description="live: beam width of partials")
     max_call_s: float = Field(3 * 3600.0, gt=0, description="live: audio seconds after which a call is closed")
-    idle_timeout_s: float = Field(60.0, gt=0, description="live: a socket silent this long is closed")
+    idle_timeout_s: float = Field(60.0, gt=0, description="live: a socket silent this long is closed (Twilio's "
+                                  "`connected`/`mark` messages do not count as activity)")
+    start_timeout_s: float = Field(10.0, gt=0, le=120, description="live: a Twilio socket without a valid `start` "
+                                   "(with its token) this long after connecting is closed")
+    events_wait_s: float = Field(900.0, gt=0, description="live: an events subscriber waits this long for a call "
+                                 "that has not started, then is closed (4404)")
+    max_demo_calls: int = Field(2, ge=0, le=32, description="live: console demo replays running at once, for the "
+                                "whole process (each also counts against its caller's live-call limit)")
 
 
 class NluSettings(BaseModel):
@@ -170,6 +177,8 @@ class AuthSettings(BaseModel):
     tokens_file: Path | None = Field(None, description="YAML list of {name, role, sha256, agent_id}; none: a "
                                      "development admin token is made and printed at start-up")
     max_calls_per_token: int = Field(50, ge=1, description="live calls one token may stream at the same time")
+    max_watchers_per_token: int = Field(20, ge=1, description="event streams (/v1/calls/{id}/events) one token "
+                                        "may hold open at the same time")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call the API from a "
                                     "browser (CORS); empty: none, the pages are served by the service itself")
 
@@ -192,7 +201,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir, description="database, stored audio and caches")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    log_level: str = "info"
+    log_level: str = Field("info", description="serve: log level")
+    max_connections: int = Field(1000, ge=10, description="serve: connections (HTTP and websocket) handled at "
+                                 "once; more are answered 503")
     asr: AsrSettings = AsrSettings()
     transcribe: TranscribeSettings = TranscribeSettings()
     audio: AudioLimits = AudioLimits()

@@ -13,6 +13,7 @@ from service.jobs import JobRunner
 from service.live.demo import DemoPlayer
 from service.live.hub import CallHub
 from service.live.session import LiveCalls
+from service.live.sockets import Watchers
 from service.settings import Settings
 from service.store import Store
 
@@ -30,6 +31,8 @@ class AppState:
     calls: LiveCalls
     hub: CallHub
     demos: DemoPlayer
+    #: Event streams open per token.
+    watchers: Watchers
     nlu_executor: Executor
     #: None when the database is unavailable (`store_error` says why): recordings answer 503.
     store: Store | None

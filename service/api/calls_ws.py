@@ -7,16 +7,22 @@ from __future__ import annotations
 from fastapi import APIRouter, WebSocket
 
 from service.api.deps import CallsDep, SettingsDep, State, TokensDep
-from service.live.sockets import native_body, run_socket_call, stream_events, twilio_body
+from service.live.sockets import SocketLimits, native_body, run_socket_call, stream_events, twilio_body
+from service.settings import Settings
 
 router = APIRouter(tags=["live"])
+
+
+def _limits(settings: Settings) -> SocketLimits:
+    live = settings.live
+    return SocketLimits(live.idle_timeout_s, live.start_timeout_s, live.max_call_s)
 
 
 @router.websocket("/v1/calls/{call_id}/audio")
 async def call_audio(ws: WebSocket, call_id: str, calls: CallsDep, tokens: TokensDep,
                      settings: SettingsDep) -> None:
     """Native protocol: a `start` text frame, binary interleaved audio, `stop`. See docs/protocol.md."""
-    await run_socket_call(ws, call_id, calls, tokens, settings.live.idle_timeout_s, native_body)
+    await run_socket_call(ws, call_id, calls, tokens, _limits(settings), native_body)
 
 
 @router.websocket("/v1/calls/{call_id}/twilio")
@@ -24,7 +30,7 @@ async def call_twilio(ws: WebSocket, call_id: str, calls: CallsDep, tokens: Toke
                       settings: SettingsDep) -> None:
     """Twilio Media Streams (`connected`/`start`/`media`/`stop`, base64 8 kHz u-law), tracks mapped to
     agent (outbound) and customer (inbound). Events are sent back on the same socket."""
-    await run_socket_call(ws, call_id, calls, tokens, settings.live.idle_timeout_s, twilio_body)
+    await run_socket_call(ws, call_id, calls, tokens, _limits(settings), twilio_body)
 
 
 @router.websocket("/v1/calls/{call_id}/events")
@@ -32,4 +38,4 @@ async def call_events(ws: WebSocket, call_id: str, state: State) -> None:
     """Every event of the call (history first, then live) until it ends; several screens may watch one call.
     A call that has not started yet is waited for. Closes with 1000 after the call ends, 4408 when the
     subscriber stops reading."""
-    await stream_events(ws, call_id, state.hub, state.tokens)
+    await stream_events(ws, call_id, state.hub, state.tokens, state.watchers)

@@ -44,9 +44,6 @@ async def new_demo(state: State, principal: Viewer, body: DemoRequest | None = N
     name = body.name or next(iter(demos))
     if name not in demos:
         raise ServiceError("not_found", f"unknown demo call {name!r}; available: {', '.join(demos)}", 404)
-    try:
-        # The demo call is assigned to the agent who started it, so that they may watch it.
-        call_id = await state.demos.start(demos[name], body.speed, principal.agent_id)
-    except ServiceError as e:
-        raise ServiceError(e.code, e.message, 503, e.close_code) from e
+    # The demo call is assigned to the agent who started it, so that they may watch it.
+    call_id = await state.demos.start(demos[name], body.speed, principal.name, principal.agent_id)
     return DemoStarted(call_id=call_id, name=name, duration_s=demos[name].duration_s)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import secrets
 import shutil
 from datetime import datetime
@@ -14,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
+from starlette.types import Message
 
 from asr.errors import AsrError, AudioLimitError
 from nlu.pii import minimal_loan_file
@@ -21,12 +21,13 @@ from pipeline.call import ROLES
 from pipeline.recording import AudioPart, RecordingError, validate_parts
 from service.api.deps import Ingest, SettingsDep, State, StoreDep
 from service.errors import ServiceError
-from service.protocol import LoanFileError, parse_loan_file
+from service.protocol import LoanFileError, parse_loan_file, valid_call_id
 from service.store import JobRecord
 
 router = APIRouter(tags=["recordings"])
 
-_CALL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+#: Multipart overhead allowed on top of the audio size limit (boundaries, headers, the loan file).
+_FORM_OVERHEAD = 1 << 20
 _CHUNK = 1 << 20
 _SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".amr", ".webm"}
 
@@ -52,6 +53,27 @@ def _status(job: JobRecord) -> JobStatus:
                      report_url=f"/v1/calls/{job.call_id}/report" if job.status == "done" else None)
 
 
+def _too_large() -> ServiceError:
+    return ServiceError("too_large", "the upload exceeds the size limit (HUIFANG_AUDIO__MAX_FILE_MB)", 413)
+
+
+def _bounded(request: Request, limit: int) -> Request:
+    """The request with its body counted as it streams in: past `limit` bytes reading stops with 413, so a
+    body larger than allowed is never spooled to disk in full (a declared Content-Length is checked first)."""
+    seen = 0
+
+    async def receive() -> Message:
+        nonlocal seen
+        message = await request.receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _too_large()
+        return message
+
+    return Request(request.scope, receive)
+
+
 async def _save(upload: UploadFile, folder: Path, name: str, budget: list[int]) -> Path:
     """Stream an uploaded file to disk, counting against the upload limit (`budget[0]` bytes left)."""
     suffix = Path(upload.filename or "").suffix.lower()
@@ -60,8 +82,7 @@ async def _save(upload: UploadFile, folder: Path, name: str, budget: list[int]) 
         while chunk := await upload.read(_CHUNK):
             budget[0] -= len(chunk)
             if budget[0] < 0:
-                raise ServiceError("too_large", "the upload exceeds the size limit (HUIFANG_AUDIO__MAX_FILE_MB)",
-                                   413)
+                raise _too_large()
             await asyncio.to_thread(out.write, chunk)
     return path
 
@@ -83,8 +104,14 @@ async def upload_recording(request: Request, _: Ingest, state: State, settings: 
     if not content_type.startswith("multipart/form-data"):
         raise ServiceError("not_multipart", "send the recording as multipart/form-data (field `file`, or `agent` "
                            "and `customer`)", 415)
+    limit = (settings.audio.max_file_mb << 20) + _FORM_OVERHEAD
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large()
     try:
-        form = await request.form(max_files=4, max_fields=16)
+        form = await _bounded(request, limit).form(max_files=4, max_fields=16)
+    except ServiceError:
+        raise
     except Exception as e:  # noqa: BLE001 - malformed multipart bodies raise several types
         raise ServiceError("bad_multipart", f"unreadable multipart body: {e}", 400) from e
     uploads = {k: v for k, v in form.multi_items() if isinstance(v, UploadFile)}
@@ -97,7 +124,7 @@ async def upload_recording(request: Request, _: Ingest, state: State, settings: 
     if "file" not in uploads and not {"agent", "customer"} <= uploads.keys():
         raise ServiceError("bad_upload", "no recording: send `file` (stereo) or both `agent` and `customer`", 422)
     call_id = fields.get("call_id") or f"call-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-    if not _CALL_ID.match(call_id):
+    if not valid_call_id(call_id):
         raise ServiceError("bad_call_id", "call_id: 1-128 letters, digits, '.', '_', ':' or '-', starting with a "
                            "letter or digit", 422)
     try:
@@ -106,6 +133,8 @@ async def upload_recording(request: Request, _: Ingest, state: State, settings: 
     except LoanFileError as e:
         raise ServiceError("bad_loan_file", str(e), 422) from e
     agent_id = (fields.get("agent_id") or "").strip() or None
+    if agent_id is not None and len(agent_id) > 64:
+        raise ServiceError("bad_agent_id", "agent_id: at most 64 characters", 422)
     roles: tuple[str, ...] = ()
     if "file" in uploads:
         roles = tuple(r.strip() for r in (fields.get("channels") or "agent,customer").split(",") if r.strip())

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from asr.audio import load_call_audio
+from service.errors import ServiceError
 from service.live.session import LiveCalls, LiveSession
-from service.protocol import StartMessage
+from service.protocol import CloseCode, StartMessage
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +56,19 @@ def demo_calls(folder: Path) -> dict[str, DemoCall]:
 class DemoPlayer:
     """Replays sample calls as live calls (the console's demo mode); owns the replay tasks."""
 
-    def __init__(self, calls: LiveCalls) -> None:
+    def __init__(self, calls: LiveCalls, max_running: int) -> None:
         self._calls = calls
+        self._max_running = max_running
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self, demo: DemoCall, speed: float, agent_id: str | None = None) -> str:
-        """Start replaying `demo` as a new live call; returns its call id at once (watch it on the events
-        socket). Raises `ServiceError` when the call cannot start (no speech model)."""
+    async def start(self, demo: DemoCall, speed: float, owner: str, agent_id: str | None = None) -> str:
+        """Start replaying `demo` as a new live call of `owner` (it counts against that token's live calls);
+        returns its call id at once (watch it on the events socket). Raises `ServiceError` when the call cannot
+        start: no speech model, the owner's call limit, or `max_running` demos already playing (a demo decodes
+        like a real call and must not starve them)."""
+        if len(self._tasks) >= self._max_running:
+            raise ServiceError("too_many_demos", f"{self._max_running} demo calls are already playing on this "
+                               "server; try again when one has ended", 429, CloseCode.TOO_MANY_CALLS)
         samples = await asyncio.to_thread(load_call_audio, str(demo.audio), 16000)
         if samples.shape[0] != 2:
             raise ValueError(f"demo call {demo.name} must be a two-channel recording")
@@ -69,7 +76,7 @@ class DemoPlayer:
         start = StartMessage.model_validate({"type": "start", "sample_rate_hz": 16000, "encoding": "pcm16",
                                              "channels": ["agent", "customer"], "loan_file": demo.loan_file,
                                              "agent_id": agent_id})
-        session = self._calls.open(call_id, start, None)
+        session = self._calls.open(call_id, start, None, owner)
         task = asyncio.create_task(self._play(session, samples, speed))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -113,6 +113,11 @@ class CallHub:
             feed.subscribers.add(sub)
         return sub
 
+    def started(self, call_id: str) -> bool:
+        """Whether the call is streaming or has ended (False while subscribers wait for it)."""
+        feed = self._feeds.get(call_id)
+        return feed is not None and (feed.live or feed.ended)
+
     def unsubscribe(self, sub: Subscription) -> None:
         feed = self._feeds.get(sub.call_id)
         if feed is None:

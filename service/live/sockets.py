@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -21,8 +23,17 @@ from service.auth import Principal, Role, TokenRegistry, authenticate
 from service.errors import ServiceError
 from service.live.hub import CallHub
 from service.live.session import LiveCalls, LiveSession
-from service.live.twilio import TwilioMedia, TwilioReader, TwilioStart, TwilioStop
-from service.protocol import MAX_FRAME_BYTES, CloseCode, EndEvent, ErrorEvent, StartMessage, dump, validation_problems
+from service.live.twilio import TwilioReader, TwilioStart, TwilioStop
+from service.protocol import (
+    MAX_FRAME_BYTES,
+    CloseCode,
+    EndEvent,
+    ErrorEvent,
+    StartMessage,
+    dump,
+    valid_call_id,
+    validation_problems,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +41,22 @@ log = logging.getLogger(__name__)
 OUTBOX_LIMIT = 1000
 #: Roles that may stream a call's audio (admin always may).
 INGEST_ROLES: tuple[Role, ...] = ("ingest",)
+#: Largest text frame read (a start message with its loan file is a few KiB; Twilio's media frames ~300 B).
+MAX_TEXT_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SocketLimits:
+    """Timeouts and bounds of the live sockets (from the `live` settings)."""
+
+    idle_timeout_s: float
+    start_timeout_s: float
+    max_call_s: float
+
+
+def _bad_call_id() -> ServiceError:
+    return ServiceError("bad_call_id", "call ids are 1-128 letters, digits, '.', '_', ':' or '-', starting with a "
+                        "letter or digit")
 
 
 class SlowConsumer(Exception):
@@ -83,15 +110,15 @@ class SocketCall:
     """One audio socket: its connection, who is streaming, and the session once the call has started."""
 
     def __init__(self, ws: WebSocket, call_id: str, calls: LiveCalls, tokens: TokenRegistry,
-                 idle_timeout_s: float) -> None:
+                 limits: SocketLimits) -> None:
         self.ws = ws
         self.call_id = call_id
         self.conn = Connection(ws)
         self.session: LiveSession | None = None
         self.principal: Principal | None = None
+        self.limits = limits
         self._calls = calls
         self._tokens = tokens
-        self._idle_timeout_s = idle_timeout_s
 
     def authorize(self, token: str | None = None) -> None:
         """The socket's token (header, `?token=`, or one the protocol carries) must be an ingest token."""
@@ -106,14 +133,23 @@ class SocketCall:
         await self.session.ready()
         return self.session
 
-    async def receive(self) -> MutableMapping[str, Any] | None:
-        """The next message, or None when the client disconnected. A client silent for too long is an error."""
+    async def receive(self, until: float | None = None,
+                      late: ServiceError | None = None) -> MutableMapping[str, Any] | None:
+        """The next message, or None when the client disconnected. Waits until `until` (time.monotonic()) at
+        most, by default the idle timeout from now; then raises `late` (by default `idle_timeout`). A text
+        frame over MAX_TEXT_BYTES is refused."""
+        idle = self.limits.idle_timeout_s
+        timeout = idle if until is None else max(0.0, until - time.monotonic())
         try:
-            message = await asyncio.wait_for(self.ws.receive(), timeout=self._idle_timeout_s)
+            message = await asyncio.wait_for(self.ws.receive(), timeout=timeout)
         except TimeoutError as e:
-            raise ServiceError("idle_timeout", f"no message for {self._idle_timeout_s:.0f} s") from e
+            raise late or ServiceError("idle_timeout", f"no message for {idle:.0f} s") from e
         if message["type"] == "websocket.disconnect":
             return None
+        text = message.get("text")
+        if text is not None and len(text) > MAX_TEXT_BYTES:
+            raise ServiceError("frame_too_large", f"text frames are limited to {MAX_TEXT_BYTES} bytes", 413,
+                               CloseCode.FRAME_TOO_LARGE)
         return message
 
     def check_limits(self) -> None:
@@ -134,12 +170,14 @@ Body = Callable[[SocketCall], Awaitable[bool]]
 
 
 async def run_socket_call(ws: WebSocket, call_id: str, calls: LiveCalls, tokens: TokenRegistry,
-                          idle_timeout_s: float, body: Body) -> None:
+                          limits: SocketLimits, body: Body) -> None:
     """Accept, run `body` (True: the client said stop; False: it disconnected), and turn every way a call can
     end into a clean close."""
     await ws.accept()
-    run = SocketCall(ws, call_id, calls, tokens, idle_timeout_s)
+    run = SocketCall(ws, call_id, calls, tokens, limits)
     try:
+        if not valid_call_id(call_id):
+            raise _bad_call_id()
         stopped = await body(run)
         if run.session is not None:
             await run.session.end()
@@ -177,6 +215,8 @@ def parse_start(text: str | None) -> StartMessage:
         payload = json.loads(text)
     except json.JSONDecodeError as e:
         raise ServiceError("bad_start", f"the start message is not valid JSON ({e.msg})") from e
+    except RecursionError as e:
+        raise ServiceError("bad_start", "the start message is nested too deeply") from e
     if not isinstance(payload, dict) or payload.get("type") != "start":
         raise ServiceError("bad_start", "the first message must have type 'start'")
     try:
@@ -211,7 +251,7 @@ async def native_body(run: SocketCall) -> bool:
         text = message.get("text") or ""
         try:
             kind = json.loads(text).get("type")
-        except (json.JSONDecodeError, AttributeError):
+        except (json.JSONDecodeError, AttributeError, RecursionError):
             kind = None
         if kind == "stop":
             return True
@@ -220,22 +260,32 @@ async def native_body(run: SocketCall) -> bool:
 
 async def twilio_body(run: SocketCall) -> bool:
     """Twilio Media Streams: tracks mapped to agent (outbound) and customer (inbound); events go back on the
-    same socket."""
-    reader = TwilioReader()
+    same socket. Twilio cannot send a header, so the token comes in the `start` message: a socket without a valid
+    one within `start_timeout_s` is closed, and messages that carry no audio (`connected`, `mark`) never keep a
+    socket open longer than the idle timeout."""
+    limits = run.limits
+    reader = TwilioReader(limits.max_call_s)
     session: LiveSession | None = None
+    start_by = time.monotonic() + limits.start_timeout_s
+    no_start = ServiceError("start_timeout", f"no valid start message within {limits.start_timeout_s:.0f} s")
+    active_until = time.monotonic() + limits.idle_timeout_s
     while True:
-        message = await run.receive()
+        if session is None:
+            message = await run.receive(min(start_by, active_until), no_start if start_by <= active_until else None)
+        else:
+            message = await run.receive(active_until)
         if message is None:
             return False
-        item = reader.read(message.get("text"))
-        if isinstance(item, TwilioStart):
-            run.authorize(item.token)
-            session = await run.begin(item.start)
-        elif isinstance(item, TwilioStop):
-            return True
-        elif isinstance(item, TwilioMedia) and session is not None:
-            await session.feed_channel(item.channel, item.samples)
-            run.check_limits()
+        for item in reader.read(message.get("text")):
+            active_until = time.monotonic() + limits.idle_timeout_s
+            if isinstance(item, TwilioStart):
+                run.authorize(item.token)
+                session = await run.begin(item.start)
+            elif isinstance(item, TwilioStop):
+                return True
+            elif session is not None:
+                await session.feed_channel(item.channel, item.samples)
+                run.check_limits()
 
 
 async def _until_disconnect(ws: WebSocket) -> None:
@@ -247,11 +297,38 @@ async def _until_disconnect(ws: WebSocket) -> None:
                 return
 
 
-async def stream_events(ws: WebSocket, call_id: str, hub: CallHub, tokens: TokenRegistry) -> None:
-    """Send every event of the call (history first, then live) until it ends, to an agent or supervisor."""
+@dataclass
+class Watchers:
+    """Event streams held open per token, against `max_per_token`."""
+
+    max_per_token: int
+    wait_s: float
+    by_owner: dict[str, int] = field(default_factory=dict)
+
+    def take(self, owner: str) -> None:
+        if self.by_owner.get(owner, 0) >= self.max_per_token:
+            raise ServiceError("too_many_watchers", "this token already holds its maximum number of event streams",
+                               429, CloseCode.TOO_MANY_CALLS)
+        self.by_owner[owner] = self.by_owner.get(owner, 0) + 1
+
+    def release(self, owner: str) -> None:
+        left = self.by_owner.get(owner, 1) - 1
+        if left > 0:
+            self.by_owner[owner] = left
+        else:
+            self.by_owner.pop(owner, None)
+
+
+async def stream_events(ws: WebSocket, call_id: str, hub: CallHub, tokens: TokenRegistry,
+                        watchers: Watchers) -> None:
+    """Send every event of the call (history first, then live) until it ends, to an agent or supervisor. A call
+    that has not started is waited for, `watchers.wait_s` at most."""
     await ws.accept()
     try:
+        if not valid_call_id(call_id):
+            raise _bad_call_id()
         principal = authenticate(tokens, ws.headers, ws.query_params, ("agent", "supervisor"))
+        watchers.take(principal.name)
     except ServiceError as e:
         await ws.send_text(dump(ErrorEvent(code=e.code, message=e.message)))
         await ws.close(code=e.close_code)
@@ -259,6 +336,7 @@ async def stream_events(ws: WebSocket, call_id: str, hub: CallHub, tokens: Token
     sub = hub.subscribe(call_id, principal.agent_id if principal.role == "agent" else None)
     gone = asyncio.create_task(_until_disconnect(ws))
     code = CloseCode.NORMAL
+    give_up = time.monotonic() + watchers.wait_s
     try:
         while True:
             if sub.forbidden:
@@ -271,9 +349,16 @@ async def stream_events(ws: WebSocket, call_id: str, hub: CallHub, tokens: Token
                 code = CloseCode.SLOW_CONSUMER
                 return
             get = asyncio.ensure_future(sub.queue.get())
-            done, _ = await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
+            wait = None if hub.started(call_id) else max(0.0, give_up - time.monotonic())
+            done, _ = await asyncio.wait({get, gone}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
             if gone in done:
                 get.cancel()
+                return
+            if not done:
+                get.cancel()
+                await ws.send_text(dump(ErrorEvent(code="call_not_started", message=f"call {call_id} did not "
+                                                   f"start within {watchers.wait_s:.0f} s")))
+                code = CloseCode.NOT_STARTED
                 return
             text = get.result()
             if text is None:
@@ -285,6 +370,7 @@ async def stream_events(ws: WebSocket, call_id: str, hub: CallHub, tokens: Token
         return
     finally:
         hub.unsubscribe(sub)
+        watchers.release(principal.name)
         gone.cancel()
         if ws.client_state == WebSocketState.CONNECTED:
             with contextlib.suppress(RuntimeError, OSError, TimeoutError):

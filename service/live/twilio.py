@@ -19,6 +19,8 @@ from service.protocol import MAX_FRAME_BYTES, CloseCode, StartMessage
 TWILIO_TRACKS = {"outbound": 0, "inbound": 1}
 #: A gap in a track's timestamps longer than this is silence Twilio skipped (a muted track): it is filled in.
 _GAP_MS = 40
+#: Skipped silence is filled in blocks of at most this much audio, so a large gap never allocates at once.
+_FILL_BLOCK_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,33 +44,36 @@ class TwilioStop:
     """Twilio ended the stream."""
 
 
-TwilioMessage = TwilioStart | TwilioMedia | TwilioStop | None
+TwilioMessage = TwilioStart | TwilioMedia | TwilioStop
 
 
 class TwilioReader:
-    """Reads one stream's messages in order; keeps each track's clock to fill in skipped silence."""
+    """Reads one stream's messages in order; keeps each track's clock to fill in skipped silence, and refuses a
+    clock past `max_call_s` before allocating anything for it."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_call_s: float) -> None:
         self._expected_ms = {0: 0.0, 1: 0.0}
+        self._max_ms = max_call_s * 1000.0
         self.started = False
 
-    def read(self, text: str | None) -> TwilioMessage:
-        """What a text frame means for the call; None for frames that carry nothing for it (`connected`,
-        `mark`, `dtmf`, an unknown track). Raises `ServiceError` for a frame that breaks the protocol."""
+    def read(self, text: str | None) -> list[TwilioMessage]:
+        """What a text frame means for the call, in order; empty for frames that carry nothing for it
+        (`connected`, `mark`, `dtmf`, an unknown track). Raises `ServiceError` for a frame that breaks the
+        protocol or a timestamp past the call's length limit."""
         if text is None:
             raise ServiceError("bad_message", "Twilio Media Streams messages are JSON text frames")
         try:
             payload = json.loads(text)
             event = payload["event"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+        except (json.JSONDecodeError, KeyError, TypeError, RecursionError) as e:
             raise ServiceError("bad_message", "not a Twilio Media Streams message") from e
         if event == "start":
             self.started = True
-            return self._start(payload)
+            return [self._start(payload)]
         if event == "stop":
-            return TwilioStop()
+            return [TwilioStop()]
         if event != "media":
-            return None
+            return []
         if not self.started:
             raise ServiceError("audio_before_start", "media arrived before the start message")
         return self._media(payload.get("media") or {})
@@ -85,10 +90,12 @@ class TwilioReader:
         token = params.get("token")
         return TwilioStart(start, token if isinstance(token, str) else None)
 
-    def _media(self, media: dict[str, Any]) -> TwilioMedia | None:
+    def _media(self, media: dict[str, Any]) -> list[TwilioMessage]:
         track = TWILIO_TRACKS.get(media.get("track", "inbound"))
         if track is None:
-            return None
+            return []
+        if not isinstance(media.get("payload", ""), str):
+            raise ServiceError("bad_frame", "media payload is not base64")
         try:
             raw = base64.b64decode(media.get("payload", ""), validate=True)
         except (binascii.Error, ValueError) as e:
@@ -97,8 +104,19 @@ class TwilioReader:
             raise ServiceError("frame_too_large", "media payload too large", 413, CloseCode.FRAME_TOO_LARGE)
         samples = MULAW_TO_FLOAT[np.frombuffer(raw, dtype=np.uint8)]
         # Twilio skips silence on a muted track; its timestamp says where this chunk belongs.
-        gap_ms = float(media.get("timestamp", self._expected_ms[track])) - self._expected_ms[track]
-        if gap_ms > _GAP_MS:
-            samples = np.concatenate([np.zeros(int(gap_ms * 8), dtype=np.float32), samples])
-        self._expected_ms[track] += len(samples) / 8.0
-        return TwilioMedia(track, samples)
+        expected = self._expected_ms[track]
+        try:
+            stamp = float(media.get("timestamp", expected))
+        except (TypeError, ValueError) as e:
+            raise ServiceError("bad_frame", "media timestamp is not a number") from e
+        if not stamp < self._max_ms:  # also NaN and infinity
+            raise ServiceError("call_too_long", f"media timestamp {stamp:.0f} ms is past the call length limit",
+                               413, CloseCode.CALL_TOO_LONG)
+        out: list[TwilioMessage] = []
+        gap = int((stamp - expected) * 8) if stamp - expected > _GAP_MS else 0  # samples of skipped silence
+        block = int(_FILL_BLOCK_S * 8000)
+        for start in range(0, gap, block):
+            out.append(TwilioMedia(track, np.zeros(min(block, gap - start), dtype=np.float32)))
+        self._expected_ms[track] = expected + (gap + len(samples)) / 8.0
+        out.append(TwilioMedia(track, samples))
+        return out
