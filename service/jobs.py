@@ -78,23 +78,29 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
         scored = ctx.score(job.call_id, parts, job.loan_file, progress)
     except (AsrError, RecordingError) as e:
         log.warning("recording %s (call %s) failed: %s", job.id, job.call_id, e)
-        ctx.store.fail_job(job.id, str(e))
+        _fail(ctx, job, str(e))
         return
     except Exception as e:  # noqa: BLE001 - one bad recording must not stop the workers
         log.exception("recording %s (call %s) failed", job.id, job.call_id)
-        ctx.store.fail_job(job.id, f"internal error while scoring ({type(e).__name__})")
+        _fail(ctx, job, f"internal error while scoring ({type(e).__name__})")
         return
     audio_dir = str(Path(job.files[0]["path"]).parent) if job.files else None
     expires = utcnow() + timedelta(days=ctx.retention_days) if audio_dir else None
     report = scored.report
     raw = ctx.cipher.encrypt(scored.raw) if ctx.cipher is not None else None
     files = [_current(ctx.data_dir, f) for f in job.files]
-    ctx.store.complete_job(job.id, report, job.agent_id, audio_dir, expires, raw, files)
+    for stale in ctx.store.complete_job(job.id, report, job.agent_id, audio_dir, expires, raw, files):
+        remove_audio(ctx.data_dir, stale)  # an earlier scoring of the same call id: nothing points to it now
     audit.append(ctx.store, "report", "scoring", job.call_id, {
         "recording_id": job.id, "report_sha256": audit.digest(report), "risk_score": report["risk_score"],
         "tier": report["tier"], "answers": [{"topic": a["topic"], "label": a["label"], "mismatch": a["mismatch"]}
                                            for a in report.get("answers", [])]})
     log.info("recording %s scored: call %s, risk %s (%s)", job.id, job.call_id, report["risk_score"], report["tier"])
+
+
+def _fail(ctx: JobContext, job: JobRecord, error: str) -> None:
+    """A job that failed for good keeps no personal data: its audio and loan file go, the error stays."""
+    remove_audio(ctx.data_dir, ctx.store.fail_job(job.id, error))
 
 
 def _current(data_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:

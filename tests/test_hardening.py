@@ -267,3 +267,92 @@ def test_access_log_lines_keep_their_shape_and_lose_tokens_and_numbers() -> None
     line = stream.getvalue()
     assert '"GET /v1/calls/[手机号]/audio/0?token=[masked] HTTP/1.1" 200' in line, line
     assert "hf_abc" not in line and "13812345678" not in line
+
+
+# -- 5. Retention and deletion reach every stored byte -------------------------------------------------------
+
+def _stored_job(store: Any, data_dir: Path, call_id: str, job_id: str) -> Any:
+    folder = data_dir / "audio" / job_id
+    folder.mkdir(parents=True)
+    (folder / "call.wav").write_bytes(b"RIFF....")
+    return store.create_job(call_id, [{"path": f"audio/{job_id}/call.wav", "channels": ["agent", "customer"]}],
+                            {"borrower": "钱多多", "address": "杭州市西湖区文三路90号", "amount_yuan": 800000.0},
+                            "A1", job_id)
+
+
+def _context(store: Any, data_dir: Path, fail: bool = False) -> Any:
+    from pipeline.recording import RecordingError, Scored
+    from service.jobs import JobContext
+    from tests.test_recordings import _report
+
+    def score(call_id: str, parts: Any, loan: Any, progress: Any) -> Scored:
+        if fail:
+            raise RecordingError("the recording holds no speech (every channel is silent)")
+        return Scored({**_report(call_id, "low", 5, {"term": "clear"}), "answers": []}, [])
+
+    return JobContext(store, data_dir, score, 90.0)
+
+
+def test_rescoring_a_call_leaves_nothing_of_the_earlier_scoring(tmp_path: Path) -> None:
+    from service.jobs import run_job
+    from service.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    store.migrate()
+    for job_id in ("j1", "j2"):
+        job = _stored_job(store, tmp_path, "c1", job_id)
+        run_job(_context(store, tmp_path), store.claim(job.id))
+    assert not (tmp_path / "audio" / "j1").exists() and (tmp_path / "audio" / "j2").exists()
+    assert store.get_job("j1") is None and store.get_call("c1").recording_id == "j2"  # type: ignore[union-attr]
+    assert "address" not in (store.get_job("j2").loan_file or {})  # type: ignore[union-attr]
+
+
+def test_a_failed_job_keeps_no_personal_data_and_can_be_deleted(tmp_path: Path) -> None:
+    from service.jobs import run_job
+    from service.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    store.migrate()
+    job = _stored_job(store, tmp_path, "c2", "j3")
+    run_job(_context(store, tmp_path, fail=True), store.claim(job.id))
+    failed = store.get_job("j3")
+    assert failed is not None and failed.status == "failed" and "no speech" in (failed.error or "")
+    assert failed.loan_file is None and failed.files == [] and not (tmp_path / "audio" / "j3").exists()
+    found = store.call_footprint("c2")
+    assert found is not None and not found.has_report
+    assert store.delete_call("c2") == [] and store.call_footprint("c2") is None
+
+
+def test_delete_reaches_failed_and_queued_jobs_and_waits_for_a_running_one(client: TestClient,
+                                                                          tmp_path: Path) -> None:
+    from service.app import state_of
+    from service.jobs import run_job
+    from service.store import Store, StoreError
+    from service.store.models import Recording
+
+    state = state_of(client.app)  # type: ignore[arg-type]
+    assert state.store is not None
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    assert client.delete("/v1/calls/nothing", headers=admin).status_code == 404
+    data = state.settings.data_dir
+    job = _stored_job(state.store, data, "c3", "j4")
+    claimed = state.store.claim(job.id)
+    if claimed is not None:
+        run_job(_context(state.store, data, fail=True), claimed)
+    deadline = time.monotonic() + 20  # else the service's own worker took it: its audio is no recording either
+    while (current := state.store.get_job(job.id)) is not None and current.status != "failed":
+        assert time.monotonic() < deadline, current
+        time.sleep(0.1)
+    assert client.delete("/v1/calls/c3", headers=admin).status_code == 204  # was 404: no report
+    assert state.store.call_footprint("c3") is None and not (data / "audio" / "j4").exists()
+
+    store = Store(f"sqlite:///{tmp_path / 'q.db'}")  # no workers here: the job stays where it is put
+    store.migrate()
+    job = _stored_job(store, tmp_path, "c4", "j5")
+    with store.session() as s, s.begin():
+        s.get(Recording, job.id).status = "running"  # type: ignore[union-attr]
+    with pytest.raises(StoreError):
+        store.delete_call("c4")
+    with store.session() as s, s.begin():
+        s.get(Recording, job.id).status = "queued"  # type: ignore[union-attr]
+    assert store.delete_call("c4") == ["audio/j5"] and store.call_footprint("c4") is None

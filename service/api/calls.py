@@ -15,7 +15,7 @@ from service.api.deps import Admin, SettingsDep, StoreDep, Viewer
 from service.errors import ServiceError, forbidden
 from service.jobs import remove_audio
 from service.privacy import RawTextCipher
-from service.store import CallFilter, Store, audit
+from service.store import CallFilter, Store, StoreError, audit
 from service.store.store import utcnow
 
 router = APIRouter(tags=["calls"])
@@ -136,17 +136,22 @@ async def call_raw_transcript(call_id: str, principal: Admin, store: StoreDep,
 
 @router.delete("/v1/calls/{call_id}", status_code=204, responses={409: {"description": "under retention"}})
 async def delete_call(call_id: str, principal: Admin, store: StoreDep, settings: SettingsDep) -> Response:
-    """Delete a call's report, answers and stored audio. Refused (409) while the call is younger than the
+    """Delete everything stored under a call id: its report, answers, stored audio and every job (also a failed
+    or queued one). Refused (409) while a job of the call is running, or while the call is younger than the
     minimum retention (`HUIFANG_SCORING__MIN_RETENTION_DAYS`), which a bank may set for legal hold."""
-    call = await asyncio.to_thread(store.get_call, call_id)
-    if call is None:
+    found = await asyncio.to_thread(store.call_footprint, call_id)
+    if found is None:
         raise _not_found(f"no call {call_id}")
-    keep_until = call.created_at + timedelta(days=settings.scoring.min_retention_days)
+    keep_until = found.created_at + timedelta(days=settings.scoring.min_retention_days)
     if utcnow() < keep_until:
         raise ServiceError("retention", f"call {call_id} must be kept until {keep_until:%Y-%m-%d %H:%M} UTC "
                            "(minimum retention)", 409)
-    removed = await asyncio.to_thread(store.delete_call, call_id)
-    await asyncio.to_thread(audit.append, store, "call_deleted", principal.name, call_id, {})
-    if removed is not None:
-        await asyncio.to_thread(remove_audio, settings.data_dir, removed.audio_dir)
+    try:
+        folders = await asyncio.to_thread(store.delete_call, call_id)
+    except StoreError as e:
+        raise ServiceError("being_scored", str(e), 409) from e
+    await asyncio.to_thread(audit.append, store, "call_deleted", principal.name, call_id,
+                            {"report": found.has_report, "audio_folders": len(folders)})
+    for folder in folders:
+        await asyncio.to_thread(remove_audio, settings.data_dir, folder)
     return Response(status_code=204)

@@ -64,6 +64,21 @@ class CallFilter:
     offset: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """What is stored under a call id: since when, whether it has a report, and jobs still queued or running."""
+
+    call_id: str
+    created_at: datetime
+    has_report: bool
+    pending: tuple[str, ...]
+
+
+def _folder(files: list[dict[str, Any]] | None) -> str | None:
+    """The audio folder (relative to the data directory) a job's files are stored in."""
+    return str(Path(files[0]["path"]).parent) if files else None
+
+
 def _job(r: Recording) -> JobRecord:
     return JobRecord(r.id, r.call_id, r.status, r.progress, r.error, r.created_at, r.started_at, r.finished_at,
                      list(r.files or []), r.loan_file, r.agent_id)
@@ -174,20 +189,35 @@ class Store:
         with self.session() as s, s.begin():
             s.execute(update(Recording).where(Recording.id == job_id).values(progress=round(progress, 3)))
 
-    def fail_job(self, job_id: str, error: str) -> None:
+    def fail_job(self, job_id: str, error: str) -> str | None:
+        """Mark a job failed for good. It keeps no personal data: the loan file and the list of stored files are
+        dropped; returns the job's audio folder, which the caller deletes."""
         with self.session() as s, s.begin():
-            s.execute(update(Recording).where(Recording.id == job_id)
-                      .values(status="failed", error=error[:2000], finished_at=utcnow()))
+            job = s.get(Recording, job_id)
+            if job is None:
+                return None
+            folder = _folder(job.files)
+            job.status, job.error, job.finished_at = "failed", error[:2000], utcnow()
+            job.loan_file, job.files = None, []
+            return folder
 
     def complete_job(self, job_id: str, report: dict[str, Any], agent_id: str | None, audio_dir: str | None,
                      audio_expires_at: datetime | None, raw_encrypted: bytes | None = None,
-                     files: list[dict[str, Any]] | None = None) -> None:
+                     files: list[dict[str, Any]] | None = None) -> list[str]:
         """Store the report (replacing an earlier one of the same call) and mark the job done: one transaction,
-        so a crash leaves either no trace or the whole result."""
+        so a crash leaves either no trace or the whole result. Returns the audio folders of what it replaced
+        (the earlier scoring's recording), which the caller deletes: nothing stored is left unreachable."""
         with self.session() as s, s.begin():
             job = s.get(Recording, job_id)
             if job is None:
                 raise StoreError(f"job {job_id} vanished")
+            superseded = [r for r in s.scalars(select(Recording).where(
+                Recording.call_id == job.call_id, Recording.id != job_id, Recording.status.in_(("done", "failed"))))]
+            old = s.get(Call, job.call_id)
+            stale = {f for f in [old.audio_dir if old else None, *(_folder(r.files) for r in superseded)]
+                     if f and f != audio_dir}
+            for row in superseded:
+                s.delete(row)
             s.execute(delete(Call).where(Call.call_id == job.call_id))
             s.flush()
             call = Call(call_id=job.call_id, recording_id=job_id, agent_id=agent_id, created_at=job.created_at,
@@ -207,6 +237,7 @@ class Store:
                 job.files = files  # the stored audio was rewritten (personal data silenced)
             # Names and addresses were needed only to redact; the finished job keeps the loan's figures.
             job.loan_file = public_loan_file(job.loan_file)
+        return sorted(stale)
 
     # -- calls -------------------------------------------------------------------------------------------
 
@@ -233,17 +264,31 @@ class Store:
                              .limit(f.limit).offset(f.offset)).all()
             return list(rows), int(total)
 
-    def delete_call(self, call_id: str) -> Call | None:
-        """Remove a call's report, answers and jobs; returns the removed call (its audio folder is the caller's
-        to delete)."""
-        with self.session() as s, s.begin():
+    def call_footprint(self, call_id: str) -> Footprint | None:
+        """What is stored for a call id (its report and every job), or None when nothing is."""
+        with self.session() as s:
             call = s.get(Call, call_id)
-            if call is None:
+            jobs = list(s.scalars(select(Recording).where(Recording.call_id == call_id)))
+            if call is None and not jobs:
                 return None
-            s.delete(call)
-            s.execute(delete(Recording).where(Recording.call_id == call_id,
-                                              Recording.status.in_(("done", "failed"))))
-            return call
+            times = [j.created_at for j in jobs] + ([call.created_at] if call else [])
+            return Footprint(call_id, min(times), call is not None,
+                             tuple(sorted(j.status for j in jobs if j.status in ("queued", "running"))))
+
+    def delete_call(self, call_id: str) -> list[str]:
+        """Remove a call's report, answers and every job not running; returns the audio folders they held (the
+        caller deletes them). Raises `StoreError` while a job of the call is running."""
+        with self.session() as s, s.begin():
+            jobs = list(s.scalars(select(Recording).where(Recording.call_id == call_id)))
+            if any(j.status == "running" for j in jobs):
+                raise StoreError(f"call {call_id} is being scored; delete it when the job has finished")
+            call = s.get(Call, call_id)
+            folders = {f for f in [call.audio_dir if call else None, *(_folder(j.files) for j in jobs)] if f}
+            if call is not None:
+                s.delete(call)
+            for job in jobs:
+                s.delete(job)
+            return sorted(folders)
 
     def expired_audio(self, now: datetime) -> list[tuple[str, str]]:
         """(call id, audio folder) of calls whose audio passed its retention."""
