@@ -31,7 +31,8 @@ from service.live.session import LiveCalls, LiveOptions
 from service.live.sockets import Watchers
 from service.settings import Settings, get_settings
 from service.state import AppState
-from service.store import Store, StoreError
+from service.store import Store, StoreError, audit
+from service.store.anchor import Anchor, load_or_create_key
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,9 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
         log.error("storage unavailable: %s", e)
     else:
         stack.callback(store.close)
+        await asyncio.to_thread(_anchor, settings, store)
+        checkpoints = asyncio.create_task(_checkpoint_every(store, settings.privacy.audit_checkpoint_s))
+        stack.push_async_callback(_stop_checkpoints, store, checkpoints)
         scorer = recording_scorer(settings, asr, assessor, engine.vad)
         jobs = JobRunner(job_context(settings, store, scorer), settings.scoring.workers)
         await jobs.start()
@@ -112,6 +116,28 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
                     calls=live_calls, hub=hub, demos=demos, watchers=watchers, nlu_executor=nlu_executor,
                     store=store, jobs=jobs,
                     asr_error=asr_error, classifier_error=classifier_error, store_error=store_error)
+
+
+def _anchor(settings: Settings, store: Store) -> None:
+    """Checkpoint the audit chain outside the database from now on; the first checkpoint seals what exists."""
+    store.anchor = Anchor(settings.audit_checkpoints_file, load_or_create_key(settings.audit_key_path))
+    audit.checkpoint(store)
+
+
+async def _checkpoint_every(store: Store, interval_s: float) -> None:
+    """The chain's head, checkpointed at least every `interval_s` while it grows (live verdicts)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.to_thread(audit.checkpoint, store)
+        except Exception:  # noqa: BLE001 - keep trying; a gap shows as a longer window, and in the log
+            log.exception("could not write an audit checkpoint")
+
+
+async def _stop_checkpoints(store: Store, task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.to_thread(audit.checkpoint, store)  # the last entries of this process
 
 
 async def _assessor(settings: Settings) -> tuple[Assessor, str | None]:

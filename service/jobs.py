@@ -92,7 +92,8 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
     for stale in ctx.store.complete_job(job.id, report, job.agent_id, audio_dir, expires, raw, files):
         remove_audio(ctx.data_dir, stale)  # an earlier scoring of the same call id: nothing points to it now
     audit.append(ctx.store, "report", "scoring", job.call_id, {
-        "recording_id": job.id, "report_sha256": audit.digest(report), "risk_score": report["risk_score"],
+        "recording_id": job.id, "report_sha256": audit.digest(report), "agent_id": job.agent_id,
+        "risk_score": report["risk_score"],
         "tier": report["tier"], "answers": [{"topic": a["topic"], "label": a["label"], "mismatch": a["mismatch"]}
                                            for a in report.get("answers", [])]})
     log.info("recording %s scored: call %s, risk %s (%s)", job.id, job.call_id, report["risk_score"], report["tier"])

@@ -169,6 +169,14 @@ class PrivacySettings(BaseModel):
                                 "was said (word times)")
     key_file: Path | None = Field(None, description="encryption key for the raw transcript (default "
                                   "DATA_DIR/keys/raw-text.key; put it on a secrets mount in production)")
+    audit_checkpoints: Path | None = Field(None, description="file the audit chain's signed checkpoints are "
+                                           "appended to, outside the database (default DATA_DIR/audit/checkpoints; "
+                                           "an append-only or WORM mount shared by replicas in production)")
+    audit_key_file: Path | None = Field(None, description="Ed25519 key that signs the checkpoints (default "
+                                        "DATA_DIR/keys/audit-ed25519.key, made on first use; `huifang audit "
+                                        "verify` needs only KEY.pub)")
+    audit_checkpoint_s: float = Field(60.0, ge=1.0, le=3600.0, description="the chain's head is checkpointed at "
+                                      "least this often while it grows (reports, reads and deletions at once)")
 
 
 class AuthSettings(BaseModel):
@@ -243,6 +251,14 @@ class Settings(BaseSettings):
     @property
     def raw_key_file(self) -> Path:
         return self.privacy.key_file or self.data_dir / "keys" / "raw-text.key"
+
+    @property
+    def audit_checkpoints_file(self) -> Path:
+        return self.privacy.audit_checkpoints or self.data_dir / "audit" / "checkpoints"
+
+    @property
+    def audit_key_path(self) -> Path:
+        return self.privacy.audit_key_file or self.data_dir / "keys" / "audit-ed25519.key"
 
     @property
     def db_url(self) -> str:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,114 @@ def test_stored_audio_is_silenced_where_personal_data_was_said(make_client: Any,
         a, b = int(span["start_s"] * 16000), int(span["end_s"] * 16000)
         assert np.abs(audio[1, a:b]).max() == 0.0 and np.abs(original[1, a:b]).max() > 0.01
     assert np.abs(audio[0]).max() > 0.01  # the agent's side is untouched
+
+
+# -- Signed checkpoints outside the database (issue #16 point 6) ------------------------------------------------
+
+def _anchored_store(tmp_path: Path) -> tuple[Store, Path, Path]:
+    from service.store.anchor import Anchor, load_or_create_key
+
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    store.migrate()
+    key, points = tmp_path / "keys" / "audit.key", tmp_path / "audit" / "checkpoints"
+    store.anchor = Anchor(points, load_or_create_key(key))
+    return store, points, key
+
+
+def _score(store: Store, call_id: str, agent_id: str) -> None:
+    report = {"call_id": call_id, "duration_s": 30.0, "risk_score": 40, "tier": "medium", "labels": {},
+              "topics": [{"topic": "term", "label": "unclear", "confidence": 0.7, "mismatch": None,
+                          "answer_span": [1.0, 2.0]}], "answers": []}
+    job = store.create_job(call_id, [], None, agent_id)
+    store.complete_job(job.id, report, agent_id, None, None)
+    audit.append(store, "report", "scoring", call_id, {"report_sha256": audit.digest(report), "agent_id": agent_id,
+                                                       "risk_score": 40, "tier": "medium"})
+
+
+def _verify(store: Store, points: Path, key: Path) -> tuple[str, ...]:
+    from service.store.anchor import load_public_key, public_key_path, read_checkpoints
+
+    checkpoints, problems = read_checkpoints(points, load_public_key(public_key_path(key)))
+    return tuple(problems) + audit.verify(store, checkpoints).problems
+
+
+def test_cutting_the_tail_is_caught_by_the_checkpoints(tmp_path: Path) -> None:
+    store, points, key = _anchored_store(tmp_path)
+    _score(store, "c1", "A1")
+    audit.append(store, "raw_read", "admin-1", "c1", {})  # the read someone would like to hide
+    assert _verify(store, points, key) == ()
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_log WHERE id = (SELECT max(id) FROM audit_log)"))
+    assert audit.verify(store).ok  # the chain alone cannot tell
+    assert any("ends before entry 2" in p for p in _verify(store, points, key))
+
+
+def test_a_rehashed_chain_is_caught_by_the_checkpoints(tmp_path: Path) -> None:
+    from service.store.audit import entry_hash
+
+    store, points, key = _anchored_store(tmp_path)
+    _score(store, "c1", "A1")
+    audit.append(store, "report_read", "agent-1", "c1", {"role": "agent"})
+    with store.engine.begin() as conn:  # edit the first entry and re-hash everything after it, as an insider could
+        rows = conn.execute(text("SELECT id, at, call_id, kind, actor, payload FROM audit_log ORDER BY id")).all()
+        prev = "0" * 64
+        for seq, at, call_id, kind, actor, payload in rows:
+            payload = payload.replace('"medium"', '"low"')
+            at = datetime.fromisoformat(str(at))
+            new = entry_hash(seq, at, call_id, kind, actor, payload, prev)
+            conn.execute(text("UPDATE audit_log SET payload = :p, prev_hash = :v, hash = :h WHERE id = :i"),
+                         {"p": payload, "v": prev, "h": new, "i": seq})
+            prev = new
+    assert not any("content was changed" in p for p in audit.verify(store).problems)
+    assert any("was rewritten" in p for p in _verify(store, points, key))
+
+
+def test_the_columns_access_depends_on_are_covered(tmp_path: Path) -> None:
+    store, points, key = _anchored_store(tmp_path)
+    _score(store, "c1", "A1")
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE calls SET agent_id = 'A2' WHERE call_id = 'c1'"))  # hand the call to another agent
+    assert any("agent_id differs" in p for p in audit.verify(store).problems)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE calls SET agent_id = 'A1', tier = 'low' WHERE call_id = 'c1'"))
+        conn.execute(text("UPDATE answers SET label = 'clear' WHERE call_id = 'c1'"))
+    problems = audit.verify(store).problems
+    assert any("tier differs" in p for p in problems) and any("answer labels differ" in p for p in problems)
+
+
+def test_checkpoints_are_signed_and_seal_an_older_chain(tmp_path: Path) -> None:
+    from service.store.anchor import Anchor, load_or_create_key
+
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    store.migrate()
+    _score(store, "old", "A1")  # written before checkpoints were kept
+    key, points = tmp_path / "k" / "audit.key", tmp_path / "cp"
+    store.anchor = Anchor(points, load_or_create_key(key))
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    sealed = audit.checkpoint(store)
+    assert sealed is not None and sealed.seq == 1 and _verify(store, points, key) == ()
+    forged = points.read_text().replace('"seq": 1', '"seq": 7')
+    points.write_text(forged)
+    assert any("not signed by the audit key" in p for p in _verify(store, points, key))
+
+
+def test_the_command_line_reads_the_checkpoints(tmp_path: Path) -> None:
+    from service.store.anchor import Anchor, load_or_create_key
+
+    data = tmp_path / "data"
+    data.mkdir()
+    store = Store(f"sqlite:///{data / 'huifang.db'}")
+    store.migrate()
+    store.anchor = Anchor(data / "audit" / "checkpoints", load_or_create_key(data / "keys" / "audit-ed25519.key"))
+    _score(store, "c1", "A1")
+    audit.append(store, "call_deleted", "admin-1", "c9", {})
+    env = {**os.environ, "HUIFANG_DATA_DIR": str(data)}
+    verify = [sys.executable, "-m", "service.cli", "audit", "verify"]
+    ok = subprocess.run(verify, capture_output=True, text=True, env=env, timeout=60)
+    assert ok.returncode == 0 and "checkpoints hold" in ok.stdout, ok.stderr
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_log WHERE kind = 'call_deleted'"))
+    cut = subprocess.run(verify, capture_output=True, text=True, env=env, timeout=60)
+    assert cut.returncode == 1 and "entries were removed" in cut.stderr
+    alone = subprocess.run([*verify, "--no-checkpoints"], capture_output=True, text=True, env=env, timeout=60)
+    assert alone.returncode == 0

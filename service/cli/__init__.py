@@ -129,16 +129,34 @@ def cmd_score_dir(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from service.settings import get_settings
     from service.store import Store, audit
+    from service.store.anchor import Checkpoint, load_public_key, public_key_path, read_checkpoints
 
-    store = Store(get_settings().db_url)
+    settings = get_settings()
+    checkpoints_file = Path(args.checkpoints) if args.checkpoints else settings.audit_checkpoints_file
+    key_file = Path(args.public_key) if args.public_key else public_key_path(settings.audit_key_path)
+    store = Store(settings.db_url)
     store.migrate()
-    result = audit.verify(store)
+    points: list[Checkpoint] = []
+    problems: list[str] = []
+    if not args.no_checkpoints:
+        if not checkpoints_file.exists() or not key_file.exists():
+            problems.append(f"no checkpoints ({checkpoints_file}) or no public key ({key_file}): a cut or "
+                            "rewritten chain cannot be told from an intact one (--no-checkpoints to check the "
+                            "database alone)")
+        else:
+            points, problems = read_checkpoints(checkpoints_file, load_public_key(key_file))
+    result = audit.verify(store, points)
     store.close()
-    if result.ok:
-        print(f"audit log intact: {result.entries} entries, every stored report matches its audited digest")
+    problems += result.problems
+    if not problems:
+        print(f"audit log intact: {result.entries} entries, {len(points)} signed checkpoints hold, every stored "
+              "call matches its audited report")
         return 0
+    result = audit.Verification(False, result.entries, tuple(problems))
     for problem in result.problems:
         print(f"audit: {problem}", file=sys.stderr)
     print(f"audit log BROKEN: {len(result.problems)} problem(s) in {result.entries} entries", file=sys.stderr)
@@ -208,7 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     sd.set_defaults(func=cmd_score_dir)
 
     au = sub.add_parser("audit", help="check the audit log")
-    au.add_argument("action", choices=("verify",), help="verify: walk the hash chain and check stored reports")
+    au.add_argument("action", choices=("verify",), help="verify: walk the hash chain, check stored calls against "
+                    "their audited reports and the chain against its signed checkpoints")
+    au.add_argument("--checkpoints", default=None, help="checkpoint file (default HUIFANG_PRIVACY__AUDIT_CHECKPOINTS)")
+    au.add_argument("--public-key", default=None, help="the signing key's public half (default the audit key "
+                    "file's .pub)")
+    au.add_argument("--no-checkpoints", action="store_true", help="check the database alone")
     au.set_defaults(func=cmd_audit)
 
     tk = sub.add_parser("token", help="make a new access token and print its tokens-file entry")

@@ -22,6 +22,7 @@ from service.jobs import job_context, recording_scorer, run_job
 from service.protocol import LoanFileError, parse_loan_file
 from service.settings import Settings
 from service.store import Store
+from service.store.anchor import Anchor, load_or_create_key
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
 LABEL_NAMES = {"clear": "回答清晰", "omission": "信息遗漏", "unclear": "表述不清", "evasive": "避而不答"}
@@ -100,6 +101,7 @@ def score_dir(settings: Settings, folder: Path, channels: tuple[str, ...], progr
         raise ServiceError("usage", f"no recordings ({', '.join(AUDIO_SUFFIXES)}) in {folder}")
     store = Store(settings.db_url)
     store.migrate()
+    store.anchor = Anchor(settings.audit_checkpoints_file, load_or_create_key(settings.audit_key_path))
     ctx = job_context(settings, store, _scorer(settings))
     failed = 0
     bar = _bar(progress, len(files), "scoring")

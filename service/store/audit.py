@@ -5,6 +5,11 @@ hash. Changing any stored entry, deleting one or swapping two breaks the chain a
 reports. Entries are numbered explicitly and appended optimistically: two writers that race for the same number
 conflict on the primary key and the loser retries on top of the winner, so processes sharing the database
 (the service and `huifang score-dir`) keep one chain.
+
+Someone who can write the database could still cut the chain's tail or re-hash it after an edit; signed
+checkpoints of its head outside the database (service/store/anchor.py) catch that: a report, an access or a
+deletion is checkpointed as it is logged, everything else within a minute. `verify` also holds every column a
+decision or an access right depends on (a call's agent, risk score, tier and answer labels) to the audited report.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from service.store.models import AuditEntry, Call
+from service.store.anchor import ACCESS_KINDS, Checkpoint
+from service.store.models import Answer, AuditEntry, Call
 from service.store.store import Store, utcnow
 
 GENESIS = "0" * 64
@@ -50,10 +56,28 @@ def append(store: Store, kind: str, actor: str, call_id: str | None, payload: di
                              hash=entry_hash(seq, at, call_id, kind, actor, text, prev)))
             try:
                 s.commit()
-                return seq
             except IntegrityError:
                 s.rollback()  # another writer took this number: chain on top of theirs
+                continue
+        if store.anchor is not None and (kind in ACCESS_KINDS or kind == "report"):
+            checkpoint(store)
+        return seq
     raise RuntimeError("could not append to the audit log (too much contention)")
+
+
+def head(store: Store) -> tuple[int, str] | None:
+    """(number, hash) of the chain's last entry; None while it is empty."""
+    with store.session() as s:
+        last = s.execute(select(AuditEntry.id, AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)).first()
+        return (int(last[0]), str(last[1])) if last else None
+
+
+def checkpoint(store: Store) -> Checkpoint | None:
+    """Sign the chain's current head into the store's anchor (if it has one and the head moved)."""
+    if store.anchor is None:
+        return None
+    current = head(store)
+    return store.anchor.write(*current) if current is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +89,16 @@ class Verification:
     problems: tuple[str, ...]
 
 
-def verify(store: Store) -> Verification:
-    """Walk the chain from the start; also check each stored report against its last audited digest."""
+def verify(store: Store, checkpoints: list[Checkpoint] | None = None) -> Verification:
+    """Walk the chain from the start; check each stored call (report, agent, risk score, tier, answer labels)
+    against its last audited report; with `checkpoints`, the chain must reach every checkpoint and hold the
+    checkpointed hash there."""
     problems: list[str] = []
     prev, expected_seq, count = GENESIS, 1, 0
     reports: dict[str, str] = {}
+    audited: dict[str, dict[str, Any]] = {}
+    hashes: dict[int, str] = {}
+    wanted = {c.seq for c in checkpoints or ()}
     with store.session() as s:
         for entry in s.scalars(select(AuditEntry).order_by(AuditEntry.id)).yield_per(1000):
             count += 1
@@ -82,16 +111,42 @@ def verify(store: Store) -> Verification:
                 problems.append(f"entry {entry.id} ({entry.kind}, call {entry.call_id}): content was changed")
             if entry.kind == "report" and entry.call_id:
                 try:
-                    reports[entry.call_id] = json.loads(entry.payload)["report_sha256"]
+                    audited[entry.call_id] = json.loads(entry.payload)
+                    reports[entry.call_id] = audited[entry.call_id]["report_sha256"]
                 except (ValueError, KeyError):
                     problems.append(f"entry {entry.id}: unreadable report entry")
             if entry.kind == "call_deleted" and entry.call_id:
                 reports.pop(entry.call_id, None)
+                audited.pop(entry.call_id, None)
+            if entry.id in wanted:
+                hashes[entry.id] = entry.hash
             prev, expected_seq = entry.hash, entry.id + 1
         for call in s.scalars(select(Call)):
-            audited = reports.get(call.call_id)
-            if audited is None:
+            if call.call_id not in reports:
                 problems.append(f"call {call.call_id}: its report was never audited")
-            elif digest(call.report) != audited:
+                continue
+            if digest(call.report) != reports[call.call_id]:
                 problems.append(f"call {call.call_id}: the stored report differs from the audited one")
+            problems += _columns(call, audited[call.call_id], s.scalars(
+                select(Answer).where(Answer.call_id == call.call_id)).all())
+    for point in checkpoints or ():
+        if point.seq not in hashes:
+            problems.append(f"checkpoint of {point.at}: the chain ends before entry {point.seq} it recorded "
+                            "(entries were removed)")
+        elif hashes[point.seq] != point.head:
+            problems.append(f"checkpoint of {point.at}: entry {point.seq} is not the entry it recorded (the chain "
+                            "was rewritten)")
     return Verification(not problems, count, tuple(problems))
+
+
+def _columns(call: Call, entry: dict[str, Any], answers: Any) -> list[str]:
+    """Columns that decide who sees a call and how it is listed, against its audited report entry (and the
+    report itself, whose digest is checked): agent, risk score, tier, answer labels."""
+    problems = []
+    for column in ("agent_id", "risk_score", "tier"):
+        if column in entry and getattr(call, column) != entry[column]:
+            problems.append(f"call {call.call_id}: {column} differs from the audited report")
+    expected = sorted((t["topic"], t["label"]) for t in call.report.get("topics", []) if t.get("label"))
+    if sorted((a.topic, a.label) for a in answers) != expected:
+        problems.append(f"call {call.call_id}: its answer labels differ from its report")
+    return problems

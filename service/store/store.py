@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from nlu.pii import public_loan_file
+from service.store.anchor import Anchor
 from service.store.models import Answer, Call, Recording
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -93,6 +94,8 @@ class Store:
             self.engine: Engine = create_engine(url, pool_pre_ping=True, future=True)
         except (SQLAlchemyError, ImportError, ValueError) as e:
             raise StoreError(f"cannot use database {self.safe_url}: {e}") from e
+        #: Where the audit chain's head is checkpointed outside the database (service/store/anchor.py), if set.
+        self.anchor: Anchor | None = None
         if self.engine.dialect.name == "sqlite":
             @event.listens_for(self.engine, "connect")
             def _sqlite_pragmas(conn: Any, _: Any) -> None:
