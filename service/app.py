@@ -19,8 +19,16 @@ from asr.streaming import SileroStep
 from asr.transcribe import Transcriber
 from nlu.assess import Assessor
 from nlu.classifier import ClassifierUnavailableError
-from service.api import assess, calls, calls_ws, demo, health, pages, recordings
-from service.auth import Principal, TokenRegistry, hash_token, load_tokens_file, new_token
+from service.api import assess, calls, calls_ws, demo, health, pages, recordings, tickets
+from service.auth import (
+    Principal,
+    TicketBook,
+    TokenRegistry,
+    hash_token,
+    load_or_create_secret,
+    load_tokens_file,
+    new_token,
+)
 from service.errors import ServiceError
 from service.jobs import JobRunner, job_context, recording_scorer
 from service.live.demo import DemoPlayer
@@ -50,7 +58,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
     app = FastAPI(title="huifang", version="0.1.0", lifespan=lifespan,
                   description="Speech-to-risk service for post-loan follow-up calls")
     _harden(app, settings)
-    for module in (health, calls_ws, assess, pages, demo, recordings, calls):
+    for module in (health, calls_ws, assess, pages, demo, recordings, calls, tickets):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     return app
@@ -66,6 +74,7 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
     """Load the models, open the database and start the workers; `stack` stops them again, in reverse."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     tokens, dev_token = _tokens(settings)
+    ticket_book = TicketBook(await asyncio.to_thread(load_or_create_secret, settings.ticket_key_path))
     asr = transcriber or Transcriber(settings.asr_options())
     asr_error = None
     try:
@@ -112,7 +121,8 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
     demos = DemoPlayer(live_calls, settings.live.max_demo_calls)
     stack.callback(demos.close)
     watchers = Watchers(settings.auth.max_watchers_per_token, settings.live.events_wait_s)
-    return AppState(settings=settings, tokens=tokens, dev_token=dev_token, transcriber=asr, assessor=assessor,
+    return AppState(settings=settings, tokens=tokens, dev_token=dev_token, tickets=ticket_book, transcriber=asr,
+                    assessor=assessor,
                     calls=live_calls, hub=hub, demos=demos, watchers=watchers, nlu_executor=nlu_executor,
                     store=store, jobs=jobs,
                     asr_error=asr_error, classifier_error=classifier_error, store_error=store_error)
@@ -156,7 +166,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
-    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self'; "
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob:; "
                                "img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
                                "frame-ancestors 'none'",
 }
@@ -199,12 +209,13 @@ def _tokens(settings: Settings) -> tuple[TokenRegistry, str | None]:
         registry.replace(load_tokens_file(settings.auth.tokens_file))  # a bad file stops start-up, loudly
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     if len(registry):
-        print(f"console: http://{host}:{settings.port}/console (open it with ?token=YOUR_TOKEN once)", flush=True)
+        print(f"console: http://{host}:{settings.port}/console (open it with #token=YOUR_TOKEN once)", flush=True)
         return registry, None
     token = new_token()
     registry.add(hash_token(token), Principal("development", "admin", "dev"))
     # Shown once, like a notebook server's: nothing else can call the service until tokens are configured.
-    print(f"token: {token}\nconsole: http://{host}:{settings.port}/console?token={token}  "
-          f"(sample call: http://{host}:{settings.port}/console?demo=1&token={token})", flush=True)
+    # The token rides in the URL fragment, which browsers never send to the server (nor into its logs).
+    print(f"token: {token}\nconsole: http://{host}:{settings.port}/console#token={token}  "
+          f"(sample call: http://{host}:{settings.port}/console?demo=1#token={token})", flush=True)
     log.warning("no tokens configured (HUIFANG_AUTH__TOKENS_FILE): made a development admin token")
     return registry, token

@@ -5,16 +5,22 @@ to their `agent_id`), `supervisor` (every call and report), `admin` (everything,
 text). Tokens come from a YAML file (`HUIFANG_AUTH__TOKENS_FILE`, entries made by `huifang token`); without
 one, `huifang serve` makes a development admin token and prints it once.
 
-HTTP clients send `Authorization: Bearer TOKEN`; browsers may use `?token=` where they cannot set headers
-(websockets, `<audio src>`). A missing or unknown token is 401 (websocket close 4401), a known token of the
-wrong role or another agent's call is 403 (close 4403). The routes' dependencies are in service/api/deps.py.
+Clients send `Authorization: Bearer TOKEN`; a token is never read from a URL (URLs end up in access logs and
+browser history). Where a browser cannot set a header (a websocket), it sends a ticket instead: `?ticket=`, minted
+by `POST /v1/tickets` with the token in the header, valid for one call and 60 s, carrying the token's role. A
+missing or unknown token is 401 (websocket close 4401), a known token of the wrong role or another agent's call is
+403 (close 4403). The routes' dependencies are in service/api/deps.py.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
+import os
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,20 +117,79 @@ def write_tokens_file(path: Path, tokens: dict[str, tuple[Role, str | None]]) ->
     path.write_text(yaml.safe_dump({"tokens": entries}, allow_unicode=True), encoding="utf-8")
 
 
-def bearer_token(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
-    """The token of a request: `Authorization: Bearer TOKEN`, else `?token=`."""
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The token of a request: `Authorization: Bearer TOKEN`."""
     value = headers.get("authorization")
     if isinstance(value, str) and value.lower().startswith("bearer "):
         return value[7:].strip()
-    token = query.get("token")
-    return token if isinstance(token, str) else None
+    return None
+
+
+#: Seconds a ticket is valid after it is minted.
+TICKET_TTL_S = 60.0
+
+
+class TicketBook:
+    """Short-lived credentials for URLs: a ticket names one call and the principal that minted it, expires after
+    TICKET_TTL_S, and is an HMAC over both with a key every replica shares (so any replica accepts it)."""
+
+    def __init__(self, key: bytes, ttl_s: float = TICKET_TTL_S) -> None:
+        self._key = key
+        self.ttl_s = ttl_s
+
+    def mint(self, principal: Principal, call_id: str, now: float | None = None) -> str:
+        expires = (time.time() if now is None else now) + self.ttl_s
+        body = json.dumps({"n": principal.name, "r": principal.role, "a": principal.agent_id, "c": call_id,
+                           "e": round(expires, 3)}, separators=(",", ":")).encode()
+        return f"{_b64(body)}.{_b64(hmac.new(self._key, body, hashlib.sha256).digest())}"
+
+    def redeem(self, ticket: str, call_id: str, now: float | None = None) -> Principal | None:
+        """The principal of a valid, unexpired ticket for `call_id`; None otherwise."""
+        try:
+            body_text, sig_text = ticket.split(".", 1)
+            body = base64.urlsafe_b64decode(body_text + "=" * (-len(body_text) % 4))
+            sig = base64.urlsafe_b64decode(sig_text + "=" * (-len(sig_text) % 4))
+        except (ValueError, TypeError):
+            return None
+        if not hmac.compare_digest(sig, hmac.new(self._key, body, hashlib.sha256).digest()):
+            return None
+        data = json.loads(body)
+        expired = float(data.get("e", 0)) < (time.time() if now is None else now)
+        if data.get("c") != call_id or expired or data.get("r") not in ROLES:
+            return None
+        return Principal(str(data["n"]), cast(Role, data["r"]), data.get("a"))
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """32 random bytes kept at `path` (0600), made on first use: the ticket key replicas share."""
+    if path.exists():
+        key = path.read_bytes()
+        if len(key) < 32:
+            raise AuthError(f"{path}: a ticket key needs at least 32 bytes")
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(secrets.token_bytes(32))
+    os.replace(tmp, path)
+    return path.read_bytes()
 
 
 def authenticate(registry: TokenRegistry, headers: Mapping[str, str], query: Mapping[str, str],
-                 roles: tuple[Role, ...], token: str | None = None) -> Principal:
-    """The caller's principal, which must hold one of `roles` (admin always may). `token`, when given, is one
-    the protocol carried (Twilio's custom parameters). Raises `ServiceError` (401 / 4401, 403 / 4403)."""
-    principal = registry.authenticate(token or bearer_token(headers, query))
+                 roles: tuple[Role, ...], token: str | None = None, tickets: TicketBook | None = None,
+                 call_id: str | None = None) -> Principal:
+    """The caller's principal, which must hold one of `roles` (admin always may): from the `Authorization`
+    header, from `token` (one the protocol carried: Twilio's custom parameters), or, with `tickets` and
+    `call_id`, from a `?ticket=` minted for that call. Raises `ServiceError` (401 / 4401, 403 / 4403)."""
+    principal = registry.authenticate(bearer_token(headers) or token)
+    ticket = query.get("ticket")
+    if principal is None and tickets is not None and call_id is not None and isinstance(ticket, str):
+        principal = tickets.redeem(ticket, call_id)
     if principal is None:
         raise unauthorized()
     if principal.role not in roles and principal.role != "admin":

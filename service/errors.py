@@ -29,7 +29,8 @@ class ServiceError(Exception):
 
 def unauthorized() -> ServiceError:
     """No token, or one nobody issued."""
-    return ServiceError("unauthorized", "a valid token is required (Authorization: Bearer TOKEN or ?token=)", 401,
+    return ServiceError("unauthorized", "a valid token is required (Authorization: Bearer TOKEN; websockets from a "
+                        "browser: ?ticket= from POST /v1/tickets)", 401,
                         CloseCode.UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
 
 

@@ -187,6 +187,8 @@ class AuthSettings(BaseModel):
     max_calls_per_token: int = Field(50, ge=1, description="live calls one token may stream at the same time")
     max_watchers_per_token: int = Field(20, ge=1, description="event streams (/v1/calls/{id}/events) one token "
                                         "may hold open at the same time")
+    ticket_key_file: Path | None = Field(None, description="key of the short-lived websocket tickets (default "
+                                         "DATA_DIR/keys/ticket.key, made on first use; replicas share one)")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call the API from a "
                                     "browser (CORS); empty: none, the pages are served by the service itself")
 
@@ -251,6 +253,10 @@ class Settings(BaseSettings):
     @property
     def raw_key_file(self) -> Path:
         return self.privacy.key_file or self.data_dir / "keys" / "raw-text.key"
+
+    @property
+    def ticket_key_path(self) -> Path:
+        return self.auth.ticket_key_file or self.data_dir / "keys" / "ticket.key"
 
     @property
     def audit_checkpoints_file(self) -> Path:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from asr.transcribe import Transcriber
 from nlu.assess import Assessor
-from service.auth import TokenRegistry
+from service.auth import TicketBook, TokenRegistry
 from service.jobs import JobRunner
 from service.live.demo import DemoPlayer
 from service.live.hub import CallHub
@@ -26,6 +26,8 @@ class AppState:
     tokens: TokenRegistry
     #: The development admin token printed at start-up when no tokens file is configured, else None.
     dev_token: str | None
+    #: Short-lived credentials for websocket URLs (browsers cannot set headers there).
+    tickets: TicketBook
     transcriber: Transcriber
     assessor: Assessor
     calls: LiveCalls

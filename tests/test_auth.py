@@ -58,7 +58,8 @@ def test_http_routes_need_a_token_of_the_right_role(client: TestClient) -> None:
     assert client.post("/v1/assess", json={"question": "月供多少", "answer": "四千二"},
                        headers=bearer("a1")).status_code == 200
     assert client.post("/v1/recordings", files={"file": ("a.wav", b"x")}, headers=bearer("a1")).status_code == 403
-    assert client.get("/v1/calls?token=sup").status_code == 200  # browsers' <audio src> way
+    # A token is never taken from a URL (URLs end up in access logs and browser history).
+    assert client.get("/v1/calls?token=sup").status_code == 401
 
 
 def test_agents_see_only_their_calls_and_only_admins_delete(client: TestClient) -> None:
@@ -85,8 +86,7 @@ def test_agents_see_only_their_calls_and_only_admins_delete(client: TestClient) 
     ("/v1/calls/c1/events", "ing", CloseCode.FORBIDDEN),
 ])
 def test_websockets_refuse_with_a_close_code(client: TestClient, path: str, token: str | None, code: int) -> None:
-    url = f"{path}?token={token}" if token else path
-    with client.websocket_connect(url) as ws:
+    with client.websocket_connect(path, headers=bearer(token) if token else {}) as ws:
         events, closed = _closed(ws)
     assert closed == code and events[0]["type"] == "error"
 
@@ -107,14 +107,14 @@ def test_twilio_takes_the_token_from_custom_parameters(client: TestClient) -> No
 
 
 def test_an_agent_cannot_watch_another_agents_call(client: TestClient) -> None:
-    with client.websocket_connect("/v1/calls/c2/events?token=a2") as waiting, \
-            client.websocket_connect("/v1/calls/c2/events?token=a1") as owner, \
-            client.websocket_connect("/v1/calls/c2/audio?token=ing") as switch:
+    with client.websocket_connect("/v1/calls/c2/events", headers=bearer("a2")) as waiting, \
+            client.websocket_connect("/v1/calls/c2/events", headers=bearer("a1")) as owner, \
+            client.websocket_connect("/v1/calls/c2/audio", headers=bearer("ing")) as switch:
         switch.send_json({**START, "agent_id": "A1"})
         assert switch.receive_json()["type"] == "ready"
         events, closed = _closed(waiting)  # waited for the call; it turned out to be A1's
         assert closed == CloseCode.FORBIDDEN and events[-1]["code"] == "forbidden"
-        with client.websocket_connect("/v1/calls/c2/events?token=a2") as late:
+        with client.websocket_connect("/v1/calls/c2/events", headers=bearer("a2")) as late:
             assert _closed(late)[1] == CloseCode.FORBIDDEN
         switch.send_json({"type": "stop"})
         _closed(switch)
@@ -123,10 +123,10 @@ def test_an_agent_cannot_watch_another_agents_call(client: TestClient) -> None:
 
 
 def test_a_token_streams_a_limited_number_of_calls(client: TestClient) -> None:
-    with client.websocket_connect("/v1/calls/one/audio?token=ing") as first:
+    with client.websocket_connect("/v1/calls/one/audio", headers=bearer("ing")) as first:
         first.send_json(START)
         assert first.receive_json()["type"] == "ready"
-        with client.websocket_connect("/v1/calls/two/audio?token=ing") as second:
+        with client.websocket_connect("/v1/calls/two/audio", headers=bearer("ing")) as second:
             second.send_json(START)
             events, closed = _closed(second)
         assert closed == CloseCode.TOO_MANY_CALLS and events[0]["code"] == "too_many_calls"
@@ -139,7 +139,7 @@ def test_without_tokens_a_development_token_is_printed(tmp_path: Path, capsys: p
     with TestClient(app) as c:
         out = capsys.readouterr().out
         token = state_of(app).dev_token
-        assert f"token: {token}\n" in out and f"/console?token={token}" in out
+        assert f"token: {token}\n" in out and f"/console#token={token}" in out and "?token=" not in out
         assert c.get("/v1/calls", headers=bearer(token)).status_code == 200
         assert c.get("/v1/calls").status_code == 401
 
@@ -156,3 +156,34 @@ def test_tokens_files_are_checked(tmp_path: Path) -> None:
     write_tokens_file(good, {"secret": ("agent", "A9")})
     entries = load_tokens_file(good)
     assert "secret" not in good.read_text() and [p.agent_id for p in entries.values()] == ["A9"]
+
+
+def test_browsers_open_websockets_with_a_short_lived_ticket_for_one_call(client: TestClient) -> None:
+    """The token stays in the header: a page asks for a ticket (one call, 60 s, the token's role) and puts only
+    that in the websocket URL."""
+    from service.auth import Principal
+
+    refused = client.post("/v1/tickets", json={"call_id": "c5"})
+    assert refused.status_code == 401
+    issued = client.post("/v1/tickets", json={"call_id": "c5"}, headers=bearer("a1"))
+    assert issued.status_code == 201 and issued.json()["expires_in_s"] == 60
+    ticket = issued.json()["ticket"]
+    with client.websocket_connect(f"/v1/calls/c5/events?ticket={ticket}") as watcher, \
+            client.websocket_connect("/v1/calls/c5/audio", headers=bearer("ing")) as switch:
+        switch.send_json({**START, "agent_id": "A1"})
+        assert switch.receive_json()["type"] == "ready"
+        switch.send_json({"type": "stop"})
+        _closed(switch)
+        seen, closed = _closed(watcher)
+    assert closed == CloseCode.NORMAL and seen[0]["type"] == "ready"
+    with client.websocket_connect(f"/v1/calls/other/events?ticket={ticket}") as ws:  # another call
+        assert _closed(ws)[1] == CloseCode.UNAUTHORIZED
+    with client.websocket_connect(f"/v1/calls/c5/audio?ticket={ticket}") as ws:  # an agent's, not a switch's
+        assert _closed(ws)[1] == CloseCode.FORBIDDEN
+    assert client.get(f"/v1/calls?ticket={ticket}").status_code == 401  # HTTP routes want the header
+    tickets = state_of(client.app).tickets  # type: ignore[arg-type]
+    stale = tickets.mint(Principal("agent-1", "agent", "A1"), "c6", now=0.0)
+    assert tickets.redeem(stale, "c6") is None
+    forged = tickets.mint(Principal("agent-1", "agent", "A1"), "c6")
+    body, sig = forged.split(".")
+    assert tickets.redeem(body[:-2] + "xx." + sig, "c6") is None and tickets.redeem(forged, "c6") is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def test_the_console_shows_prompt_cards_and_checklist_for_a_shared_call(
     audio = load_call_audio(str(shared_data / "calls" / "call_s03.flac"), 16000)
     with running_server(tmp_path / "data", model_cache) as port:
         page = browser.new_page(viewport={"width": 1440, "height": 900})
-        page.goto(f"http://127.0.0.1:{port}/console?call=browser-s03&token={SUPERVISOR}")
+        page.goto(f"http://127.0.0.1:{port}/console?call=browser-s03#token={SUPERVISOR}")
         expect(page.locator("#status")).to_have_attribute("data-state", "waiting")
 
         # The switch starts streaming after the agent's screen is open, as in a real call.
@@ -108,7 +109,7 @@ def test_the_report_page_of_a_scored_shared_call(browser, model_cache: Path, tmp
         report = httpx.get(f"{base}/v1/calls/report-s09/report", headers=bearer(SUPERVISOR)).json()
 
         page = browser.new_page(viewport={"width": 1440, "height": 1100})
-        page.goto(f"{base}/calls/report-s09?token={SUPERVISOR}")
+        page.goto(f"{base}/calls/report-s09#token={SUPERVISOR}")
         expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=30_000)
         expect(page.locator("#score")).to_have_text(str(report["risk_score"]))
         expect(page.locator("#tier")).to_have_attribute("data-tier", report["tier"])
@@ -120,7 +121,9 @@ def test_the_report_page_of_a_scored_shared_call(browser, model_cache: Path, tmp
         expect(page.locator('#actions li[data-action="second_call"]')).to_be_visible()
         expect(page.locator('#checklist tr[data-topic="loan_amount"]')).to_have_attribute("data-label", "clear")
         expect(page.locator(".timeline .utt-bar")).to_have_count(len(report["utterances"]))
-        expect(page.locator("#player")).to_have_attribute("src", f"{report['audio'][0]['url']}?token={SUPERVISOR}")
+        # The stored audio is fetched with the header and played from memory: no credential in any URL.
+        expect(page.locator("#player")).to_have_attribute("src", re.compile(r"^blob:"))
+        assert "token" not in page.url
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "report-call_s09.png"), full_page=True)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, WebSocket
 
-from service.api.deps import CallsDep, SettingsDep, State, TokensDep
+from service.api.deps import CallsDep, SettingsDep, State, TicketsDep, TokensDep
 from service.live.sockets import SocketLimits, native_body, run_socket_call, stream_events, twilio_body
 from service.settings import Settings
 
@@ -19,10 +19,10 @@ def _limits(settings: Settings) -> SocketLimits:
 
 
 @router.websocket("/v1/calls/{call_id}/audio")
-async def call_audio(ws: WebSocket, call_id: str, calls: CallsDep, tokens: TokensDep,
+async def call_audio(ws: WebSocket, call_id: str, calls: CallsDep, tokens: TokensDep, tickets: TicketsDep,
                      settings: SettingsDep) -> None:
     """Native protocol: a `start` text frame, binary interleaved audio, `stop`. See docs/protocol.md."""
-    await run_socket_call(ws, call_id, calls, tokens, _limits(settings), native_body)
+    await run_socket_call(ws, call_id, calls, tokens, _limits(settings), native_body, tickets)
 
 
 @router.websocket("/v1/calls/{call_id}/twilio")
@@ -38,4 +38,4 @@ async def call_events(ws: WebSocket, call_id: str, state: State) -> None:
     """Every event of the call (history first, then live) until it ends; several screens may watch one call.
     A call that has not started yet is waited for. Closes with 1000 after the call ends, 4408 when the
     subscriber stops reading."""
-    await stream_events(ws, call_id, state.hub, state.tokens, state.watchers)
+    await stream_events(ws, call_id, state.hub, state.tokens, state.watchers, state.tickets)

@@ -9,7 +9,7 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from nlu.assess import Assessor
-from service.auth import Principal, Role, TokenRegistry, authenticate
+from service.auth import Principal, Role, TicketBook, TokenRegistry, authenticate
 from service.errors import unavailable
 from service.live.session import LiveCalls
 from service.settings import Settings
@@ -51,18 +51,23 @@ def get_tokens(state: State) -> TokenRegistry:
     return state.tokens
 
 
+def get_tickets(state: State) -> TicketBook:
+    return state.tickets
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 AssessorDep = Annotated[Assessor, Depends(get_assessor)]
 CallsDep = Annotated[LiveCalls, Depends(get_calls)]
 TokensDep = Annotated[TokenRegistry, Depends(get_tokens)]
+TicketsDep = Annotated[TicketBook, Depends(get_tickets)]
 
 
 def require(*roles: Role) -> object:
     """Dependency: the caller's principal, which must hold one of `roles` (admin always may)."""
 
     def dependency(conn: HTTPConnection, tokens: TokensDep) -> Principal:
-        return authenticate(tokens, conn.headers, conn.query_params, roles)
+        return authenticate(tokens, conn.headers, {}, roles)  # HTTP: the header only, never the URL
 
     return Depends(dependency)
 
@@ -71,3 +76,4 @@ def require(*roles: Role) -> object:
 Viewer = Annotated[Principal, require("agent", "supervisor")]
 Admin = Annotated[Principal, require()]
 Ingest = Annotated[Principal, require("ingest", "supervisor")]
+Anyone = Annotated[Principal, require("ingest", "agent", "supervisor")]

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from service.auth import Principal, Role, TokenRegistry, authenticate
+from service.auth import Principal, Role, TicketBook, TokenRegistry, authenticate
 from service.errors import ServiceError
 from service.live.hub import CallHub
 from service.live.session import LiveCalls, LiveSession
@@ -110,7 +110,7 @@ class SocketCall:
     """One audio socket: its connection, who is streaming, and the session once the call has started."""
 
     def __init__(self, ws: WebSocket, call_id: str, calls: LiveCalls, tokens: TokenRegistry,
-                 limits: SocketLimits) -> None:
+                 limits: SocketLimits, tickets: TicketBook | None = None) -> None:
         self.ws = ws
         self.call_id = call_id
         self.conn = Connection(ws)
@@ -119,10 +119,13 @@ class SocketCall:
         self.limits = limits
         self._calls = calls
         self._tokens = tokens
+        self._tickets = tickets
 
     def authorize(self, token: str | None = None) -> None:
-        """The socket's token (header, `?token=`, or one the protocol carries) must be an ingest token."""
-        self.principal = authenticate(self._tokens, self.ws.headers, self.ws.query_params, INGEST_ROLES, token)
+        """The socket's token (header, one the protocol carries, or a `?ticket=` for this call) must be an
+        ingest token."""
+        self.principal = authenticate(self._tokens, self.ws.headers, self.ws.query_params, INGEST_ROLES, token,
+                                      self._tickets, self.call_id)
 
     async def begin(self, start: StartMessage) -> LiveSession:
         """Open the call and tell the client it is ready."""
@@ -170,11 +173,11 @@ Body = Callable[[SocketCall], Awaitable[bool]]
 
 
 async def run_socket_call(ws: WebSocket, call_id: str, calls: LiveCalls, tokens: TokenRegistry,
-                          limits: SocketLimits, body: Body) -> None:
+                          limits: SocketLimits, body: Body, tickets: TicketBook | None = None) -> None:
     """Accept, run `body` (True: the client said stop; False: it disconnected), and turn every way a call can
     end into a clean close."""
     await ws.accept()
-    run = SocketCall(ws, call_id, calls, tokens, limits)
+    run = SocketCall(ws, call_id, calls, tokens, limits, tickets)
     try:
         if not valid_call_id(call_id):
             raise _bad_call_id()
@@ -320,14 +323,15 @@ class Watchers:
 
 
 async def stream_events(ws: WebSocket, call_id: str, hub: CallHub, tokens: TokenRegistry,
-                        watchers: Watchers) -> None:
+                        watchers: Watchers, tickets: TicketBook | None = None) -> None:
     """Send every event of the call (history first, then live) until it ends, to an agent or supervisor. A call
     that has not started is waited for, `watchers.wait_s` at most."""
     await ws.accept()
     try:
         if not valid_call_id(call_id):
             raise _bad_call_id()
-        principal = authenticate(tokens, ws.headers, ws.query_params, ("agent", "supervisor"))
+        principal = authenticate(tokens, ws.headers, ws.query_params, ("agent", "supervisor"), None, tickets,
+                                 call_id)
         watchers.take(principal.name)
     except ServiceError as e:
         await ws.send_text(dump(ErrorEvent(code=e.code, message=e.message)))

@@ -1,20 +1,24 @@
-// Access token for the pages: taken from ?token= once (then kept for this browser tab only and removed from the
-// address bar), sent as a bearer header on requests and as ?token= where browsers cannot set headers
-// (websockets, <audio src>). Without one, the page asks for it.
+// Access token for the pages. It arrives once in the URL fragment (#token=..., which browsers never send to the
+// server), is kept for this browser tab only and removed from the address bar. Requests carry it as a bearer
+// header; a websocket, which cannot carry a header, gets a ticket for its call (POST /v1/tickets, valid 60 s);
+// audio is fetched with the header and played from memory. The token never appears in a URL the server sees.
+// Without one, the page asks for it.
 "use strict";
 
 const HF = (() => {
   const KEY = "huifang_token";
-  const params = new URLSearchParams(location.search);
-  const given = params.get("token");
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const query = new URLSearchParams(location.search);
+  const given = fragment.get("token") || query.get("token"); // ?token= only from old bookmarks
   if (given) {
     sessionStorage.setItem(KEY, given);
-    params.delete("token");
-    const rest = params.toString();
-    history.replaceState(null, "", location.pathname + (rest ? `?${rest}` : ""));
+    fragment.delete("token");
+    query.delete("token");
+    const q = query.toString();
+    const f = fragment.toString();
+    history.replaceState(null, "", location.pathname + (q ? `?${q}` : "") + (f ? `#${f}` : ""));
   }
   const token = () => sessionStorage.getItem(KEY) || "";
-  const withToken = (url) => `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token())}`;
 
   function askForToken(message) {
     if (document.getElementById("token-form")) return;
@@ -40,10 +44,26 @@ const HF = (() => {
     return res;
   }
 
-  function socket(path) {
+  // A websocket for one call's path, opened with a fresh ticket for that call. Resolves to the socket, or to
+  // null when no ticket could be had (the page has then asked for a token).
+  async function socket(path, callId) {
+    const res = await api("/v1/tickets", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ call_id: callId }),
+    });
+    if (!res.ok) return null;
+    const { ticket } = await res.json();
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    return new WebSocket(withToken(`${scheme}://${location.host}${path}`));
+    return new WebSocket(`${scheme}://${location.host}${path}?ticket=${encodeURIComponent(ticket)}`);
   }
 
-  return { token, api, socket, withToken, askForToken };
+  // A stored recording as an object URL for <audio>: fetched with the header, never with a credential in the URL.
+  async function audioUrl(url) {
+    const res = await api(url);
+    if (!res.ok) return null;
+    return URL.createObjectURL(await res.blob());
+  }
+
+  return { token, api, socket, audioUrl, askForToken };
 })();

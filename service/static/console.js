@@ -261,13 +261,17 @@ function handle(ev) {
   }
 }
 
-function watch(callId) {
+async function watch(callId) {
   state.callId = callId;
   $("call-id").textContent = callId;
   $("start").hidden = true;
   $("console").hidden = false;
   setStatus("waiting", "等待通话");
-  const ws = HF.socket(`/v1/calls/${encodeURIComponent(callId)}/events`);
+  const ws = await HF.socket(`/v1/calls/${encodeURIComponent(callId)}/events`, callId);
+  if (!ws) {
+    setStatus("error", "无法连接");
+    return;
+  }
   ws.onmessage = (msg) => {
     try {
       handle(JSON.parse(msg.data));
@@ -280,6 +284,7 @@ function watch(callId) {
       setStatus("error", "连接中断");
       if (e.code === 4401) HF.askForToken("需要有效的访问令牌。");
       else if (e.code === 4403) banner("这通电话没有分配给您，无法查看。");
+      else if (e.code === 4404) banner("这通电话一直没有开始，请确认通话编号后刷新页面。");
       else banner(e.code === 4408 ? "连接过慢被服务器断开，请刷新页面。" : "与服务器的连接已断开，请刷新页面。");
     }
   };
@@ -299,7 +304,7 @@ async function startDemo(name) {
   }
   const started = await res.json();
   history.replaceState(null, "", `?call=${encodeURIComponent(started.call_id)}`);
-  watch(started.call_id);
+  await watch(started.call_id);
 }
 
 async function showStart() {

@@ -178,7 +178,8 @@ async function main() {
   const report = await res.json();
   document.title = `回访报告 ${callId}`;
   $("meta").textContent = `${(report.created_at || "").replace("T", " ").slice(0, 16)} · 坐席 ${report.agent_id || "—"} · 时长 ${clock(report.duration_s)} · 评估版本 ${report.assessor_version || "—"}`;
-  if (report.audio && report.audio.length) $("player").src = HF.withToken(report.audio[0].url);
+  const audio = report.audio && report.audio.length ? await HF.audioUrl(report.audio[0].url) : null;
+  if (audio) $("player").src = audio;
   else $("player").hidden = true;
   $("player").addEventListener("timeupdate", () => {
     if (stopAt !== null && $("player").currentTime >= stopAt) { $("player").pause(); stopAt = null; }
