@@ -120,6 +120,8 @@ class JobRunner:
         self.workers = workers
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        #: Jobs being scored by this process, handed back to the queue if it stops first.
+        self._running: set[str] = set()
 
     async def start(self) -> None:
         requeued = await asyncio.to_thread(self.ctx.store.requeue_interrupted)
@@ -133,9 +135,14 @@ class JobRunner:
         self._wake.set()
 
     async def close(self) -> None:
+        """Stop the workers; jobs they were scoring go back to the queue at once (another process, or the next
+        start, takes them), not when this process is next started."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._running:
+            handed = await asyncio.to_thread(self.ctx.store.hand_back, sorted(self._running))
+            log.info("stopping: %d recording job(s) handed back to the queue", handed)
 
     async def _worker(self, index: int) -> None:
         while True:
@@ -149,11 +156,13 @@ class JobRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=POLL_S)
                 continue
-            # A cancelled worker (shutdown) leaves its job `running`; the next start queues it again.
+            # A cancelled worker (shutdown) hands its job back in `close`.
+            self._running.add(job.id)
             try:
                 await asyncio.to_thread(run_job, self.ctx, job)
             except Exception:  # noqa: BLE001 - the database failed while recording the outcome: go on
                 log.exception("worker %d: recording the outcome of job %s failed", index, job.id)
+            self._running.discard(job.id)
 
     async def _sweeper(self) -> None:
         while True:

@@ -20,8 +20,6 @@ from service.errors import ServiceError
 from service.logs import install as install_logging
 
 EXIT_USAGE = 2
-#: Largest websocket message uvicorn accepts (the protocol's frames are 64 KiB at most; uvicorn's default is 16 MiB).
-WS_MAX_MESSAGE_BYTES = 128 * 1024
 
 
 def _format_time(seconds: float) -> str:
@@ -75,21 +73,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from service.app import create_app
-    from service.logs import uvicorn_log_config
+    from service.server import serve
     from service.settings import get_settings
 
     settings = get_settings().model_copy(update={"host": args.host or get_settings().host,
                                                   "port": args.port or get_settings().port})
-    app = create_app(settings)  # prints the console URL (with the development token when none is configured)
-    # What uvicorn itself can bound: connections at once (beyond: 503), websocket message size (a native audio
-    # frame is 64 KiB at most, a text frame 64 KiB), idle keep-alive. Header-read timeouts and rate limits need
-    # the front proxy (deploy/nginx.conf).
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                log_config=uvicorn_log_config(settings.log_level), limit_concurrency=settings.max_connections,
-                ws_max_size=WS_MAX_MESSAGE_BYTES, timeout_keep_alive=5)
+    serve(settings)
     return 0
 
 

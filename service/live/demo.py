@@ -89,6 +89,8 @@ class DemoPlayer:
             step = int(16000 * STEP_S)
             began = time.monotonic()
             for offset in range(0, samples.shape[1], step):
+                if session.stopping:
+                    break  # the server is stopping: end the replay where it is
                 block = np.ascontiguousarray(samples[:, offset: offset + step])
                 await session.feed_block(block)
                 # Real-time pace (or `speed` times it): the latency the agent sees is the product's.

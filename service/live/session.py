@@ -65,6 +65,8 @@ class LiveCalls:
     asr_error: str | None = None
     active: set[str] = field(default_factory=set)
     by_owner: dict[str, set[str]] = field(default_factory=dict)
+    #: Set when the server stops: sources end their calls cleanly and no new call is accepted.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def open(self, call_id: str, start: StartMessage, send: Emit | None, owner: str | None = None) -> LiveSession:
         """Register and build a call. Its events go to `send` and to the subscribers of
@@ -73,6 +75,8 @@ class LiveCalls:
         if self.asr_error:
             raise unavailable("asr_unavailable", "speech recognition is not available on this server "
                               "(GET /healthz says why)")
+        if self.stopping.is_set():
+            raise unavailable("shutting_down", "this server is shutting down: connect again (to another replica)")
         if call_id in self.active:
             raise ServiceError("call_in_progress", f"call {call_id} is already streaming", 409,
                                CloseCode.CALL_IN_PROGRESS)
@@ -85,6 +89,15 @@ class LiveCalls:
         self.hub.open(call_id, start.agent_id)
         session = LiveSession(self, call_id, start, send, owner)
         return session
+
+    async def drain(self, timeout_s: float) -> int:
+        """Stop: refuse new calls, have every source end its call (finals flushed, `end` sent), and wait up to
+        `timeout_s` for them; returns how many calls were still open then."""
+        self.stopping.set()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.active and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        return len(self.active)
 
     def close(self, call_id: str) -> None:
         """Unregister a call and end its subscribers' streams (after its `end` event was published)."""
@@ -105,6 +118,8 @@ class LiveSession:
         self._send = send
         self._owner = owner
         self._closed = False
+        #: Verdicts that could not be written to the audit log (the database is unreachable).
+        self.unaudited = 0
         loan = start.loan_file.model_dump(exclude_none=True) if start.loan_file else None
         self._loan = loan
         pipeline = CallPipeline(call_id, start.channels, calls.assessor, loan, calls.options.dialogue)
@@ -116,6 +131,11 @@ class LiveSession:
     def duration_s(self) -> float:
         """Seconds of call audio received so far."""
         return self.call.duration_s
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the server is shutting down (sources should end the call now)."""
+        return self._calls.stopping.is_set()
 
     async def emit(self, event: BaseModel) -> None:
         """An event of this call: to the caller, to the call's subscribers, and verdicts to the audit log."""
@@ -130,8 +150,20 @@ class LiveSession:
             try:
                 await asyncio.to_thread(audit.append, store, f"live_{kind}", self._owner or "live", self.call_id,
                                         payload)
-            except Exception:  # noqa: BLE001 - the call goes on; the gap is loud in the log and in `audit verify`
-                log.exception("call %s: could not append to the audit log", self.call_id)
+            except Exception:  # noqa: BLE001 - the call goes on; the gap is said on the call and in the log
+                self.unaudited += 1
+                log.exception("call %s: could not append to the audit log (%d verdicts unaudited)", self.call_id,
+                              self.unaudited)
+                if self.unaudited == 1:
+                    await self._say(ErrorEvent(code="audit_unavailable", message="the database cannot be reached: "
+                                               "this call's verdicts are not in the audit log (transcripts and "
+                                               "prompts go on)"))
+
+    async def _say(self, event: BaseModel) -> None:
+        """An event for the caller and subscribers only (not audited)."""
+        if self._send is not None:
+            await self._send(event)
+        self._calls.hub.publish(self.call_id, dump(event), str(getattr(event, "type", "")))
 
     async def ready(self) -> None:
         """Tell the caller and subscribers the call is open (with the loan file as agents may see it)."""

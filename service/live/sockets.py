@@ -63,6 +63,10 @@ class SlowConsumer(Exception):
     """The client stopped reading and its outbox is full."""
 
 
+class ServerStopping(Exception):
+    """The server is shutting down: end the call cleanly (finals, `end`) and close with 1001."""
+
+
 class Connection:
     """Outgoing side of one socket: a bounded outbox drained by one sender task, so that a slow client
     never blocks the call's processing and never makes the server buffer without bound."""
@@ -143,10 +147,21 @@ class SocketCall:
         frame over MAX_TEXT_BYTES is refused."""
         idle = self.limits.idle_timeout_s
         timeout = idle if until is None else max(0.0, until - time.monotonic())
+        stopping = self._calls.stopping
+        if stopping.is_set():
+            raise ServerStopping()
+        receive = asyncio.ensure_future(self.ws.receive())
+        stop = asyncio.ensure_future(stopping.wait())
         try:
-            message = await asyncio.wait_for(self.ws.receive(), timeout=timeout)
-        except TimeoutError as e:
-            raise late or ServiceError("idle_timeout", f"no message for {idle:.0f} s") from e
+            done, _ = await asyncio.wait({receive, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if receive not in done:
+            receive.cancel()
+            if stop in done:
+                raise ServerStopping()
+            raise late or ServiceError("idle_timeout", f"no message for {idle:.0f} s")
+        message = receive.result()
         if message["type"] == "websocket.disconnect":
             return None
         text = message.get("text")
@@ -197,6 +212,14 @@ async def run_socket_call(ws: WebSocket, call_id: str, calls: LiveCalls, tokens:
     except SlowConsumer:
         log.warning("call %s: client stopped reading events; closing", call_id)
         await run.conn.flush_and_close(CloseCode.SLOW_CONSUMER, "slow_consumer")
+    except ServerStopping:
+        # What was said is still transcribed and sent, then the client is told to reconnect elsewhere.
+        if run.session is not None:
+            await run.session.end()
+        else:
+            await run.conn.emit(ErrorEvent(code="shutting_down", message="this server is shutting down: connect "
+                                           "again (to another replica)"))
+        await run.conn.flush_and_close(CloseCode.GOING_AWAY, "server shutting down")
     except WebSocketDisconnect:
         if run.session is not None:
             await run.session.flush()

@@ -163,6 +163,13 @@ class Store:
                                .values(status="queued", progress=0.0))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
+    def hand_back(self, job_ids: list[str]) -> int:
+        """Jobs this process was scoring when it stopped: queued again (running -> queued)."""
+        with self.session() as s, s.begin():
+            result = s.execute(update(Recording).where(Recording.id.in_(job_ids), Recording.status == "running")
+                               .values(status="queued", progress=0.0))
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
     def claim_next(self) -> JobRecord | None:
         """Take the oldest queued job (queued -> running), safely against other workers and processes."""
         for _ in range(5):

@@ -1,0 +1,71 @@
+"""`huifang serve`: the app under uvicorn, with what uvicorn can bound and a shutdown that drains live calls.
+
+On SIGTERM (or the first Ctrl-C) the server first stops taking calls and lets every live call end cleanly: the
+audio already received is transcribed, its finals and the call's summary and `end` event are sent, and the socket
+closes with 1001 so the switch reconnects (to another replica). Only then does uvicorn stop, and recording jobs
+being scored go back to the queue. A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from asr.transcribe import Transcriber
+from service.app import create_app, state_of
+from service.logs import uvicorn_log_config
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Largest websocket message uvicorn accepts (the protocol's frames are 64 KiB at most; uvicorn's default is 16 MiB).
+WS_MAX_MESSAGE_BYTES = 128 * 1024
+#: How long live calls get to end on shutdown before the server stops anyway.
+DRAIN_TIMEOUT_S = 30.0
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, draining live calls before it stops."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+        super().__init__(config)
+        self.app = app
+        self.drain_timeout_s = drain_timeout_s
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining:
+            super().handle_exit(sig, frame)  # a second signal: stop now
+            return
+        self._draining = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            super().handle_exit(sig, frame)
+            return
+        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain_then_exit(sig, frame)))
+
+    async def _drain_then_exit(self, sig: int, frame: FrameType | None) -> None:
+        try:
+            left = await state_of(self.app).calls.drain(self.drain_timeout_s)
+            if left:
+                log.warning("stopping with %d live call(s) still open after %.0f s", left, self.drain_timeout_s)
+        except Exception:  # noqa: BLE001 - never let a failed drain keep the process alive
+            log.exception("draining live calls failed")
+        super().handle_exit(sig, frame)
+
+
+def serve(settings: Settings, transcriber: Transcriber | None = None) -> None:
+    """Run the service until a signal stops it (after draining its live calls)."""
+    app = create_app(settings, transcriber)  # prints the console URL (and a development token when none is set)
+    # What uvicorn itself can bound: connections at once (beyond: 503), websocket message size, idle keep-alive.
+    # Header-read timeouts and per-address limits need the front proxy (deploy/nginx.conf).
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                            log_config=uvicorn_log_config(settings.log_level),
+                            limit_concurrency=settings.max_connections, ws_max_size=WS_MAX_MESSAGE_BYTES,
+                            timeout_keep_alive=5)
+    DrainingServer(config, app).run()
