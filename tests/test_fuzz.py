@@ -98,6 +98,67 @@ def test_no_upload_yields_a_server_error(client: Any, field: str, content: bytes
     assert "Traceback" not in response.text
 
 
+#: The attacks of the security review (issue #16), as generators: deep nesting, huge and odd loan files, Twilio
+#: timestamps far ahead or not numbers, call ids with control characters.
+deep = st.integers(100, 50_000).map(lambda n: "[" * n + "]" * n)
+twilio_messages = st.lists(st.one_of(
+    st.just({"event": "connected"}),
+    st.builds(lambda token: {"event": "start", "start": {"customParameters": {"token": token}}},
+              st.sampled_from([None, "nope", ""])),
+    st.builds(lambda ts, payload: {"event": "media", "media": {"track": "inbound", "timestamp": ts,
+                                                               "payload": payload}},
+              st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**12, 10**12),
+                        st.text(max_size=8)), st.sampled_from(["/w==", "", "not base64", "AAAA" * 10])),
+    st.builds(lambda mark: {"event": "mark", "mark": mark}, json_values),
+), max_size=5).map(lambda ms: [json.dumps(m, default=str) for m in ms])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(messages=st.one_of(twilio_messages, st.lists(deep, min_size=1, max_size=1)))
+def test_no_twilio_stream_breaks_the_socket(client: Any, messages: list[str]) -> None:
+    """Without a token nothing gets past `start`; whatever comes, the close is one a client may get."""
+    code = None
+    with client.websocket_connect("/v1/calls/fuzz-tw/twilio") as ws:
+        try:
+            for text in messages:
+                ws.send_text(text)
+            while True:
+                assert ws.receive_json().get("code") != "internal"
+        except WebSocketDisconnect as closed:
+            code = closed.code
+    assert code in EXPECTED_CLOSES | {CloseCode.UNAUTHORIZED, CloseCode.FORBIDDEN}
+    assert client.get("/healthz").status_code == 200
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(call_id=st.text(min_size=1, max_size=140), loan=st.one_of(json_values, deep, st.builds(
+    lambda key, size: {key: "路" * size}, st.sampled_from(["address", "borrower", "nickname"]),
+    st.integers(0, 300_000))))
+def test_no_call_id_or_loan_file_yields_a_server_error(client: Any, call_id: str, loan: Any) -> None:
+    text = loan if isinstance(loan, str) else json.dumps(loan, ensure_ascii=False)
+    response = client.post("/v1/recordings", files={"file": ("f.wav", _wav(0.5, 2), "audio/wav")},
+                           data={"call_id": call_id, "loan_file": text})
+    assert response.status_code < 500 and "Traceback" not in response.text, response.text
+
+
+def test_large_input_leaves_the_memory_bounded(client: Any) -> None:
+    """Frames and bodies far over the limits are refused without the process growing by their size."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(5):
+        with client.websocket_connect("/v1/calls/big-frames/audio") as ws:
+            ws.send_text("x" * 2_000_000)
+            with pytest.raises(WebSocketDisconnect):
+                while True:
+                    ws.receive_json()
+        response = client.post("/v1/recordings", content=b"\0" * 1000,
+                               headers={"Content-Type": "multipart/form-data; boundary=x",
+                                        "Content-Length": str(50 << 30)})
+        assert response.status_code == 413
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB
+
+
 def test_responses_carry_security_headers_and_no_cors(client: Any, tmp_path: Path) -> None:
     response = client.get("/healthz", headers={"Origin": "https://evil.example"})
     assert response.headers["x-content-type-options"] == "nosniff"
