@@ -176,13 +176,6 @@ class SocketCall:
         if self.session is not None:
             self.session.check_limits()
 
-    async def say(self, event: BaseModel) -> None:
-        """An event for the session (client and subscribers) once the call is open, else for the client only."""
-        if self.session is not None:
-            await self.session.emit(event)
-        else:
-            await self.conn.emit(event)
-
 
 Body = Callable[[SocketCall], Awaitable[bool]]
 
