@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from starlette.requests import Request
-from starlette.websockets import WebSocketDisconnect
 
 from service.app import create_app
 from service.auth import write_tokens_file
 from service.errors import ServiceError
 from service.protocol import CloseCode
 from service.settings import Settings
+from tests.test_auth import _closed
 from tests.test_live_socket import START, FakeTranscriber
 
 INGEST, AGENT, ADMIN = "h-ingest", "h-agent", "h-admin"
@@ -38,14 +38,6 @@ def client(tmp_path: Path) -> Any:
     app = create_app(settings, transcriber=FakeTranscriber())  # type: ignore[arg-type]
     with TestClient(app) as c:
         yield c
-
-
-def _closed(ws: Any) -> tuple[list[dict[str, Any]], int]:
-    events = []
-    with pytest.raises(WebSocketDisconnect) as closed:
-        while True:
-            events.append(ws.receive_json())
-    return events, closed.value.code
 
 
 def _codes(events: list[dict[str, Any]]) -> list[str]:
