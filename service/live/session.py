@@ -139,10 +139,8 @@ class LiveSession:
 
     async def emit(self, event: BaseModel) -> None:
         """An event of this call: to the caller, to the call's subscribers, and verdicts to the audit log."""
-        if self._send is not None:
-            await self._send(event)
+        await self._say(event)
         kind = str(getattr(event, "type", ""))
-        self._calls.hub.publish(self.call_id, dump(event), kind)
         store = self._calls.store
         if store is not None and kind in _AUDITED:
             # The evidence trail of live verdicts; off the event loop, in the order they were made.
