@@ -96,36 +96,71 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
                         partial_beam_size=settings.live.partial_beam_size,
                         final_beam_size=settings.live.final_beam_size, min_window_s=settings.live.min_window_s)
     assessor, classifier_error = await _assessor(settings)
-    store, store_error, jobs = None, None, None
-    try:
-        store = Store(settings.db_url)
-        await asyncio.to_thread(store.migrate)
-    except StoreError as e:
-        # Live calls work without a database; recordings answer 503 and /healthz says why.
-        store, store_error = None, str(e)
-        log.error("storage unavailable: %s", e)
-    else:
-        stack.callback(store.close)
-        await asyncio.to_thread(_anchor, settings, store)
-        checkpoints = asyncio.create_task(_checkpoint_every(store, settings.privacy.audit_checkpoint_s))
-        stack.push_async_callback(_stop_checkpoints, store, checkpoints)
-        scorer = recording_scorer(settings, asr, assessor, engine.vad)
-        jobs = JobRunner(job_context(settings, store, scorer), settings.scoring.workers)
-        await jobs.start()
-        stack.push_async_callback(jobs.close)
     hub = CallHub()
     live_calls = LiveCalls(engine, hub, assessor, nlu_executor, LiveOptions(
         assist=settings.nlu.assist, dialogue=settings.dialogue_options(),
         max_calls_per_token=settings.auth.max_calls_per_token, max_call_s=settings.live.max_call_s),
-        store=store, asr_error=asr_error)
+        asr_error=asr_error)
     demos = DemoPlayer(live_calls, settings.live.max_demo_calls)
     stack.callback(demos.close)
     watchers = Watchers(settings.auth.max_watchers_per_token, settings.live.events_wait_s)
-    return AppState(settings=settings, tokens=tokens, dev_token=dev_token, tickets=ticket_book, transcriber=asr,
-                    assessor=assessor,
-                    calls=live_calls, hub=hub, demos=demos, watchers=watchers, nlu_executor=nlu_executor,
-                    store=store, jobs=jobs,
-                    asr_error=asr_error, classifier_error=classifier_error, store_error=store_error)
+    state = AppState(settings=settings, tokens=tokens, dev_token=dev_token, tickets=ticket_book, transcriber=asr,
+                     assessor=assessor, calls=live_calls, hub=hub, demos=demos, watchers=watchers,
+                     nlu_executor=nlu_executor, store=None, jobs=None, asr_error=asr_error,
+                     classifier_error=classifier_error, store_error="not connected yet")
+    try:
+        await _attach_storage(state, stack)
+    except StoreError as e:
+        # Live calls work without a database; recordings answer 503, /healthz says why, and the database is
+        # tried again (it may still be starting, or another replica may hold the migration lock).
+        state.store_error = str(e)
+        log.error("storage unavailable (trying again): %s", e)
+        retry = asyncio.create_task(_storage_until_ready(state, stack))
+        stack.push_async_callback(_cancel, retry)
+    return state
+
+
+async def _attach_storage(state: AppState, stack: AsyncExitStack) -> None:
+    """Open and migrate the database, then start the audit checkpoints and the job workers on it. Raises
+    `StoreError` when the database cannot be used."""
+    settings = state.settings
+    store = Store(settings.db_url)
+    try:
+        await asyncio.to_thread(store.migrate)
+    except StoreError:
+        store.close()
+        raise
+    stack.callback(store.close)
+    await asyncio.to_thread(_anchor, settings, store)
+    checkpoints = asyncio.create_task(_checkpoint_every(store, settings.privacy.audit_checkpoint_s))
+    stack.push_async_callback(_stop_checkpoints, store, checkpoints)
+    scorer = recording_scorer(settings, state.transcriber, state.assessor, state.calls.engine.vad)
+    jobs = JobRunner(job_context(settings, store, scorer), settings.scoring.workers)
+    await jobs.start()
+    stack.push_async_callback(jobs.close)
+    state.store, state.jobs, state.store_error = store, jobs, None
+    state.calls.store = store
+
+
+#: Seconds between attempts to reach the database, doubling up to the last.
+_STORAGE_RETRY_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
+
+async def _storage_until_ready(state: AppState, stack: AsyncExitStack) -> None:
+    for attempt in range(1_000_000):
+        await asyncio.sleep(_STORAGE_RETRY_S[min(attempt, len(_STORAGE_RETRY_S) - 1)])
+        try:
+            await _attach_storage(state, stack)
+        except StoreError as e:
+            state.store_error = str(e)
+            continue
+        log.info("storage available after %d attempt(s)", attempt + 2)
+        return
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def _anchor(settings: Settings, store: Store) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy import Engine, create_engine, delete, event, func, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +24,8 @@ from service.store.anchor import Anchor
 from service.store.models import Answer, Call, Recording
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: Advisory lock taken while migrating (PostgreSQL): an arbitrary constant shared by every huifang process.
+MIGRATION_LOCK_KEY = 0x68756966616E67  # "huifang"
 
 
 class StoreError(RuntimeError):
@@ -117,11 +119,15 @@ class Store:
             return "<unparseable database URL>"
 
     def migrate(self) -> None:
-        """Bring the schema to the latest migration (idempotent)."""
+        """Bring the schema to the latest migration (idempotent). Replicas starting together take turns: on
+        PostgreSQL the upgrade runs under a transaction-scoped advisory lock, so the second one finds the schema
+        done instead of racing to create the same tables."""
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         try:
             with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
         except (SQLAlchemyError, OSError) as e:

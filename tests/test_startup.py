@@ -1,0 +1,88 @@
+"""Start-up when several replicas share one database (issue #17 point 2): migrations take turns, there is one
+Alembic head, and a replica whose database is not ready yet keeps trying and reports not-ready until it is."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app, state_of
+from service.settings import Settings
+from tests.test_live_socket import FakeTranscriber
+
+REPO = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get("HUIFANG_TEST_POSTGRES_URL")
+
+
+def test_the_migrations_have_one_head() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from service.store.store import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert len(ScriptDirectory.from_config(config).get_heads()) == 1
+
+
+def test_a_replica_waits_for_its_database_and_reports_not_ready_until_then(tmp_path: Path) -> None:
+    later = tmp_path / "not-yet"  # SQLite cannot create a file in a folder that does not exist yet
+    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{later / 'huifang.db'}")
+    app = create_app(settings, transcriber=FakeTranscriber())  # type: ignore[arg-type]
+    with TestClient(app) as client:
+        waiting = client.get("/healthz")
+        assert waiting.status_code == 503 and waiting.json()["error"] == "the database is not available"
+        later.mkdir()  # the database comes up
+        deadline = time.monotonic() + 20
+        while client.get("/healthz").status_code != 200:
+            assert time.monotonic() < deadline, state_of(app).store_error  # type: ignore[arg-type]
+            time.sleep(0.2)
+        state = state_of(app)  # type: ignore[arg-type]
+        assert state.store is not None and state.jobs is not None and state.calls.store is state.store
+
+
+_MIGRATE = """
+import sys, time
+from service.store import Store
+store = Store(sys.argv[1])
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # imports done: all start migrating at one instant
+store.migrate()
+"""
+
+
+def test_replicas_starting_together_on_one_postgresql_take_turns_migrating() -> None:
+    """Four processes migrate one empty schema at once: every one succeeds (without the advisory lock the
+    losers failed on duplicate tables and stayed 'storage unavailable')."""
+    if not POSTGRES_URL:
+        if os.environ.get("HUIFANG_REQUIRE_POSTGRES") == "1":
+            raise AssertionError("HUIFANG_TEST_POSTGRES_URL is not set (.ci/run starts a PostgreSQL server)")
+        pytest.skip("no PostgreSQL server: set HUIFANG_TEST_POSTGRES_URL (bash .ci/postgres.sh prints one)")
+    from sqlalchemy import create_engine, text
+
+    schema = f"race_{secrets.token_hex(4)}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}options=-csearch_path%3D{schema}"
+    try:
+        at = str(time.time() + 8)
+        procs = [subprocess.Popen([sys.executable, "-c", _MIGRATE, url, at], cwd=REPO, stderr=subprocess.PIPE)
+                 for _ in range(4)]
+        outcomes = [(p.wait(timeout=120), p.stderr.read().decode() if p.stderr else "") for p in procs]
+        assert all(code == 0 for code, _ in outcomes), [err[-500:] for code, err in outcomes if code]
+        with admin.begin() as conn:
+            tables = conn.execute(text("SELECT count(*) FROM information_schema.tables WHERE table_schema = :s"),
+                                  {"s": schema}).scalar_one()
+            heads = conn.execute(text(f"SELECT count(*) FROM {schema}.alembic_version")).scalar_one()
+        assert tables >= 5 and heads == 1
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
