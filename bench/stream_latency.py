@@ -45,7 +45,7 @@ def free_port() -> int:
 
 def start_server(port: int, env_extra: dict[str, str]) -> subprocess.Popen[str]:
     """`huifang serve` on `port`, accepting bench._common.BENCH_TOKEN; returns once /healthz is 200."""
-    env = {**os.environ, **env_extra}
+    env = {"HUIFANG_METRICS__PORT": "0", **os.environ, **env_extra}
     env.update(bench_tokens_env(env.get("HUIFANG_DATA_DIR") or tempfile.mkdtemp(prefix="huifang-bench-")))
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)

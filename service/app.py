@@ -37,6 +37,7 @@ from service.live.hub import CallHub
 from service.live.scheduler import DecodeScheduler
 from service.live.session import LiveCalls, LiveOptions
 from service.live.sockets import Watchers
+from service.metrics import ERRORS, REGISTRY, StateCollector
 from service.settings import Settings, get_settings
 from service.state import AppState
 from service.store import Store, StoreError, audit
@@ -108,6 +109,9 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
                      assessor=assessor, calls=live_calls, hub=hub, demos=demos, watchers=watchers,
                      nlu_executor=nlu_executor, store=None, jobs=None, asr_error=asr_error,
                      classifier_error=classifier_error, store_error="not connected yet")
+    collector = StateCollector(lambda: _gauges(state))
+    REGISTRY.register(collector)
+    stack.callback(REGISTRY.unregister, collector)
     try:
         await _attach_storage(state, stack)
     except StoreError as e:
@@ -118,6 +122,21 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
         retry = asyncio.create_task(_storage_until_ready(state, stack))
         stack.push_async_callback(_cancel, retry)
     return state
+
+
+def _gauges(state: AppState) -> dict[str, float]:
+    """What the metrics read from the running process at scrape time (on the metrics server's thread)."""
+    scheduler = state.calls.engine.scheduler
+    values = {"huifang_live_calls": float(len(state.calls.active)),
+              "huifang_decode_queue_depth": float(scheduler.backlog),
+              "huifang_dropped_partials_total": float(scheduler.dropped_partials),
+              "huifang_draining": float(state.calls.stopping.is_set())}
+    if state.store is not None:
+        try:
+            values["huifang_jobs_queued"] = float(state.store.queued_jobs())
+        except Exception:  # noqa: BLE001 - a scrape must not fail with the database
+            log.debug("metrics: could not count queued jobs", exc_info=True)
+    return values
 
 
 async def _attach_storage(state: AppState, stack: AsyncExitStack) -> None:
@@ -227,11 +246,13 @@ def _harden(app: FastAPI, settings: Settings) -> None:
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        ERRORS.labels(exc.code).inc()
         return JSONResponse({"detail": exc.message, "code": exc.code}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
+        ERRORS.labels("internal").inc()
         # Answered by the outermost middleware, past the one that adds the headers: add them here.
         return JSONResponse({"detail": "internal error; it was logged", "code": "internal"}, status_code=500,
                             headers=SECURITY_HEADERS)

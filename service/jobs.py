@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,6 +25,7 @@ from asr.transcribe import Transcriber
 from nlu.assess import Assessor
 from nlu.report import load_risk
 from pipeline.recording import AudioPart, RecordingError, RecordingScorer, Scored
+from service.metrics import JOB_DURATION, JOBS
 from service.privacy import RawTextCipher
 from service.settings import Settings
 from service.store import JobRecord, Store, audit
@@ -74,16 +76,20 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
             last[0] = p
             ctx.store.set_progress(job.id, p)
 
+    began = time.monotonic()
     try:
         scored = ctx.score(job.call_id, parts, job.loan_file, progress)
     except (AsrError, RecordingError) as e:
         log.warning("recording %s (call %s) failed: %s", job.id, job.call_id, e)
         _fail(ctx, job, str(e))
+        JOBS.labels("failed").inc()
         return
     except Exception as e:  # noqa: BLE001 - one bad recording must not stop the workers
         log.exception("recording %s (call %s) failed", job.id, job.call_id)
         _fail(ctx, job, f"internal error while scoring ({type(e).__name__})")
+        JOBS.labels("error").inc()
         return
+    JOB_DURATION.observe(time.monotonic() - began)
     audio_dir = str(Path(job.files[0]["path"]).parent) if job.files else None
     expires = utcnow() + timedelta(days=ctx.retention_days) if audio_dir else None
     report = scored.report
@@ -96,6 +102,7 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
         "risk_score": report["risk_score"],
         "tier": report["tier"], "answers": [{"topic": a["topic"], "label": a["label"], "mismatch": a["mismatch"]}
                                            for a in report.get("answers", [])]})
+    JOBS.labels("done").inc()
     log.info("recording %s scored: call %s, risk %s (%s)", job.id, job.call_id, report["risk_score"], report["tier"])
 
 

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from asr.transcribe import Transcriber
 from service.app import create_app, state_of
 from service.logs import uvicorn_log_config
+from service.metrics import REGISTRY
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,4 +69,13 @@ def serve(settings: Settings, transcriber: Transcriber | None = None) -> None:
                             log_config=uvicorn_log_config(settings.log_level),
                             limit_concurrency=settings.max_connections, ws_max_size=WS_MAX_MESSAGE_BYTES,
                             timeout_keep_alive=5)
+    if settings.metrics.port:
+        from prometheus_client import start_http_server
+
+        # Its own port and thread: scrapes never queue behind API requests, and it can stay off the network.
+        try:
+            start_http_server(settings.metrics.port, settings.metrics.host, registry=REGISTRY)
+        except OSError as e:  # the service itself must not die for its metrics
+            log.error("no metrics: cannot listen on %s:%d (%s); set HUIFANG_METRICS__PORT", settings.metrics.host,
+                      settings.metrics.port, e)
     DrainingServer(config, app).run()

@@ -179,6 +179,14 @@ class PrivacySettings(BaseModel):
                                       "least this often while it grows (reports, reads and deletions at once)")
 
 
+class MetricsSettings(BaseModel):
+    """Prometheus metrics of `huifang serve`, on their own port (never on the API's)."""
+
+    host: str = Field("127.0.0.1", description="serve: address the metrics listen on (loopback: only local "
+                      "scrapers; set it for a Prometheus elsewhere)")
+    port: int = Field(9464, ge=0, le=65535, description="serve: port of /metrics; 0: no metrics")
+
+
 class AuthSettings(BaseModel):
     """Access control (service/auth.py)."""
 
@@ -223,6 +231,7 @@ class Settings(BaseSettings):
     recordings: dict[str, Any] | None = Field(None, exclude=True, description="old name of `scoring` "
                                               "(HUIFANG_RECORDINGS__*): read into `scoring`")
     auth: AuthSettings = AuthSettings()
+    metrics: MetricsSettings = MetricsSettings()
     privacy: PrivacySettings = PrivacySettings()
     database_url: str | None = Field(None, description="SQLAlchemy URL; default a SQLite file in the data dir")
 

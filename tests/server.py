@@ -53,7 +53,8 @@ def running_server(data_dir: Path, model_cache: Path, timeout_s: float = 120) ->
     tokens = data_dir / "tokens.yaml"
     write_tokens_file(tokens, {INGEST: ("ingest", None), AGENT: ("agent", AGENT_ID), SUPERVISOR: ("supervisor", None),
                                ADMIN: ("admin", None)})
-    env = {**os.environ, "HUIFANG_DATA_DIR": str(data_dir), "HUIFANG_AUTH__TOKENS_FILE": str(tokens)}
+    env = {**os.environ, "HUIFANG_DATA_DIR": str(data_dir), "HUIFANG_AUTH__TOKENS_FILE": str(tokens),
+           "HUIFANG_METRICS__PORT": os.environ.get("HUIFANG_METRICS__PORT", "0")}
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -33,8 +33,8 @@ from service.server import serve
 from service.settings import Settings
 from tests.test_live_socket import FakeTranscriber
 
-serve(Settings(data_dir=Path(sys.argv[1]), port=int(sys.argv[2]), auth={"tokens_file": sys.argv[3]}),
-      FakeTranscriber())
+serve(Settings(data_dir=Path(sys.argv[1]), port=int(sys.argv[2]), auth={"tokens_file": sys.argv[3]},
+               metrics={"port": int(sys.argv[4])}), FakeTranscriber())
 """
 
 
@@ -47,8 +47,9 @@ async def test_sigterm_ends_live_calls_cleanly_before_the_server_stops(tmp_path:
 
     tokens = tmp_path / "tokens.yaml"
     write_tokens_file(tokens, {INGEST: ("ingest", None)})
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(tmp_path / "data"), str(port), str(tokens)],
+    port, metrics_port = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(tmp_path / "data"), str(port), str(tokens),
+                             str(metrics_port)],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
@@ -69,6 +70,10 @@ async def test_sigterm_ends_live_calls_cleanly_before_the_server_stops(tmp_path:
             for i in range(0, len(audio), 6400):
                 await ws.send(audio[i: i + 6400])
             await asyncio.sleep(0.5)
+            # The metrics port (not the API's) sees the call; no call id is a label.
+            scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+            assert "huifang_live_calls 1.0" in scraped and "on-the-line" not in scraped
+            assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 404
             proc.send_signal(signal.SIGTERM)
             events = [json.loads(m) async for m in ws]
             close_code = ws.close_code

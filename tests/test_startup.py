@@ -37,11 +37,12 @@ def test_a_replica_waits_for_its_database_and_reports_not_ready_until_then(tmp_p
     settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{later / 'huifang.db'}")
     app = create_app(settings, transcriber=FakeTranscriber())  # type: ignore[arg-type]
     with TestClient(app) as client:
-        waiting = client.get("/healthz")
+        assert client.get("/healthz").status_code == 200  # alive: live calls work without a database
+        waiting = client.get("/readyz")
         assert waiting.status_code == 503 and waiting.json()["error"] == "the database is not available"
         later.mkdir()  # the database comes up
         deadline = time.monotonic() + 20
-        while client.get("/healthz").status_code != 200:
+        while client.get("/readyz").status_code != 200:
             assert time.monotonic() < deadline, state_of(app).store_error  # type: ignore[arg-type]
             time.sleep(0.2)
         state = state_of(app)  # type: ignore[arg-type]

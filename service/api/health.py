@@ -1,4 +1,5 @@
-"""`/healthz`: liveness and readiness for load balancers and orchestrators."""
+"""`/healthz` (liveness: the process is up and its speech model loaded) and `/readyz` (readiness: also its
+database, and not stopping) for load balancers and orchestrators."""
 
 from __future__ import annotations
 
@@ -9,21 +10,17 @@ from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
 
 from service.api.deps import State
+from service.state import AppState
 
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/healthz")
-async def healthz(state: State, conn: HTTPConnection) -> JSONResponse:
-    """200 when the speech model and the database are available, 503 otherwise; `status` is `degraded` (with a
-    `warning`) when answers are assessed by the rules alone. Anyone may ask, so the answer names no file or
-    database location; an admin token also gets `detail`, the full reasons."""
-    healthy = state.asr_error is None and state.store_error is None
+def _body(state: AppState, conn: HTTPConnection, problems: list[str], ok: bool) -> JSONResponse:
+    """The answer both probes share. Anyone may ask, so it names no file or database location; an admin token
+    also gets `detail`, the full reasons."""
     model = PurePath(state.settings.asr.model).name
-    problems = ([f"speech model {model} is not available"] if state.asr_error else []) + (
-        ["the database is not available"] if state.store_error else [])
     body: dict[str, object] = {
-        "status": "ok" if healthy and state.classifier_error is None else "degraded",
+        "status": "ok" if ok and state.classifier_error is None else "degraded",
         "asr_model": model,
         "database": state.store.engine.dialect.name if state.store is not None else None,
         "assessor_version": state.assessor.version,
@@ -37,4 +34,29 @@ async def healthz(state: State, conn: HTTPConnection) -> JSONResponse:
         body["detail"] = {"asr": state.asr_error, "database": state.store_error,
                           "classifier": state.classifier_error, "asr_model_path": state.transcriber.model_path,
                           "database_url": state.store.safe_url if state.store is not None else None}
-    return JSONResponse(body, status_code=200 if healthy else 503)
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+def _model_problems(state: AppState) -> list[str]:
+    model = PurePath(state.settings.asr.model).name
+    return [f"speech model {model} is not available"] if state.asr_error else []
+
+
+@router.get("/healthz")
+async def healthz(state: State, conn: HTTPConnection) -> JSONResponse:
+    """Liveness: 200 while the process runs with its speech model loaded (a missing database does not make it
+    unhealthy: live calls go on without one), 503 otherwise; `degraded` with a `warning` when answers are assessed
+    by the rules alone."""
+    problems = _model_problems(state)
+    return _body(state, conn, problems, not problems)
+
+
+@router.get("/readyz")
+async def readyz(state: State, conn: HTTPConnection) -> JSONResponse:
+    """Readiness: 200 when this replica should get traffic: model loaded, database reachable, not stopping."""
+    problems = _model_problems(state)
+    if state.store_error:
+        problems.append("the database is not available")
+    if state.calls.stopping.is_set():
+        problems.append("the server is stopping")
+    return _body(state, conn, problems, not problems)

@@ -18,6 +18,7 @@ from typing import Any
 
 from nlu.dialogue import CallSummary, ChecklistItem, Turn, Verdict
 from pipeline.call import CallPipeline
+from service.metrics import ASSESSMENTS, PROMPTS
 from service.protocol import (
     AssessmentEvent,
     ChecklistEvent,
@@ -107,8 +108,10 @@ class CallAssist:
                                             "call; transcripts continue without prompts"))
                 return
         for verdict in verdicts:
+            ASSESSMENTS.labels(verdict.assessment.label).inc()
             await self._emit(self._assessment_event(verdict))
             if verdict.prompt:
+                PROMPTS.inc()
                 assessment = verdict.assessment
                 await self._emit(PromptEvent(text=verdict.prompt, topic=verdict.topic,
                                              topic_name=self._names.get(verdict.topic, verdict.topic),

@@ -37,6 +37,7 @@ from nlu.dialogue import Turn
 from pipeline.call import CallPipeline
 from service.live.assist import CallAssist
 from service.live.scheduler import DecodeScheduler
+from service.metrics import FINAL_LATENCY, FINALS
 from service.protocol import Emit, ErrorEvent, FinalEvent, OverloadEvent, PartialEvent, StartMessage
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class LiveEngine:
         worker thread). Greedy when more than one waits: beam search costs several times the decoder time,
         and the queue must stay short."""
         width = 1 if len(spans) > 1 or self.scheduler.backlog > 0 else self.final_beam_size
+        FINALS.labels("greedy" if width == 1 else "beam").inc(len(spans))
         return self.transcriber.transcribe_spans([(s.audio, s.channel, s.start_s) for s in spans], width,
                                                  self.min_window_s)
 
@@ -215,6 +217,8 @@ class LiveCall:
             # Decided when the job starts: with finals waiting behind it, greedy search keeps the queue short
             # (the encoder pass is the same; beam search costs several times the decoder time).
             width = 1 if scheduler.backlog > 0 else beam
+            if not provisional:  # a final's audio decoded ahead (prefetch)
+                FINALS.labels("greedy" if width == 1 else "beam").inc()
             return transcriber.transcribe_span(request.audio, request.channel, request.start_s, width, window,
                                                provisional=provisional, abandon=finals_waiting)
 
@@ -231,6 +235,7 @@ class LiveCall:
 
     async def _final_event(self, channel: _Channel, request: FinalRequest,
                            previous: asyncio.Task[None] | None) -> Turn | None:
+        detected = time.monotonic()  # the endpoint was just found (this task starts right after)
         key = (request.utterance_id, request.tail_start_s, request.end_s)
         future = channel.prefetched.pop(key, None)
         for stale in [k for k in channel.prefetched if k[0] == request.utterance_id]:
@@ -258,6 +263,7 @@ class LiveCall:
                                     request.end_s, request.utterance_id)
         if not final.text and request.utterance_id not in channel.partial_shown:
             return None  # nothing was said and nothing was shown: no event
+        FINAL_LATENCY.observe(time.monotonic() - detected)
         await self._emit(FinalEvent(channel=request.channel, utterance_id=request.utterance_id, text=final.text,
                                     start_s=request.start_s, end_s=request.end_s))
         return final.turn

@@ -17,11 +17,14 @@ import asyncio
 import heapq
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from service.metrics import DECODE_WAIT
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ class _Entry:
     #: For batchable finals: the item and the runner that decodes a list of them.
     item: Any = field(default=None, compare=False)
     runner: BatchRunner | None = field(default=None, compare=False)
+    queued_at: float = field(default_factory=time.monotonic, compare=False)
 
 
 class DecodeScheduler:
@@ -154,6 +158,9 @@ class DecodeScheduler:
             _settle(entries[0].future, result)
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, runner: BatchRunner, entries: list[_Entry]) -> None:
+        now = time.monotonic()
+        for entry in entries:
+            DECODE_WAIT.observe(now - entry.queued_at)
         items = [e.item for e in entries]
         self.batch_sizes.append(len(items))
         try:

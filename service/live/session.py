@@ -27,6 +27,7 @@ from service.errors import ServiceError, unavailable
 from service.live.assist import CallAssist
 from service.live.engine import LiveCall, LiveEngine
 from service.live.hub import CallHub
+from service.metrics import ERRORS
 from service.protocol import CloseCode, Emit, EndEvent, ErrorEvent, ReadyEvent, StartMessage, dump
 from service.store import Store, audit
 
@@ -159,6 +160,8 @@ class LiveSession:
 
     async def _say(self, event: BaseModel) -> None:
         """An event for the caller and subscribers only (not audited)."""
+        if isinstance(event, ErrorEvent):
+            ERRORS.labels(event.code).inc()
         if self._send is not None:
             await self._send(event)
         self._calls.hub.publish(self.call_id, dump(event), str(getattr(event, "type", "")))

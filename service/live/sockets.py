@@ -24,6 +24,7 @@ from service.errors import ServiceError
 from service.live.hub import CallHub
 from service.live.session import LiveCalls, LiveSession
 from service.live.twilio import TwilioReader, TwilioStart, TwilioStop
+from service.metrics import ERRORS
 from service.protocol import (
     MAX_FRAME_BYTES,
     CloseCode,
@@ -200,6 +201,7 @@ async def run_socket_call(ws: WebSocket, call_id: str, calls: LiveCalls, tokens:
         if run.session is not None:
             await run.session.fail(e)
         else:
+            ERRORS.labels(e.code).inc()
             await run.conn.emit(ErrorEvent(code=e.code, message=e.message))
         await run.conn.flush_and_close(e.close_code, e.code)
     except SlowConsumer:
@@ -350,6 +352,7 @@ async def stream_events(ws: WebSocket, call_id: str, hub: CallHub, tokens: Token
                                  call_id)
         watchers.take(principal.name)
     except ServiceError as e:
+        ERRORS.labels(e.code).inc()
         await ws.send_text(dump(ErrorEvent(code=e.code, message=e.message)))
         await ws.close(code=e.close_code)
         return

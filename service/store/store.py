@@ -169,6 +169,11 @@ class Store:
                                .values(status="queued", progress=0.0))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
+    def queued_jobs(self) -> int:
+        """How many jobs wait to be scored."""
+        with self.session() as s:
+            return int(s.scalar(select(func.count()).select_from(Recording).where(Recording.status == "queued")) or 0)
+
     def hand_back(self, job_ids: list[str]) -> int:
         """Jobs this process was scoring when it stopped: queued again (running -> queued)."""
         with self.session() as s, s.begin():

@@ -1,0 +1,59 @@
+"""Prometheus metrics of one huifang process, served on their own port (`huifang serve`: 127.0.0.1:9464 by
+default, `HUIFANG_METRICS__HOST/PORT`), never on the API's.
+
+Counters and histograms are updated where things happen (decode scheduler, live calls, assistance, jobs,
+errors); gauges that are a count of something the process holds (live calls, decode backlog, queued jobs) are
+read at scrape time from the application state. No label carries a call id, an agent id or any text: the label
+values are small fixed sets (search mode, verdict label, outcome, error code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+#: The process's metrics (one registry, so that tests and the metrics port see the same series).
+REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)  # resident memory, CPU, open files
+
+_LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+DECODE_WAIT = Histogram("huifang_decode_wait_seconds", "Time a final waited for a decode worker", registry=REGISTRY,
+                        buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0))
+FINALS = Counter("huifang_finals_decoded_total", "Finals (and pieces of finals) decoded, by search",
+                 ["search"], registry=REGISTRY)
+FINAL_LATENCY = Histogram("huifang_final_latency_seconds", "From the end of an utterance being detected to its "
+                          "final being sent", registry=REGISTRY, buckets=_LATENCY_BUCKETS)
+ASSESSMENTS = Counter("huifang_assessments_total", "Live answer verdicts, by label", ["label"], registry=REGISTRY)
+PROMPTS = Counter("huifang_prompts_total", "Follow-up prompts sent to agents", registry=REGISTRY)
+JOBS = Counter("huifang_jobs_total", "Recording jobs finished, by outcome", ["outcome"], registry=REGISTRY)
+JOB_DURATION = Histogram("huifang_job_duration_seconds", "Time to score a recording", registry=REGISTRY,
+                         buckets=(5, 15, 30, 60, 120, 300, 600, 1800))
+ERRORS = Counter("huifang_errors_total", "Refusals and failures reported to clients, by code", ["code"],
+                 registry=REGISTRY)
+
+
+class StateCollector(Collector):
+    """Gauges read from the running application at scrape time."""
+
+    def __init__(self, read: Callable[[], dict[str, float]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[Metric]:
+        values = self._read()
+        for name, help_text in (("huifang_live_calls", "Live calls streaming now"),
+                                ("huifang_decode_queue_depth", "Decodes waiting for a worker"),
+                                ("huifang_dropped_partials_total", "Partials skipped because decoding was busy"),
+                                ("huifang_jobs_queued", "Recording jobs waiting to be scored"),
+                                ("huifang_draining", "1 while the process is stopping")):
+            if name in values:
+                yield GaugeMetricFamily(name, help_text, value=values[name])
+
+
+def scrape() -> bytes:
+    """The metrics in Prometheus' text format."""
+    return generate_latest(REGISTRY)
