@@ -154,7 +154,7 @@ async def _attach_storage(state: AppState, stack: AsyncExitStack) -> None:
     checkpoints = asyncio.create_task(_checkpoint_every(store, settings.privacy.audit_checkpoint_s))
     stack.push_async_callback(_stop_checkpoints, store, checkpoints)
     scorer = recording_scorer(settings, state.transcriber, state.assessor, state.calls.engine.vad)
-    jobs = JobRunner(job_context(settings, store, scorer), settings.scoring.workers)
+    jobs = JobRunner(job_context(settings, store, scorer), settings.scoring.workers, settings.scoring.lease_s)
     await jobs.start()
     stack.push_async_callback(jobs.close)
     state.store, state.jobs, state.store_error = store, jobs, None

@@ -1,9 +1,11 @@
 """Background scoring of uploaded recordings: a fixed number of workers take queued jobs from the database.
 
-Jobs live in the database, not in memory, so none is lost to a restart: at start-up jobs left `running` by the
-previous process are queued again, and workers pick up everything queued. Workers poll the database now and
-then besides being woken by new uploads, so jobs queued by another process (`huifang score-dir`) run too.
-Scoring is CPU-bound and runs on worker threads; the event loop only waits.
+Jobs live in the database, not in memory, so none is lost to a restart. A worker claims a job with a lease
+(owner, expiry, version) and renews it while it scores; a job whose worker died is taken over by any worker of
+any replica once its lease runs out, and the outcome is fenced by the claim's version, so a job yields one
+report however often it was started. A stopping process hands its jobs back at once. Workers poll the database
+now and then besides being woken by new uploads, so jobs queued by another process run too. Scoring is
+CPU-bound and runs on worker threads; the event loop only waits.
 """
 
 from __future__ import annotations
@@ -11,13 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from asr.errors import AsrError
 from asr.streaming import VadStep
@@ -29,9 +36,11 @@ from service.metrics import JOB_DURATION, JOBS
 from service.privacy import RawTextCipher
 from service.settings import Settings
 from service.store import JobRecord, Store, audit
-from service.store.store import utcnow
+from service.store.store import LEASE_S, LeaseLost, StoreError, utcnow
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Seconds between looks at the queue when nobody wakes the workers.
 POLL_S = 5.0
@@ -95,20 +104,52 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
     report = scored.report
     raw = ctx.cipher.encrypt(scored.raw) if ctx.cipher is not None else None
     files = [_current(ctx.data_dir, f) for f in job.files]
-    for stale in ctx.store.complete_job(job.id, report, job.agent_id, audio_dir, expires, raw, files):
-        remove_audio(ctx.data_dir, stale)  # an earlier scoring of the same call id: nothing points to it now
-    audit.append(ctx.store, "report", "scoring", job.call_id, {
-        "recording_id": job.id, "report_sha256": audit.digest(report), "agent_id": job.agent_id,
-        "risk_score": report["risk_score"],
-        "tier": report["tier"], "answers": [{"topic": a["topic"], "label": a["label"], "mismatch": a["mismatch"]}
-                                           for a in report.get("answers", [])]})
+    try:
+        stale = _retrying(lambda: ctx.store.complete_job(job.id, report, job.agent_id, audio_dir, expires, raw,
+                                                         files, version=job.lease_version))
+    except LeaseLost as e:
+        log.warning("recording %s: %s; this result is dropped", job.id, e)
+        JOBS.labels("superseded").inc()
+        return
+    for folder in stale:
+        remove_audio(ctx.data_dir, folder)  # an earlier scoring of the same call id: nothing points to it now
+    entry = {"recording_id": job.id, "report_sha256": audit.digest(report), "agent_id": job.agent_id,
+             "risk_score": report["risk_score"], "tier": report["tier"],
+             "answers": [{"topic": a["topic"], "label": a["label"], "mismatch": a["mismatch"]}
+                         for a in report.get("answers", [])]}
+    _retrying(lambda: audit.append(ctx.store, "report", "scoring", job.call_id, entry))
     JOBS.labels("done").inc()
     log.info("recording %s scored: call %s, risk %s (%s)", job.id, job.call_id, report["risk_score"], report["tier"])
 
 
+#: Seconds between attempts to record an outcome while the database is unreachable.
+_RETRY_S = (1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+def _retrying(write: Callable[[], T]) -> T:
+    """`write()`, tried again with back-off while the database is unreachable (the result is kept in memory
+    meanwhile; if it never comes back the lease runs out and another worker scores the job again)."""
+    for delay in (*_RETRY_S, None):
+        try:
+            return write()
+        except LeaseLost:
+            raise
+        except (StoreError, SQLAlchemyError) as e:
+            if delay is None:
+                raise
+            log.warning("database unavailable while recording a job's outcome (%s); again in %.0f s", e, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 def _fail(ctx: JobContext, job: JobRecord, error: str) -> None:
     """A job that failed for good keeps no personal data: its audio and loan file go, the error stays."""
-    remove_audio(ctx.data_dir, ctx.store.fail_job(job.id, error))
+    try:
+        folder = _retrying(lambda: ctx.store.fail_job(job.id, error, version=job.lease_version))
+    except LeaseLost as e:
+        log.warning("recording %s: %s; its failure is not recorded", job.id, e)
+        return
+    remove_audio(ctx.data_dir, folder)
 
 
 def _current(data_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
@@ -122,18 +163,16 @@ def _current(data_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
 class JobRunner:
     """N workers over the database queue, plus the retention sweeper."""
 
-    def __init__(self, ctx: JobContext, workers: int) -> None:
+    def __init__(self, ctx: JobContext, workers: int, lease_s: float = LEASE_S) -> None:
         self.ctx = ctx
         self.workers = workers
+        self.lease_s = lease_s
+        #: This process's name on the jobs it leases (host, process, and a nonce for restarts with one pid).
+        self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        #: Jobs being scored by this process, handed back to the queue if it stops first.
-        self._running: set[str] = set()
 
     async def start(self) -> None:
-        requeued = await asyncio.to_thread(self.ctx.store.requeue_interrupted)
-        if requeued:
-            log.info("%d interrupted recording job(s) queued again", requeued)
         self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.workers)]
         self._tasks.append(asyncio.create_task(self._sweeper()))
 
@@ -147,14 +186,14 @@ class JobRunner:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._running:
-            handed = await asyncio.to_thread(self.ctx.store.hand_back, sorted(self._running))
+        handed = await asyncio.to_thread(self.ctx.store.hand_back, self.owner)
+        if handed:
             log.info("stopping: %d recording job(s) handed back to the queue", handed)
 
     async def _worker(self, index: int) -> None:
         while True:
             try:
-                job = await asyncio.to_thread(self.ctx.store.claim_next)
+                job = await asyncio.to_thread(self.ctx.store.claim_next, self.owner, self.lease_s)
             except Exception:  # noqa: BLE001 - a database hiccup: try again later
                 log.exception("worker %d: cannot read the job queue", index)
                 job = None
@@ -164,12 +203,26 @@ class JobRunner:
                     await asyncio.wait_for(self._wake.wait(), timeout=POLL_S)
                 continue
             # A cancelled worker (shutdown) hands its job back in `close`.
-            self._running.add(job.id)
+            heartbeat = asyncio.create_task(self._renew(job))
             try:
                 await asyncio.to_thread(run_job, self.ctx, job)
             except Exception:  # noqa: BLE001 - the database failed while recording the outcome: go on
                 log.exception("worker %d: recording the outcome of job %s failed", index, job.id)
-            self._running.discard(job.id)
+            finally:
+                heartbeat.cancel()
+
+    async def _renew(self, job: JobRecord) -> None:
+        """Keep the lease of a job being scored: renewed at a third of its length, so two missed renewals still
+        leave it ours."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                if not await asyncio.to_thread(self.ctx.store.renew, job.id, self.owner, job.lease_version,
+                                               self.lease_s):
+                    log.warning("recording %s: lease lost (taken over); its result will be dropped", job.id)
+                    return
+            except Exception:  # noqa: BLE001 - the database is away: try again at the next beat
+                log.warning("recording %s: could not renew its lease", job.id, exc_info=True)
 
     async def _sweeper(self) -> None:
         while True:

@@ -159,6 +159,8 @@ class ScoringSettings(BaseModel):
                                       "this old (legal hold)")
     risk_file: Path | None = Field(None, description="scoring: risk weights, tiers and actions (default "
                                    "configs/risk.yaml)")
+    lease_s: float = Field(60.0, ge=1.0, le=3600.0, description="scoring: a job being scored is leased this long "
+                           "and renewed every third of it; a job whose worker died is taken over when it runs out")
 
 
 class PrivacySettings(BaseModel):

@@ -21,7 +21,7 @@ from service.app import state_of
 from service.jobs import sweep_audio
 from service.settings import Settings
 from service.store import CallFilter, Store
-from service.store.store import utcnow
+from service.store.store import LeaseLost, utcnow
 
 POSTGRES_URL = os.environ.get("HUIFANG_TEST_POSTGRES_URL")
 
@@ -217,7 +217,7 @@ def test_queued_and_interrupted_jobs_survive_a_restart(make_client: Any, shared_
     store.migrate()
     files = [{"path": "audio/j1/call.flac", "channels": ["agent", "customer"]}]
     store.create_job("before-crash", files, script["loan_file"], None, "j1")
-    assert store.claim("j1") is not None  # running when the process died
+    assert store.claim("j1", "a-process-that-died", lease_s=0.5) is not None  # running when it died
     store.create_job("never-started", [{**files[0], "path": "audio/j2/call.flac"}], None, None, "j2")
     store.close()
 
@@ -288,10 +288,23 @@ def test_the_store_on_sqlite_and_postgresql(tmp_path: Path, database: str | None
         assert store.claim_next() is not None
         store.complete_job(job.id, _report("c0", "low", 0, {"term": "clear"}), None, None, None)
         assert store.list_calls(CallFilter(tier="high"))[1] == 0
-        # A job left running by a dead process is queued again.
+        # A job whose worker died is taken over once its lease runs out; the first worker's outcome is fenced off.
         store.create_job("c9", [], None, None, "job9")
-        assert store.claim("job9") is not None and store.requeue_interrupted() == 1
-        assert store.get_job("job9").status == "queued"  # type: ignore[union-attr]
+        first = store.claim("job9", "worker-1", lease_s=0.05)
+        assert first is not None and store.claim_next("worker-2") is None  # leased
+        assert not store.renew("job9", "worker-2", first.lease_version)
+        time.sleep(0.1)
+        second = store.claim_next("worker-2")
+        assert second is not None and second.id == "job9" and second.lease_version == first.lease_version + 1
+        assert not store.renew("job9", "worker-1", first.lease_version)
+        with pytest.raises(LeaseLost):
+            store.complete_job("job9", _report("c9", "low", 0, {}), None, None, None, version=first.lease_version)
+        store.complete_job("job9", _report("c9", "low", 0, {}), None, None, None, version=second.lease_version)
+        assert store.get_job("job9").status == "done"  # type: ignore[union-attr]
+        # A stopping worker hands its jobs back at once.
+        store.create_job("c8", [], None, None, "job8")
+        assert store.claim("job8", "worker-3") is not None and store.hand_back("worker-3") == 1
+        assert store.get_job("job8").status == "queued"  # type: ignore[union-attr]
         assert store.delete_call("c1") is not None and store.get_call("c1") is None
         store.close()
 

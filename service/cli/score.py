@@ -7,6 +7,7 @@ database (the one the service uses), exactly as uploads are scored (`service.job
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import sys
@@ -117,7 +118,7 @@ def score_dir(settings: Settings, folder: Path, channels: tuple[str, ...], progr
             shutil.copyfile(path, stored)
             job = store.create_job(call_id, [{"path": str(stored.relative_to(settings.data_dir)),
                                              "channels": list(channels)}], loan, None, job_id)
-            claimed = store.claim(job.id)
+            claimed = store.claim(job.id, f"score-dir:{os.getpid()}", settings.scoring.lease_s)
             if claimed is not None:  # else a running service took it and will score it
                 run_job(ctx, claimed)
             outcome = store.get_job(job.id)

@@ -31,6 +31,11 @@ class Recording(Base):
     files: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     loan_file: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: Who is scoring it (a worker of some process) and until when; renewed while it works. A job whose lease
+    #: expired is taken over; `lease_version` grows with every claim and fences the outcome (one report per job).
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    lease_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Call(Base):

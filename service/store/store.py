@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, delete, event, func, select, text, update
+from sqlalchemy import Engine, and_, create_engine, delete, event, func, or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +24,8 @@ from service.store.anchor import Anchor
 from service.store.models import Answer, Call, Recording
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: Seconds a claimed job is leased for; its worker renews the lease well before it runs out.
+LEASE_S = 60.0
 #: Advisory lock taken while migrating (PostgreSQL): an arbitrary constant shared by every huifang process.
 MIGRATION_LOCK_KEY = 0x68756966616E67  # "huifang"
 
@@ -52,6 +54,8 @@ class JobRecord:
     files: list[dict[str, Any]]
     loan_file: dict[str, Any] | None
     agent_id: str | None
+    #: The claim this record was read under: completion and failure must present it (see `Store.claim_next`).
+    lease_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +88,11 @@ def _folder(files: list[dict[str, Any]] | None) -> str | None:
 
 def _job(r: Recording) -> JobRecord:
     return JobRecord(r.id, r.call_id, r.status, r.progress, r.error, r.created_at, r.started_at, r.finished_at,
-                     list(r.files or []), r.loan_file, r.agent_id)
+                     list(r.files or []), r.loan_file, r.agent_id, r.lease_version or 0)
+
+
+class LeaseLost(StoreError):
+    """The job was taken over (its lease expired) or handed back: this worker's outcome is not recorded."""
 
 
 class Store:
@@ -162,76 +170,105 @@ class Store:
                                                     Recording.status.in_(("queued", "running")))).first()
             return _job(row) if row else None
 
-    def requeue_interrupted(self) -> int:
-        """Jobs left `running` by a process that stopped: queue them again (at start-up, before workers)."""
-        with self.session() as s, s.begin():
-            result = s.execute(update(Recording).where(Recording.status == "running")
-                               .values(status="queued", progress=0.0))
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
     def queued_jobs(self) -> int:
         """How many jobs wait to be scored."""
         with self.session() as s:
             return int(s.scalar(select(func.count()).select_from(Recording).where(Recording.status == "queued")) or 0)
 
-    def hand_back(self, job_ids: list[str]) -> int:
-        """Jobs this process was scoring when it stopped: queued again (running -> queued)."""
+    def hand_back(self, owner: str) -> int:
+        """Jobs `owner` was scoring when it stopped: queued again at once (running -> queued, a new version), not
+        when their leases expire."""
         with self.session() as s, s.begin():
-            result = s.execute(update(Recording).where(Recording.id.in_(job_ids), Recording.status == "running")
-                               .values(status="queued", progress=0.0))
+            result = s.execute(update(Recording).where(Recording.lease_owner == owner, Recording.status == "running")
+                               .values(status="queued", progress=0.0, lease_owner=None, lease_expires_at=None,
+                                       lease_version=Recording.lease_version + 1))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
-    def claim_next(self) -> JobRecord | None:
-        """Take the oldest queued job (queued -> running), safely against other workers and processes."""
+    @staticmethod
+    def _claimable(now: datetime) -> Any:
+        """Queued jobs, and running ones whose lease expired (their worker died or lost the database)."""
+        return or_(Recording.status == "queued",
+                   and_(Recording.status == "running", Recording.lease_expires_at < now))
+
+    def claim_next(self, owner: str = "local", lease_s: float = LEASE_S) -> JobRecord | None:
+        """Take the oldest claimable job for `owner` with a lease of `lease_s`, safely against other workers and
+        processes: on PostgreSQL the row is locked with FOR UPDATE SKIP LOCKED (concurrent workers take
+        different jobs); everywhere the take is conditional on the version read, so two can never both win."""
         for _ in range(5):
+            now = utcnow()
             with self.session() as s, s.begin():
-                job_id = s.scalars(select(Recording.id).where(Recording.status == "queued")
-                                   .order_by(Recording.created_at, Recording.id).limit(1)).first()
-                if job_id is None:
+                query = (select(Recording.id, Recording.lease_version).where(self._claimable(now))
+                         .order_by(Recording.created_at, Recording.id).limit(1))
+                if self.engine.dialect.name == "postgresql":
+                    query = query.with_for_update(skip_locked=True)
+                head = s.execute(query).first()
+                if head is None:
                     return None
-                taken = s.execute(update(Recording).where(Recording.id == job_id, Recording.status == "queued")
-                                  .values(status="running", started_at=utcnow(), attempts=Recording.attempts + 1))
-                if taken.rowcount:  # type: ignore[attr-defined]
-                    row = s.get(Recording, job_id, populate_existing=True)
-                    return _job(row) if row else None
+                row = self._take(s, head[0], head[1], owner, lease_s, now)
+                if row is not None:
+                    return row
         return None  # other workers kept taking the head of the queue: try again later
 
-    def claim(self, job_id: str) -> JobRecord | None:
-        """Take this queued job (queued -> running); None when another worker took it first."""
+    def claim(self, job_id: str, owner: str = "local", lease_s: float = LEASE_S) -> JobRecord | None:
+        """Take this job if it is claimable; None when another worker holds it (or it is finished)."""
+        now = utcnow()
         with self.session() as s, s.begin():
-            taken = s.execute(update(Recording).where(Recording.id == job_id, Recording.status == "queued")
-                              .values(status="running", started_at=utcnow(), attempts=Recording.attempts + 1))
-            if not taken.rowcount:  # type: ignore[attr-defined]
-                return None
-            row = s.get(Recording, job_id, populate_existing=True)
-            return _job(row) if row else None
+            version = s.scalar(select(Recording.lease_version).where(Recording.id == job_id, self._claimable(now)))
+            return None if version is None else self._take(s, job_id, version, owner, lease_s, now)
+
+    def _take(self, s: Session, job_id: str, version: int, owner: str, lease_s: float,
+              now: datetime) -> JobRecord | None:
+        taken = s.execute(update(Recording).where(Recording.id == job_id, Recording.lease_version == version,
+                                                  self._claimable(now))
+                          .values(status="running", started_at=now, attempts=Recording.attempts + 1,
+                                  lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s),
+                                  lease_version=version + 1))
+        if not taken.rowcount:  # type: ignore[attr-defined]
+            return None
+        row = s.get(Recording, job_id, populate_existing=True)
+        return _job(row) if row else None
+
+    def renew(self, job_id: str, owner: str, version: int, lease_s: float = LEASE_S) -> bool:
+        """Extend `owner`'s lease on a job it is scoring; False when the lease is no longer its own."""
+        with self.session() as s, s.begin():
+            result = s.execute(update(Recording).where(Recording.id == job_id, Recording.lease_owner == owner,
+                                                       Recording.lease_version == version,
+                                                       Recording.status == "running")
+                               .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s)))
+            return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def set_progress(self, job_id: str, progress: float) -> None:
         with self.session() as s, s.begin():
             s.execute(update(Recording).where(Recording.id == job_id).values(progress=round(progress, 3)))
 
-    def fail_job(self, job_id: str, error: str) -> str | None:
+    def fail_job(self, job_id: str, error: str, version: int | None = None) -> str | None:
         """Mark a job failed for good. It keeps no personal data: the loan file and the list of stored files are
-        dropped; returns the job's audio folder, which the caller deletes."""
+        dropped; returns the job's audio folder, which the caller deletes. With `version`, only under that claim
+        (raises `LeaseLost` otherwise)."""
         with self.session() as s, s.begin():
-            job = s.get(Recording, job_id)
+            job = s.get(Recording, job_id, with_for_update=True)
             if job is None:
                 return None
+            _fence(job, version)
             folder = _folder(job.files)
             job.status, job.error, job.finished_at = "failed", error[:2000], utcnow()
+            job.lease_owner, job.lease_expires_at = None, None
             job.loan_file, job.files = None, []
             return folder
 
     def complete_job(self, job_id: str, report: dict[str, Any], agent_id: str | None, audio_dir: str | None,
                      audio_expires_at: datetime | None, raw_encrypted: bytes | None = None,
-                     files: list[dict[str, Any]] | None = None) -> list[str]:
+                     files: list[dict[str, Any]] | None = None, version: int | None = None) -> list[str]:
         """Store the report (replacing an earlier one of the same call) and mark the job done: one transaction,
         so a crash leaves either no trace or the whole result. Returns the audio folders of what it replaced
-        (the earlier scoring's recording), which the caller deletes: nothing stored is left unreachable."""
+        (the earlier scoring's recording), which the caller deletes: nothing stored is left unreachable. With
+        `version`, only under that claim: a worker whose job was taken over records nothing (`LeaseLost`), so a
+        job yields one report however often it was started."""
         with self.session() as s, s.begin():
-            job = s.get(Recording, job_id)
+            job = s.get(Recording, job_id, with_for_update=True)
             if job is None:
                 raise StoreError(f"job {job_id} vanished")
+            _fence(job, version)
             superseded = [r for r in s.scalars(select(Recording).where(
                 Recording.call_id == job.call_id, Recording.id != job_id, Recording.status.in_(("done", "failed"))))]
             old = s.get(Call, job.call_id)
@@ -254,6 +291,7 @@ class Store:
                                                end_s=span[1]))
             s.add(call)
             job.status, job.progress, job.finished_at, job.error = "done", 1.0, utcnow(), None
+            job.lease_owner, job.lease_expires_at = None, None
             if files is not None:
                 job.files = files  # the stored audio was rewritten (personal data silenced)
             # Names and addresses were needed only to redact; the finished job keeps the loan's figures.
@@ -321,3 +359,9 @@ class Store:
     def audio_removed(self, call_id: str) -> None:
         with self.session() as s, s.begin():
             s.execute(update(Call).where(Call.call_id == call_id).values(audio_dir=None, audio_expires_at=None))
+
+
+def _fence(job: Recording, version: int | None) -> None:
+    """Raise `LeaseLost` unless the job is still running under the claim `version` (None: no fencing)."""
+    if version is not None and (job.status != "running" or job.lease_version != version):
+        raise LeaseLost(f"job {job.id} was taken over or handed back (claim {version}, now {job.lease_version})")

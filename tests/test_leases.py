@@ -1,0 +1,132 @@
+"""Recording jobs across processes (issue #17 point 4): leases, take-over after a worker dies, fenced outcomes,
+a database that goes away while a result is being written. The scorer is a stand-in: the claim is about the
+queue's wiring, which runs on the real PostgreSQL of .ci/run (and SQLite where it applies)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from pipeline.recording import Scored
+from service.jobs import JobContext, run_job
+from service.store import Store
+from tests.test_recordings import _report
+
+REPO = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get("HUIFANG_TEST_POSTGRES_URL")
+
+_WORKER = """
+import asyncio, sys, time
+from pipeline.recording import Scored
+from service.jobs import JobContext, JobRunner
+from service.store import Store
+from tests.test_recordings import _report
+
+def score(call_id, parts, loan, progress):
+    time.sleep(float(sys.argv[3]))  # seconds per job
+    return Scored({**_report(call_id, "low", 5, {"term": "clear"}), "answers": []}, [])
+
+async def main():
+    store = Store(sys.argv[1])
+    runner = JobRunner(JobContext(store, __import__("pathlib").Path(sys.argv[2]), score, 90.0), workers=1,
+                       lease_s=1.5)
+    await runner.start()
+    while store.queued_jobs() or _busy(store):
+        runner.notify()
+        await asyncio.sleep(0.2)
+    await runner.close()
+
+def _busy(store):
+    from sqlalchemy import func, select
+    from service.store.models import Recording
+    with store.session() as s:
+        return s.scalar(select(func.count()).select_from(Recording).where(Recording.status == "running"))
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture()
+def postgres_schema() -> Any:
+    """A URL whose tables live in a fresh PostgreSQL schema (dropped afterwards)."""
+    if not POSTGRES_URL:
+        if os.environ.get("HUIFANG_REQUIRE_POSTGRES") == "1":
+            raise AssertionError("HUIFANG_TEST_POSTGRES_URL is not set (.ci/run starts a PostgreSQL server)")
+        pytest.skip("no PostgreSQL server: set HUIFANG_TEST_POSTGRES_URL (bash .ci/postgres.sh prints one)")
+    from sqlalchemy import create_engine, text
+
+    schema = f"jobs_{secrets.token_hex(4)}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def test_two_workers_one_killed_every_job_scored_once(postgres_schema: str, tmp_path: Path) -> None:
+    from sqlalchemy import func, select
+
+    from service.store.models import AuditEntry, Call, Recording
+
+    store = Store(postgres_schema)
+    store.migrate()
+    for i in range(50):
+        store.create_job(f"c{i:02d}", [], None, None, f"job{i:02d}")
+    # The first worker takes 30 s a job, so it is surely mid-job when it is killed; the second 0.1 s.
+    workers = [subprocess.Popen([sys.executable, "-c", _WORKER, postgres_schema, str(tmp_path), pace], cwd=REPO,
+                                stderr=subprocess.PIPE) for pace in ("30", "0.1")]
+    time.sleep(4)  # both are scoring by now
+    workers[0].send_signal(signal.SIGKILL)  # its lease will run out and the other takes its job over
+    assert workers[1].wait(timeout=180) == 0, workers[1].stderr.read().decode()[-2000:] if workers[1].stderr else ""
+    workers[0].wait()
+    with store.session() as s:
+        statuses = dict(s.execute(select(Recording.status, func.count()).group_by(Recording.status)).all())
+        calls = s.scalar(select(func.count()).select_from(Call))
+        reports = s.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.kind == "report"))
+        attempts = sorted(s.scalars(select(Recording.attempts)))
+    assert statuses == {"done": 50} and calls == 50
+    assert reports == 50  # one audit entry per job, however often it was started
+    assert attempts[-1] == 2 and attempts[:-1] == [1] * 49  # the killed worker's job was taken over, once
+    store.close()
+
+
+def test_a_result_waits_out_a_database_outage_and_is_recorded_once(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.jobs
+
+    monkeypatch.setattr(service.jobs, "_RETRY_S", (0.05, 0.05, 0.05))
+    store = Store(f"sqlite:///{tmp_path / 'o.db'}")
+    store.migrate()
+    job = store.create_job("c1", [], None, None, "j1")
+    real = store.complete_job
+    outages = [2]
+
+    def flaky(*args: Any, **kwargs: Any) -> list[str]:
+        if outages[0]:
+            outages[0] -= 1
+            raise OperationalError("UPDATE recordings", {}, Exception("server closed the connection"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "complete_job", flaky)
+
+    def score(call_id: str, parts: Any, loan: Any, progress: Any) -> Scored:
+        return Scored({**_report(call_id, "low", 5, {"term": "clear"}), "answers": []}, [])
+
+    claimed = store.claim(job.id, "worker-1")
+    assert claimed is not None
+    run_job(JobContext(store, tmp_path, score, 90.0), claimed)
+    assert outages == [0] and store.get_job("j1").status == "done"  # type: ignore[union-attr]
+    assert store.get_call("c1") is not None
