@@ -384,6 +384,8 @@ class Upsampler:
 
         if self._rate == MODEL_SAMPLE_RATE_HZ:
             return samples.astype(np.float32, copy=False)
+        if samples.size == 0:  # FFmpeg fails on an empty frame (a Twilio media message may carry no audio)
+            return np.zeros(0, dtype=np.float32)
         frame = av.AudioFrame.from_ndarray(samples.astype(np.float32)[np.newaxis, :], format="flt", layout="mono")
         frame.sample_rate = self._rate
         outs = [o.to_ndarray().reshape(-1) for o in self._resampler.resample(frame)]

@@ -247,3 +247,13 @@ def test_pieces_join_into_one_utterance() -> None:
     assert joined is not None and joined.text == "您好，方便吗？" and (joined.start_s, joined.end_s) == (1.0, 7.0)
     assert joined.avg_logprob == pytest.approx((-0.2 * 3 + -0.5 * 4) / 7) and joined.no_speech_prob == 0.1
     assert join_parts([None, None], "agent", 1.0, 7.0) is None
+
+
+def test_an_empty_block_upsamples_to_nothing() -> None:
+    """Found by the Twilio fuzz test: a media message with an empty payload made FFmpeg fail (the call closed
+    with 4500)."""
+    from asr.streaming import Upsampler
+
+    up = Upsampler(8000)
+    assert up(np.zeros(0, dtype=np.float32)).shape == (0,)
+    assert up(np.zeros(800, dtype=np.float32)).size > 0  # and the stream goes on
