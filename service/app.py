@@ -115,7 +115,7 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
     try:
         await _attach_storage(state, stack)
     except StoreError as e:
-        # Live calls work without a database; recordings answer 503, /healthz says why, and the database is
+        # Live calls work without a database; recordings answer 503, /readyz says why, and the database is
         # tried again (it may still be starting, or another replica may hold the migration lock).
         state.store_error = str(e)
         log.error("storage unavailable (trying again): %s", e)
