@@ -39,6 +39,12 @@ def forbidden(message: str) -> ServiceError:
     return ServiceError("forbidden", message, 403, CloseCode.FORBIDDEN)
 
 
+def bad_call_id() -> ServiceError:
+    """A call id that is not 1-128 letters, digits, '.', '_', ':' or '-' (it names files, URLs and log lines)."""
+    return ServiceError("bad_call_id", "call ids are 1-128 letters, digits, '.', '_', ':' or '-', starting with a "
+                        "letter or digit", 422, CloseCode.BAD_REQUEST)
+
+
 def unavailable(code: str, message: str) -> ServiceError:
     """A part of the service that is down (the speech model, the database): 503 / 4503."""
     return ServiceError(code, message, 503, CloseCode.UNAVAILABLE)

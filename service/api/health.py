@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
 
 from service.api.deps import State
+from service.auth import bearer_token
 from service.state import AppState
 
 router = APIRouter(tags=["ops"])
@@ -29,7 +30,7 @@ def _body(state: AppState, conn: HTTPConnection, problems: list[str], ok: bool) 
     if state.classifier_error is not None:
         # Serving: answers are assessed by the rules alone.
         body["warning"] = "the learned answer classifier cannot be loaded: answers are assessed by the rules alone"
-    caller = state.tokens.authenticate(conn.headers.get("authorization", "").removeprefix("Bearer ").strip())
+    caller = state.tokens.authenticate(bearer_token(conn.headers))
     if caller is not None and caller.role == "admin":
         body["detail"] = {"asr": state.asr_error, "database": state.store_error,
                           "classifier": state.classifier_error, "asr_model_path": state.transcriber.model_path,

@@ -20,7 +20,7 @@ from nlu.pii import minimal_loan_file
 from pipeline.call import ROLES
 from pipeline.recording import AudioPart, RecordingError, validate_parts
 from service.api.deps import Ingest, SettingsDep, State, StoreDep
-from service.errors import ServiceError
+from service.errors import ServiceError, bad_call_id
 from service.protocol import LoanFileError, parse_loan_file, valid_call_id
 from service.store import JobRecord
 
@@ -125,8 +125,7 @@ async def upload_recording(request: Request, _: Ingest, state: State, settings: 
         raise ServiceError("bad_upload", "no recording: send `file` (stereo) or both `agent` and `customer`", 422)
     call_id = fields.get("call_id") or f"call-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
     if not valid_call_id(call_id):
-        raise ServiceError("bad_call_id", "call_id: 1-128 letters, digits, '.', '_', ':' or '-', starting with a "
-                           "letter or digit", 422)
+        raise bad_call_id()
     try:
         # Only what scoring needs is stored with the queued job: no phone, ID or card numbers.
         loan_file = minimal_loan_file(parse_loan_file(fields.get("loan_file")))

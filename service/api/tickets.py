@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from service.api.deps import Anyone, TicketsDep
-from service.errors import ServiceError
+from service.errors import bad_call_id
 from service.protocol import valid_call_id
 
 router = APIRouter(tags=["access"])
@@ -27,5 +27,5 @@ async def new_ticket(body: TicketRequest, principal: Anyone, tickets: TicketsDep
     stays in the `Authorization` header and never appears in a URL. What the socket then allows is decided as
     for the token (an agent still sees only their own calls)."""
     if not valid_call_id(body.call_id):
-        raise ServiceError("bad_call_id", "call ids are 1-128 letters, digits, '.', '_', ':' or '-'", 422)
+        raise bad_call_id()
     return TicketIssued(ticket=tickets.mint(principal, body.call_id), expires_in_s=tickets.ttl_s)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from service.auth import Principal, Role, TicketBook, TokenRegistry, authenticate
-from service.errors import ServiceError
+from service.errors import ServiceError, bad_call_id
 from service.live.hub import CallHub
 from service.live.session import LiveCalls, LiveSession
 from service.live.twilio import TwilioReader, TwilioStart, TwilioStop
@@ -53,11 +53,6 @@ class SocketLimits:
     idle_timeout_s: float
     start_timeout_s: float
     max_call_s: float
-
-
-def _bad_call_id() -> ServiceError:
-    return ServiceError("bad_call_id", "call ids are 1-128 letters, digits, '.', '_', ':' or '-', starting with a "
-                        "letter or digit")
 
 
 class SlowConsumer(Exception):
@@ -189,7 +184,7 @@ async def run_socket_call(ws: WebSocket, call_id: str, calls: LiveCalls, tokens:
     run = SocketCall(ws, call_id, calls, tokens, limits, tickets)
     try:
         if not valid_call_id(call_id):
-            raise _bad_call_id()
+            raise bad_call_id()
         stopped = await body(run)
         if run.session is not None:
             await run.session.end()
@@ -347,7 +342,7 @@ async def stream_events(ws: WebSocket, call_id: str, hub: CallHub, tokens: Token
     await ws.accept()
     try:
         if not valid_call_id(call_id):
-            raise _bad_call_id()
+            raise bad_call_id()
         principal = authenticate(tokens, ws.headers, ws.query_params, ("agent", "supervisor"), None, tickets,
                                  call_id)
         watchers.take(principal.name)
