@@ -18,7 +18,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import time
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ from typing import Literal, cast
 import yaml
 
 from service.errors import forbidden, unauthorized
+from service.privacy import private_file
 
 Role = Literal["ingest", "agent", "supervisor", "admin"]
 ROLES: tuple[Role, ...] = ("ingest", "agent", "supervisor", "admin")
@@ -166,18 +166,10 @@ def _b64(data: bytes) -> str:
 
 def load_or_create_secret(path: Path) -> bytes:
     """32 random bytes kept at `path` (0600), made on first use: the ticket key replicas share."""
-    if path.exists():
-        key = path.read_bytes()
-        if len(key) < 32:
-            raise AuthError(f"{path}: a ticket key needs at least 32 bytes")
-        return key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(secrets.token_bytes(32))
-    os.replace(tmp, path)
-    return path.read_bytes()
+    key = private_file(path, lambda: secrets.token_bytes(32))
+    if len(key) < 32:
+        raise AuthError(f"{path}: a ticket key needs at least 32 bytes")
+    return key
 
 
 def authenticate(registry: TokenRegistry, headers: Mapping[str, str], query: Mapping[str, str],

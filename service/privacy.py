@@ -8,10 +8,30 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
+
+
+def private_file(path: Path, make: Callable[[], bytes]) -> bytes:
+    """The contents of the secret kept at `path` (a key), made by `make()` on first use with mode 0600. The file
+    appears complete or not at all, and of processes making it at once the first wins, so replicas starting
+    together on a shared volume end up with one secret."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(make())
+            os.link(tmp, path)  # fails if another process made it first: theirs stands
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path.read_bytes()
 
 
 class RawTextCipher:
@@ -19,12 +39,7 @@ class RawTextCipher:
 
     def __init__(self, key_file: Path) -> None:
         self.key_file = key_file
-        if not key_file.exists():
-            key_file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(Fernet.generate_key())
-        self._fernet = Fernet(key_file.read_bytes().strip())
+        self._fernet = Fernet(private_file(key_file, Fernet.generate_key).strip())
 
     def encrypt(self, utterances: list[dict[str, Any]]) -> bytes:
         return self._fernet.encrypt(json.dumps(utterances, ensure_ascii=False).encode("utf-8"))

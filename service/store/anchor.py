@@ -26,6 +26,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from service.privacy import private_file
+
 #: Entry kinds checkpointed at once: reads of call data and deletions are what someone would want to hide.
 ACCESS_KINDS = frozenset({"report_read", "audio_read", "raw_read", "call_deleted"})
 
@@ -45,22 +47,17 @@ class Checkpoint:
 def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     """The signing key at `path` (PEM, PKCS#8); made on first use (0600), its public key written beside it as
     `PATH.pub` for verifiers."""
-    if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{path} is not an Ed25519 private key")
-        return key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    tmp = path.with_suffix(".partial")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    public_key_path(path).write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                                    serialization.PublicFormat.SubjectPublicKeyInfo))
-    os.replace(tmp, path)
+    def make() -> bytes:
+        return Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption())
+
+    key = serialization.load_pem_private_key(private_file(path, make), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 private key")
+    public = public_key_path(path)
+    if not public.exists():
+        public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                         serialization.PublicFormat.SubjectPublicKeyInfo))
     return key
 
 
