@@ -19,6 +19,31 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture()
+def postgres_schema() -> Any:
+    """A URL of the test PostgreSQL server whose tables live in a fresh schema, dropped afterwards (for tests
+    that need an empty database). Skips without a server, fails where one is required (.ci/run)."""
+    url = os.environ.get("HUIFANG_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("HUIFANG_REQUIRE_POSTGRES") == "1":
+            raise AssertionError("HUIFANG_TEST_POSTGRES_URL is not set (.ci/run starts a PostgreSQL server)")
+        pytest.skip("no PostgreSQL server: set HUIFANG_TEST_POSTGRES_URL (bash .ci/postgres.sh prints one)")
+    import secrets
+
+    from sqlalchemy import create_engine, text
+
+    schema = f"t_{secrets.token_hex(4)}"
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One model cache for the whole session, so the packaged parts are joined once."""

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -43,6 +44,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_healthy(proc: subprocess.Popen[Any], port: int, timeout_s: float = 120) -> None:
+    """Return once the server process `proc` answers 200 on /healthz at `port`; fail if it exits or takes longer."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, "the server exited during start-up"
+        assert time.monotonic() < deadline, "the server did not become healthy"
+        time.sleep(0.2)
+
+
 @contextmanager
 def running_server(data_dir: Path, model_cache: Path, timeout_s: float = 120) -> Iterator[int]:
     """A server whose data directory shares the session's joined model; yields its port once /healthz is 200."""
@@ -58,16 +73,7 @@ def running_server(data_dir: Path, model_cache: Path, timeout_s: float = 120) ->
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, "the server exited during start-up"
-            assert time.monotonic() < deadline, "the server did not become healthy"
-            time.sleep(0.5)
+        wait_healthy(proc, port, timeout_s)
         yield port
     finally:
         proc.terminate()

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 
 from service.auth import write_tokens_file
-from tests.server import free_port
+from tests.server import free_port, wait_healthy
 from tests.test_live_socket import START, _speech, _stereo_pcm16
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,15 +51,7 @@ async def test_sigterm_ends_live_calls_cleanly_before_the_server_stops(tmp_path:
                              str(metrics_port)],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
-            await asyncio.sleep(0.2)
+        wait_healthy(proc, port, 60)  # blocking, but nothing else runs on this test's loop yet
         url = f"ws://127.0.0.1:{port}/v1/calls/on-the-line/audio"
         headers = {"Authorization": f"Bearer {INGEST}"}
         async with websockets.connect(url, additional_headers=headers) as ws:

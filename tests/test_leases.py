@@ -4,8 +4,6 @@ queue's wiring, which runs on the real PostgreSQL of .ci/run (and SQLite where i
 
 from __future__ import annotations
 
-import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -22,7 +20,6 @@ from service.store import Store
 from tests.test_recordings import _report
 
 REPO = Path(__file__).resolve().parent.parent
-POSTGRES_URL = os.environ.get("HUIFANG_TEST_POSTGRES_URL")
 
 _WORKER = """
 import asyncio, sys, time
@@ -53,27 +50,6 @@ def _busy(store):
 
 asyncio.run(main())
 """
-
-
-@pytest.fixture()
-def postgres_schema() -> Any:
-    """A URL whose tables live in a fresh PostgreSQL schema (dropped afterwards)."""
-    if not POSTGRES_URL:
-        if os.environ.get("HUIFANG_REQUIRE_POSTGRES") == "1":
-            raise AssertionError("HUIFANG_TEST_POSTGRES_URL is not set (.ci/run starts a PostgreSQL server)")
-        pytest.skip("no PostgreSQL server: set HUIFANG_TEST_POSTGRES_URL (bash .ci/postgres.sh prints one)")
-    from sqlalchemy import create_engine, text
-
-    schema = f"jobs_{secrets.token_hex(4)}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 def test_two_workers_one_killed_every_job_scored_once(postgres_schema: str, tmp_path: Path) -> None:

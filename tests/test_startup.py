@@ -3,14 +3,11 @@ Alembic head, and a replica whose database is not ready yet keeps trying and rep
 
 from __future__ import annotations
 
-import os
-import secrets
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app, state_of
@@ -18,7 +15,6 @@ from service.settings import Settings
 from tests.test_live_socket import FakeTranscriber
 
 REPO = Path(__file__).resolve().parent.parent
-POSTGRES_URL = os.environ.get("HUIFANG_TEST_POSTGRES_URL")
 
 
 def test_the_migrations_have_one_head() -> None:
@@ -58,32 +54,20 @@ store.migrate()
 """
 
 
-def test_replicas_starting_together_on_one_postgresql_take_turns_migrating() -> None:
+def test_replicas_starting_together_on_one_postgresql_take_turns_migrating(postgres_schema: str) -> None:
     """Four processes migrate one empty schema at once: every one succeeds (without the advisory lock the
     losers failed on duplicate tables and stayed 'storage unavailable')."""
-    if not POSTGRES_URL:
-        if os.environ.get("HUIFANG_REQUIRE_POSTGRES") == "1":
-            raise AssertionError("HUIFANG_TEST_POSTGRES_URL is not set (.ci/run starts a PostgreSQL server)")
-        pytest.skip("no PostgreSQL server: set HUIFANG_TEST_POSTGRES_URL (bash .ci/postgres.sh prints one)")
     from sqlalchemy import create_engine, text
 
-    schema = f"race_{secrets.token_hex(4)}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}options=-csearch_path%3D{schema}"
-    try:
-        at = str(time.time() + 8)
-        procs = [subprocess.Popen([sys.executable, "-c", _MIGRATE, url, at], cwd=REPO, stderr=subprocess.PIPE)
-                 for _ in range(4)]
-        outcomes = [(p.wait(timeout=120), p.stderr.read().decode() if p.stderr else "") for p in procs]
-        assert all(code == 0 for code, _ in outcomes), [err[-500:] for code, err in outcomes if code]
-        with admin.begin() as conn:
-            tables = conn.execute(text("SELECT count(*) FROM information_schema.tables WHERE table_schema = :s"),
-                                  {"s": schema}).scalar_one()
-            heads = conn.execute(text(f"SELECT count(*) FROM {schema}.alembic_version")).scalar_one()
-        assert tables >= 5 and heads == 1
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    at = str(time.time() + 8)
+    procs = [subprocess.Popen([sys.executable, "-c", _MIGRATE, postgres_schema, at], cwd=REPO,
+                              stderr=subprocess.PIPE) for _ in range(4)]
+    outcomes = [(p.wait(timeout=120), p.stderr.read().decode() if p.stderr else "") for p in procs]
+    assert all(code == 0 for code, _ in outcomes), [err[-500:] for code, err in outcomes if code]
+    engine = create_engine(postgres_schema)
+    with engine.begin() as conn:
+        tables = conn.execute(text("SELECT count(*) FROM information_schema.tables "
+                                   "WHERE table_schema = current_schema()")).scalar_one()
+        heads = conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one()
+    engine.dispose()
+    assert tables >= 5 and heads == 1
