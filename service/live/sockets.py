@@ -120,6 +120,11 @@ class SocketCall:
         self._calls = calls
         self._tokens = tokens
         self._tickets = tickets
+        #: One wait on the server's stop for the socket's life, not one per message.
+        self._stop = asyncio.ensure_future(calls.stopping.wait())
+
+    def close(self) -> None:
+        self._stop.cancel()
 
     def authorize(self, token: str | None = None) -> None:
         """The socket's token (header, one the protocol carries, or a `?ticket=` for this call) must be an
@@ -143,18 +148,13 @@ class SocketCall:
         frame over MAX_TEXT_BYTES is refused."""
         idle = self.limits.idle_timeout_s
         timeout = idle if until is None else max(0.0, until - time.monotonic())
-        stopping = self._calls.stopping
-        if stopping.is_set():
+        if self._stop.done():
             raise ServerStopping()
         receive = asyncio.ensure_future(self.ws.receive())
-        stop = asyncio.ensure_future(stopping.wait())
-        try:
-            done, _ = await asyncio.wait({receive, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
+        done, _ = await asyncio.wait({receive, self._stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if receive not in done:
             receive.cancel()
-            if stop in done:
+            if self._stop in done:
                 raise ServerStopping()
             raise late or ServiceError("idle_timeout", f"no message for {idle:.0f} s")
         message = receive.result()
@@ -218,6 +218,7 @@ async def run_socket_call(ws: WebSocket, call_id: str, calls: LiveCalls, tokens:
         await run.conn.emit(ErrorEvent(code="internal", message="internal error; the call was closed"))
         await run.conn.flush_and_close(CloseCode.INTERNAL, "internal")
     finally:
+        run.close()
         if run.session is not None:
             run.session.close()
         await run.conn.flush_and_close(CloseCode.GOING_AWAY)
