@@ -201,8 +201,9 @@ class RecordingScorer:
                 turns.append(final.turn)
                 raw.append({"channel": u.channel, "start_s": u.start_s, "end_s": u.end_s, "text": u.text})
                 if self.silence_pii and final.masked:
-                    ranges = self._spoken(audio, part.channels.index(u.channel), u, final)
-                    quiet.setdefault(part.channels.index(u.channel), []).extend(ranges)
+                    index = part.channels.index(u.channel)
+                    ranges = self._spoken(audio, index, u, final)
+                    quiet.setdefault(index, []).extend(ranges)
                     silenced += [{"channel": u.channel, "start_s": round(a, 3), "end_s": round(b, 3)}
                                  for a, b in ranges]
             if quiet:

@@ -52,15 +52,16 @@ def append(store: Store, kind: str, actor: str, call_id: str | None, payload: di
             last = s.execute(select(AuditEntry.id, AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)).first()
             seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
             at = utcnow()
+            entry_digest = entry_hash(seq, at, call_id, kind, actor, text, prev)
             s.add(AuditEntry(id=seq, at=at, call_id=call_id, kind=kind, actor=actor, payload=text, prev_hash=prev,
-                             hash=entry_hash(seq, at, call_id, kind, actor, text, prev)))
+                             hash=entry_digest))
             try:
                 s.commit()
             except IntegrityError:
                 s.rollback()  # another writer took this number: chain on top of theirs
                 continue
         if store.anchor is not None and (kind in ACCESS_KINDS or kind == "report"):
-            checkpoint(store)
+            store.anchor.write(seq, entry_digest)  # this entry is the head just written: no need to read it back
         return seq
     raise RuntimeError("could not append to the audit log (too much contention)")
 
