@@ -41,8 +41,8 @@ def forbidden(message: str) -> ServiceError:
 
 def bad_call_id() -> ServiceError:
     """A call id that is not 1-128 letters, digits, '.', '_', ':' or '-' (it names files, URLs and log lines)."""
-    return ServiceError("bad_call_id", "call ids are 1-128 letters, digits, '.', '_', ':' or '-', starting with a "
-                        "letter or digit", 422, CloseCode.BAD_REQUEST)
+    return ServiceError("bad_call_id", "call_id: 1-128 letters, digits, '.', '_', ':' or '-', starting with a letter "
+                        "or digit", 422, CloseCode.BAD_REQUEST)
 
 
 def unavailable(code: str, message: str) -> ServiceError:
