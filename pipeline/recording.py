@@ -44,6 +44,9 @@ class AudioPart:
 
     path: Path
     channels: tuple[str, ...]
+    #: Whether scoring may replace the file by a copy with personal data silenced (`RecordingScorer.silence_pii`):
+    #: False for audio read in place, such as a bank's archive, which must never be modified.
+    writable: bool = True
 
 
 def check_roles(channels: tuple[str, ...], channel_count: int, name: str) -> None:
@@ -200,7 +203,7 @@ class RecordingScorer:
                     continue
                 turns.append(final.turn)
                 raw.append({"channel": u.channel, "start_s": u.start_s, "end_s": u.end_s, "text": u.text})
-                if self.silence_pii and final.masked:
+                if self.silence_pii and part.writable and final.masked:
                     index = part.channels.index(u.channel)
                     ranges = self._spoken(audio, index, u, final)
                     quiet.setdefault(index, []).extend(ranges)

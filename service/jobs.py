@@ -77,7 +77,10 @@ def job_context(settings: Settings, store: Store, scorer: RecordingScorer) -> Jo
 
 def run_job(ctx: JobContext, job: JobRecord) -> None:
     """Score one claimed job and record the outcome (synchronous: call on a worker thread)."""
-    parts = [AudioPart(ctx.data_dir / f["path"], tuple(f["channels"])) for f in job.files]
+    # Audio outside the service's own area (an archive scored in place by `huifang score-archive`) is only ever
+    # read: never rewritten with personal data silenced, never given a retention expiry, never served or deleted.
+    stored = all(stored_audio(ctx.data_dir, f["path"]) for f in job.files)
+    parts = [AudioPart(ctx.data_dir / f["path"], tuple(f["channels"]), writable=stored) for f in job.files]
     last = [0.0]
 
     def progress(p: float) -> None:
@@ -99,7 +102,7 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
         JOBS.labels("error").inc()
         return
     JOB_DURATION.observe(time.monotonic() - began)
-    audio_dir = str(Path(job.files[0]["path"]).parent) if job.files else None
+    audio_dir = str(Path(job.files[0]["path"]).parent) if job.files and stored else None
     expires = utcnow() + timedelta(days=ctx.retention_days) if audio_dir else None
     report = scored.report
     raw = ctx.cipher.encrypt(scored.raw) if ctx.cipher is not None else None
@@ -212,17 +215,11 @@ class JobRunner:
                 heartbeat.cancel()
 
     async def _renew(self, job: JobRecord) -> None:
-        """Keep the lease of a job being scored: renewed at a third of its length, so two missed renewals still
-        leave it ours."""
+        """Keep the lease of a job being scored (see `renew_lease`)."""
         while True:
-            await asyncio.sleep(self.lease_s / 3)
-            try:
-                if not await asyncio.to_thread(self.ctx.store.renew, job.id, self.owner, job.lease_version,
-                                               self.lease_s):
-                    log.warning("recording %s: lease lost (taken over); its result will be dropped", job.id)
-                    return
-            except Exception:  # noqa: BLE001 - the database is away: try again at the next beat
-                log.warning("recording %s: could not renew its lease", job.id, exc_info=True)
+            await asyncio.sleep(self.lease_s * RENEW_EVERY)
+            if not await asyncio.to_thread(renew_lease, self.ctx.store, job, self.owner, self.lease_s):
+                return
 
     async def _sweeper(self) -> None:
         while True:
@@ -235,6 +232,25 @@ class JobRunner:
             await asyncio.sleep(SWEEP_S)
 
 
+#: A lease is renewed at this fraction of its length, so two missed renewals still leave it the worker's.
+RENEW_EVERY = 1 / 3
+
+
+def renew_lease(store: Store, job: JobRecord, owner: str, lease_s: float) -> bool:
+    """One beat of the heartbeat that keeps `owner`'s lease on a job it is scoring (every `RENEW_EVERY` of the
+    lease; the service's workers and `huifang score-archive`'s share it). False once the lease is lost (taken
+    over or handed back: stop beating, the result will be dropped); a database that is away counts as kept, and
+    the next beat tries again."""
+    try:
+        if store.renew(job.id, owner, job.lease_version, lease_s):
+            return True
+    except Exception:  # noqa: BLE001 - the database is away: try again at the next beat
+        log.warning("recording %s: could not renew its lease", job.id, exc_info=True)
+        return True
+    log.warning("recording %s: lease lost (taken over); its result will be dropped", job.id)
+    return False
+
+
 def sweep_audio(store: Store, data_dir: Path) -> int:
     """Delete stored audio past its retention (the report stays)."""
     count = 0
@@ -245,11 +261,13 @@ def sweep_audio(store: Store, data_dir: Path) -> int:
     return count
 
 
+def stored_audio(data_dir: Path, path: str) -> bool:
+    """Whether `path` (a job's file or audio folder: relative to the data directory, or absolute) lies in the
+    service's own audio area, where uploads are stored. Only there is audio rewritten, expired or deleted."""
+    return (data_dir / "audio").resolve() in (data_dir / path).resolve().parents
+
+
 def remove_audio(data_dir: Path, folder: str | None) -> None:
     """Delete a stored audio folder, refusing anything outside the data directory's audio area."""
-    if not folder:
-        return
-    root = (data_dir / "audio").resolve()
-    path = (data_dir / folder).resolve()
-    if root in path.parents:
-        shutil.rmtree(path, ignore_errors=True)
+    if folder and stored_audio(data_dir, folder):
+        shutil.rmtree((data_dir / folder).resolve(), ignore_errors=True)
