@@ -175,6 +175,26 @@ class Store:
         with self.session() as s:
             return int(s.scalar(select(func.count()).select_from(Recording).where(Recording.status == "queued")) or 0)
 
+    def batch_counts(self, id_prefix: str) -> dict[str, int]:
+        """Jobs whose id starts with `id_prefix` (one archive's, `service.archive`) by status: queued, running,
+        done and failed, each present (0 when none)."""
+        with self.session() as s:
+            rows = s.execute(select(Recording.status, func.count())
+                             .where(Recording.id.startswith(id_prefix, autoescape=True))
+                             .group_by(Recording.status)).all()
+        counts = dict.fromkeys(("queued", "running", "done", "failed"), 0)
+        counts.update({str(status): int(n) for status, n in rows})
+        return counts
+
+    def batch_failures(self, id_prefix: str, limit: int = 100) -> list[JobRecord]:
+        """Failed jobs whose id starts with `id_prefix`, oldest first, at most `limit` (their call ids and
+        errors)."""
+        with self.session() as s:
+            rows = s.scalars(select(Recording).where(Recording.id.startswith(id_prefix, autoescape=True),
+                                                     Recording.status == "failed")
+                             .order_by(Recording.created_at, Recording.id).limit(limit))
+            return [_job(r) for r in rows]
+
     def hand_back(self, owner: str) -> int:
         """Jobs `owner` was scoring when it stopped: queued again at once (running -> queued, a new version), not
         when their leases expire."""
