@@ -31,9 +31,11 @@ from service.auth import (
 )
 from service.errors import ServiceError
 from service.jobs import JobRunner, job_context, recording_scorer
+from service.live.claims import CallClaims, LocalClaims
 from service.live.demo import DemoPlayer
 from service.live.engine import LiveEngine
-from service.live.hub import CallHub
+from service.live.hub import CallHub, EventBus
+from service.live.redis_bus import RedisClaims, RedisHub, connect, replica_name
 from service.live.scheduler import DecodeScheduler
 from service.live.session import LiveCalls, LiveOptions
 from service.live.sockets import Watchers
@@ -97,11 +99,11 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
                         partial_beam_size=settings.live.partial_beam_size,
                         final_beam_size=settings.live.final_beam_size, min_window_s=settings.live.min_window_s)
     assessor, classifier_error = await _assessor(settings)
-    hub = CallHub()
+    hub, claims = await _bus(settings, stack)
     live_calls = LiveCalls(engine, hub, assessor, nlu_executor, LiveOptions(
         assist=settings.nlu.assist, dialogue=settings.dialogue_options(),
         max_calls_per_token=settings.auth.max_calls_per_token, max_call_s=settings.live.max_call_s),
-        asr_error=asr_error)
+        asr_error=asr_error, claims=claims)
     demos = DemoPlayer(live_calls, settings.live.max_demo_calls)
     stack.callback(demos.close)
     watchers = Watchers(settings.auth.max_watchers_per_token, settings.live.events_wait_s)
@@ -122,6 +124,24 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
         retry = asyncio.create_task(_storage_until_ready(state, stack))
         stack.push_async_callback(_cancel, retry)
     return state
+
+
+async def _bus(settings: Settings, stack: AsyncExitStack) -> tuple[EventBus, CallClaims]:
+    """The events bus and call claims: in this process, or shared by replicas through Redis
+    (`HUIFANG_REDIS_URL`). Redis need not be up yet: the bus connects when it can and `/readyz` says until then."""
+    if not settings.redis_url:
+        return CallHub(), LocalClaims()
+    redis = connect(settings.redis_url)
+    stack.push_async_callback(redis.aclose)
+    replica = replica_name()
+    hub = RedisHub(redis, replica, prefix=settings.redis_prefix, live_ttl_s=settings.live.max_call_s,
+                   keep_s=settings.live.events_keep_s)
+    claims = RedisClaims(redis, replica, prefix=settings.redis_prefix)
+    for part in (hub, claims):
+        await part.start()
+        stack.push_async_callback(part.stop)
+    log.info("live calls' events and claims shared through Redis as replica %s", replica)
+    return hub, claims
 
 
 def _gauges(state: AppState) -> dict[str, float]:

@@ -33,6 +33,11 @@ PROMPTS = Counter("huifang_prompts_total", "Follow-up prompts sent to agents", r
 JOBS = Counter("huifang_jobs_total", "Recording jobs finished, by outcome", ["outcome"], registry=REGISTRY)
 JOB_DURATION = Histogram("huifang_job_duration_seconds", "Time to score a recording", registry=REGISTRY,
                          buckets=(5, 15, 30, 60, 120, 300, 600, 1800))
+BUS_DELAY = Histogram("huifang_bus_delay_seconds", "From a call publishing an event to a screen's replica reading it "
+                      "from Redis (wall clocks)", registry=REGISTRY,
+                      buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0))
+BUS_ERRORS = Counter("huifang_bus_errors_total", "Event bus and call claim failures (Redis), by side", ["side"],
+                     registry=REGISTRY)
 ERRORS = Counter("huifang_errors_total", "Refusals and failures reported to clients, by code", ["code"],
                  registry=REGISTRY)
 

@@ -119,8 +119,11 @@ class LiveSettings(BaseModel):
                                    "(with its token) this long after connecting is closed")
     events_wait_s: float = Field(900.0, gt=0, description="live: an events subscriber waits this long for a call "
                                  "that has not started, then is closed (4404)")
+    events_keep_s: float = Field(3600.0, ge=60.0, le=7 * 86400.0, description="live: with Redis, an ended call's "
+                                 "events stay this long for screens opened late")
     max_demo_calls: int = Field(2, ge=0, le=32, description="live: console demo replays running at once, for the "
-                                "whole process (each also counts against its caller's live-call limit)")
+                                "whole service (all replicas, with Redis; each also counts against its caller's "
+                                "live-call limit)")
 
 
 class NluSettings(BaseModel):
@@ -236,6 +239,10 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     privacy: PrivacySettings = PrivacySettings()
     database_url: str | None = Field(None, description="SQLAlchemy URL; default a SQLite file in the data dir")
+    redis_url: str | None = Field(None, description="serve: Redis shared by replicas (redis:// or rediss://, password "
+                                  "and database in the URL) for live calls' events and claims; none: one process")
+    redis_prefix: str = Field("huifang", pattern=r"^[A-Za-z0-9_.-]{1,40}$", description="serve: prefix of "
+                              "huifang's Redis keys (several deployments may share one Redis)")
 
     @model_validator(mode="before")
     @classmethod

@@ -11,7 +11,7 @@ from nlu.assess import Assessor
 from service.auth import TicketBook, TokenRegistry
 from service.jobs import JobRunner
 from service.live.demo import DemoPlayer
-from service.live.hub import CallHub
+from service.live.hub import EventBus
 from service.live.session import LiveCalls
 from service.live.sockets import Watchers
 from service.settings import Settings
@@ -31,7 +31,8 @@ class AppState:
     transcriber: Transcriber
     assessor: Assessor
     calls: LiveCalls
-    hub: CallHub
+    #: Live calls' events: in this process, or through Redis for every replica.
+    hub: EventBus
     demos: DemoPlayer
     #: Event streams open per token.
     watchers: Watchers

@@ -181,7 +181,7 @@ def test_vanishing_client_leaks_nothing_and_others_keep_working(client: TestClie
     calls = state_of(client.app).calls  # type: ignore[arg-type]
     while calls.active and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert calls.active == set()
+    assert calls.active == {}
     assert client.get("/healthz").status_code == 200
     with client.websocket_connect("/v1/calls/gone/audio") as ws:  # the same id is free again
         ws.send_json(START)

@@ -1,5 +1,5 @@
 """`/healthz` (liveness: the process is up and its speech model loaded) and `/readyz` (readiness: also its
-database, and not stopping) for load balancers and orchestrators."""
+database, its event bus, and not stopping) for load balancers and orchestrators."""
 
 from __future__ import annotations
 
@@ -54,10 +54,14 @@ async def healthz(state: State, conn: HTTPConnection) -> JSONResponse:
 
 @router.get("/readyz")
 async def readyz(state: State, conn: HTTPConnection) -> JSONResponse:
-    """Readiness: 200 when this replica should get traffic: model loaded, database reachable, not stopping."""
+    """Readiness: 200 when this replica should get traffic: model loaded, database reachable, the event bus
+    (Redis, when configured) reachable, not stopping."""
     problems = _model_problems(state)
     if state.store_error:
         problems.append("the database is not available")
+    bus = await state.hub.check()
+    if bus is not None:
+        problems.append(f"the event bus is not available ({bus})")
     if state.calls.stopping.is_set():
         problems.append("the server is stopping")
     return _body(state, conn, problems, not problems)

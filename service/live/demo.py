@@ -66,28 +66,29 @@ class DemoPlayer:
         returns its call id at once (watch it on the events socket). Raises `ServiceError` when the call cannot
         start: no speech model, the owner's call limit, or `max_running` demos already playing (a demo decodes
         like a real call and must not starve them)."""
-        self._check_room()
-        samples = await asyncio.to_thread(load_call_audio, str(demo.audio), 16000)
-        if samples.shape[0] != 2:
-            raise ValueError(f"demo call {demo.name} must be a two-channel recording")
-        self._check_room()  # again: another request may have started one while the audio loaded
-        call_id = f"demo-{demo.name}-{secrets.token_hex(3)}"
-        start = StartMessage.model_validate({"type": "start", "sample_rate_hz": 16000, "encoding": "pcm16",
-                                             "channels": ["agent", "customer"], "loan_file": demo.loan_file,
-                                             "agent_id": agent_id})
-        session = self._calls.open(call_id, start, None, owner)
-        task = asyncio.create_task(self._play(session, samples, speed))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return call_id
-
-    def _check_room(self) -> None:
         if self._max_running == 0:
             raise ServiceError("demos_disabled", "demo calls are turned off on this server "
                                "(HUIFANG_LIVE__MAX_DEMO_CALLS)", 403, CloseCode.FORBIDDEN)
-        if len(self._tasks) >= self._max_running:
-            raise ServiceError("too_many_demos", f"{self._max_running} demo call(s) already playing on this "
-                               "server; try again when one has ended", 429, CloseCode.TOO_MANY_CALLS)
+        call_id = f"demo-{demo.name}-{secrets.token_hex(3)}"
+        claims = self._calls.claims
+        # The cap holds across replicas (with Redis): a demo decodes like a real call and must not starve them.
+        await claims.claim_demo(call_id, self._max_running)
+        try:
+            samples = await asyncio.to_thread(load_call_audio, str(demo.audio), 16000)
+            if samples.shape[0] != 2:
+                raise ValueError(f"demo call {demo.name} must be a two-channel recording")
+            start = StartMessage.model_validate({"type": "start", "sample_rate_hz": 16000, "encoding": "pcm16",
+                                                 "channels": ["agent", "customer"], "loan_file": demo.loan_file,
+                                                 "agent_id": agent_id})
+            session = await self._calls.open(call_id, start, None, owner)
+        except BaseException:
+            claims.release_demo(call_id)
+            raise
+        task = asyncio.create_task(self._play(session, samples, speed))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: claims.release_demo(call_id))
+        return call_id
 
     @staticmethod
     async def _play(session: LiveSession, samples: np.ndarray, speed: float) -> None:

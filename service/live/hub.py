@@ -1,5 +1,9 @@
 """Fan-out of a call's events to read-only subscribers (`/v1/calls/{call_id}/events`: agent screens).
 
+`EventBus` is what the live calls and the events socket need of it; `CallHub` is the in-process bus of a single
+replica (the default), `service.live.redis_bus.RedisHub` the one shared by replicas through Redis
+(`HUIFANG_REDIS_URL`). Both behave the same to a subscriber.
+
 Every event a live call emits is published here. A subscriber gets the call's history first (everything but
 partials, so a console opened mid-call shows the transcript and prompts so far), then live events, and the
 stream ends after `end`. A subscriber may connect before the call starts and waits for it. Each subscriber has a
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Protocol
 
 #: Events per subscriber queued before it counts as not reading.
 SUBSCRIBER_QUEUE = 1000
@@ -28,6 +33,10 @@ class Subscription:
     agent_id: str | None = None
     #: Set when the call turned out to be someone else's: the stream ends without its events.
     forbidden: bool = False
+    #: Set once the call is known to have started (it may have ended since).
+    started: bool = False
+    #: Set while the subscriber has been told its events are interrupted (a shared bus unreachable).
+    interrupted: bool = False
 
     def put(self, text: str | None) -> None:
         if self.overflowed:
@@ -36,6 +45,37 @@ class Subscription:
             self.queue.put_nowait(text)
         except asyncio.QueueFull:
             self.overflowed = True  # the queue is full, so the sender is not waiting: it sees this next
+
+
+class EventBus(Protocol):
+    """Where a live call's events go and where its screens read them. `open`, `publish` and `close` are called
+    from the event loop by the call and never wait; `subscribe` returns at once and fills the subscription's
+    queue as events come."""
+
+    def open(self, call_id: str, agent_id: str | None = None) -> None:
+        """A call starts streaming (a restarted call id starts a fresh history); `agent_id` is its agent."""
+
+    def publish(self, call_id: str, text: str, kind: str) -> None:
+        """An event of the call, already serialised; `kind` is its type (partials are not kept as history)."""
+
+    def close(self, call_id: str) -> None:
+        """The call is over: end every subscriber's stream; its history stays a while for late screens."""
+
+    def subscribe(self, call_id: str, agent_id: str | None = None) -> Subscription:
+        """Watch a call: history, then live events, then the end of the stream (`None`). With `agent_id`, only a
+        call assigned to that agent (otherwise the subscription comes back `forbidden`)."""
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """The subscriber went away."""
+
+    async def start(self) -> None:
+        """Start the bus's background work (none for the in-process hub)."""
+
+    async def stop(self) -> None:
+        """Stop it, after delivering what the calls published."""
+
+    async def check(self) -> str | None:
+        """Why the bus cannot carry events now (readiness), or None when it can."""
 
 
 @dataclass(eq=False)
@@ -48,7 +88,7 @@ class _Feed:
 
 
 class CallHub:
-    """Per-process registry of call event feeds. Used from the event loop only."""
+    """The in-process `EventBus`: call event feeds of this process only. Used from the event loop only."""
 
     def __init__(self, history_limit: int = 5000, keep_ended: int = 50) -> None:
         self.history_limit = history_limit
@@ -65,6 +105,7 @@ class CallHub:
         feed.live = True
         feed.agent_id = agent_id
         for sub in list(feed.subscribers):
+            sub.started = True
             if sub.agent_id is not None and sub.agent_id != agent_id:
                 sub.forbidden = True  # an agent waited for a call that is not theirs
                 sub.put(None)
@@ -102,7 +143,8 @@ class CallHub:
         if feed is None:
             feed = _Feed()  # the call has not started yet: wait for it
             self._feeds[call_id] = feed
-        if agent_id is not None and (feed.live or feed.ended) and feed.agent_id != agent_id:
+        sub.started = feed.live or feed.ended
+        if agent_id is not None and sub.started and feed.agent_id != agent_id:
             sub.forbidden = True
             return sub
         for text in feed.history[-SUBSCRIBER_QUEUE + 1:]:
@@ -113,11 +155,6 @@ class CallHub:
             feed.subscribers.add(sub)
         return sub
 
-    def started(self, call_id: str) -> bool:
-        """Whether the call is streaming or has ended (False while subscribers wait for it)."""
-        feed = self._feeds.get(call_id)
-        return feed is not None and (feed.live or feed.ended)
-
     def unsubscribe(self, sub: Subscription) -> None:
         feed = self._feeds.get(sub.call_id)
         if feed is None:
@@ -125,4 +162,13 @@ class CallHub:
         feed.subscribers.discard(sub)
         if not feed.live and not feed.ended and not feed.subscribers:
             del self._feeds[sub.call_id]  # nobody waits for a call that never came
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def check(self) -> str | None:
+        return None
 

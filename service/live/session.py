@@ -1,12 +1,12 @@
 """The lifecycle of a live call, whatever carries its audio: the native socket, Twilio Media Streams or the
 console's demo replay.
 
-`LiveCalls` is the process's registry: `open` checks that the call may start (model loaded, id free, the
-token's call limit), builds the call's `CallPipeline`, its `LiveCall` (audio -> finals) and `CallAssist`
-(dialogue -> prompts), and returns a `LiveSession`. Every event of the session goes to the caller's `send`
-(its socket; None for the demo), to the call's subscribers on the `CallHub`, and (verdicts only) to the audit
-log. A session is used as: `ready()`, `feed_*()` with `check_limits()` after each, then `end()` or `fail()`,
-and always `close()`.
+`LiveCalls` is the process's registry: `open` checks that the call may start (model loaded, not stopping) and
+claims it (`CallClaims`: the id free on every replica, the token's call limit), builds the call's
+`CallPipeline`, its `LiveCall` (audio -> finals) and `CallAssist` (dialogue -> prompts), and returns a
+`LiveSession`. Every event of the session goes to the caller's `send` (its socket; None for the demo), to the
+call's subscribers on the `EventBus`, and (verdicts only) to the audit log. A session is used as: `ready()`,
+`feed_*()` with `check_limits()` after each, then `end()` or `fail()`, and always `close()`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from nlu.pii import public_loan_file
 from pipeline.call import CallPipeline, assists
 from service.errors import ServiceError, unavailable
 from service.live.assist import CallAssist
+from service.live.claims import CallClaims, LocalClaims, call_in_progress
 from service.live.engine import LiveCall, LiveEngine
-from service.live.hub import CallHub
+from service.live.hub import EventBus
 from service.metrics import ERRORS
 from service.protocol import CloseCode, Emit, EndEvent, ErrorEvent, ReadyEvent, StartMessage, dump
 from service.store import Store, audit
@@ -57,38 +58,44 @@ class LiveCalls:
     """The live calls of this process: registration, limits, and the parts every call shares."""
 
     engine: LiveEngine
-    hub: CallHub
+    hub: EventBus
     assessor: Assessor
     nlu_executor: Executor
     options: LiveOptions
     store: Store | None = None
     #: Why speech recognition is unavailable (then every call is refused), or None.
     asr_error: str | None = None
-    active: set[str] = field(default_factory=set)
-    by_owner: dict[str, set[str]] = field(default_factory=dict)
+    #: Who may start a call (this process's counts by default; Redis's across replicas).
+    claims: CallClaims = field(default_factory=LocalClaims)
+    #: The calls streaming in this process, with the token that streams each.
+    active: dict[str, str | None] = field(default_factory=dict)
     #: Set when the server stops: sources end their calls cleanly and no new call is accepted.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def open(self, call_id: str, start: StartMessage, send: Emit | None, owner: str | None = None) -> LiveSession:
+    async def open(self, call_id: str, start: StartMessage, send: Emit | None,
+                   owner: str | None = None) -> LiveSession:
         """Register and build a call. Its events go to `send` and to the subscribers of
-        `/v1/calls/{call_id}/events`. Raises `ServiceError` when the model is missing, the id is in use or the
-        owner's token streams its maximum of calls."""
+        `/v1/calls/{call_id}/events`. Raises `ServiceError` when the model is missing, the server is stopping,
+        the id is streaming (on any replica) or the owner's token streams its maximum of calls."""
         if self.asr_error:
             raise unavailable("asr_unavailable", "speech recognition is not available on this server "
                               "(GET /healthz says why)")
         if self.stopping.is_set():
             raise unavailable("shutting_down", "this server is shutting down: connect again (to another replica)")
         if call_id in self.active:
-            raise ServiceError("call_in_progress", f"call {call_id} is already streaming", 409,
-                               CloseCode.CALL_IN_PROGRESS)
-        if owner is not None and len(self.by_owner.get(owner, set())) >= self.options.max_calls_per_token:
-            raise ServiceError("too_many_calls", "this token already streams its maximum number of calls", 429,
-                               CloseCode.TOO_MANY_CALLS)
-        self.active.add(call_id)
-        if owner is not None:
-            self.by_owner.setdefault(owner, set()).add(call_id)
+            raise call_in_progress(call_id)
+        self.active[call_id] = owner  # before the await: a second socket for the id is refused at once
+        try:
+            await self.claims.claim(call_id, owner, self.options.max_calls_per_token)
+        except BaseException:
+            del self.active[call_id]
+            raise
+        try:
+            session = LiveSession(self, call_id, start, send, owner)
+        except BaseException:
+            self.close(call_id)
+            raise
         self.hub.open(call_id, start.agent_id)
-        session = LiveSession(self, call_id, start, send, owner)
         return session
 
     async def drain(self, timeout_s: float) -> int:
@@ -102,9 +109,10 @@ class LiveCalls:
 
     def close(self, call_id: str) -> None:
         """Unregister a call and end its subscribers' streams (after its `end` event was published)."""
-        self.active.discard(call_id)
-        for calls in self.by_owner.values():
-            calls.discard(call_id)
+        if call_id not in self.active:
+            return
+        owner = self.active.pop(call_id)
+        self.claims.release(call_id, owner)
         self.hub.close(call_id)
 
 

@@ -21,7 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from service.auth import Principal, Role, TicketBook, TokenRegistry, authenticate
 from service.errors import ServiceError, bad_call_id
-from service.live.hub import CallHub
+from service.live.hub import EventBus
 from service.live.session import LiveCalls, LiveSession
 from service.live.twilio import TwilioReader, TwilioStart, TwilioStop
 from service.metrics import ERRORS
@@ -137,7 +137,7 @@ class SocketCall:
         if self.principal is None:
             self.authorize()
         owner = self.principal.name if self.principal else None
-        self.session = self._calls.open(self.call_id, start, self.conn.emit, owner)
+        self.session = await self._calls.open(self.call_id, start, self.conn.emit, owner)
         await self.session.ready()
         return self.session
 
@@ -336,7 +336,7 @@ class Watchers:
             self.by_owner.pop(owner, None)
 
 
-async def stream_events(ws: WebSocket, call_id: str, hub: CallHub, tokens: TokenRegistry,
+async def stream_events(ws: WebSocket, call_id: str, hub: EventBus, tokens: TokenRegistry,
                         watchers: Watchers, tickets: TicketBook | None = None) -> None:
     """Send every event of the call (history first, then live) until it ends, to an agent or supervisor. A call
     that has not started is waited for, `watchers.wait_s` at most."""
@@ -368,7 +368,7 @@ async def stream_events(ws: WebSocket, call_id: str, hub: CallHub, tokens: Token
                 code = CloseCode.SLOW_CONSUMER
                 return
             get = asyncio.ensure_future(sub.queue.get())
-            wait = None if hub.started(call_id) else max(0.0, give_up - time.monotonic())
+            wait = None if sub.started else max(0.0, give_up - time.monotonic())
             done, _ = await asyncio.wait({get, gone}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
             if gone in done:
                 get.cancel()

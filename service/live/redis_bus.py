@@ -1,0 +1,541 @@
+"""The event bus and call claims shared by replicas, in Redis (`HUIFANG_REDIS_URL`; AUTH and TLS through the URL,
+e.g. `rediss://:secret@redis.internal:6380/0`).
+
+Events: one Redis Stream per call (`{prefix}:events:{call_id}`), written by the replica that holds the call and
+read by every replica with a screen on it. A stream is the history (a late screen reads it from the start,
+skipping partials) and the live feed (XREAD from the last entry seen) in one ordered log, so "history first, then
+live, nothing lost or doubled in between" is an entry id comparison, and a reader that lost Redis for a while
+resumes where it was. Streams are bounded (MAXLEN, approximate) and expire (`max_call_s` while live, then
+`keep_s` after the end). Pub/sub was the other candidate: it would need a stored history beside it and a
+handover between the two, and it drops what a subscriber misses while disconnected (docs/scale-out.md).
+
+Writes never wait on Redis: the call's `publish` puts the entry on a bounded in-process queue that one writer
+task sends in order, pipelined. Reads are multiplexed: one XREAD per process blocks on every followed stream
+plus a wake-up stream of this replica (written when a screen starts following a new call).
+
+Claims: `{prefix}:live:{call_id}` (which replica streams the call) and `{prefix}:owner:{token}` (a sorted set
+of the token's live calls, scored by expiry) are taken by one Lua script, so two replicas never both accept a
+call id or a token's call past its limit; `{prefix}:demos` counts demo replays the same way. Claims are leases
+renewed by a heartbeat: a replica that dies frees its calls within `lease_s`.
+
+Redis unreachable: calls go on (their own socket still gets every event), the writer keeps up to
+`QUEUE_LIMIT` entries and sends them when Redis is back; screens are told (`events_unavailable`) and resume
+when it returns; new calls are claimed on this replica's counts only (refusing them would lose the analysis of
+real customer calls), and `/readyz` reports the problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from service.live.claims import LocalClaims, call_in_progress, too_many_calls, too_many_demos
+from service.live.hub import Subscription
+from service.metrics import BUS_DELAY, BUS_ERRORS
+from service.protocol import ErrorEvent, dump
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Entries the writer holds while Redis is unreachable before it drops new ones (a few minutes of many calls).
+QUEUE_LIMIT = 50_000
+#: Entries sent per pipeline round trip.
+BATCH = 500
+#: Longest a blocking XREAD waits before the reader looks at its followed calls again (milliseconds).
+BLOCK_MS = 5_000
+#: Seconds between attempts while Redis is unreachable, doubling up to the last.
+RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+#: Seconds a Redis command may take before Redis counts as unreachable.
+COMMAND_TIMEOUT_S = 5.0
+
+#: Stream entry kinds besides the events' own types.
+OPEN, END = "__open__", "__end__"
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client for `url` (redis:// or rediss://, with password and database in the URL); connects lazily."""
+    return aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=BLOCK_MS / 1000 + COMMAND_TIMEOUT_S,
+                                   socket_connect_timeout=COMMAND_TIMEOUT_S, health_check_interval=30)
+
+
+def replica_name() -> str:
+    """A name for this process, unique across replicas and restarts."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+#: A stream entry as read with decode_responses: (id, fields).
+Entry = tuple[str, dict[str, str]]
+
+
+async def _xrange(redis: aioredis.Redis, key: str, end: str) -> list[Entry]:
+    return cast(list[Entry], await redis.xrange(key, "-", end))
+
+
+async def _last(redis: aioredis.Redis, key: str) -> str:
+    """Id of the stream's last entry, "0-0" when it has none (or does not exist yet)."""
+    last = cast(list[Entry], await redis.xrevrange(key, count=1))
+    return last[0][0] if last else "0-0"
+
+
+async def _xread(redis: aioredis.Redis, streams: dict[str, str]) -> list[tuple[str, list[Entry]]]:
+    answer = await redis.xread(cast(Any, streams), count=BATCH, block=BLOCK_MS)
+    return cast(list[tuple[str, list[Entry]]], answer or [])
+
+
+def _newer(entry_id: str, than: str) -> bool:
+    """Whether stream entry `entry_id` comes after `than` (ids are "milliseconds-sequence")."""
+    a, _, b = entry_id.partition("-")
+    c, _, d = than.partition("-")
+    return (int(a), int(b or 0)) > (int(c), int(d or 0))
+
+
+def _backoff(attempt: int) -> float:
+    return RETRY_S[min(attempt, len(RETRY_S) - 1)]
+
+
+@dataclass(eq=False)
+class _Follow:
+    """A call this process has screens on: the last entry delivered and who gets the next ones."""
+
+    call_id: str
+    #: Id of the last stream entry handed to `subs` (None until the history cut is known).
+    last_id: str | None = None
+    subs: set[Subscription] = field(default_factory=set)
+    #: Subscribers still reading their history, with the live entries that came meanwhile.
+    joining: dict[Subscription, list[tuple[str, dict[str, str]]]] = field(default_factory=dict)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class RedisHub:
+    """The `EventBus` of replicas sharing a Redis server."""
+
+    def __init__(self, redis: aioredis.Redis, replica: str, *, prefix: str = "huifang", history_limit: int = 20_000,
+                 live_ttl_s: float = 3 * 3600.0, keep_s: float = 3600.0) -> None:
+        self._redis = redis
+        self.replica = replica
+        self.prefix = prefix
+        self.history_limit = history_limit
+        self.live_ttl_s = live_ttl_s
+        self.keep_s = keep_s
+        self._outbox: asyncio.Queue[tuple[str, ...]] = asyncio.Queue(maxsize=QUEUE_LIMIT)
+        self._follows: dict[str, _Follow] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._joins: set[asyncio.Task[None]] = set()
+        self._wake_key = f"{prefix}:wake:{replica}"
+        self._wake_id = "$"
+        #: Why events cannot go through Redis now (write or read side), or None.
+        self.write_problem: str | None = None
+        self.read_problem: str | None = None
+        self.dropped = 0
+
+    def _stream(self, call_id: str) -> str:
+        return f"{self.prefix}:events:{call_id}"
+
+    def _agent_key(self, call_id: str) -> str:
+        return f"{self.prefix}:agent:{call_id}"
+
+    # -- the calls' side: never waits -------------------------------------------------------------------------
+
+    def _queue(self, entry: tuple[str, ...]) -> None:
+        try:
+            self._outbox.put_nowait(entry)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            BUS_ERRORS.labels("dropped").inc()
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.error("event bus: %d event(s) dropped, Redis has been unreachable too long", self.dropped)
+
+    def open(self, call_id: str, agent_id: str | None = None) -> None:
+        self._queue((OPEN, call_id, agent_id or ""))
+
+    def publish(self, call_id: str, text: str, kind: str) -> None:
+        # The wall clock, not the loop's: the reader may be another machine (its delay is a metric).
+        self._queue((kind, call_id, text, repr(time.time())))
+
+    def close(self, call_id: str) -> None:
+        self._queue((END, call_id))
+
+    # -- the writer ---------------------------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._outbox.get()]
+            while len(batch) < BATCH and not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
+            for attempt in range(1_000_000):
+                try:
+                    await self._send(batch)
+                except (RedisError, OSError) as e:
+                    if self.write_problem is None:
+                        log.error("event bus: Redis unreachable (%s); holding events until it is back", e)
+                    self.write_problem = f"Redis unreachable: {type(e).__name__}"
+                    BUS_ERRORS.labels("write").inc()
+                    await asyncio.sleep(_backoff(attempt))
+                    continue
+                if self.write_problem is not None:
+                    log.info("event bus: Redis reachable again")
+                    self.write_problem = None
+                break
+
+    async def _send(self, batch: list[tuple[str, ...]]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        live_ttl, keep = int(self.live_ttl_s + self.keep_s), int(self.keep_s)
+        for entry in batch:
+            kind, call_id = entry[0], entry[1]
+            key = self._stream(call_id)
+            if kind == OPEN:
+                pipe.delete(key)  # a restarted call id starts a fresh history
+                pipe.xadd(key, {"k": OPEN, "a": entry[2]}, maxlen=self.history_limit, approximate=True)
+                pipe.expire(key, live_ttl)
+                pipe.set(self._agent_key(call_id), entry[2], ex=live_ttl)
+            elif kind == END:
+                pipe.xadd(key, {"k": END}, maxlen=self.history_limit, approximate=True)
+                pipe.expire(key, keep)
+                pipe.expire(self._agent_key(call_id), keep)
+            else:
+                pipe.xadd(key, {"k": kind, "t": entry[2], "q": entry[3]}, maxlen=self.history_limit,
+                          approximate=True)
+        await pipe.execute()
+
+    # -- the screens' side --------------------------------------------------------------------------------------
+
+    def subscribe(self, call_id: str, agent_id: str | None = None) -> Subscription:
+        sub = Subscription(call_id, agent_id=agent_id)
+        task = asyncio.create_task(self._join(sub))
+        self._joins.add(task)
+        task.add_done_callback(self._joins.discard)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        follow = self._follows.get(sub.call_id)
+        if follow is None:
+            return
+        follow.subs.discard(sub)
+        follow.joining.pop(sub, None)
+        if not follow.subs and not follow.joining and follow.ready.is_set():
+            del self._follows[sub.call_id]  # the reader drops the stream at its next round
+
+    async def _join(self, sub: Subscription) -> None:
+        """Deliver the history up to the follow's cut, then what came live meanwhile, then hand over to the
+        reader. Retries while Redis is unreachable (the screen was told)."""
+        key = self._stream(sub.call_id)
+        follow = self._follows.get(sub.call_id)
+        try:
+            if follow is None:
+                follow = self._follows[sub.call_id] = _Follow(sub.call_id)
+                follow.joining[sub] = []
+                follow.last_id = await self._retry(sub, lambda: _last(self._redis, key))
+                follow.ready.set()
+                await self._wake()  # the reader blocks on the streams it knew: have it follow this one too
+            else:
+                follow.joining[sub] = []
+                await follow.ready.wait()
+            cut = follow.last_id or "0-0"
+            history = [] if cut == "0-0" else await self._retry(sub, lambda: _xrange(self._redis, key, cut))
+            if history and history[0][1].get("k") != OPEN and sub.agent_id is not None:
+                # A very long call's start was trimmed from its stream: its agent is kept beside it.
+                agent = await self._retry(sub, lambda: self._redis.get(self._agent_key(sub.call_id)))
+                history.insert(0, ("0-0", {"k": OPEN, "a": str(agent or "")}))
+            if sub not in follow.joining:
+                return  # unsubscribed meanwhile
+            live = [(i, f) for i, f in follow.joining[sub] if _newer(i, cut)]  # the reader may have overlapped
+            entries = [(fields, True) for _, fields in history] + [(fields, False) for _, fields in live]
+            for fields, past in entries:
+                if not self._deliver(sub, fields, history=past):
+                    return
+            follow.subs.add(sub)
+        finally:
+            if follow is not None:
+                follow.joining.pop(sub, None)
+                if not follow.subs and not follow.joining and self._follows.get(sub.call_id) is follow:
+                    del self._follows[sub.call_id]
+
+    async def _retry(self, sub: Subscription, read: Callable[[], Awaitable[T]]) -> T:
+        for attempt in range(1_000_000):
+            try:
+                return await read()
+            except (RedisError, OSError) as e:
+                self._tell(sub, e)
+                await asyncio.sleep(_backoff(attempt))
+        raise AssertionError("unreachable")
+
+    def _tell(self, sub: Subscription, error: BaseException) -> None:
+        if self.read_problem is None:
+            log.error("event bus: cannot read events from Redis (%s)", error)
+        self.read_problem = f"Redis unreachable: {type(error).__name__}"
+        BUS_ERRORS.labels("read").inc()
+        if not sub.interrupted:
+            sub.interrupted = True
+            sub.put(dump(ErrorEvent(code="events_unavailable", message="the event bus (Redis) cannot be reached: "
+                                    "this screen resumes when it is back; the call itself goes on")))
+
+    def _deliver(self, sub: Subscription, fields: dict[str, str], history: bool) -> bool:
+        """Hand one stream entry to `sub`; False once its stream is over (ended, or not its call)."""
+        kind = fields.get("k", "")
+        if kind == OPEN:
+            sub.started = True
+            if sub.agent_id is not None and fields.get("a") != sub.agent_id:
+                sub.forbidden = True  # an agent may watch only the calls assigned to them
+                sub.put(None)
+                return False
+            return True
+        if kind == END:
+            sub.put(None)
+            return False
+        if history and kind == "partial":
+            return True  # a late screen gets the transcript, not the guesses that came before it
+        sub.started = True
+        sub.interrupted = False
+        sub.put(fields.get("t", ""))
+        return True
+
+    async def _wake(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.xadd(self._wake_key, {"w": "1"}, maxlen=10, approximate=False)
+            await self._redis.expire(self._wake_key, 86400)
+
+    async def _read_loop(self) -> None:
+        reader = self._redis
+        attempt = 0
+        while True:
+            streams = {self._wake_key: self._wake_id}
+            streams |= {self._stream(cid): f.last_id for cid, f in self._follows.items() if f.last_id is not None}
+            try:
+                answer = await _xread(reader, streams)
+            except (RedisError, OSError) as e:
+                for follow in list(self._follows.values()):
+                    for sub in list(follow.subs):
+                        self._tell(sub, e)
+                await asyncio.sleep(_backoff(attempt))
+                attempt += 1
+                continue
+            attempt = 0
+            if self.read_problem is not None:
+                log.info("event bus: reading events from Redis again")
+                self.read_problem = None
+            now = time.time()
+            for key, entries in answer:
+                if key == self._wake_key:
+                    self._wake_id = entries[-1][0]
+                    continue
+                found = self._follows.get(key[len(self.prefix) + len(":events:"):])
+                if found is None or found.last_id is None:
+                    continue
+                follow = found
+                for entry_id, fields in entries:
+                    follow.last_id = entry_id
+                    for buffered in follow.joining.values():
+                        buffered.append((entry_id, fields))
+                    for sub in list(follow.subs):
+                        if not self._deliver(sub, fields, history=False):
+                            follow.subs.discard(sub)
+                    sent = fields.get("q")
+                    if sent is not None and follow.subs:
+                        BUS_DELAY.observe(max(0.0, now - float(sent)))
+                if not follow.subs and not follow.joining:
+                    self._follows.pop(follow.call_id, None)
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        # The wake-up stream is read from its current end; "$" on the first XREAD means "only newer".
+        with contextlib.suppress(RedisError, OSError):
+            self._wake_id = await _last(self._redis, self._wake_key)
+        self._tasks = [asyncio.create_task(self._write_loop()), asyncio.create_task(self._read_loop())]
+
+    async def stop(self) -> None:
+        """Send what the calls published (a few seconds at most), then stop."""
+        deadline = asyncio.get_running_loop().time() + 5.0
+        while not self._outbox.empty() and self.write_problem is None \
+                and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        for task in [*self._tasks, *self._joins]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._joins, return_exceptions=True)
+        if not self._outbox.empty():
+            log.warning("event bus: %d event(s) not sent to Redis at shutdown", self._outbox.qsize())
+
+    async def check(self) -> str | None:
+        try:
+            await asyncio.wait_for(self._redis.ping(), timeout=2.0)
+        except (RedisError, OSError, TimeoutError) as e:
+            return f"Redis unreachable: {type(e).__name__}"
+        return self.write_problem or self.read_problem
+
+
+# Claims: the script sees Redis's own clock, so replicas' clocks do not matter.
+_CLAIM = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[2])
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'in_progress' end
+local limit = tonumber(ARGV[3])
+if limit > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  if redis.call('ZCARD', KEYS[2]) >= limit then return 'too_many' end
+  redis.call('ZADD', KEYS[2], now + lease, ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], lease)
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', lease)
+return 'ok'
+"""
+
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[2])
+local held = 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], lease)
+  held = 1
+end
+if ARGV[3] == '1' then
+  redis.call('ZADD', KEYS[2], now + lease, ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], lease)
+end
+return held
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('ZREM', KEYS[2], ARGV[2])
+return 1
+"""
+
+_CLAIM_SLOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+
+_RENEW_SLOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
+return 1
+"""
+
+
+class RedisClaims:
+    """`CallClaims` across replicas, as leases in Redis renewed every `lease_s / 3` by this process."""
+
+    def __init__(self, redis: aioredis.Redis, replica: str, *, prefix: str = "huifang", lease_s: float = 30.0) -> None:
+        self._redis = redis
+        self.replica = replica
+        self.prefix = prefix
+        self.lease_ms = int(lease_s * 1000)
+        self._claim = redis.register_script(_CLAIM)
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+        self._claim_slot = redis.register_script(_CLAIM_SLOT)
+        self._renew_slot = redis.register_script(_RENEW_SLOT)
+        #: Calls and demos this process holds (renewed by the heartbeat), and the fallback counts.
+        self.local = LocalClaims()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.problem: str | None = None
+
+    def _keys(self, call_id: str, owner: str | None) -> list[str]:
+        return [f"{self.prefix}:live:{call_id}", f"{self.prefix}:owner:{owner or '-'}"]
+
+    def _unreachable(self, what: str, error: BaseException) -> None:
+        if self.problem is None:
+            log.error("call claims: Redis unreachable (%s); %s on this replica's counts only", error, what)
+        self.problem = f"Redis unreachable: {type(error).__name__}"
+        BUS_ERRORS.labels("claims").inc()
+
+    async def claim(self, call_id: str, owner: str | None, max_per_owner: int) -> None:
+        self.local.check(call_id, owner, max_per_owner)
+        limit = max_per_owner if owner is not None else 0
+        try:
+            answer = await asyncio.wait_for(self._claim(keys=self._keys(call_id, owner), args=[
+                self.replica, self.lease_ms, limit, call_id]), timeout=COMMAND_TIMEOUT_S)
+        except (RedisError, OSError, TimeoutError) as e:
+            self._unreachable("calls are admitted", e)
+        else:
+            self.problem = None
+            if answer == "in_progress":
+                raise call_in_progress(call_id)
+            if answer == "too_many":
+                raise too_many_calls()
+        self.local.add(call_id, owner)
+
+    def release(self, call_id: str, owner: str | None) -> None:
+        self.local.release(call_id, owner)
+        self._spawn(self._release(keys=self._keys(call_id, owner), args=[self.replica, call_id]))
+
+    async def claim_demo(self, call_id: str, cap: int) -> None:
+        await self.local.claim_demo(call_id, cap)
+        try:
+            ok = await asyncio.wait_for(self._claim_slot(keys=[f"{self.prefix}:demos"], args=[
+                cap, self.lease_ms, call_id]), timeout=COMMAND_TIMEOUT_S)
+        except (RedisError, OSError, TimeoutError) as e:
+            self._unreachable("demo replays are admitted", e)
+            return
+        if not ok:
+            self.local.release_demo(call_id)
+            raise too_many_demos(cap)
+
+    def release_demo(self, call_id: str) -> None:
+        self.local.release_demo(call_id)
+        self._spawn(self._redis.zrem(f"{self.prefix}:demos", call_id))
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        async def run() -> None:
+            try:
+                await asyncio.wait_for(work, timeout=COMMAND_TIMEOUT_S)
+            except (RedisError, OSError, TimeoutError) as e:
+                # The lease runs out by itself.
+                log.warning("call claims: could not release a claim (%s); it expires", e)
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ms / 3000)
+            try:
+                owners = {cid: owner for owner, held in self.local.by_owner.items() for cid in held}
+                for call_id in list(self.local.calls):
+                    owner = owners.get(call_id)
+                    held = await self._renew(keys=self._keys(call_id, owner), args=[
+                        self.replica, self.lease_ms, "1" if owner is not None else "0", call_id])
+                    if not held:
+                        # The lease ran out while Redis was away and may be someone else's now: take it back if free.
+                        await self._redis.set(self._keys(call_id, owner)[0], self.replica, px=self.lease_ms, nx=True)
+                for call_id in list(self.local.demos):
+                    await self._renew_slot(keys=[f"{self.prefix}:demos"], args=[self.lease_ms, call_id])
+                self.problem = None
+            except (RedisError, OSError) as e:
+                self._unreachable("claims are kept", e)
+
+    async def start(self) -> None:
+        self._heartbeat = asyncio.create_task(self._beat())
+
+    async def stop(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        owners = {cid: owner for owner, held in self.local.by_owner.items() for cid in held}
+        for call_id in list(self.local.calls):
+            self.release(call_id, owners.get(call_id))
+        for call_id in list(self.local.demos):
+            self.release_demo(call_id)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
