@@ -252,13 +252,9 @@ def renew_lease(store: Store, job: JobRecord, owner: str, lease_s: float) -> boo
 
 
 def sweep_audio(store: Store, data_dir: Path) -> int:
-    """Delete stored audio past its retention (the report stays)."""
-    count = 0
-    for call_id, folder in store.expired_audio(utcnow()):
-        remove_audio(data_dir, folder)
-        store.audio_removed(call_id)
-        count += 1
-    return count
+    """Delete stored audio past its retention (the report stays). Every replica sweeps; each call's audio is
+    removed by one of them (`Store.sweep_expired_audio`)."""
+    return store.sweep_expired_audio(utcnow(), lambda folder: remove_audio(data_dir, folder))
 
 
 def stored_audio(data_dir: Path, path: str) -> bool:

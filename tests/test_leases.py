@@ -106,3 +106,49 @@ def test_a_result_waits_out_a_database_outage_and_is_recorded_once(tmp_path: Pat
     run_job(JobContext(store, tmp_path, score, 90.0), claimed)
     assert outages == [0] and store.get_job("j1").status == "done"  # type: ignore[union-attr]
     assert store.get_call("c1") is not None
+
+
+def test_retention_removes_each_call_s_audio_once_across_replicas(postgres_schema: str) -> None:
+    """Two replicas' sweepers at once over 40 expired calls: every folder is removed by exactly one of them."""
+    import threading
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from service.store.models import Call
+    from service.store.store import utcnow
+
+    store = Store(postgres_schema)
+    store.migrate()
+    for i in range(40):
+        job = store.create_job(f"r{i:02d}", [], None, None, f"rjob{i:02d}")
+        claimed = store.claim(job.id)
+        assert claimed is not None
+        store.complete_job(job.id, _report(job.call_id, "low", 5, {"term": "clear"}), None, f"audio/rjob{i:02d}",
+                           utcnow() + timedelta(days=1), None, [], version=claimed.lease_version)
+    with store.session() as s, s.begin():
+        s.execute(update(Call).values(audio_expires_at=utcnow() - timedelta(seconds=1)))
+    removed: list[str] = []
+    lock = threading.Lock()
+
+    def remove(folder: str) -> None:
+        time.sleep(0.01)  # deleting files takes a while: the sweepers overlap
+        with lock:
+            removed.append(folder)
+
+    replicas = [Store(postgres_schema) for _ in range(2)]
+    counts = [0, 0]
+
+    def sweep(i: int) -> None:
+        counts[i] = replicas[i].sweep_expired_audio(utcnow(), remove)
+
+    threads = [threading.Thread(target=sweep, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(removed) == [f"audio/rjob{i:02d}" for i in range(40)]  # each once
+    assert sum(counts) == 40 and min(counts) > 0  # both swept, neither took a call the other had
+    assert store.sweep_expired_audio(utcnow(), remove) == 0
+    for s in (*replicas, store):
+        s.close()

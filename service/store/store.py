@@ -8,6 +8,7 @@ schema comes from the Alembic migrations, applied by `migrate()` at start-up.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -369,16 +370,23 @@ class Store:
                 s.delete(job)
             return sorted(folders)
 
-    def expired_audio(self, now: datetime) -> list[tuple[str, str]]:
-        """(call id, audio folder) of calls whose audio passed its retention."""
-        with self.session() as s:
-            rows = s.execute(select(Call.call_id, Call.audio_dir).where(
-                Call.audio_dir.is_not(None), Call.audio_expires_at <= now)).all()
-            return [(r[0], r[1]) for r in rows]
-
-    def audio_removed(self, call_id: str) -> None:
-        with self.session() as s, s.begin():
-            s.execute(update(Call).where(Call.call_id == call_id).values(audio_dir=None, audio_expires_at=None))
+    def sweep_expired_audio(self, now: datetime, remove: Callable[[str], None]) -> int:
+        """For each call whose audio passed its retention: `remove(folder)`, then forget the folder; returns how
+        many. One call at a time under its row lock (FOR UPDATE SKIP LOCKED on PostgreSQL), the files removed
+        before the row is updated: replicas sweeping at once never take the same call, and a sweeper that dies
+        midway leaves the call for the next sweep instead of a folder nothing points to."""
+        count = 0
+        while True:
+            with self.session() as s, s.begin():
+                query = select(Call).where(Call.audio_dir.is_not(None), Call.audio_expires_at <= now).limit(1)
+                if self.engine.dialect.name == "postgresql":
+                    query = query.with_for_update(skip_locked=True)
+                call = s.execute(query).scalar_one_or_none()
+                if call is None:
+                    return count
+                remove(str(call.audio_dir))
+                call.audio_dir, call.audio_expires_at = None, None
+            count += 1
 
 
 def _fence(job: Recording, version: int | None) -> None:
