@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,8 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture()
-def postgres_schema() -> Any:
+@contextmanager
+def fresh_postgres_schema() -> Iterator[str]:
     """A URL of the test PostgreSQL server whose tables live in a fresh schema, dropped afterwards (for tests
     that need an empty database). Skips without a server, fails where one is required (.ci/run)."""
     url = os.environ.get("HUIFANG_TEST_POSTGRES_URL")
@@ -42,6 +44,13 @@ def postgres_schema() -> Any:
         with admin.begin() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+@pytest.fixture()
+def postgres_schema() -> Iterator[str]:
+    """`fresh_postgres_schema` for one test."""
+    with fresh_postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

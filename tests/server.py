@@ -59,8 +59,10 @@ def wait_healthy(proc: subprocess.Popen[Any], port: int, timeout_s: float = 120)
 
 
 @contextmanager
-def running_server(data_dir: Path, model_cache: Path, timeout_s: float = 120) -> Iterator[int]:
-    """A server whose data directory shares the session's joined model; yields its port once /healthz is 200."""
+def running_server(data_dir: Path, model_cache: Path, timeout_s: float = 120,
+                   env_extra: dict[str, str] | None = None) -> Iterator[int]:
+    """A server whose data directory shares the session's joined model; yields its port once /healthz is 200.
+    `env_extra`: more settings (HUIFANG_...) for this server."""
     data_dir.mkdir(parents=True, exist_ok=True)
     if not (data_dir / "models").exists():
         (data_dir / "models").symlink_to(model_cache)
@@ -69,7 +71,7 @@ def running_server(data_dir: Path, model_cache: Path, timeout_s: float = 120) ->
     write_tokens_file(tokens, {INGEST: ("ingest", None), AGENT: ("agent", AGENT_ID), SUPERVISOR: ("supervisor", None),
                                ADMIN: ("admin", None)})
     env = {**os.environ, "HUIFANG_DATA_DIR": str(data_dir), "HUIFANG_AUTH__TOKENS_FILE": str(tokens),
-           "HUIFANG_METRICS__PORT": os.environ.get("HUIFANG_METRICS__PORT", "0")}
+           "HUIFANG_METRICS__PORT": os.environ.get("HUIFANG_METRICS__PORT", "0"), **(env_extra or {})}
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

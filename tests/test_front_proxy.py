@@ -5,15 +5,10 @@ off; websockets pass through. Runs Debian's nginx (installed by .ci/run); skips 
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,34 +17,20 @@ import pytest
 from service.app import create_app
 from service.auth import write_tokens_file
 from service.settings import Settings
+from tests.proxy import front_proxy, require_nginx, wait_port
 from tests.server import free_port
 from tests.test_live_socket import START, FakeTranscriber
 
-REPO = Path(__file__).resolve().parent.parent
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 INGEST = "fp-ingest"
 #: Shorter than deploy/nginx.conf's 10 s / 20 s, so the test does not wait long; the mechanism is the same.
 HEADER_TIMEOUT_S, BODY_TIMEOUT_S = 2, 2
-
-
-def _wait_port(port: int, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"nothing listens on {port}")
 
 
 @pytest.fixture(scope="module")
 def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
     """huifang (uvicorn, a fake recogniser) on one port, the shipped nginx configuration in front of it on
     another; yields (proxy base URL, the uvicorn server)."""
-    if NGINX is None:
-        if os.environ.get("HUIFANG_REQUIRE_NGINX"):
-            pytest.fail("nginx is required here (HUIFANG_REQUIRE_NGINX) but not installed")
-        pytest.skip("nginx not installed (Debian's nginx-light; .ci/run installs it)")
+    require_nginx()
     import uvicorn
 
     tmp = tmp_path_factory.mktemp("proxy")
@@ -62,29 +43,13 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any
                                            ws_max_size=128 * 1024))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    conf = (REPO / "deploy" / "nginx.conf").read_text(encoding="utf-8")
-    for pattern, value in [(r"listen 8080;", f"listen 127.0.0.1:{proxy_port};"),
-                           (r"server 127\.0\.0\.1:8000;", f"server 127.0.0.1:{service_port};"),
-                           (r"pid [^;]+;", f"pid {tmp / 'nginx.pid'};"),
-                           (r"error_log [^;]+;", f"error_log {tmp / 'error.log'} warn;"),
-                           (r"access_log (\S+) huifang;", f"access_log {tmp / 'access.log'} huifang;"),
-                           (r"client_header_timeout \d+s;", f"client_header_timeout {HEADER_TIMEOUT_S}s;"),
-                           (r"client_body_timeout \d+s;", f"client_body_timeout {BODY_TIMEOUT_S}s;"),
-                           (r"worker_connections \d+;", "worker_connections 1024;"),
-                           (r"worker_processes auto;", "worker_processes 1;")]:
-        conf, count = re.subn(pattern, value, conf)
-        assert count == 1, pattern
-    (tmp / "nginx.conf").write_text(conf, encoding="utf-8")
-    (tmp / "logs").mkdir()
-    proxy = subprocess.Popen([NGINX, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_port(service_port)
-        _wait_port(proxy_port)
-        yield f"http://127.0.0.1:{proxy_port}", server
+        wait_port(service_port)
+        with front_proxy(tmp, proxy_port, [service_port], [
+                (r"client_header_timeout \d+s;", f"client_header_timeout {HEADER_TIMEOUT_S}s;"),
+                (r"client_body_timeout \d+s;", f"client_body_timeout {BODY_TIMEOUT_S}s;")]):
+            yield f"http://127.0.0.1:{proxy_port}", server
     finally:
-        proxy.terminate()
-        proxy.wait(timeout=10)
         server.should_exit = True
         thread.join(timeout=10)
 

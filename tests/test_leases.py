@@ -52,6 +52,16 @@ asyncio.run(main())
 """
 
 
+def _holds_a_job(store: Store, pid: int) -> bool:
+    from sqlalchemy import func, select
+
+    from service.store.models import Recording
+
+    with store.session() as s:
+        return bool(s.scalar(select(func.count()).select_from(Recording).where(
+            Recording.status == "running", Recording.lease_owner.contains(f":{pid}:"))))
+
+
 def test_two_workers_one_killed_every_job_scored_once(postgres_schema: str, tmp_path: Path) -> None:
     from sqlalchemy import func, select
 
@@ -61,10 +71,19 @@ def test_two_workers_one_killed_every_job_scored_once(postgres_schema: str, tmp_
     store.migrate()
     for i in range(50):
         store.create_job(f"c{i:02d}", [], None, None, f"job{i:02d}")
-    # The first worker takes 30 s a job, so it is surely mid-job when it is killed; the second 0.1 s.
-    workers = [subprocess.Popen([sys.executable, "-c", _WORKER, postgres_schema, str(tmp_path), pace], cwd=REPO,
-                                stderr=subprocess.PIPE) for pace in ("30", "0.1")]
-    time.sleep(4)  # both are scoring by now
+    # The first worker takes 30 s a job, so it is surely mid-job when it is killed; the second 0.1 s. The second
+    # starts once the first holds a job (start-up may take a while on a busy machine), and both run together.
+    def worker(pace: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-c", _WORKER, postgres_schema, str(tmp_path), pace], cwd=REPO,
+                                stderr=subprocess.PIPE)
+
+    workers = [worker("30")]
+    deadline = time.monotonic() + 120
+    while not _holds_a_job(store, workers[0].pid):
+        assert time.monotonic() < deadline and workers[0].poll() is None, "the first worker never took a job"
+        time.sleep(0.2)
+    workers.append(worker("0.1"))
+    time.sleep(2)
     workers[0].send_signal(signal.SIGKILL)  # its lease will run out and the other takes its job over
     assert workers[1].wait(timeout=180) == 0, workers[1].stderr.read().decode()[-2000:] if workers[1].stderr else ""
     workers[0].wait()
