@@ -205,3 +205,25 @@ async def test_claims_of_a_dead_replica_expire_and_demo_caps_hold_across_replica
     await asyncio.sleep(2.0)
     await b.claim("c9", "switch", 1)
     await b.claim_demo("demo-3", 2)
+
+
+@pytest.mark.asyncio
+async def test_screens_of_a_call_whose_replica_died_are_told_and_closed(
+        redis_server: RedisServer, replicas: tuple[RedisHub, RedisHub], claim_pair: tuple[RedisClaims, RedisClaims],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.live import redis_bus
+
+    monkeypatch.setattr(redis_bus, "LOST_CHECK_S", 0.3)
+    (a, b), (claims_a, _) = replicas, claim_pair
+    await claims_a.claim("call-6", None, 1)
+    a.open("call-6")
+    a.publish("call-6", event("final", 0), "final")
+    alive = b.subscribe("call-6")
+    assert json.loads(await asyncio.wait_for(alive.queue.get(), 10))["n"] == 0
+    await asyncio.sleep(1.5)
+    assert alive.queue.empty()  # quiet, but its replica still holds it: nothing said
+    assert claims_a._heartbeat is not None
+    claims_a._heartbeat.cancel()  # replica A dies mid-call: no end, and its claim expires
+    lost = json.loads(await asyncio.wait_for(alive.queue.get(), 15))
+    assert lost["type"] == "error" and lost["code"] == "call_lost"
+    assert await asyncio.wait_for(alive.queue.get(), 5) is None

@@ -60,6 +60,11 @@ RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 #: Seconds a Redis command may take before Redis counts as unreachable.
 COMMAND_TIMEOUT_S = 5.0
 
+#: Seconds between checks that the calls followed here are still held by a replica, and how many checks in a row
+#: must find a call's claim gone (its replica died) before its screens are told and closed.
+LOST_CHECK_S = 5.0
+LOST_AFTER = 3
+
 #: Stream entry kinds besides the events' own types.
 OPEN, END = "__open__", "__end__"
 
@@ -116,6 +121,14 @@ class _Follow:
     #: Subscribers still reading their history, with the live entries that came meanwhile.
     joining: dict[Subscription, list[tuple[str, dict[str, str]]]] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    #: When the last entry came (loop time), and how many checks in a row found the call's claim gone.
+    last_seen: float = 0.0
+    missing: int = 0
+
+
+def live_key(prefix: str, call_id: str) -> str:
+    """The claim naming the replica that streams `call_id` (`RedisClaims`); the hub checks that it still exists."""
+    return f"{prefix}:live:{call_id}"
 
 
 class RedisHub:
@@ -234,7 +247,8 @@ class RedisHub:
         follow = self._follows.get(sub.call_id)
         try:
             if follow is None:
-                follow = self._follows[sub.call_id] = _Follow(sub.call_id)
+                follow = self._follows[sub.call_id] = _Follow(sub.call_id,
+                                                              last_seen=asyncio.get_running_loop().time())
                 follow.joining[sub] = []
                 follow.last_id = await self._retry(sub, lambda: _last(self._redis, key))
                 follow.ready.set()
@@ -309,7 +323,12 @@ class RedisHub:
     async def _read_loop(self) -> None:
         reader = self._redis
         attempt = 0
+        checked = asyncio.get_running_loop().time()
         while True:
+            if asyncio.get_running_loop().time() - checked >= LOST_CHECK_S:
+                checked = asyncio.get_running_loop().time()
+                with contextlib.suppress(RedisError, OSError):
+                    await self._check_lost()
             streams = {self._wake_key: self._wake_id}
             streams |= {self._stream(cid): f.last_id for cid, f in self._follows.items() if f.last_id is not None}
             try:
@@ -334,6 +353,7 @@ class RedisHub:
                 if found is None or found.last_id is None:
                     continue
                 follow = found
+                follow.last_seen, follow.missing = asyncio.get_running_loop().time(), 0
                 for entry_id, fields in entries:
                     follow.last_id = entry_id
                     for buffered in follow.joining.values():
@@ -346,6 +366,32 @@ class RedisHub:
                         BUS_DELAY.observe(max(0.0, now - float(sent)))
                 if not follow.subs and not follow.joining:
                     self._follows.pop(follow.call_id, None)
+
+    async def _check_lost(self) -> None:
+        """End the screens of calls whose replica died: no entry for a while, no `end`, and the call's claim gone
+        on `LOST_AFTER` checks in a row (a live call's claim is renewed every few seconds; one taken while Redis
+        was away is put back by its replica's heartbeat)."""
+        now = asyncio.get_running_loop().time()
+        quiet = [f for f in self._follows.values()
+                 if now - f.last_seen >= LOST_CHECK_S and any(sub.started for sub in f.subs)]
+        if not quiet:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for follow in quiet:
+            pipe.exists(live_key(self.prefix, follow.call_id))
+        for follow, held in zip(quiet, await pipe.execute(), strict=True):
+            follow.missing = 0 if held else follow.missing + 1
+            if follow.missing < LOST_AFTER:
+                continue
+            log.warning("event bus: call %s is held by no replica any more and never ended; closing its screens",
+                        follow.call_id)
+            for sub in follow.subs:
+                sub.put(dump(ErrorEvent(code="call_lost", message="the server streaming this call stopped without "
+                                        "ending it; its events so far are in the call's history")))
+                sub.put(None)
+            follow.subs.clear()
+            if not follow.joining:
+                self._follows.pop(follow.call_id, None)
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
@@ -453,7 +499,7 @@ class RedisClaims:
         self.problem: str | None = None
 
     def _keys(self, call_id: str, owner: str | None) -> list[str]:
-        return [f"{self.prefix}:live:{call_id}", f"{self.prefix}:owner:{owner or '-'}"]
+        return [live_key(self.prefix, call_id), f"{self.prefix}:owner:{owner or '-'}"]
 
     def _unreachable(self, what: str, error: BaseException) -> None:
         if self.problem is None:
