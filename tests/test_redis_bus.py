@@ -227,3 +227,50 @@ async def test_screens_of_a_call_whose_replica_died_are_told_and_closed(
     lost = json.loads(await asyncio.wait_for(alive.queue.get(), 15))
     assert lost["type"] == "error" and lost["code"] == "call_lost"
     assert await asyncio.wait_for(alive.queue.get(), 5) is None
+
+
+def test_a_service_whose_redis_is_down_takes_calls_and_says_so_on_readyz(tmp_path: Path) -> None:
+    """The app with HUIFANG_REDIS_URL pointing at no server: /healthz stays 200 (live), /readyz is 503 and names
+    the event bus, and a live call still streams and ends (its own socket gets every event)."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app, state_of
+    from service.settings import Settings
+    from tests.redis_server import free_port
+    from tests.test_live_socket import START, FakeTranscriber
+
+    settings = Settings(data_dir=tmp_path / "data", redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    with TestClient(create_app(settings, transcriber=FakeTranscriber())) as client:  # type: ignore[arg-type]
+        client.headers["Authorization"] = f"Bearer {state_of(client.app).dev_token}"  # type: ignore[arg-type]
+        assert client.get("/healthz").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "event bus" in ready.json()["error"]
+        with client.websocket_connect("/v1/calls/no-redis/audio") as ws:
+            ws.send_text(json.dumps(START))
+            assert json.loads(ws.receive_text())["type"] == "ready"
+            ws.send_bytes(b"\0\0" * 2 * 1600)
+            ws.send_text(json.dumps({"type": "stop"}))
+            kinds: list[str] = []
+            while not kinds or kinds[-1] != "end":
+                kinds.append(json.loads(ws.receive_text())["type"])
+        assert kinds[-1] == "end"
+
+
+@pytest.mark.asyncio
+async def test_a_batch_sent_again_after_a_lost_reply_adds_nothing_twice(redis_server: RedisServer,
+                                                                       replicas: tuple[RedisHub, RedisHub]) -> None:
+    _, b = replicas
+    client = connect(redis_server.url)
+    writer = RedisHub(client, "replica-w", prefix="t")  # not started: its batches are sent by hand below
+    writer.open("call-7")
+    for n in range(5):
+        writer.publish("call-7", event("final", n), "final")
+    first = [writer._outbox.get_nowait() for _ in range(6)]
+    await writer._send(first)
+    writer.publish("call-7", event("final", 5), "final")
+    writer.close("call-7")
+    second = [writer._outbox.get_nowait() for _ in range(2)]
+    await writer._send(second)
+    await writer._send(second)  # the reply was lost: the writer sends the batch again
+    assert [e["n"] for e in await drain(b.subscribe("call-7"))] == list(range(6))
+    await client.aclose()

@@ -65,6 +65,9 @@ COMMAND_TIMEOUT_S = 5.0
 LOST_CHECK_S = 5.0
 LOST_AFTER = 3
 
+#: Seconds a claim waits for Redis while it is known to be unreachable.
+CLAIM_TIMEOUT_DOWN_S = 0.3
+
 #: Stream entry kinds besides the events' own types.
 OPEN, END = "__open__", "__end__"
 
@@ -126,6 +129,16 @@ class _Follow:
     missing: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Out:
+    """A stream entry on its way to Redis, with the id it was given when the call published it."""
+
+    kind: str
+    call_id: str
+    entry_id: str
+    fields: dict[str, str]
+
+
 def live_key(prefix: str, call_id: str) -> str:
     """The claim naming the replica that streams `call_id` (`RedisClaims`); the hub checks that it still exists."""
     return f"{prefix}:live:{call_id}"
@@ -142,7 +155,9 @@ class RedisHub:
         self.history_limit = history_limit
         self.live_ttl_s = live_ttl_s
         self.keep_s = keep_s
-        self._outbox: asyncio.Queue[tuple[str, ...]] = asyncio.Queue(maxsize=QUEUE_LIMIT)
+        self._outbox: asyncio.Queue[_Out] = asyncio.Queue(maxsize=QUEUE_LIMIT)
+        #: (milliseconds, sequence) of the last entry id given to each live call's stream.
+        self._clock: dict[str, tuple[int, int]] = {}
         self._follows: dict[str, _Follow] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._joins: set[asyncio.Task[None]] = set()
@@ -161,9 +176,15 @@ class RedisHub:
 
     # -- the calls' side: never waits -------------------------------------------------------------------------
 
-    def _queue(self, entry: tuple[str, ...]) -> None:
+    def _queue(self, kind: str, call_id: str, fields: dict[str, str]) -> None:
+        """Stamp the entry with its stream id now (so that a batch sent again after a failure cannot add it
+        twice) and queue it for the writer."""
+        ms = max(int(time.time() * 1000), self._clock.get(call_id, (0, 0))[0])
+        last_ms, last_seq = self._clock.get(call_id, (0, -1))
+        seq = last_seq + 1 if ms == last_ms else 0
+        self._clock[call_id] = (ms, seq)
         try:
-            self._outbox.put_nowait(entry)
+            self._outbox.put_nowait(_Out(kind, call_id, f"{ms}-{seq}", {"k": kind, **fields}))
         except asyncio.QueueFull:
             self.dropped += 1
             BUS_ERRORS.labels("dropped").inc()
@@ -171,14 +192,16 @@ class RedisHub:
                 log.error("event bus: %d event(s) dropped, Redis has been unreachable too long", self.dropped)
 
     def open(self, call_id: str, agent_id: str | None = None) -> None:
-        self._queue((OPEN, call_id, agent_id or ""))
+        self._clock.pop(call_id, None)  # a fresh stream
+        self._queue(OPEN, call_id, {"a": agent_id or ""})
 
     def publish(self, call_id: str, text: str, kind: str) -> None:
         # The wall clock, not the loop's: the reader may be another machine (its delay is a metric).
-        self._queue((kind, call_id, text, repr(time.time())))
+        self._queue(kind, call_id, {"t": text, "q": repr(time.time())})
 
     def close(self, call_id: str) -> None:
-        self._queue((END, call_id))
+        self._queue(END, call_id, {})
+        self._clock.pop(call_id, None)
 
     # -- the writer ---------------------------------------------------------------------------------------------
 
@@ -202,25 +225,27 @@ class RedisHub:
                     self.write_problem = None
                 break
 
-    async def _send(self, batch: list[tuple[str, ...]]) -> None:
+    async def _send(self, batch: list[_Out]) -> None:
         pipe = self._redis.pipeline(transaction=False)
         live_ttl, keep = int(self.live_ttl_s + self.keep_s), int(self.keep_s)
-        for entry in batch:
-            kind, call_id = entry[0], entry[1]
-            key = self._stream(call_id)
-            if kind == OPEN:
+        for out in batch:
+            key = self._stream(out.call_id)
+            if out.kind == OPEN:
                 pipe.delete(key)  # a restarted call id starts a fresh history
-                pipe.xadd(key, {"k": OPEN, "a": entry[2]}, maxlen=self.history_limit, approximate=True)
+            pipe.xadd(key, cast(Any, out.fields), id=out.entry_id, maxlen=self.history_limit, approximate=True)
+            if out.kind == OPEN:
                 pipe.expire(key, live_ttl)
-                pipe.set(self._agent_key(call_id), entry[2], ex=live_ttl)
-            elif kind == END:
-                pipe.xadd(key, {"k": END}, maxlen=self.history_limit, approximate=True)
+                pipe.set(self._agent_key(out.call_id), out.fields["a"], ex=live_ttl)
+            elif out.kind == END:
                 pipe.expire(key, keep)
-                pipe.expire(self._agent_key(call_id), keep)
-            else:
-                pipe.xadd(key, {"k": kind, "t": entry[2], "q": entry[3]}, maxlen=self.history_limit,
-                          approximate=True)
-        await pipe.execute()
+                pipe.expire(self._agent_key(out.call_id), keep)
+        for answer in await pipe.execute(raise_on_error=False):
+            # An entry already there (its batch was sent before and the reply lost) is refused by its id: fine.
+            # Any other refusal (Redis out of memory, a key of another type under our prefix) would be refused
+            # again: it is counted and logged, not retried.
+            if isinstance(answer, Exception) and "equal or smaller" not in str(answer):
+                BUS_ERRORS.labels("refused").inc()
+                log.error("event bus: Redis refused a write: %s", answer)
 
     # -- the screens' side --------------------------------------------------------------------------------------
 
@@ -501,6 +526,11 @@ class RedisClaims:
     def _keys(self, call_id: str, owner: str | None) -> list[str]:
         return [live_key(self.prefix, call_id), f"{self.prefix}:owner:{owner or '-'}"]
 
+    def _timeout(self) -> float:
+        """How long a claim may wait for Redis: briefly while it is known to be away (a call must not wait
+        seconds to start; the heartbeat finds out when it is back)."""
+        return CLAIM_TIMEOUT_DOWN_S if self.problem else COMMAND_TIMEOUT_S
+
     def _unreachable(self, what: str, error: BaseException) -> None:
         if self.problem is None:
             log.error("call claims: Redis unreachable (%s); %s on this replica's counts only", error, what)
@@ -512,7 +542,7 @@ class RedisClaims:
         limit = max_per_owner if owner is not None else 0
         try:
             answer = await asyncio.wait_for(self._claim(keys=self._keys(call_id, owner), args=[
-                self.replica, self.lease_ms, limit, call_id]), timeout=COMMAND_TIMEOUT_S)
+                self.replica, self.lease_ms, limit, call_id]), timeout=self._timeout())
         except (RedisError, OSError, TimeoutError) as e:
             self._unreachable("calls are admitted", e)
         else:
@@ -531,7 +561,7 @@ class RedisClaims:
         await self.local.claim_demo(call_id, cap)
         try:
             ok = await asyncio.wait_for(self._claim_slot(keys=[f"{self.prefix}:demos"], args=[
-                cap, self.lease_ms, call_id]), timeout=COMMAND_TIMEOUT_S)
+                cap, self.lease_ms, call_id]), timeout=self._timeout())
         except (RedisError, OSError, TimeoutError) as e:
             self._unreachable("demo replays are admitted", e)
             return
@@ -558,6 +588,7 @@ class RedisClaims:
         while True:
             await asyncio.sleep(self.lease_ms / 3000)
             try:
+                await asyncio.wait_for(self._redis.ping(), timeout=COMMAND_TIMEOUT_S)
                 owners = {cid: owner for owner, held in self.local.by_owner.items() for cid in held}
                 for call_id in list(self.local.calls):
                     owner = owners.get(call_id)
@@ -569,7 +600,7 @@ class RedisClaims:
                 for call_id in list(self.local.demos):
                     await self._renew_slot(keys=[f"{self.prefix}:demos"], args=[self.lease_ms, call_id])
                 self.problem = None
-            except (RedisError, OSError) as e:
+            except (RedisError, OSError, TimeoutError) as e:
                 self._unreachable("claims are kept", e)
 
     async def start(self) -> None:
