@@ -166,6 +166,8 @@ async def soak(n_calls: int, minutes: float, upload_every_s: float, port: int, p
         "rss_slope_mb_per_h": rss_slope, "open_files_first": tally.samples[0][2] if tally.samples else None,
         "open_files_last": tally.samples[-1][2] if tally.samples else None, "open_files_slope_per_h": fd_slope,
         "final_latency_p95_by_window_s": [p95[w] for w in windows], "p95_drift": drift,
+        # The shape of the curve tells a leak (straight) from a process settling (flattening).
+        "rss_mb_by_5_min": [round(r) for m, r, _ in tally.samples if m % 5 < SAMPLE_S / 60],
         "aims_hold": bool(rss_slope is not None and rss_slope < 20 and (fd_slope or 0) <= 1 and lost == 0
                           and errors == 0 and (drift is None or drift <= 0.2)),
     }
