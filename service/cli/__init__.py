@@ -1,6 +1,7 @@
 """`huifang` command line: `serve` runs the service, `transcribe` prints a recording's utterances, `replay`
 streams one through the live socket (the client in `service.cli.replay`), `score` / `score-dir` score recorded
-calls (`service.cli.score`), `audit verify` and `token` for operators.
+calls (`service.cli.score`), `score-archive` scores an archive through the job queue, here or on Ray
+(`service.cli.archive`), `audit verify` and `token` for operators.
 
 Errors a user can fix (bad audio, limits, missing model, bad arguments) print one line and exit with code 2;
 tracebacks are for bugs only.
@@ -117,6 +118,25 @@ def cmd_score_dir(args: argparse.Namespace) -> int:
                      sys.stderr.isatty() and not args.no_progress)
 
 
+def cmd_score_archive(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from service.cli.archive import score_archive
+    from service.settings import get_settings
+
+    source, ray = args.source, args.ray
+    if source is None and ray is not None and os.path.exists(ray):
+        source, ray = ray, "local"  # `--ray MANIFEST`: the bare flag took the source as its address
+    if source is None:
+        raise ServiceError("usage", "score-archive needs a manifest or a folder (with --ray, put it first)")
+    if args.workers < 1 or (args.actors is not None and args.actors < 1) or args.cpus_per_actor < 1:
+        raise ServiceError("usage", "--workers, --actors and --cpus-per-actor must be at least 1")
+    if args.interval <= 0:
+        raise ServiceError("usage", "--interval must be more than 0 seconds")
+    return score_archive(get_settings(), Path(source), _roles(args.channels), ray, args.actors, args.cpus_per_actor,
+                         args.workers, args.enqueue_only, args.skip_invalid, args.interval)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -213,6 +233,28 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--channels", default="agent,customer", help="roles of the files' channels in order")
     sd.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     sd.set_defaults(func=cmd_score_dir)
+
+    sa = sub.add_parser("score-archive", help="score an archive of recorded calls through the job queue, in this "
+                        "process or on Ray; run it again to resume")
+    sa.add_argument("source", nargs="?", help="manifest CSV with the columns audio, call_id, loan_file (a JSON "
+                    "object or the path of a JSON file; paths relative to the manifest), or a folder of recordings "
+                    "as score-dir reads it; the audio is read in place, never copied or modified")
+    sa.add_argument("--channels", default="agent,customer", help="roles of the files' channels in order")
+    sa.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="score on a pool of Ray actors: alone, a local Ray runtime of this machine; with an "
+                    "address (auto, HOST:PORT, ray://HOST:10001) on that cluster (pip install 'huifang[ray]')")
+    sa.add_argument("--actors", type=int, default=None, help="with --ray: actors, each loading the model once "
+                    "(default: the cluster's CPUs / --cpus-per-actor)")
+    sa.add_argument("--cpus-per-actor", type=int, default=1, help="with --ray: CPUs reserved by, and decoding "
+                    "threads of, each actor (default 1)")
+    sa.add_argument("--workers", type=int, default=1, help="without --ray: jobs scored at once in this process "
+                    "(default 1: one decode already uses every core)")
+    sa.add_argument("--enqueue-only", action="store_true", help="only queue the calls: `huifang serve` replicas "
+                    "(or a later run) score them")
+    sa.add_argument("--skip-invalid", action="store_true", help="queue the valid calls even when some rows of the "
+                    "manifest are not (they are listed)")
+    sa.add_argument("--interval", type=float, default=10.0, help="seconds between progress lines (default 10)")
+    sa.set_defaults(func=cmd_score_archive)
 
     au = sub.add_parser("audit", help="check the audit log")
     au.add_argument("action", choices=("verify",), help="verify: walk the hash chain, check stored calls against "

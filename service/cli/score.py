@@ -17,15 +17,13 @@ from typing import Any
 
 from asr.errors import AsrError
 from nlu.pii import minimal_loan_file
-from pipeline.recording import AudioPart, RecordingError, RecordingScorer, validate_parts
+from pipeline.recording import AudioPart, RecordingError, validate_parts
+from service import archive
 from service.errors import ServiceError
-from service.jobs import job_context, recording_scorer, run_job
-from service.protocol import LoanFileError, parse_loan_file
+from service.jobs import job_context, run_job
+from service.protocol import LoanFileError
 from service.settings import Settings
-from service.store import Store
-from service.store.anchor import Anchor, load_or_create_key
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
 LABEL_NAMES = {"clear": "回答清晰", "omission": "信息遗漏", "unclear": "表述不清", "evasive": "避而不答"}
 
 
@@ -34,25 +32,9 @@ def read_loan_file(path: Path | None) -> dict[str, Any] | None:
     if path is None:
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ServiceError("usage", f"cannot read loan file {path}: {e}") from e
-    if isinstance(data, dict) and isinstance(data.get("loan_file"), dict):
-        data = data["loan_file"]
-    try:
-        return parse_loan_file(json.dumps(data, ensure_ascii=False))
+        return archive.read_loan_file(path)
     except LoanFileError as e:
         raise ServiceError("usage", f"{path}: {e}") from e
-
-
-def _scorer(settings: Settings, store_audio: bool = True) -> RecordingScorer:
-    """The service's scorer, loaded in this process."""
-    from asr.streaming import SileroStep
-    from asr.transcribe import Transcriber
-
-    transcriber = Transcriber(settings.asr_options())
-    transcriber.load()
-    return recording_scorer(settings, transcriber, settings.assessor(), SileroStep(), store_audio)
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -86,7 +68,8 @@ def score_file(settings: Settings, path: Path, loan_path: Path | None, channels:
     validate_parts(parts, settings.decode_limits())
     bar = _bar(progress, 1, f"scoring {path.name}")
     # The user's own file is read only: nothing is stored, so nothing is rewritten.
-    report = _scorer(settings, store_audio=False)(call_id or path.stem, parts, loan, lambda p: bar(p)).report
+    scorer = archive.load_scorer(settings, store_audio=False)
+    report = scorer(call_id or path.stem, parts, loan, lambda p: bar(p)).report
     bar(None)
     print(json.dumps(report, ensure_ascii=False, indent=1) if as_json else format_report(report))
     return 0
@@ -95,20 +78,14 @@ def score_file(settings: Settings, path: Path, loan_path: Path | None, channels:
 def score_dir(settings: Settings, folder: Path, channels: tuple[str, ...], progress: bool) -> int:
     """Body of `huifang score-dir`: every recording of `folder` (with NAME.json loan files beside them) into the
     database. Returns 0 when all were scored, 1 when some failed."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES) if folder.is_dir() else []
-    if not folder.is_dir():
-        raise ServiceError("usage", f"{folder} is not a folder")
-    if not files:
-        raise ServiceError("usage", f"no recordings ({', '.join(AUDIO_SUFFIXES)}) in {folder}")
-    store = Store(settings.db_url)
-    store.migrate()
-    store.anchor = Anchor(settings.audit_checkpoints_file, load_or_create_key(settings.audit_key_path))
-    ctx = job_context(settings, store, _scorer(settings))
+    files = archive.recordings_in(folder)
+    store = archive.open_store(settings)
+    ctx = job_context(settings, store, archive.load_scorer(settings))
     failed = 0
     bar = _bar(progress, len(files), "scoring")
     for index, path in enumerate(files):
         sidecar = path.with_suffix(".json")
-        call_id = path.name.split(".")[0]
+        call_id = archive.call_id_of(path)
         try:
             loan = minimal_loan_file(read_loan_file(sidecar)) if sidecar.exists() else None
             job_id = secrets.token_hex(8)
