@@ -348,3 +348,18 @@ def test_delete_reaches_failed_and_queued_jobs_and_waits_for_a_running_one(clien
     with store.session() as s, s.begin():
         s.get(Recording, job.id).status = "queued"  # type: ignore[union-attr]
     assert store.delete_call("c4") == ["audio/j5"] and store.call_footprint("c4") is None
+
+
+def test_serve_limits_malloc_arenas_unless_the_operator_chose() -> None:
+    """A long-running server on glibc keeps two malloc arenas (its memory settles instead of creeping); an
+    operator's MALLOC_ARENA_MAX is left alone. In a child process: the setting is for the whole process."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from service.server import limit_malloc_arenas; print(limit_malloc_arenas())"
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    ours = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    theirs = subprocess.run([sys.executable, "-c", code], env={**env, "MALLOC_ARENA_MAX": "4"},
+                            capture_output=True, text=True, check=True)
+    assert (ours.stdout.strip(), theirs.stdout.strip()) == ("True", "False")
