@@ -6,6 +6,7 @@ the HTTP layer to a 4xx) and still tell the cases apart:
 - `AudioDecodeError`: the input is not audio we can read (empty, non-audio, truncated, corrupt).
 - `AudioLimitError`: the input is audio but exceeds a configured bound (duration, channels, size).
 - `ModelUnavailableError`: the configured Whisper model cannot be found offline; the message says what to install.
+- `UnsupportedLanguageError`: a caller asked to decode in a language the loaded model does not know.
 """
 
 
@@ -23,3 +24,7 @@ class AudioLimitError(AsrError):
 
 class ModelUnavailableError(AsrError):
     """The configured speech model is not available on this machine."""
+
+
+class UnsupportedLanguageError(AsrError):
+    """A decoding language the loaded speech model does not know."""

@@ -11,13 +11,13 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from asr.decoder import WindowDecoder
-from asr.errors import AsrError
+from asr.errors import AsrError, UnsupportedLanguageError
 from asr.lexicon import LexiconCorrector, load_corrector
 from asr.models import resolve_model
 from asr.text import collapse_repeats, remove_hallucinations, tidy
@@ -100,10 +100,30 @@ class Transcriber:
                 log.info("loaded Whisper model %s (%s)", self.model_path, o.compute_type)
             if o.lexicon:
                 self._corrector = load_corrector(o.lexicon)
-            self._window_decoder = WindowDecoder(
-                self._model, o.language, o.initial_prompt, o.min_window_s, o.compression_ratio_threshold,
-                o.log_prob_threshold, o.no_speech_threshold,
-            )
+            self._window_decoder = _window_decoder(self._model, o)
+
+    def with_decoding(self, language: str | None = None, initial_prompt: str | None = None) -> Transcriber:
+        """A transcriber that decodes in `language` with `initial_prompt` (None keeps this one's), for one request.
+
+        It shares this transcriber's loaded model and lexicon and changes nothing of it: the other paths that
+        decode through this one meanwhile (live calls, scoring) keep their language and prompt. Loads the model
+        if needed; raises `UnsupportedLanguageError` for a language the model does not know.
+        """
+        o = self.options
+        options = replace(o, language=language or o.language,
+                          initial_prompt=o.initial_prompt if initial_prompt is None else initial_prompt)
+        if options == o:
+            return self
+        model = self.model  # loads on first use
+        if options.language not in model.supported_languages:
+            raise UnsupportedLanguageError(f"the speech model does not know language {options.language!r} (use an "
+                                           "ISO-639-1 code Whisper knows, e.g. zh or en)")
+        other = Transcriber(options, model)
+        other.model_path = self.model_path
+        other._corrector = self._corrector
+        # Its own decoder: the language and prompt tokens are cached per decoder, so none is shared or mutated.
+        other._window_decoder = _window_decoder(model, options)
+        return other
 
     @property
     def model(self) -> Any:
@@ -241,6 +261,11 @@ class Transcriber:
             avg_logprob=float(avg_logprob) if math.isfinite(avg_logprob) else -10.0,
             no_speech_prob=float(no_speech),
         )
+
+
+def _window_decoder(model: Any, o: AsrOptions) -> WindowDecoder:
+    return WindowDecoder(model, o.language, o.initial_prompt, o.min_window_s, o.compression_ratio_threshold,
+                         o.log_prob_threshold, o.no_speech_threshold)
 
 
 def join_parts(parts: Sequence[Utterance | None], channel: str, start_s: float, end_s: float) -> Utterance | None:
