@@ -41,6 +41,29 @@ class Final:
     turn: Turn | None
 
 
+class CallRedaction:
+    """The redaction of one call's text, one `Redactor` per channel: an agent asking for an identifier arms the
+    customer side to mask the digits that answer it. Every text leaving ASR goes through one: a call's
+    (`CallPipeline`) and a plain transcription's (`pipeline.transcription`). Pure; call `final` in each channel's
+    order."""
+
+    def __init__(self, channels: Sequence[str], loan_file: dict[str, Any] | None = None) -> None:
+        names, addresses = loan_file_identities(loan_file)
+        self._redactors = {name: Redactor(names, addresses) for name in channels}
+
+    def final(self, channel: str, raw_text: str, start_s: float, end_s: float) -> tuple[str, list[Span]]:
+        """The masked text of a finished utterance and what was masked."""
+        text, spans = self._redactors[channel].redact(raw_text, start_s, end_s)
+        if channel == AGENT and CUSTOMER in self._redactors and (kind := requested_identifier(raw_text)):
+            # The customer's next digits answer it: mask them whatever they look like.
+            self._redactors[CUSTOMER].expect(kind, end_s + IDENTIFIER_ANSWER_S)
+        return text, spans
+
+    def partial(self, channel: str, raw_text: str) -> str:
+        """Masked text of a provisional transcript; the channel's redaction state is left as it is."""
+        return preview(self._redactors[channel], raw_text)
+
+
 class CallPipeline:
     """The text side of one call: redaction per channel, turns, the dialogue and, at the end, the report."""
 
@@ -48,9 +71,8 @@ class CallPipeline:
                  loan_file: dict[str, Any] | None, options: DialogueOptions) -> None:
         self.call_id = call_id
         self.assessor = assessor
-        names, addresses = loan_file_identities(loan_file)
         #: Personal data is masked here, before any text leaves the ASR stage (events, dialogue, storage).
-        self._redactors = {name: Redactor(names, addresses) for name in channels}
+        self._redaction = CallRedaction(channels, loan_file)
         self._counts: dict[str, int] = {}
         #: None when the call has no agent and customer channel: transcripts only.
         self.dialogue = (CallDialogue(assessor, LoanRecord.from_mapping(loan_file), options)
@@ -71,10 +93,7 @@ class CallPipeline:
         uid = utterance_id or f"{channel}-{self._counts[channel]}"
         if not raw_text:
             return Final(uid, channel, "", (), None)
-        text, spans = self._redactors[channel].redact(raw_text, start_s, end_s)
-        if channel == AGENT and CUSTOMER in self._redactors and (kind := requested_identifier(raw_text)):
-            # The customer's next digits answer it: mask them whatever they look like.
-            self._redactors[CUSTOMER].expect(kind, end_s + IDENTIFIER_ANSWER_S)
+        text, spans = self._redaction.final(channel, raw_text, start_s, end_s)
         turn = None
         if channel in ROLES and text:
             speaker: Speaker = "agent" if channel == AGENT else "customer"
@@ -83,7 +102,7 @@ class CallPipeline:
 
     def partial(self, channel: str, raw_text: str) -> str:
         """Masked text of a provisional transcript; the channel's redaction state is left as it is."""
-        return preview(self._redactors[channel], raw_text)
+        return self._redaction.partial(channel, raw_text)
 
     # -- dialogue (call from one thread at a time, in endpoint order) --------------------------------------
 
