@@ -12,7 +12,7 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.types import Message
 
 from asr.errors import AsrError, AudioLimitError
@@ -22,6 +22,7 @@ from pipeline.recording import AudioPart, RecordingError, validate_parts
 from service.api.deps import Ingest, SettingsDep, State, StoreDep
 from service.errors import ServiceError, bad_call_id
 from service.protocol import LoanFileError, parse_loan_file, valid_call_id
+from service.settings import Settings
 from service.store import JobRecord
 
 router = APIRouter(tags=["recordings"])
@@ -74,8 +75,27 @@ def _bounded(request: Request, limit: int) -> Request:
     return Request(request.scope, receive)
 
 
-async def _save(upload: UploadFile, folder: Path, name: str, budget: list[int]) -> Path:
-    """Stream an uploaded file to disk, counting against the upload limit (`budget[0]` bytes left)."""
+async def read_form(request: Request, settings: Settings, hint: str, max_files: int, max_fields: int) -> FormData:
+    """The multipart form of an audio upload, read within the size limit (`HUIFANG_AUDIO__MAX_FILE_MB` plus the
+    form's overhead): 415 when the body is not multipart (`hint` says what to send), 413 past the limit, 400 when
+    it cannot be parsed. Shared by every route that takes audio files."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise ServiceError("not_multipart", hint, 415)
+    limit = (settings.audio.max_file_mb << 20) + _FORM_OVERHEAD
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large()
+    try:
+        return await _bounded(request, limit).form(max_files=max_files, max_fields=max_fields)
+    except ServiceError:
+        raise
+    except Exception as e:  # noqa: BLE001 - malformed multipart bodies raise several types
+        raise ServiceError("bad_multipart", f"unreadable multipart body: {e}", 400) from e
+
+
+async def save_upload(upload: UploadFile, folder: Path, name: str, budget: list[int]) -> Path:
+    """Stream an uploaded file to `folder/name` plus its audio suffix, counting against the upload limit
+    (`budget[0]` bytes left; 413 past it)."""
     suffix = Path(upload.filename or "").suffix.lower()
     path = folder / f"{name}{suffix if suffix in _SUFFIXES else '.audio'}"
     with open(path, "wb") as out:
@@ -100,20 +120,8 @@ async def upload_recording(request: Request, _: Ingest, state: State, settings: 
     `call_id` (default: generated; re-scoring an id replaces its report), `agent_id`. Returns the job; follow it
     at `GET /v1/recordings/{id}`.
     """
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise ServiceError("not_multipart", "send the recording as multipart/form-data (field `file`, or `agent` "
-                           "and `customer`)", 415)
-    limit = (settings.audio.max_file_mb << 20) + _FORM_OVERHEAD
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large()
-    try:
-        form = await _bounded(request, limit).form(max_files=4, max_fields=16)
-    except ServiceError:
-        raise
-    except Exception as e:  # noqa: BLE001 - malformed multipart bodies raise several types
-        raise ServiceError("bad_multipart", f"unreadable multipart body: {e}", 400) from e
+    form = await read_form(request, settings, "send the recording as multipart/form-data (field `file`, or "
+                           "`agent` and `customer`)", max_files=4, max_fields=16)
     uploads = {k: v for k, v in form.multi_items() if isinstance(v, UploadFile)}
     fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
     unknown = set(uploads) - {"file", "agent", "customer"}
@@ -149,9 +157,9 @@ async def upload_recording(request: Request, _: Ingest, state: State, settings: 
     try:
         budget = [settings.audio.max_file_mb << 20]
         if "file" in uploads:
-            parts = [AudioPart(await _save(uploads["file"], folder, "call", budget), roles)]
+            parts = [AudioPart(await save_upload(uploads["file"], folder, "call", budget), roles)]
         else:
-            parts = [AudioPart(await _save(uploads[role], folder, role, budget), (role,))
+            parts = [AudioPart(await save_upload(uploads[role], folder, role, budget), (role,))
                      for role in ("agent", "customer")]
         try:
             await asyncio.to_thread(validate_parts, parts, settings.decode_limits())
