@@ -7,6 +7,7 @@
 - `calls_ws`: `/v1/calls/{id}/audio|twilio|events`, the live calls' websockets
 - `demo`: `/v1/demo` (the console's sample calls)
 - `pages`: `/console` and `/calls`, the HTML pages
+- `transcriptions`: `/v1/audio/transcriptions`, OpenAI-compatible transcription of a file (docs/transcriptions.md)
 
 Routes parse and answer; the work is in `service.live`, `service.jobs`, `pipeline` and `nlu`.
 """
