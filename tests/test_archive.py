@@ -283,6 +283,8 @@ def test_cli_enqueue_only_and_clear_refusals(tmp_path: Path, cli_data: Any, monk
     _recording(other / "z.wav")
     assert main(["score-archive", str(_manifest(other, ["z.wav,call-z,"])), "--ray"]) == 2
     assert "pip install 'huifang[ray]'" in capsys.readouterr().err
+    assert main(["score-archive", "--ray", str(other / "manifest.csv")]) == 2  # the bare flag took the source
+    assert "pip install 'huifang[ray]'" in capsys.readouterr().err
     store = Store(cli_data.db_url)
     assert store.active_job_for("call-z") is None  # refused before anything was queued
     store.close()
