@@ -324,12 +324,26 @@ class Redactor:
 
 
 def requested_identifier(text: str) -> str | None:
-    """The kind of identifier an agent's utterance asks for (请报一下身份证后四位 -> id), if any."""
+    """The kind of identifier an agent's utterance asks for (请报一下身份证后四位 -> id), if any. Words of three
+    syllables or more are also matched by sound: Whisper hears 身份证后四位 as 身份正后思维, and the customer's
+    digits must be masked all the same (two-syllable words are not: 号码 sounds like 好吗)."""
     asks = ("报", "说", "告诉", "多少", "几", "请", "？", "?")
+    if not any(q in text for q in asks):
+        return None
     for kind, words in _IDENTIFIER_WORDS.items():
-        if any(w in text for w in words) and any(q in text for q in asks):
+        if any(w in text for w in words):
+            return kind
+    heard = _pinyin(text)
+    for kind, words in _IDENTIFIER_WORDS.items():
+        if any(len(w) >= 3 and _sounds_in(heard, _pinyin(w)) for w in words):
             return kind
     return None
+
+
+def _sounds_in(heard: list[str], word: list[str]) -> bool:
+    """Whether the readings `word` occur, in a row, among the readings `heard`."""
+    n = len(word)
+    return any(heard[i:i + n] == word for i in range(len(heard) - n + 1))
 
 
 def preview(redactor: Redactor, text: str) -> str:

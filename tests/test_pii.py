@@ -127,6 +127,9 @@ def test_digits_answering_an_identifier_question_are_masked() -> None:
 
     asked = "为了核实身份，请您报一下身份证后四位。"
     assert requested_identifier(asked) == "id" and requested_identifier("您的月供是多少？") is None
+    # As Whisper base heard it on call_s11 (transcription path): matched by sound.
+    assert requested_identifier("为了核实身份，请您报一下身份正后思维。") == "id"
+    assert requested_identifier("我们再核对一下，好吗？") is None  # 好吗 sounds like 号码: two syllables are not enough
     customer = Redactor()
     customer.expect("id", 18.0)
     assert customer.redact("四二三一。", 14.0, 15.0)[0] == "[身份证号]。"
