@@ -228,7 +228,10 @@ def test_language_and_prompt_apply_to_their_request_only(base_url: str, clip: Pa
         english = client.audio.transcriptions.create(file=f, model="whisper-1", language="en",
                                                      response_format="verbose_json")
     assert english.language == "en"
-    assert not re.search(r"[\u4e00-\u9fff]", english.text), english.text
+    # Forced to English, Whisper translates or transliterates: mostly Latin text. A proper noun may stay in
+    # Chinese characters, and sampling in Whisper's temperature fallback makes the exact words vary by run.
+    cjk = len(re.findall(r"[\u4e00-\u9fff]", english.text))
+    assert english.text and cjk / len(english.text) < 0.3, english.text
     # Whisper repeats its prompt when it hears no speech, so text that only echoes the prompt is dropped: with
     # the clip's own words as this request's prompt, what the clip says is taken for that echo.
     with clip.open("rb") as f:
