@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,17 +23,12 @@ import time
 import numpy as np
 
 from bench._common import emit
+from bench.stream_latency import free_port
 from service.live.hub import CallHub, EventBus, Subscription
 from service.live.redis_bus import RedisHub, connect
 
 #: Seconds between two events of one call (a busy live call: partials every ~1 s per channel, finals, verdicts).
 EVENT_EVERY_S = 0.25
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _collect(sub: Subscription, delays: list[float]) -> None:
@@ -82,7 +76,7 @@ async def main(levels: list[int], seconds: float) -> None:
     server = shutil.which("redis-server")
     if server is None:
         raise SystemExit("redis-server not installed (Debian's redis-server; .ci/run installs it)")
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
                                  "no", "--dir", folder], stdout=subprocess.DEVNULL)

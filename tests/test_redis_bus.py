@@ -236,7 +236,7 @@ def test_a_service_whose_redis_is_down_takes_calls_and_says_so_on_readyz(tmp_pat
 
     from service.app import create_app, state_of
     from service.settings import Settings
-    from tests.redis_server import free_port
+    from tests.server import free_port
     from tests.test_live_socket import START, FakeTranscriber
 
     settings = Settings(data_dir=tmp_path / "data", redis_url=f"redis://127.0.0.1:{free_port()}/0")

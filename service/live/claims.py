@@ -75,6 +75,11 @@ class LocalClaims:
         self.check(call_id, owner, max_per_owner)
         self.add(call_id, owner)
 
+    def held(self) -> list[tuple[str, str | None]]:
+        """(call id, owner) of every call claimed here."""
+        owners = {cid: owner for owner, held in self.by_owner.items() for cid in held}
+        return [(call_id, owners.get(call_id)) for call_id in self.calls]
+
     def release(self, call_id: str, owner: str | None) -> None:
         self.calls.discard(call_id)
         if owner is not None:

@@ -589,9 +589,7 @@ class RedisClaims:
             await asyncio.sleep(self.lease_ms / 3000)
             try:
                 await asyncio.wait_for(self._redis.ping(), timeout=COMMAND_TIMEOUT_S)
-                owners = {cid: owner for owner, held in self.local.by_owner.items() for cid in held}
-                for call_id in list(self.local.calls):
-                    owner = owners.get(call_id)
+                for call_id, owner in self.local.held():
                     held = await self._renew(keys=self._keys(call_id, owner), args=[
                         self.replica, self.lease_ms, "1" if owner is not None else "0", call_id])
                     if not held:
@@ -610,9 +608,8 @@ class RedisClaims:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
-        owners = {cid: owner for owner, held in self.local.by_owner.items() for cid in held}
-        for call_id in list(self.local.calls):
-            self.release(call_id, owners.get(call_id))
+        for call_id, owner in self.local.held():
+            self.release(call_id, owner)
         for call_id in list(self.local.demos):
             self.release_demo(call_id)
         await asyncio.gather(*self._tasks, return_exceptions=True)
