@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from bench._common import AUTH, bench_tokens_env, emit, require_shared
-from nlu.pii import _DIGIT, Redactor, loan_file_identities
+from nlu.pii import _DIGIT, _IDENTIFIER_WORDS, Redactor, loan_file_identities
 from tools.pii_corpus import build
 
 _SEP = re.compile(r"[\s\-—–_，,、.]")
@@ -131,11 +131,32 @@ def leak_check() -> None:
           "hits": {k: v for k, v in hits.items() if v}, "leaks": sum(len(v) for v in hits.values())})
 
 
+def identifier_requests() -> None:
+    """How often an identifier request is recognised in real call-centre text (../shared/data/text) and in the
+    shared calls' agent turns: in so many words, and by sound only (a request misheard by ASR). Every sound-only
+    match in real text would arm the customer's side where nobody asked: the figure to keep at zero."""
+    from nlu.pii import requested_identifier
+
+    segments = []
+    for path in sorted(require_shared("text").rglob("*")):
+        if path.suffix in (".txt", ".csv", ".jsonl", ".json", ".tsv"):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            segments += re.findall(r"[\u4e00-\u9fff，。？！、0-9]{4,120}", text)
+    agent_turns = [t["text"] for p in sorted(require_shared("calls").glob("call_s*.json"))
+                   for t in json.loads(p.read_text(encoding="utf-8"))["turns"] if t["speaker"] == "agent"]
+    for name, texts in (("call_centre_text", segments), ("shared_calls_agent_turns", agent_turns)):
+        asked = [t for t in texts if requested_identifier(t) is not None]
+        literal = [t for t in asked if any(w in t for words in _IDENTIFIER_WORDS.values() for w in words)]
+        emit({"bench": "pii_identifier_requests", "set": name, "segments": len(texts), "asked": len(asked),
+              "in_words": len(literal), "by_sound_only": len(asked) - len(literal)})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--leak", action="store_true", help="also stream calls with spoken PII through the service")
     args = parser.parse_args()
     corpus_numbers()
+    identifier_requests()
     if args.leak:
         leak_check()
 
