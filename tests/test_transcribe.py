@@ -172,10 +172,18 @@ def test_turns_of_several_calls_decoded_as_one_batch(transcriber: Transcriber, s
     assert corpus_cer(list(zip(references, [b.text for b in batched if b], strict=True))).cer <= 0.12
 
 
-def test_recordings_decoded_in_batches_read_as_decoded_one_by_one(transcriber: Transcriber,
-                                                                   shared_data: Path) -> None:
+def test_recordings_decoded_in_batches_read_as_decoded_one_by_one(transcriber: Transcriber, shared_data: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Post-call scoring decodes a channel's utterances in batches of equal encoder windows; the text must be
-    what decoding them one by one with the same settings gives (pipeline.recording.transcribe_like_live)."""
+    what decoding them one by one with the same settings gives (pipeline.recording.transcribe_like_live).
+
+    Whisper's temperature fallback samples at random (CTranslate2 has no per-call seed), so an utterance that
+    needs it can read differently on any two decodes, batched or not: one CI run differed there. Batching
+    is about the deterministic first pass, so the fallback schedule is cut to that pass on both sides.
+    """
+    import asr.decoder
+
+    monkeypatch.setattr(asr.decoder, "TEMPERATURES", (0.0,))
     from asr.streaming import SileroStep, StreamOptions, endpoint_offline
     from asr.transcribe import join_parts
     from pipeline.recording import SegmentOptions, transcribe_like_live
