@@ -28,6 +28,22 @@ def test_the_migrations_have_one_head() -> None:
     assert len(ScriptDirectory.from_config(config).get_heads()) == 1
 
 
+def test_the_migrations_build_the_tables_the_models_declare(tmp_path: Path) -> None:
+    """Models and migrations are written by hand; a column added to one and not the other must fail here, not
+    on a bank's database."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from service.store import Store
+    from service.store.models import Base
+
+    store = Store(f"sqlite:///{tmp_path / 'huifang.db'}")
+    store.migrate()
+    with store.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    store.close()
+
+
 def test_a_replica_waits_for_its_database_and_reports_not_ready_until_then(tmp_path: Path) -> None:
     later = tmp_path / "not-yet"  # SQLite cannot create a file in a folder that does not exist yet
     settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{later / 'huifang.db'}")

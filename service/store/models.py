@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, Boolean, Date, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -56,6 +56,9 @@ class Call(Base):
     audio_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
     #: The unredacted utterances, Fernet-encrypted with a key kept outside the database; None unless configured.
     raw_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    #: The customer and loan of the call, from its loan file (None for a call without them).
+    customer_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    loan_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     answers: Mapped[list[Answer]] = relationship(back_populates="call", cascade="all, delete-orphan",
                                                  passive_deletes=True)
@@ -93,3 +96,78 @@ class AuditEntry(Base):
     payload: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class CallSummary(Base):
+    """What the loan book and coaching need of a call, written with its report (and replaced with it): a few
+    columns to select by and `facts` (nlu.followup.call_facts), so that re-planning a customer never reads
+    report JSON."""
+
+    __tablename__ = "call_summaries"
+    __table_args__ = (Index("ix_call_summaries_customer_at", "customer_id", "at"),
+                      Index("ix_call_summaries_agent_at", "agent_id", "at"))
+
+    call_id: Mapped[str] = mapped_column(ForeignKey("calls.call_id", ondelete="CASCADE"), primary_key=True)
+    customer_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    loan_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    at: Mapped[datetime] = mapped_column(DateTime)
+    risk_score: Mapped[int] = mapped_column(Integer)
+    tier: Mapped[str] = mapped_column(String(8))
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Customer(Base):
+    """A customer of the loan book: the current tier and the encrypted contact details (phone, e-mail, consent
+    and opt-out per channel; Fernet with the key outside the database, like the raw transcript)."""
+
+    __tablename__ = "customers"
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tier: Mapped[str | None] = mapped_column(String(8), nullable=True, index=True)
+    tier_since: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    contact_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    planned_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class CustomerTier(Base):
+    """One change of a customer's tier: when, to what, after which call, and why."""
+
+    __tablename__ = "customer_tiers"
+    __table_args__ = (Index("ix_customer_tiers_customer_at", "customer_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.customer_id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(DateTime)
+    tier: Mapped[str] = mapped_column(String(8))
+    call_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    reasons: Mapped[list[str]] = mapped_column(JSON)
+
+
+class FollowUp(Base):
+    """A follow-up of a customer: due by `due_date` (the bank's calendar), over a channel, for a reason (an
+    action of a report, or the tier policy), on some topics. `plan_key` makes planning idempotent: planning the
+    same call twice, or on two replicas, yields one row."""
+
+    __tablename__ = "followups"
+    __table_args__ = (Index("ix_followups_status_due", "status", "due_date"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.customer_id", ondelete="CASCADE"), index=True)
+    loan_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    due_date: Mapped[date] = mapped_column(Date)
+    channel: Mapped[str] = mapped_column(String(8))  # call | sms | email | letter
+    reason: Mapped[str] = mapped_column(String(64))
+    topics: Mapped[list[str]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(12))  # open | assigned | done | unreachable | refused | cancelled
+    assignee: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    outcome_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: The later call that covered the follow-up's topics (a `call` follow-up closed by it).
+    call_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: The call whose report the follow-up was planned from.
+    source_call_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    plan_key: Mapped[str] = mapped_column(String(256), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
