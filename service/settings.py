@@ -206,6 +206,45 @@ class AuthSettings(BaseModel):
                                     "browser (CORS); empty: none, the pages are served by the service itself")
 
 
+class LoanBookSettings(BaseModel):
+    """Customers, tiers and follow-ups (service/loanbook.py)."""
+
+    policy_file: Path | None = Field(None, description="tiers and follow-up policy (default configs/followup.yaml)")
+    timezone: str = Field("Asia/Shanghai", description="the bank's time zone: due dates, business days, quiet hours")
+    plan_interval_s: float = Field(3600.0, ge=0.0, description="serve: re-plan customers whose follow-ups fell due "
+                                   "this often (0: only `huifang plan` and new reports)")
+
+
+class OutboxSettings(BaseModel):
+    """Messages to customers through the outbox (service/outbox.py): e-mail over SMTP, SMS and CRM by webhook."""
+
+    smtp_host: str | None = Field(None, description="e-mail: SMTP server; none: e-mail is not sent (messages wait)")
+    smtp_port: int = Field(587, ge=1, le=65535, description="e-mail: SMTP port")
+    smtp_starttls: bool = Field(True, description="e-mail: upgrade the connection with STARTTLS")
+    smtp_user: str | None = Field(None, description="e-mail: SMTP login")
+    smtp_password_file: Path | None = Field(None, description="e-mail: file holding the SMTP password")
+    mail_from: str = Field("huifang@localhost", max_length=254, description="e-mail: sender address")
+    sms_webhook_url: str | None = Field(None, description="SMS: the gateway's webhook (JSON POST); none: SMS wait")
+    crm_webhook_url: str | None = Field(None, description="CRM: webhook told of every follow-up change; none: off")
+    webhook_secret_file: Path | None = Field(None, description="HMAC-SHA256 key of webhook signatures (default "
+                                             "DATA_DIR/keys/webhook.key, made on first use; replicas share one)")
+    timeout_s: float = Field(10.0, gt=0, le=120, description="one delivery attempt's time limit")
+    max_attempts: int = Field(8, ge=1, le=100, description="attempts before a message is dead-lettered")
+    backoff_s: float = Field(30.0, gt=0, description="wait before the second attempt; doubles after each failure")
+    max_backoff_s: float = Field(3600.0, gt=0, description="longest wait between attempts")
+    quiet_start: str = Field("21:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="no SMS or e-mail to "
+                             "customers from this local time ...")
+    quiet_end: str = Field("08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="... until this one")
+    poll_s: float = Field(5.0, gt=0, le=300, description="serve: how often the outbox looks for messages due")
+
+
+class CoachingSettings(BaseModel):
+    """Agent scorecards and coaching lists (service/coaching.py)."""
+
+    rules_file: Path | None = Field(None, description="what makes a call worth reviewing (default "
+                                    "configs/coaching.yaml)")
+
+
 class AudioLimits(BaseModel):
     """Bounds on uploaded or transcribed recordings."""
 
@@ -238,6 +277,9 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     metrics: MetricsSettings = MetricsSettings()
     privacy: PrivacySettings = PrivacySettings()
+    loanbook: LoanBookSettings = LoanBookSettings()
+    outbox: OutboxSettings = OutboxSettings()
+    coaching: CoachingSettings = CoachingSettings()
     database_url: str | None = Field(None, description="SQLAlchemy URL; default a SQLite file in the data dir")
     redis_url: str | None = Field(None, description="serve: Redis shared by replicas (redis:// or rediss://, password "
                                   "and database in the URL) for live calls' events and claims; none: one process")
@@ -271,6 +313,10 @@ class Settings(BaseSettings):
     @property
     def raw_key_file(self) -> Path:
         return self.privacy.key_file or self.data_dir / "keys" / "raw-text.key"
+
+    @property
+    def webhook_key_path(self) -> Path:
+        return self.outbox.webhook_secret_file or self.data_dir / "keys" / "webhook.key"
 
     @property
     def ticket_key_path(self) -> Path:
