@@ -1,4 +1,4 @@
-"""Keeping the unredacted transcript, when a bank chooses to: encrypted at rest, readable by admins only.
+"""Keeping the unredacted transcript, when a bank chooses to, and customers' contact details: encrypted at rest.
 
 The key (Fernet: AES-128-CBC + HMAC-SHA256) lives in a file outside the database (`HUIFANG_PRIVACY__KEY_FILE`,
 created with mode 0600 on first use); a copy of the database alone reveals nothing.
@@ -42,11 +42,19 @@ class RawTextCipher:
         self._fernet = Fernet(private_file(key_file, Fernet.generate_key).strip())
 
     def encrypt(self, utterances: list[dict[str, Any]]) -> bytes:
-        return self._fernet.encrypt(json.dumps(utterances, ensure_ascii=False).encode("utf-8"))
+        return self.seal(utterances)
 
     def decrypt(self, blob: bytes) -> list[dict[str, Any]]:
+        return list(self.unseal(blob, "the raw transcript"))
+
+    def seal(self, value: Any) -> bytes:
+        """Any JSON value, encrypted (customers' contact details use the same key as raw transcripts)."""
+        return self._fernet.encrypt(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+
+    def unseal(self, blob: bytes, what: str = "the stored value") -> Any:
+        """The JSON value `seal` encrypted; ValueError naming `what` when the key is not the one it was sealed
+        with."""
         try:
-            data = json.loads(self._fernet.decrypt(blob))
+            return json.loads(self._fernet.decrypt(blob))
         except InvalidToken as e:
-            raise ValueError("the raw transcript cannot be decrypted with the configured key") from e
-        return list(data)
+            raise ValueError(f"{what} cannot be decrypted with the configured key") from e

@@ -1,0 +1,100 @@
+"""The loan book's repository: customers, their encrypted contact details, tier history, per-call summaries
+and follow-ups. Synchronous, like `Store`; the service calls it from worker threads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy.orm import Session
+
+from service.privacy import RawTextCipher
+from service.store.models import Customer
+from service.store.store import Store, utcnow
+
+Channel = Literal["call", "sms", "email", "letter"]
+CHANNELS: tuple[Channel, ...] = ("call", "sms", "email", "letter")
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """How a customer may be reached: addresses, and per channel whether they consented and whether they opted
+    out since. Stored encrypted; shown to agents only masked (`masked()`)."""
+
+    phone: str | None = None
+    email: str | None = None
+    consent: frozenset[Channel] = field(default_factory=frozenset)
+    opted_out: frozenset[Channel] = field(default_factory=frozenset)
+
+    def allows(self, channel: Channel) -> bool:
+        """Whether a message may go out over `channel`: consented, not opted out, and an address to send to."""
+        address = {"sms": self.phone, "email": self.email}.get(channel, "")
+        return channel in self.consent and channel not in self.opted_out and address is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"phone": self.phone, "email": self.email, "consent": sorted(self.consent),
+                "opted_out": sorted(self.opted_out)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Contact:
+        return cls(phone=data.get("phone"), email=data.get("email"),
+                   consent=frozenset(c for c in data.get("consent", ()) if c in CHANNELS),
+                   opted_out=frozenset(c for c in data.get("opted_out", ()) if c in CHANNELS))
+
+    def masked(self) -> dict[str, Any]:
+        """What agents and pages see: the phone's first three and last four digits, the e-mail's first letter
+        and domain."""
+        return {"phone": mask_phone(self.phone), "email": mask_email(self.email),
+                "consent": sorted(self.consent), "opted_out": sorted(self.opted_out)}
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """138****5678; a short number keeps only its last two digits."""
+    if not phone:
+        return None
+    digits = "".join(c for c in phone if c.isdigit())
+    if len(digits) >= 11:
+        return digits[:3] + "*" * (len(digits) - 7) + digits[-4:]
+    return "*" * max(len(digits) - 2, 1) + digits[-2:]
+
+
+def mask_email(email: str | None) -> str | None:
+    """z***@example.com"""
+    if not email or "@" not in email:
+        return None
+    local, domain = email.rsplit("@", 1)
+    return f"{local[:1]}***@{domain}"
+
+
+def ensure_customer(s: Session, customer_id: str, now: datetime | None = None) -> Customer:
+    """The customer's row, made on first mention (a call, a contact update)."""
+    customer = s.get(Customer, customer_id, with_for_update=True)
+    if customer is None:
+        now = now or utcnow()
+        customer = Customer(customer_id=customer_id, created_at=now, updated_at=now)
+        s.add(customer)
+        s.flush()
+    return customer
+
+
+def put_contact(store: Store, cipher: RawTextCipher, customer_id: str, contact: Contact) -> None:
+    """Replace the customer's contact details (encrypted with the key kept outside the database)."""
+    with store.session() as s, s.begin():
+        customer = ensure_customer(s, customer_id)
+        customer.contact_encrypted = cipher.seal(contact.to_json())
+        customer.updated_at = utcnow()
+
+
+def get_contact(store: Store, cipher: RawTextCipher, customer_id: str) -> Contact | None:
+    """The customer's contact details, decrypted; None when none were given."""
+    with store.session() as s:
+        customer = s.get(Customer, customer_id)
+        return read_contact(cipher, customer)
+
+
+def read_contact(cipher: RawTextCipher, customer: Customer | None) -> Contact | None:
+    """The contact details of a customer row already loaded (in the caller's transaction)."""
+    if customer is None or customer.contact_encrypted is None:
+        return None
+    return Contact.from_json(cipher.unseal(customer.contact_encrypted, "the contact details"))
