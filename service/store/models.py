@@ -171,3 +171,33 @@ class FollowUp(Base):
     plan_key: Mapped[str] = mapped_column(String(256), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class AgentCallStats(Base):
+    """Coaching's compact row of a scored call (nlu.coaching.CallStats): summable figures in typed columns and a
+    small `detail` (per topic: asked, standing label, mismatch, prompts, spans; silences after questions).
+    Written with the report and replaced with it, so a month of scorecards sums columns instead of reading report
+    JSON (docs/coaching.md)."""
+
+    __tablename__ = "agent_call_stats"
+    __table_args__ = (Index("ix_agent_call_stats_agent_at", "agent_id", "at"),
+                      Index("ix_agent_call_stats_at", "at"))
+
+    call_id: Mapped[str] = mapped_column(ForeignKey("calls.call_id", ondelete="CASCADE"), primary_key=True)
+    agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    at: Mapped[datetime] = mapped_column(DateTime)
+    duration_s: Mapped[float] = mapped_column(Float)
+    coverage: Mapped[float] = mapped_column(Float)
+    topics_asked: Mapped[int] = mapped_column(Integer)
+    topics_total: Mapped[int] = mapped_column(Integer)
+    high_skipped: Mapped[int] = mapped_column(Integer)
+    prompts_shown: Mapped[int] = mapped_column(Integer)
+    prompts_followed: Mapped[int] = mapped_column(Integer)
+    prompts_clarified: Mapped[int] = mapped_column(Integer)
+    vague_unresolved: Mapped[int] = mapped_column(Integer)
+    mismatches_standing: Mapped[int] = mapped_column(Integer)
+    agent_talk_s: Mapped[float] = mapped_column(Float)
+    customer_talk_s: Mapped[float] = mapped_column(Float)
+    questions: Mapped[int] = mapped_column(Integer)
+    question_silence_s: Mapped[float] = mapped_column(Float)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
