@@ -1,7 +1,7 @@
 """`huifang` command line: `serve` runs the service, `transcribe` prints a recording's utterances, `replay`
 streams one through the live socket (the client in `service.cli.replay`), `score` / `score-dir` score recorded
 calls (`service.cli.score`), `score-archive` scores an archive through the job queue, here or on Ray
-(`service.cli.archive`), `audit verify` and `token` for operators.
+(`service.cli.archive`), `audit verify`, `coaching rebuild` and `token` for operators.
 
 Errors a user can fix (bad audio, limits, missing model, bad arguments) print one line and exit with code 2;
 tracebacks are for bugs only.
@@ -172,6 +172,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_coaching(args: argparse.Namespace) -> int:
+    from service.cli.coaching import rebuild_command
+    from service.settings import get_settings
+
+    return rebuild_command(get_settings(), args.all)
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from service.auth import hash_token, new_token
 
@@ -264,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "file's .pub)")
     au.add_argument("--no-checkpoints", action="store_true", help="check the database alone")
     au.set_defaults(func=cmd_audit)
+
+    co = sub.add_parser("coaching", help="fill coaching's per-call rows for calls scored before it existed")
+    co.add_argument("action", choices=("rebuild",), help="rebuild: write the rows calls lack (docs/coaching.md)")
+    co.add_argument("--all", action="store_true", help="recompute every call's row (after editing sensitivities)")
+    co.set_defaults(func=cmd_coaching)
 
     tk = sub.add_parser("token", help="make a new access token and print its tokens-file entry")
     tk.add_argument("--name", required=True, help="who or what uses it (a switch, an agent's name)")

@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from nlu.pii import public_loan_file
+from service.store import coaching
 from service.store.anchor import Anchor
 from service.store.models import Answer, Call, Recording
 
@@ -311,6 +312,7 @@ class Store:
                                                mismatch=bool(topic.get("mismatch")), start_s=span[0],
                                                end_s=span[1]))
             s.add(call)
+            coaching.add_call_stats(s, call)
             job.status, job.progress, job.finished_at, job.error = "done", 1.0, utcnow(), None
             job.lease_owner, job.lease_expires_at = None, None
             if files is not None:

@@ -1,0 +1,136 @@
+"""Coaching's table (`agent_call_stats`): one compact row per scored call, written by `Store.complete_job` in the
+report's transaction and removed with the call (ON DELETE CASCADE), so re-scoring a call replaces its row.
+
+The columns are `nlu.coaching.CallStats`'s additive fields; a period's sums per agent are one GROUP BY over them
+(`agent_totals`), and the per-topic details live in the small `detail` JSON, read only for one agent's calls.
+`rebuild` fills the table for calls scored before migration 0005 (`huifang coaching rebuild`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from nlu.coaching import SUMMED, CallStats, QuestionGap, TopicStats, Totals, call_stats
+from nlu.script import load_script
+from service.store.models import AgentCallStats, Call
+
+if TYPE_CHECKING:  # the store writes these rows (Store.complete_job), so this module cannot import it at load
+    from service.store.store import Store
+
+
+@lru_cache(maxsize=4)
+def _sensitivity(script_file: Path | None) -> dict[str, str]:
+    script = load_script(script_file)
+    return {t.id: t.sensitivity for t in script.topics.values()}
+
+
+def topic_sensitivity() -> dict[str, str]:
+    """Topic -> sensitivity from the call script this process scores with (`HUIFANG_NLU__SCRIPT_FILE`)."""
+    from service.settings import get_settings
+
+    return _sensitivity(get_settings().nlu.script_file)
+
+
+def stats_of(call: Call, sensitivity: dict[str, str] | None = None) -> CallStats:
+    """The coaching figures of a stored call."""
+    return call_stats(call.report, sensitivity if sensitivity is not None else topic_sensitivity(),
+                      call_id=call.call_id, agent_id=call.agent_id, at=call.created_at)
+
+
+def row_of(stats: CallStats) -> AgentCallStats:
+    detail = {"topics": [_topic_json(t) for t in stats.topics],
+              "gaps": [[g.topic, g.end_s, g.silence_s] for g in stats.gaps]}
+    return AgentCallStats(call_id=stats.call_id, agent_id=stats.agent_id, at=stats.at,
+                          **{name: getattr(stats, name) for name in SUMMED}, detail=detail)
+
+
+def add_call_stats(s: Session, call: Call) -> None:
+    """Add the coaching row of `call` (just added to `s`) in the same transaction."""
+    row = row_of(stats_of(call))
+    s.flush()  # the call first: no relationship tells the unit of work to insert it before the row naming it
+    s.add(row)
+
+
+def _topic_json(t: TopicStats) -> dict[str, Any]:
+    return {"topic": t.topic, "name": t.name, "sensitivity": t.sensitivity, "asked": t.asked,
+            "times_asked": t.times_asked, "label": t.label, "mismatch_raised": t.mismatch_raised,
+            "mismatch_standing": t.mismatch_standing, "challenged": t.challenged, "prompts_shown": t.prompts_shown,
+            "prompts_followed": t.prompts_followed,
+            "question_span": list(t.question_span) if t.question_span else None,
+            "answer_span": list(t.answer_span) if t.answer_span else None}
+
+
+def _span(value: Any) -> tuple[float, float] | None:
+    return (float(value[0]), float(value[1])) if value else None
+
+
+def stats_from_row(row: AgentCallStats) -> CallStats:
+    detail = row.detail or {}
+    topics = tuple(TopicStats(
+        topic=t["topic"], name=t["name"], sensitivity=t["sensitivity"], asked=t["asked"],
+        times_asked=t["times_asked"], label=t["label"], mismatch_raised=t["mismatch_raised"],
+        mismatch_standing=t["mismatch_standing"], challenged=t["challenged"], prompts_shown=t["prompts_shown"],
+        prompts_followed=t["prompts_followed"], question_span=_span(t["question_span"]),
+        answer_span=_span(t["answer_span"])) for t in detail.get("topics", []))
+    gaps = tuple(QuestionGap(str(g[0]), float(g[1]), float(g[2])) for g in detail.get("gaps", []))
+    return CallStats(call_id=row.call_id, agent_id=row.agent_id, at=row.at,
+                     **{name: getattr(row, name) for name in SUMMED}, topics=topics, gaps=gaps)
+
+
+def agent_totals(store: Store, start: datetime, end: datetime, agent_id: str | None = None) -> dict[str, Totals]:
+    """Per agent, the sums of their calls in [start, end) (naive UTC): one GROUP BY over the typed columns.
+    Calls without an agent are left out."""
+    columns = [getattr(AgentCallStats, name) for name in SUMMED]
+    query = (select(AgentCallStats.agent_id, func.count(), *[func.sum(c) for c in columns])
+             .where(AgentCallStats.at >= start, AgentCallStats.at < end, AgentCallStats.agent_id.is_not(None))
+             .group_by(AgentCallStats.agent_id))
+    if agent_id is not None:
+        query = query.where(AgentCallStats.agent_id == agent_id)
+    ints = {name for name in SUMMED if isinstance(getattr(Totals(), name), int)}
+    out: dict[str, Totals] = {}
+    with store.session() as s:
+        for agent, count, *sums in s.execute(query):
+            values: dict[str, Any] = {name: (int(v or 0) if name in ints else round(float(v or 0.0), 6))
+                                      for name, v in zip(SUMMED, sums, strict=True)}
+            out[str(agent)] = Totals(calls=int(count), **values)
+    return out
+
+
+def agent_calls(store: Store, agent_id: str, start: datetime, end: datetime) -> list[CallStats]:
+    """One agent's calls in [start, end), oldest first, with their per-topic details."""
+    with store.session() as s:
+        rows = s.scalars(select(AgentCallStats).where(
+            AgentCallStats.agent_id == agent_id, AgentCallStats.at >= start, AgentCallStats.at < end)
+            .order_by(AgentCallStats.at, AgentCallStats.call_id))
+        return [stats_from_row(r) for r in rows]
+
+
+def rebuild(store: Store, everything: bool = False, batch: int = 200) -> int:
+    """Write the coaching rows of calls that have none (with `everything`, of every call: after editing the call
+    script's sensitivities). Returns how many were written. Batches of calls, each batch one transaction."""
+    sensitivity = topic_sensitivity()
+    written, after = 0, ""
+    while True:
+        with store.session() as s, s.begin():
+            query = select(Call).where(Call.call_id > after).order_by(Call.call_id).limit(batch)
+            if not everything:
+                query = query.where(~select(AgentCallStats.call_id)
+                                    .where(AgentCallStats.call_id == Call.call_id).exists())
+            calls = list(s.scalars(query))
+            if not calls:
+                return written
+            for call in calls:
+                if everything:
+                    old = s.get(AgentCallStats, call.call_id)
+                    if old is not None:
+                        s.delete(old)
+                        s.flush()
+                s.add(row_of(stats_of(call, sensitivity)))
+            written += len(calls)
+            after = calls[-1].call_id
