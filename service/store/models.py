@@ -201,3 +201,37 @@ class AgentCallStats(Base):
     questions: Mapped[int] = mapped_column(Integer)
     question_silence_s: Mapped[float] = mapped_column(Float)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class OutboxMessage(Base):
+    """A message to a customer (service/outbox.py): rendered from its template when queued, free of personal
+    numbers; the address is kept encrypted (and masked for display). Delivered at least once by a leased worker,
+    under an idempotency key receivers dedupe by; erasing the customer removes their messages."""
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (Index("ix_outbox_messages_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.customer_id", ondelete="CASCADE"), index=True)
+    followup_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    action: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(8))  # sms | email | letter
+    status: Mapped[str] = mapped_column(String(12))  # queued | sending | sent | failed | dead | suppressed
+    #: Why it was suppressed, or why it is dead (a short code, docs/outbox.md).
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    destination_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    destination_masked: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    subject: Mapped[str | None] = mapped_column(Text, nullable=True)
+    body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Not before this (naive UTC): the end of the quiet hours it was queued in.
+    not_before: Mapped[datetime] = mapped_column(DateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: The worker sending it and until when; `lease_version` grows with every claim and fences the outcome.
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    lease_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
