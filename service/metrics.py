@@ -38,6 +38,9 @@ BUS_DELAY = Histogram("huifang_bus_delay_seconds", "From a call publishing an ev
                       buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0))
 BUS_ERRORS = Counter("huifang_bus_errors_total", "Event bus and call claim failures (Redis), by side", ["side"],
                      registry=REGISTRY)
+OUTBOX = Counter("huifang_outbox_messages_total", "Outbox delivery attempts by channel and the status they left "
+                 "the message in (sent, failed: tried again later, dead, suppressed)", ["channel", "status"],
+                 registry=REGISTRY)
 ERRORS = Counter("huifang_errors_total", "Refusals and failures reported to clients, by code", ["code"],
                  registry=REGISTRY)
 

@@ -236,6 +236,10 @@ class OutboxSettings(BaseModel):
                              "customers from this local time ...")
     quiet_end: str = Field("08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="... until this one")
     poll_s: float = Field(5.0, gt=0, le=300, description="serve: how often the outbox looks for messages due")
+    messages_file: Path | None = Field(None, description="message templates per action and channel (default "
+                                       "configs/messages.yaml)")
+    concurrency: int = Field(4, ge=1, le=64, description="serve and `huifang outbox run`: deliveries in flight at "
+                             "once per process")
 
 
 class CoachingSettings(BaseModel):
