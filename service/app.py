@@ -40,6 +40,7 @@ from service.live.scheduler import DecodeScheduler
 from service.live.session import LiveCalls, LiveOptions
 from service.live.sockets import Watchers
 from service.metrics import ERRORS, REGISTRY, StateCollector
+from service.outbox import Outbox, OutboxWorker, configured_channels
 from service.settings import Settings, get_settings
 from service.state import AppState
 from service.store import Store, StoreError, audit
@@ -177,6 +178,12 @@ async def _attach_storage(state: AppState, stack: AsyncExitStack) -> None:
     jobs = JobRunner(job_context(settings, store, scorer), settings.scoring.workers, settings.scoring.lease_s)
     await jobs.start()
     stack.push_async_callback(jobs.close)
+    if configured_channels(settings.outbox):  # else messages are queued and wait for a transport
+        outbox = await asyncio.to_thread(Outbox.from_settings, store, settings)
+        state.outbox = OutboxWorker(outbox, settings.outbox.concurrency, settings.outbox.poll_s)
+        await state.outbox.start()
+        stack.push_async_callback(state.outbox.close)
+        log.info("outbox: sending %s", ", ".join(outbox.channels))
     state.store, state.jobs, state.store_error = store, jobs, None
     state.calls.store = store
 

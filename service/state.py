@@ -14,6 +14,7 @@ from service.live.demo import DemoPlayer
 from service.live.hub import EventBus
 from service.live.session import LiveCalls
 from service.live.sockets import Watchers
+from service.outbox import OutboxWorker
 from service.settings import Settings
 from service.store import Store
 
@@ -43,3 +44,5 @@ class AppState:
     asr_error: str | None = None
     classifier_error: str | None = None
     store_error: str | None = None
+    #: Delivers queued messages; None without a store or without any SMTP server or webhook configured.
+    outbox: OutboxWorker | None = None

@@ -196,6 +196,19 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from service.cli.outbox import list_dead, requeue_message, run_outbox
+    from service.settings import get_settings
+
+    if args.action == "requeue":
+        if not args.message_id:
+            raise ServiceError("usage", "outbox requeue needs the message id")
+        return requeue_message(get_settings(), args.message_id)
+    if args.message_id:
+        raise ServiceError("usage", f"outbox {args.action} takes no message id")
+    return list_dead(get_settings()) if args.action == "dead" else run_outbox(get_settings(), args.once)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="huifang", description="Speech-to-risk for post-loan follow-up calls")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -282,6 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     tk.add_argument("--role", required=True, choices=("ingest", "agent", "supervisor", "admin"))
     tk.add_argument("--agent-id", default=None, help="for agent tokens: the agent id their calls carry")
     tk.set_defaults(func=cmd_token)
+
+    ob = sub.add_parser("outbox", help="send queued messages to customers, list dead letters, requeue one "
+                        "(docs/outbox.md)")
+    ob.add_argument("action", choices=("run", "dead", "requeue"), help="run: send what is due (with --once, then "
+                    "exit); dead: list dead letters; requeue ID: queue a dead message again")
+    ob.add_argument("message_id", nargs="?", default=None, help="requeue: the message's id")
+    ob.add_argument("--once", action="store_true", help="run: send what is due now, then exit")
+    ob.set_defaults(func=cmd_outbox)
     return parser
 
 
