@@ -1,0 +1,258 @@
+"""Outbox throughput: messages per second from the outbox table to a local webhook receiver (SMS) and a local
+SMTP server (aiosmtpd, e-mail), through the real worker code (`Outbox.drain`: claim under a lease, send, record,
+audit), on SQLite or the PostgreSQL of `--db-url`.
+
+    python -m bench.outbox --messages 2000 --concurrency 1,4 [--db-url postgresql+psycopg://...]
+
+One JSON line per (channel, concurrency). The receiver and the SMTP sink here are also the tests'
+(tests/test_outbox.py): the receiver verifies every signature as docs/outbox.md tells receivers to, and stores
+deliveries by idempotency key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+
+def verify_signature(secret: bytes, timestamp: str, body: bytes, signature: str, now_s: float | None = None,
+                     tolerance_s: float = 300.0) -> bool:
+    """A receiver's check of `X-Huifang-Signature` (the snippet of docs/outbox.md): HMAC-SHA256 over the
+    timestamp, a dot and the raw body, compared in constant time; a timestamp older than `tolerance_s` is a
+    replay."""
+    expected = "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    fresh = abs((time.time() if now_s is None else now_s) - int(timestamp)) <= tolerance_s
+    return fresh and hmac.compare_digest(expected, signature)
+
+
+class Receiver:
+    """A webhook receiver on a free loopback port. Verifies signatures (401 otherwise), stores each delivery once
+    by its idempotency key (a repeated key is acknowledged, not stored again) and can be told to answer the next
+    requests with an error (`fail_next`, `fail_status`) or to store and then hang past the sender's timeout
+    (`hang_next`, `hang_s`)."""
+
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+        self.lock = threading.Lock()
+        #: idempotency key -> the first payload received under it.
+        self.deliveries: dict[str, dict[str, Any]] = {}
+        #: (idempotency key, status answered), in arrival order.
+        self.requests: list[tuple[str, int]] = []
+        self.bad_signatures = 0
+        self.fail_next, self.fail_status = 0, 503
+        self.hang_next, self.hang_s = 0, 0.0
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+
+    def attempts(self, key: str) -> int:
+        with self.lock:
+            return sum(1 for k, _ in self.requests if k == key)
+
+    def __enter__(self) -> Receiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                key = self.headers.get("Idempotency-Key", "")
+                ok = verify_signature(receiver.secret, self.headers.get("X-Huifang-Timestamp", "0"), body,
+                                      self.headers.get("X-Huifang-Signature", ""))
+                hang = 0.0
+                with receiver.lock:
+                    if not ok:
+                        receiver.bad_signatures += 1
+                        status = 401
+                    elif receiver.fail_next > 0:
+                        receiver.fail_next -= 1
+                        status = receiver.fail_status
+                    else:
+                        status = 200
+                        receiver.deliveries.setdefault(key, json.loads(body))  # deduplicated by key
+                        if receiver.hang_next > 0:
+                            receiver.hang_next -= 1
+                            hang = receiver.hang_s
+                    receiver.requests.append((key, status))
+                if hang:
+                    time.sleep(hang)  # stored, but the answer comes after the sender gave up
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                except OSError:
+                    pass  # the sender timed out and closed the connection
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class MailSink:
+    """aiosmtpd's handler: keeps every message received (envelope and raw content)."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+        self.messages.append(envelope)
+        return "250 Message accepted for delivery"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def smtp_server() -> Iterator[tuple[MailSink, int]]:
+    """A real SMTP server (aiosmtpd) on a free loopback port: (its sink, its port)."""
+    from aiosmtpd.controller import Controller
+
+    sink = MailSink()
+    port = _free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield sink, port
+    finally:
+        controller.stop()
+
+
+def seed(store: Any, cipher: Any, settings: Any, n_messages: int, channel: str, customers: int = 200) -> float:
+    """Queue `n_messages` send_schedule messages over `channel` for `customers` synthetic customers; returns the
+    seconds queuing took (after the customers were made)."""
+    from zoneinfo import ZoneInfo
+
+    from service.outbox import enqueue
+    from service.store.loanbook import Contact, ensure_customer, put_contact
+    from service.store.store import utcnow
+
+    contacts = {}
+    for i in range(min(customers, n_messages)):
+        cid = f"BENCH{i:05d}"
+        contact = Contact(phone=f"139{i:08d}", email=f"c{i}@example.com",
+                          consent=frozenset({"sms", "email", "letter"}))
+        put_contact(store, cipher, cid, contact)
+        contacts[cid] = contact
+    ids = list(contacts)
+    tz = ZoneInfo(settings.loanbook.timezone)
+    fields = {"customer_name_masked": "王**", "loan_id_tail": "0042", "repay_day": "15", "monthly_yuan": "4200"}
+    began = time.perf_counter()
+    for start in range(0, n_messages, 500):
+        with store.session() as s, s.begin():
+            now = utcnow()
+            for i in range(start, min(start + 500, n_messages)):
+                cid = ids[i % len(ids)]
+                ensure_customer(s, cid, now)
+                enqueue(s, customer_id=cid, followup_id=f"bench-{channel}-{i}", action="send_schedule",
+                        channel=channel, fields=fields, contact=contacts[cid], now=now,  # type: ignore[arg-type]
+                        settings=settings.outbox, tz=tz, cipher=cipher)
+    return time.perf_counter() - began
+
+
+def run(n_messages: int, channels: tuple[str, ...] = ("sms", "email"), concurrency: tuple[int, ...] = (1, 4),
+        db_url: str | None = None) -> list[dict[str, Any]]:
+    """For each channel and each number of sender threads: queue `n_messages` into a fresh database, send them all
+    to the local receiver, and measure. Returns one result per combination."""
+    from sqlalchemy import func, select
+
+    from service.outbox import Outbox, webhook_key, worker_name
+    from service.privacy import RawTextCipher
+    from service.settings import OutboxSettings, Settings
+    from service.store import Store
+    from service.store.models import AuditEntry, OutboxMessage
+
+    results = []
+    with smtp_server() as (sink, smtp_port):
+        for channel in channels:
+            for workers in concurrency:
+                with tempfile.TemporaryDirectory(prefix="bench-outbox-") as tmp:
+                    data = Path(tmp)
+                    url = db_url or f"sqlite:///{data / 'huifang.db'}"
+                    if db_url:
+                        _reset_postgres(db_url)
+                    probe = Settings(data_dir=data)
+                    with Receiver(webhook_key(probe)) as receiver:
+                        settings = Settings(data_dir=data, database_url=url, outbox=OutboxSettings(
+                            sms_webhook_url=receiver.url, smtp_host="127.0.0.1", smtp_port=smtp_port,
+                            smtp_starttls=False, timeout_s=10, quiet_start="00:00", quiet_end="00:00",
+                            concurrency=workers))
+                        store = Store(url)
+                        store.migrate()
+                        cipher = RawTextCipher(settings.raw_key_file)
+                        enqueue_s = seed(store, cipher, settings, n_messages, channel)
+                        outbox = Outbox.from_settings(store, settings)
+                        mails_before = len(sink.messages)
+                        began = time.perf_counter()
+                        tally = outbox.drain(worker_name(), workers)
+                        send_s = time.perf_counter() - began
+                        outbox.close()
+                        with store.session() as s:
+                            sent = s.scalar(select(func.count()).select_from(OutboxMessage)
+                                            .where(OutboxMessage.status == "sent"))
+                            audited = s.scalar(select(func.count()).select_from(AuditEntry)
+                                               .where(AuditEntry.kind == "message_sent"))
+                        store.close()
+                        delivered = len(receiver.deliveries) if channel == "sms" else len(sink.messages) - mails_before
+                        duplicates = (len(receiver.requests) - len(receiver.deliveries)) if channel == "sms" else 0
+                    results.append({
+                        "bench": "outbox", "channel": channel, "db": url.split(":", 1)[0].split("+")[0],
+                        "messages": n_messages, "sender_threads": workers,
+                        "enqueue_per_s": round(n_messages / enqueue_s, 1),
+                        "send_per_s": round(n_messages / send_s, 1), "send_s": round(send_s, 2),
+                        "sent": int(sent or 0), "audited": int(audited or 0), "delivered": delivered,
+                        "duplicates": duplicates, "outcomes": dict(tally), "cores": os.cpu_count()})
+    return results
+
+
+def _reset_postgres(url: str) -> None:
+    """An empty public schema on the benchmark's PostgreSQL database (each run starts from nothing)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--channels", default="sms,email")
+    parser.add_argument("--concurrency", default="1,4", help="sender threads, comma-separated")
+    parser.add_argument("--db-url", default=None, help="PostgreSQL URL (its public schema is DROPPED); default "
+                        "SQLite in a temporary folder")
+    args = parser.parse_args(argv)
+    for result in run(args.messages, tuple(args.channels.split(",")),
+                      tuple(int(c) for c in args.concurrency.split(",")), args.db_url):
+        print(json.dumps(result, ensure_ascii=False), flush=True)
+
+
+if __name__ == "__main__":
+    main()
