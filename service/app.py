@@ -19,7 +19,7 @@ from asr.streaming import SileroStep
 from asr.transcribe import Transcriber
 from nlu.assess import Assessor
 from nlu.classifier import ClassifierUnavailableError
-from service.api import assess, calls, calls_ws, demo, health, pages, recordings, tickets, transcriptions
+from service.api import agents, assess, calls, calls_ws, demo, health, pages, recordings, tickets, transcriptions
 from service.auth import (
     Principal,
     TicketBook,
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
     app = FastAPI(title="huifang", version="0.1.0", lifespan=lifespan,
                   description="Speech-to-risk service for post-loan follow-up calls")
     _harden(app, settings)
-    for module in (health, calls_ws, assess, pages, demo, recordings, calls, tickets, transcriptions):
+    for module in (health, calls_ws, assess, pages, demo, recordings, calls, tickets, transcriptions, agents):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     return app

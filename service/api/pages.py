@@ -1,5 +1,6 @@
-"""The HTML pages (static HTML and JavaScript, no build step): the agent console `/console` and the scored
-calls `/calls`, `/calls/{call_id}`. They call the JSON API with the token they were opened with."""
+"""The HTML pages (static HTML and JavaScript, no build step): the agent console `/console`, the scored
+calls `/calls`, `/calls/{call_id}` and the coaching scorecards `/agents`, `/agents/{agent_id}`. They call the JSON
+API with the token they were opened with."""
 
 from __future__ import annotations
 
@@ -29,3 +30,15 @@ async def calls_page() -> FileResponse:
 async def report_page(call_id: str) -> FileResponse:
     """One call's report: timeline, checklist, risk gauge and contributions, actions, playable spans."""
     return FileResponse(STATIC_DIR / "report.html", media_type="text/html; charset=utf-8")
+
+
+@router.get("/agents", include_in_schema=False)
+async def agents_page() -> FileResponse:
+    """Coaching scorecards: every agent against the team's median (supervisors)."""
+    return FileResponse(STATIC_DIR / "agents.html", media_type="text/html; charset=utf-8")
+
+
+@router.get("/agents/{agent_id}", include_in_schema=False)
+async def agent_page(agent_id: str) -> FileResponse:
+    """One agent's scorecard: trends, coverage per topic, prompts followed, the moments to listen to."""
+    return FileResponse(STATIC_DIR / "agents.html", media_type="text/html; charset=utf-8")

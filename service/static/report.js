@@ -192,6 +192,12 @@ async function main() {
   checklist(report.topics);
   otherAnswers(report.answers || []);
   transcript(report.utterances);
+  // #t=START-END (the coaching pages' links to a moment): cue the player there and play it if the browser lets us.
+  const cue = (new URLSearchParams(location.hash.slice(1)).get("t") || "").split("-").map(Number);
+  if (cue.length === 2 && cue.every(Number.isFinite)) {
+    document.body.dataset.cue = `${cue[0]}-${cue[1]}`;
+    play(cue);
+  }
   document.body.dataset.ready = "true";
 }
 
