@@ -43,11 +43,25 @@ def stats_of(call: Call, sensitivity: dict[str, str] | None = None) -> CallStats
                       call_id=call.call_id, agent_id=call.agent_id, at=call.created_at)
 
 
+#: The order of a topic's fields in `detail["t"]` (lists, not objects: a month is a million rows).
+TOPIC_FIELDS = ("topic", "name", "sensitivity", "asked", "times_asked", "label", "mismatch_raised",
+                "mismatch_standing", "challenged", "prompts_shown", "prompts_followed", "question_span",
+                "answer_span")
+
+
 def row_of(stats: CallStats) -> AgentCallStats:
-    detail = {"topics": [_topic_json(t) for t in stats.topics],
-              "gaps": [[g.topic, g.end_s, g.silence_s] for g in stats.gaps]}
+    """The stored row of a call's figures: the additive fields as columns, topics and silences in `detail`
+    (`{"t": [[TOPIC_FIELDS...], ...], "g": [[topic, end_s, silence_s], ...]}`)."""
+    detail = {"t": [[_plain(getattr(t, name)) for name in TOPIC_FIELDS] for t in stats.topics],
+              "g": [[g.topic, g.end_s, g.silence_s] for g in stats.gaps]}
     return AgentCallStats(call_id=stats.call_id, agent_id=stats.agent_id, at=stats.at,
                           **{name: getattr(stats, name) for name in SUMMED}, detail=detail)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    return list(value) if isinstance(value, tuple) else value
 
 
 def add_call_stats(s: Session, call: Call) -> None:
@@ -57,30 +71,24 @@ def add_call_stats(s: Session, call: Call) -> None:
     s.add(row)
 
 
-def _topic_json(t: TopicStats) -> dict[str, Any]:
-    return {"topic": t.topic, "name": t.name, "sensitivity": t.sensitivity, "asked": t.asked,
-            "times_asked": t.times_asked, "label": t.label, "mismatch_raised": t.mismatch_raised,
-            "mismatch_standing": t.mismatch_standing, "challenged": t.challenged, "prompts_shown": t.prompts_shown,
-            "prompts_followed": t.prompts_followed,
-            "question_span": list(t.question_span) if t.question_span else None,
-            "answer_span": list(t.answer_span) if t.answer_span else None}
-
-
 def _span(value: Any) -> tuple[float, float] | None:
     return (float(value[0]), float(value[1])) if value else None
 
 
 def stats_from_row(row: AgentCallStats) -> CallStats:
     detail = row.detail or {}
-    topics = tuple(TopicStats(
-        topic=t["topic"], name=t["name"], sensitivity=t["sensitivity"], asked=t["asked"],
-        times_asked=t["times_asked"], label=t["label"], mismatch_raised=t["mismatch_raised"],
-        mismatch_standing=t["mismatch_standing"], challenged=t["challenged"], prompts_shown=t["prompts_shown"],
-        prompts_followed=t["prompts_followed"], question_span=_span(t["question_span"]),
-        answer_span=_span(t["answer_span"])) for t in detail.get("topics", []))
-    gaps = tuple(QuestionGap(str(g[0]), float(g[1]), float(g[2])) for g in detail.get("gaps", []))
+    topics = []
+    for values in detail.get("t", []):
+        t = dict(zip(TOPIC_FIELDS, values, strict=True))
+        topics.append(TopicStats(
+            topic=t["topic"], name=t["name"], sensitivity=t["sensitivity"], asked=bool(t["asked"]),
+            times_asked=t["times_asked"], label=t["label"], mismatch_raised=bool(t["mismatch_raised"]),
+            mismatch_standing=bool(t["mismatch_standing"]), challenged=bool(t["challenged"]),
+            prompts_shown=t["prompts_shown"], prompts_followed=t["prompts_followed"],
+            question_span=_span(t["question_span"]), answer_span=_span(t["answer_span"])))
+    gaps = tuple(QuestionGap(str(g[0]), float(g[1]), float(g[2])) for g in detail.get("g", []))
     return CallStats(call_id=row.call_id, agent_id=row.agent_id, at=row.at,
-                     **{name: getattr(row, name) for name in SUMMED}, topics=topics, gaps=gaps)
+                     **{name: getattr(row, name) for name in SUMMED}, topics=tuple(topics), gaps=gaps)
 
 
 def agent_totals(store: Store, start: datetime, end: datetime, agent_id: str | None = None) -> dict[str, Totals]:
