@@ -34,7 +34,7 @@ from nlu.coaching import (
     review_calls,
     team_median,
 )
-from service.store.coaching import agent_calls, agent_totals
+from service.store.coaching import agent_calls, agent_totals, period_totals
 from service.store.store import Store
 
 SortKey = Literal[Figure, "agent_id"]
@@ -117,15 +117,16 @@ def agent_card(store: Store, agent_id: str, w: Window, rules: CoachingRules,
     `trend_periods` periods, per-topic coverage and prompts, the moments behind each figure, and the coaching
     list (the calls most worth reviewing, with the reasons and spans from `rules`)."""
     calls = agent_calls(store, agent_id, w.start_utc, w.end_utc)
-    team = {a: figures(t) for a, t in agent_totals(store, w.start_utc, w.end_utc).items()}
-    mine = team.get(agent_id) or figures(Totals())
-    median = team_median(team.values())
+    periods = [window(w.period, start, w.tz) for start, _end in previous_periods(w.period, w.start, trend_periods)]
+    sums = period_totals(store, [(p.start_utc, p.end_utc) for p in periods])  # the last is this period
     trend = []
-    for start, _end in previous_periods(w.period, w.start, trend_periods):
-        p = window(w.period, start, w.tz)
-        cards = {a: figures(t) for a, t in agent_totals(store, p.start_utc, p.end_utc).items()}
+    for p, by_agent in zip(periods, sums, strict=True):
+        cards = {a: figures(t) for a, t in by_agent.items()}
         own = cards.get(agent_id) or figures(Totals())
         trend.append({**_period_json(p), "figures": own.as_dict(), "team_median": team_median(cards.values())})
+    team = {a: figures(t) for a, t in sums[-1].items()}
+    mine = team.get(agent_id) or figures(Totals())
+    median = team_median(team.values())
     found: dict[MomentKind, list[dict[str, Any]]] = {}
     for call in reversed(calls):  # the most recent first
         for m in moments(call, rules.long_silence_s):

@@ -44,7 +44,7 @@ from service.auth import write_tokens_file
 from service.coaching import window
 from service.settings import Settings
 from service.store import Store
-from service.store.coaching import agent_calls, agent_totals
+from service.store.coaching import agent_calls, agent_totals, period_totals
 from service.store.models import AgentCallStats, AuditEntry
 from tests.conftest import fresh_postgres_schema
 from tests.server import bearer
@@ -248,6 +248,15 @@ def test_stored_rows_sum_to_the_pure_figures_and_follow_rescoring(store: Store, 
     _store_call(store, {**report_of(assessor, CLEAN_CALL, "g2", "borrower", 20.0)}, "A2")
     again = agent_totals(store, *far)["A2"]
     assert again.calls == 1 and again.mismatches_standing == 0 and again.duration_s == 20.0
+    # Consecutive periods in one pass: ok1 moved to 2025, g1 stays in 2026.
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE agent_call_stats SET at = :at WHERE call_id = 'ok1'"), {"at": datetime(2025, 6, 1)})
+    years = [(datetime(2024, 1, 1), datetime(2025, 1, 1)), (datetime(2025, 1, 1), datetime(2026, 1, 1)),
+             (datetime(2026, 1, 1), datetime(2100, 1, 1))]
+    by_year = period_totals(store, years, agent_id="A1")
+    assert [{a: t.calls for a, t in year.items()} for year in by_year] == [{}, {"A1": 1}, {"A1": 1}]
+    assert by_year[1]["A1"] == totals([call_stats(reports[1], SENSITIVITY, call_id="ok1", agent_id="A1", at=AT)])
+    assert set(period_totals(store, years)[2]) == {"A1", "A2"}
     # Deleting a call removes its row.
     store.delete_call("ok1")
     assert agent_totals(store, *far)["A1"].calls == 1

@@ -8,12 +8,13 @@ The columns are `nlu.coaching.CallStats`'s additive fields; a period's sums per 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from nlu.coaching import SUMMED, CallStats, QuestionGap, TopicStats, Totals, call_stats
@@ -75,7 +76,8 @@ def _span(value: Any) -> tuple[float, float] | None:
     return (float(value[0]), float(value[1])) if value else None
 
 
-def stats_from_row(row: AgentCallStats) -> CallStats:
+def stats_from_row(row: Any) -> CallStats:
+    """A stored row (an `AgentCallStats` or a result row of its table) back as the call's figures."""
     detail = row.detail or {}
     topics = []
     for values in detail.get("t", []):
@@ -92,30 +94,40 @@ def stats_from_row(row: AgentCallStats) -> CallStats:
 
 
 def agent_totals(store: Store, start: datetime, end: datetime, agent_id: str | None = None) -> dict[str, Totals]:
-    """Per agent, the sums of their calls in [start, end) (naive UTC): one GROUP BY over the typed columns.
-    Calls without an agent are left out."""
-    columns = [getattr(AgentCallStats, name) for name in SUMMED]
-    query = (select(AgentCallStats.agent_id, func.count(), *[func.sum(c) for c in columns])
-             .where(AgentCallStats.at >= start, AgentCallStats.at < end, AgentCallStats.agent_id.is_not(None))
-             .group_by(AgentCallStats.agent_id))
+    """Per agent, the sums of their calls in [start, end) (naive UTC). Calls without an agent are left out."""
+    return period_totals(store, [(start, end)], agent_id)[0]
+
+
+def period_totals(store: Store, bounds: Sequence[tuple[datetime, datetime]],
+                  agent_id: str | None = None) -> list[dict[str, Totals]]:
+    """For consecutive periods `bounds` (oldest first, each [start, end) in naive UTC), per agent, the sums of
+    their calls: one GROUP BY over the typed columns in one pass over the whole span."""
+    t = AgentCallStats.__table__.c
+    # The period of a row: the last whose start it is at or after (a CASE, so any database can do it).
+    period = case(*[(t.at >= start, i) for i, (start, _end) in reversed(list(enumerate(bounds)))], else_=-1)
+    rows = (select(t.agent_id, period.label("period"), *[t[name] for name in SUMMED])
+            .where(t.at >= bounds[0][0], t.at < bounds[-1][1], t.agent_id.is_not(None)))
     if agent_id is not None:
-        query = query.where(AgentCallStats.agent_id == agent_id)
+        rows = rows.where(t.agent_id == agent_id)
+    inner = rows.subquery()
+    query = (select(inner.c.agent_id, inner.c.period, func.count(), *[func.sum(inner.c[name]) for name in SUMMED])
+             .group_by(inner.c.agent_id, inner.c.period))
     ints = {name for name in SUMMED if isinstance(getattr(Totals(), name), int)}
-    out: dict[str, Totals] = {}
+    out: list[dict[str, Totals]] = [{} for _ in bounds]
     with store.session() as s:
-        for agent, count, *sums in s.execute(query):
+        for agent, index, count, *sums in s.execute(query):
             values: dict[str, Any] = {name: (int(v or 0) if name in ints else round(float(v or 0.0), 6))
                                       for name, v in zip(SUMMED, sums, strict=True)}
-            out[str(agent)] = Totals(calls=int(count), **values)
+            out[int(index)][str(agent)] = Totals(calls=int(count), **values)
     return out
 
 
 def agent_calls(store: Store, agent_id: str, start: datetime, end: datetime) -> list[CallStats]:
     """One agent's calls in [start, end), oldest first, with their per-topic details."""
+    t = AgentCallStats.__table__.c
     with store.session() as s:
-        rows = s.scalars(select(AgentCallStats).where(
-            AgentCallStats.agent_id == agent_id, AgentCallStats.at >= start, AgentCallStats.at < end)
-            .order_by(AgentCallStats.at, AgentCallStats.call_id))
+        rows = s.execute(select(AgentCallStats.__table__).where(t.agent_id == agent_id, t.at >= start, t.at < end)
+                         .order_by(t.at, t.call_id))
         return [stats_from_row(r) for r in rows]
 
 
