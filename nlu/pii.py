@@ -375,7 +375,8 @@ def loan_file_identities(loan_file: dict[str, object] | None) -> tuple[tuple[str
 
 
 #: Loan-file fields that identify nobody and may be shown and stored as they are.
-PUBLIC_LOAN_FIELDS = ("role", "amount_yuan", "term_years", "repay_day", "monthly_yuan", "rate_pct")
+PUBLIC_LOAN_FIELDS = ("customer_id", "loan_id", "role", "amount_yuan", "term_years", "repay_day", "monthly_yuan",
+                      "rate_pct")
 
 
 #: Loan-file fields kept while a recording waits to be scored: the figures, and what redaction must recognise.

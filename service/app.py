@@ -19,7 +19,20 @@ from asr.streaming import SileroStep
 from asr.transcribe import Transcriber
 from nlu.assess import Assessor
 from nlu.classifier import ClassifierUnavailableError
-from service.api import agents, assess, calls, calls_ws, demo, health, pages, recordings, tickets, transcriptions
+from service.api import (
+    agents,
+    assess,
+    calls,
+    calls_ws,
+    customers,
+    demo,
+    followups,
+    health,
+    pages,
+    recordings,
+    tickets,
+    transcriptions,
+)
 from service.auth import (
     Principal,
     TicketBook,
@@ -39,6 +52,7 @@ from service.live.redis_bus import RedisClaims, RedisHub, connect, replica_name
 from service.live.scheduler import DecodeScheduler
 from service.live.session import LiveCalls, LiveOptions
 from service.live.sockets import Watchers
+from service.loanbook import LoanBook, build_loanbook
 from service.metrics import ERRORS, REGISTRY, StateCollector
 from service.outbox import Outbox, OutboxWorker, configured_channels
 from service.settings import Settings, get_settings
@@ -62,7 +76,8 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
     app = FastAPI(title="huifang", version="0.1.0", lifespan=lifespan,
                   description="Speech-to-risk service for post-loan follow-up calls")
     _harden(app, settings)
-    for module in (health, calls_ws, assess, pages, demo, recordings, calls, tickets, transcriptions, agents):
+    for module in (health, calls_ws, assess, pages, demo, recordings, calls, tickets, transcriptions, agents,
+                   customers, followups):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     return app
@@ -174,8 +189,11 @@ async def _attach_storage(state: AppState, stack: AsyncExitStack) -> None:
     await asyncio.to_thread(_anchor, settings, store)
     checkpoints = asyncio.create_task(_checkpoint_every(store, settings.privacy.audit_checkpoint_s))
     stack.push_async_callback(_stop_checkpoints, store, checkpoints)
+    book = await asyncio.to_thread(build_loanbook, settings, store, state.assessor)
     scorer = recording_scorer(settings, state.transcriber, state.assessor, state.calls.engine.vad)
-    jobs = JobRunner(job_context(settings, store, scorer), settings.scoring.workers, settings.scoring.lease_s)
+    context = job_context(settings, store, scorer)
+    context.after_report = book.plan
+    jobs = JobRunner(context, settings.scoring.workers, settings.scoring.lease_s)
     await jobs.start()
     stack.push_async_callback(jobs.close)
     if configured_channels(settings.outbox):  # else messages are queued and wait for a transport
@@ -184,8 +202,11 @@ async def _attach_storage(state: AppState, stack: AsyncExitStack) -> None:
         await state.outbox.start()
         stack.push_async_callback(state.outbox.close)
         log.info("outbox: sending %s", ", ".join(outbox.channels))
-    state.store, state.jobs, state.store_error = store, jobs, None
-    state.calls.store = store
+    if settings.loanbook.plan_interval_s:
+        planning = asyncio.create_task(_plan_every(book, settings.loanbook.plan_interval_s))
+        stack.push_async_callback(_cancel, planning)
+    state.store, state.jobs, state.store_error, state.loanbook = store, jobs, None, book
+    state.calls.store, state.calls.loanbook = store, book
 
 
 #: Seconds between attempts to reach the database, doubling up to the last.
@@ -202,6 +223,19 @@ async def _storage_until_ready(state: AppState, stack: AsyncExitStack) -> None:
             continue
         log.info("storage available after %d attempt(s)", attempt + 2)
         return
+
+
+async def _plan_every(book: LoanBook, interval_s: float) -> None:
+    """The daily planning, run by whichever replica gets to each customer first (`LoanBook.plan_due`): tiers
+    age out of the policy's window and overdue second calls raise tiers without any new call."""
+    while True:
+        try:
+            planned = await asyncio.to_thread(book.plan_due)
+            if planned:
+                log.info("loan book: %d customer(s) planned", planned)
+        except Exception:  # noqa: BLE001 - keep trying; `huifang plan` does the same by hand
+            log.exception("loan book: planning failed")
+        await asyncio.sleep(interval_s)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -58,6 +58,8 @@ class JobContext:
     retention_days: float
     #: Set when the unredacted transcript is kept (encrypted); None: it is dropped.
     cipher: RawTextCipher | None = None
+    #: Called with the customer id of each report stored (the loan book re-plans that customer).
+    after_report: Callable[[str], object] | None = None
 
 
 def recording_scorer(settings: Settings, transcriber: Transcriber, assessor: Assessor, vad: VadStep,
@@ -121,6 +123,13 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
              "answers": [{"topic": a["topic"], "label": a["label"], "mismatch": a["mismatch"]}
                          for a in report.get("answers", [])]}
     _retrying(lambda: audit.append(ctx.store, "report", "scoring", job.call_id, entry))
+    customer_id = (job.loan_file or {}).get("customer_id")
+    if ctx.after_report is not None and customer_id:
+        try:
+            ctx.after_report(str(customer_id))
+        except Exception:  # noqa: BLE001 - the report is stored; the daily plan (`huifang plan`) catches up
+            log.exception("call %s: could not plan the customer's follow-ups; the next planning run will",
+                          job.call_id)
     JOBS.labels("done").inc()
     log.info("recording %s scored: call %s, risk %s (%s)", job.id, job.call_id, report["risk_score"], report["tier"])
 

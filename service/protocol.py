@@ -78,6 +78,9 @@ class LoanFile(BaseModel):
     repay_day: int | None = Field(None, ge=1, le=31)
     monthly_yuan: float | None = Field(None, ge=0)
     rate_pct: float | None = Field(None, ge=0, le=100)
+    #: Channels the customer agreed to be contacted on, and those they opted out of (the loan book's messages).
+    consent: list[Literal["call", "sms", "email", "letter"]] | None = Field(None, max_length=4)
+    opted_out: list[Literal["call", "sms", "email", "letter"]] | None = Field(None, max_length=4)
 
 
 class StartMessage(BaseModel):
@@ -120,6 +123,9 @@ class ReadyEvent(BaseModel):
     call_id: str
     channels: list[str] = Field(default_factory=list)
     loan_file: dict[str, Any] | None = None
+    #: What the customer's earlier calls left unresolved (topics never answered clearly, an open second call's
+    #: topics), for the top of the checklist: [{topic, name, label, call_id, at}]. Empty without a customer_id.
+    carried_over: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class PartialEvent(BaseModel):

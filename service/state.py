@@ -14,6 +14,7 @@ from service.live.demo import DemoPlayer
 from service.live.hub import EventBus
 from service.live.session import LiveCalls
 from service.live.sockets import Watchers
+from service.loanbook import LoanBook
 from service.outbox import OutboxWorker
 from service.settings import Settings
 from service.store import Store
@@ -46,3 +47,5 @@ class AppState:
     store_error: str | None = None
     #: Delivers queued messages; None without a store or without any SMTP server or webhook configured.
     outbox: OutboxWorker | None = None
+    #: Customers, tiers and follow-ups; None without a store.
+    loanbook: LoanBook | None = None

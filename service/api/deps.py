@@ -12,6 +12,7 @@ from nlu.assess import Assessor
 from service.auth import Principal, Role, TicketBook, TokenRegistry, authenticate
 from service.errors import unavailable
 from service.live.session import LiveCalls
+from service.loanbook import LoanBook
 from service.settings import Settings
 from service.state import AppState
 from service.store import Store
@@ -43,6 +44,13 @@ def get_assessor(state: State) -> Assessor:
     return state.assessor
 
 
+def get_loanbook(state: State) -> LoanBook:
+    """The loan book (customers, follow-ups); 503 with the reason while the database is unavailable."""
+    if state.loanbook is None:
+        raise unavailable("storage_unavailable", f"storage is not available: {state.store_error or 'not set up'}")
+    return state.loanbook
+
+
 def get_calls(state: State) -> LiveCalls:
     return state.calls
 
@@ -61,6 +69,7 @@ AssessorDep = Annotated[Assessor, Depends(get_assessor)]
 CallsDep = Annotated[LiveCalls, Depends(get_calls)]
 TokensDep = Annotated[TokenRegistry, Depends(get_tokens)]
 TicketsDep = Annotated[TicketBook, Depends(get_tickets)]
+LoanBookDep = Annotated[LoanBook, Depends(get_loanbook)]
 
 
 def require(*roles: Role) -> object:
@@ -77,3 +86,4 @@ Viewer = Annotated[Principal, require("agent", "supervisor")]
 Admin = Annotated[Principal, require()]
 Ingest = Annotated[Principal, require("ingest", "supervisor")]
 Anyone = Annotated[Principal, require("ingest", "agent", "supervisor")]
+Supervisor = Annotated[Principal, require("supervisor")]

@@ -21,6 +21,7 @@ from pipeline.call import ROLES
 from pipeline.recording import AudioPart, RecordingError, validate_parts
 from service.api.deps import Ingest, SettingsDep, State, StoreDep
 from service.errors import ServiceError, bad_call_id
+from service.loanbook import update_contact_from_loan_file
 from service.protocol import LoanFileError, parse_loan_file, valid_call_id
 from service.settings import Settings
 from service.store import JobRecord
@@ -135,10 +136,12 @@ async def upload_recording(request: Request, _: Ingest, state: State, settings: 
     if not valid_call_id(call_id):
         raise bad_call_id()
     try:
-        # Only what scoring needs is stored with the queued job: no phone, ID or card numbers.
-        loan_file = minimal_loan_file(parse_loan_file(fields.get("loan_file")))
+        given = parse_loan_file(fields.get("loan_file"))
     except LoanFileError as e:
         raise ServiceError("bad_loan_file", str(e), 422) from e
+    # Only what scoring needs is stored with the queued job: no phone, ID or card numbers. The customer's phone
+    # and e-mail go to their contact details, encrypted (the loan book's messages).
+    loan_file = minimal_loan_file(given)
     agent_id = (fields.get("agent_id") or "").strip() or None
     if agent_id is not None and len(agent_id) > 64:
         raise ServiceError("bad_agent_id", "agent_id: at most 64 characters", 422)
@@ -150,6 +153,8 @@ async def upload_recording(request: Request, _: Ingest, state: State, settings: 
                                f"each once (got {fields.get('channels')!r})", 422)
     if await asyncio.to_thread(store.active_job_for, call_id):
         raise ServiceError("being_scored", f"call {call_id} is already being scored", 409)
+    if state.loanbook is not None:
+        await asyncio.to_thread(update_contact_from_loan_file, state.loanbook, given)
 
     job_id = secrets.token_hex(8)
     folder = settings.data_dir / "audio" / job_id

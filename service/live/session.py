@@ -15,6 +15,7 @@ import asyncio
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
@@ -28,6 +29,7 @@ from service.live.assist import CallAssist
 from service.live.claims import CallClaims, LocalClaims, call_in_progress
 from service.live.engine import LiveCall, LiveEngine
 from service.live.hub import EventBus
+from service.loanbook import LoanBook, update_contact_from_loan_file
 from service.metrics import ERRORS
 from service.protocol import CloseCode, Emit, EndEvent, ErrorEvent, ReadyEvent, StartMessage, dump
 from service.store import Store, audit
@@ -35,6 +37,8 @@ from service.store import Store, audit
 log = logging.getLogger(__name__)
 
 
+#: Longest wait for the customer's history when a call starts.
+CARRIED_OVER_WAIT_S = 2.0
 #: What of a live event goes into the audit log (the verdict and its evidence; not the transcript).
 _AUDITED: dict[str, set[str] | None] = {
     "assessment": {"topic", "label", "confidence", "evidence", "slots", "mismatch", "question_utterance_id",
@@ -63,6 +67,8 @@ class LiveCalls:
     nlu_executor: Executor
     options: LiveOptions
     store: Store | None = None
+    #: The loan book (set with the store): what a customer's earlier calls left open, shown when a call starts.
+    loanbook: LoanBook | None = None
     #: Why speech recognition is unavailable (then every call is refused), or None.
     asr_error: str | None = None
     #: Who may start a call (this process's counts by default; Redis's across replicas).
@@ -177,7 +183,29 @@ class LiveSession:
     async def ready(self) -> None:
         """Tell the caller and subscribers the call is open (with the loan file as agents may see it)."""
         await self.emit(ReadyEvent(call_id=self.call_id, channels=self.start.channels,
-                                   loan_file=public_loan_file(self._loan) if self._loan else None))
+                                   loan_file=public_loan_file(self._loan) if self._loan else None,
+                                   carried_over=await self._carried_over()))
+
+    async def _carried_over(self) -> list[dict[str, Any]]:
+        """What this customer's earlier calls left open, and the loan file's contact details stored. Bounded: a
+        slow or unreachable database delays the call's start by at most CARRIED_OVER_WAIT_S and then the call
+        starts without it (scoring of the call does not depend on it)."""
+        book, customer_id = self._calls.loanbook, (self._loan or {}).get("customer_id")
+        if book is None or not customer_id:
+            return []
+
+        def read() -> list[dict[str, Any]]:
+            update_contact_from_loan_file(book, self._loan)
+            items = book.carried_over(str(customer_id))
+            audit.append(book.store, "customer_carried_over", self._owner or "live", self.call_id,
+                         {"customer_id": str(customer_id), "topics": [i["topic"] for i in items]})
+            return items
+
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(read), CARRIED_OVER_WAIT_S)
+        except Exception:  # noqa: BLE001 - the call goes on without the history
+            log.warning("call %s: could not read what earlier calls left open", self.call_id, exc_info=True)
+            return []
 
     async def feed_interleaved(self, data: bytes) -> None:
         """Interleaved samples in the start message's encoding (the native socket)."""

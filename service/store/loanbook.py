@@ -5,13 +5,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy.orm import Session
 
+from nlu.followup import call_facts
 from service.privacy import RawTextCipher
-from service.store.models import Customer
-from service.store.store import Store, utcnow
+from service.store.models import Call, CallSummary, Customer
+
+if TYPE_CHECKING:  # store.py calls into this module while storing a report
+    from service.store.store import Store
+
+
+def utcnow() -> datetime:
+    from service.store.store import utcnow
+
+    return utcnow()
 
 Channel = Literal["call", "sms", "email", "letter"]
 CHANNELS: tuple[Channel, ...] = ("call", "sms", "email", "letter")
@@ -98,3 +107,27 @@ def read_contact(cipher: RawTextCipher, customer: Customer | None) -> Contact | 
     if customer is None or customer.contact_encrypted is None:
         return None
     return Contact.from_json(cipher.unseal(customer.contact_encrypted, "the contact details"))
+
+
+# -- calls -----------------------------------------------------------------------------------------------------
+
+def record_call(s: Session, call: Call, loan_file: dict[str, Any] | None) -> None:
+    """Link a call being stored (in `Store.complete_job`'s transaction) to its customer and loan, and write its
+    summary: what the loan book reads instead of the report."""
+    customer_id = _text(loan_file, "customer_id")
+    call.customer_id, call.loan_id = customer_id, _text(loan_file, "loan_id")
+    facts = call_facts(call.call_id, call.created_at, call.report).to_json()
+    # The figures messages may quote (the repayment day, the monthly payment): public fields of the loan file.
+    facts["mismatch_detail"] = {str(t["topic"]): t["mismatch"] for t in call.report.get("topics") or ()
+                                if isinstance(t.get("mismatch"), dict)}
+    facts["loan"] = {k: loan_file[k] for k in ("repay_day", "monthly_yuan", "amount_yuan", "term_years", "role")
+                     if loan_file and loan_file.get(k) is not None}
+    s.add(CallSummary(call_id=call.call_id, customer_id=customer_id, loan_id=call.loan_id, agent_id=call.agent_id,
+                      at=call.created_at, risk_score=call.risk_score, tier=call.tier, facts=facts))
+    if customer_id is not None:
+        ensure_customer(s, customer_id)
+
+
+def _text(loan_file: dict[str, Any] | None, key: str) -> str | None:
+    value = (loan_file or {}).get(key)
+    return str(value) if value not in (None, "") else None

@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from nlu.pii import public_loan_file
-from service.store import coaching
+from service.store import coaching, loanbook
 from service.store.anchor import Anchor
 from service.store.models import Answer, Call, Recording
 
@@ -83,7 +83,7 @@ class Footprint:
     pending: tuple[str, ...]
 
 
-def _folder(files: list[dict[str, Any]] | None) -> str | None:
+def folder_of(files: list[dict[str, Any]] | None) -> str | None:
     """The audio folder (relative to the data directory) a job's files are stored in."""
     return str(Path(files[0]["path"]).parent) if files else None
 
@@ -272,7 +272,7 @@ class Store:
             if job is None:
                 return None
             _fence(job, version)
-            folder = _folder(job.files)
+            folder = folder_of(job.files)
             job.status, job.error, job.finished_at = "failed", error[:2000], utcnow()
             job.lease_owner, job.lease_expires_at = None, None
             job.loan_file, job.files = None, []
@@ -294,7 +294,7 @@ class Store:
             superseded = [r for r in s.scalars(select(Recording).where(
                 Recording.call_id == job.call_id, Recording.id != job_id, Recording.status.in_(("done", "failed"))))]
             old = s.get(Call, job.call_id)
-            stale = {f for f in [old.audio_dir if old else None, *(_folder(r.files) for r in superseded)]
+            stale = {f for f in [old.audio_dir if old else None, *(folder_of(r.files) for r in superseded)]
                      if f and f != audio_dir}
             for row in superseded:
                 s.delete(row)
@@ -313,6 +313,7 @@ class Store:
                                                end_s=span[1]))
             s.add(call)
             coaching.add_call_stats(s, call)
+            loanbook.record_call(s, call, job.loan_file)
             job.status, job.progress, job.finished_at, job.error = "done", 1.0, utcnow(), None
             job.lease_owner, job.lease_expires_at = None, None
             if files is not None:
@@ -365,7 +366,7 @@ class Store:
             if any(j.status == "running" for j in jobs):
                 raise StoreError(f"call {call_id} is being scored; delete it when the job has finished")
             call = s.get(Call, call_id)
-            folders = {f for f in [call.audio_dir if call else None, *(_folder(j.files) for j in jobs)] if f}
+            folders = {f for f in [call.audio_dir if call else None, *(folder_of(j.files) for j in jobs)] if f}
             if call is not None:
                 s.delete(call)
             for job in jobs:

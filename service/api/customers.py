@@ -1,0 +1,110 @@
+"""Customers of the loan book (issue #18): their follow-up history, tier over time, what is still open, and their
+contact details (set here or by a loan file; stored encrypted, shown masked). Supervisors see every customer, an
+agent only the customers of follow-ups assigned to them; every read of a customer is audited."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.api.deps import Admin, LoanBookDep, SettingsDep, Viewer, require
+from service.auth import Principal
+from service.errors import ServiceError, forbidden
+from service.jobs import remove_audio
+from service.store import StoreError, audit
+from service.store.loanbook import Contact, put_contact
+from service.store.store import utcnow
+
+router = APIRouter(tags=["customers"])
+
+ChannelName = Literal["call", "sms", "email", "letter"]
+#: Who may set contact details: the bank's systems (ingest), supervisors and admins; agents never see them whole.
+ContactWriter = Annotated[Principal, require("ingest", "supervisor")]
+
+
+class ContactUpdate(BaseModel):
+    """A customer's contact details and choices; replaces what was stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phone: str | None = Field(None, max_length=32, pattern=r"^\+?[0-9 -]{5,31}$")
+    email: str | None = Field(None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    consent: list[ChannelName] = Field(default_factory=list, max_length=4)
+    opted_out: list[ChannelName] = Field(default_factory=list, max_length=4)
+
+
+async def check_customer_access(book: LoanBookDep, principal: Principal, customer_id: str) -> None:
+    """Supervisors and admins see every customer; an agent only those with a follow-up assigned to them."""
+    if principal.role in ("supervisor", "admin"):
+        return
+    if principal.role != "agent" or principal.agent_id is None or not await asyncio.to_thread(
+            book.assigned_to, customer_id, principal.agent_id):
+        raise forbidden(f"customer {customer_id} has no follow-up assigned to you")
+
+
+@router.get("/v1/customers/{customer_id}")
+async def customer_view(customer_id: str, principal: Viewer, book: LoanBookDep) -> dict[str, Any]:
+    """The customer: `calls` (every follow-up call, oldest first, with what each left vague or contradicted),
+    `tiers` (the tier over time, with reasons), `never_clear` (topics no later call answered clearly),
+    `mismatches`, `followups`, `messages` (delivery status) and `contact` (masked)."""
+    await check_customer_access(book, principal, customer_id)
+    view = await asyncio.to_thread(book.customer, customer_id)
+    if view is None:
+        raise ServiceError("not_found", f"no customer {customer_id}", 404)
+    await asyncio.to_thread(audit.append, book.store, "customer_read", principal.name, None,
+                            {"customer_id": customer_id, "role": principal.role})
+    return view
+
+
+@router.get("/v1/customers")
+async def list_customers(principal: Viewer, book: LoanBookDep, tier: Literal["low", "medium", "high"] | None = None,
+                         limit: int = 100, offset: int = 0) -> dict[str, Any]:
+    """Customers by tier (highest first), with their open follow-ups; an agent sees only their own customers."""
+    if not 1 <= limit <= 500 or offset < 0:
+        raise ServiceError("bad_page", "limit must be 1-500 and offset >= 0", 422)
+    agent = principal.agent_id if principal.role == "agent" else None
+    items, total = await asyncio.to_thread(book.customers, tier, agent, limit, offset)
+    return {"total": total, "limit": limit, "offset": offset, "items": items}
+
+
+@router.put("/v1/customers/{customer_id}/contact")
+async def set_contact(customer_id: str, body: ContactUpdate, principal: ContactWriter,
+                      book: LoanBookDep) -> dict[str, Any]:
+    """Set the customer's phone, e-mail and, per channel, consent and opt-out. Stored encrypted; the answer
+    shows them masked, as everyone but the bank's systems sees them."""
+    contact = Contact(body.phone, body.email, frozenset(body.consent), frozenset(body.opted_out))
+    await asyncio.to_thread(put_contact, book.store, book.cipher, customer_id, contact)
+    await asyncio.to_thread(audit.append, book.store, "contact_set", principal.name, None,
+                            {"customer_id": customer_id, "consent": sorted(body.consent),
+                             "opted_out": sorted(body.opted_out)})
+    return {"customer_id": customer_id, "contact": contact.masked()}
+
+
+@router.delete("/v1/customers/{customer_id}", status_code=204,
+               responses={409: {"description": "a call under retention, or a recording being scored"}})
+async def erase_customer(customer_id: str, principal: Admin, book: LoanBookDep, settings: SettingsDep) -> Response:
+    """Erase the customer: their calls (reports, audio, jobs), follow-ups, messages, tier history and contact
+    details. Refused (409) while one of their calls is younger than the minimum retention or being scored."""
+    youngest = await asyncio.to_thread(book.youngest_call, customer_id)
+    if youngest is not None:
+        keep_until = youngest + timedelta(days=settings.scoring.min_retention_days)
+        if utcnow() < keep_until:
+            raise ServiceError("retention", f"customer {customer_id} has calls that must be kept until "
+                               f"{keep_until:%Y-%m-%d %H:%M} UTC (minimum retention)", 409)
+    try:
+        erased = await asyncio.to_thread(book.erase, customer_id)
+    except StoreError as e:
+        raise ServiceError("being_scored", str(e), 409) from e
+    if erased is None:
+        raise ServiceError("not_found", f"no customer {customer_id}", 404)
+    call_ids, folders = erased
+    await asyncio.to_thread(audit.append, book.store, "customer_erased", principal.name, None,
+                            {"customer_id": customer_id, "calls": call_ids, "audio_folders": len(folders)})
+    for folder in folders:
+        await asyncio.to_thread(remove_audio, settings.data_dir, folder)
+    return Response(status_code=204)
+
