@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -36,11 +36,12 @@ from nlu.followup import (
 )
 from nlu.pii import Redactor
 from nlu.report import load_risk
+from service import outbox
 from service.privacy import RawTextCipher
-from service.settings import Settings
+from service.settings import OutboxSettings, Settings
 from service.store import Store, StoreError
 from service.store.loanbook import Contact, get_contact, put_contact, read_contact
-from service.store.models import Call, CallSummary, Customer, CustomerTier, FollowUp, Recording
+from service.store.models import Call, CallSummary, Customer, CustomerTier, FollowUp, OutboxMessage, Recording
 from service.store.store import folder_of, utcnow
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,11 @@ class LoanBook:
     """Customers, tiers and follow-ups over one store."""
 
     def __init__(self, store: Store, cipher: RawTextCipher, policy: FollowUpPolicy, tz: ZoneInfo,
-                 topic_names: Mapping[str, str], action_texts: Mapping[str, str], outbox: Outbox | None = None,
+                 topic_names: Mapping[str, str], action_texts: Mapping[str, str], messages: Outbox | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.store, self.cipher, self.policy, self.tz = store, cipher, policy, tz
         self.topic_names, self.action_texts = dict(topic_names), {**REASON_TEXTS, **action_texts}
-        self.outbox = outbox
+        self.outbox = messages
         self._clock = clock
         self._redactor = Redactor()
 
@@ -231,13 +232,13 @@ class LoanBook:
         """What a message template may quote: the loan's public figures and the topics' names; never a personal
         number (the outbox's templates name the fields they use, and refuse a body carrying one)."""
         loan = dict((latest.facts.get("loan") if latest is not None else None) or {})
-        fields = {"topics": "、".join(self.topic_names.get(t, t) for t in topics)}
+        fields = {"topics": "、".join(self.topic_names.get(t, t) for t in topics),
+                  "customer_name_masked": str(loan.get("name_masked") or "客户")}
         if loan.get("repay_day") is not None:
             fields["repay_day"] = str(int(loan["repay_day"]))
-        if loan.get("monthly_yuan") is not None:
-            fields["monthly_yuan"] = f"{float(loan['monthly_yuan']):,.0f}"
-        if loan.get("amount_yuan") is not None:
-            fields["amount_wan"] = f"{float(loan['amount_yuan']) / 10000:g}"
+        for key in ("monthly_yuan", "amount_yuan"):
+            if loan.get(key) is not None:
+                fields[key] = f"{float(loan[key]):.0f}"
         if loan.get("term_years") is not None:
             fields["term_years"] = f"{float(loan['term_years']):g}"
         if loan_id:
@@ -441,13 +442,38 @@ def _iso(value: datetime | None) -> str | None:
 
 
 
-def build_loanbook(settings: Settings, store: Store, assessor: Assessor, outbox: Outbox | None = None) -> LoanBook:
+class MessageOutbox:
+    """The loan book's side of the outbox (service/outbox.py): messages queued in the planner's transaction,
+    their delivery read back to settle follow-ups, and the customer page's list."""
+
+    def __init__(self, settings: OutboxSettings, tz: ZoneInfo, cipher: RawTextCipher) -> None:
+        self.settings, self.tz, self.cipher = settings, tz, cipher
+
+    def enqueue(self, s: Session, *, customer_id: str, followup_id: str | None, action: str, channel: Channel,
+                fields: dict[str, str], contact: Contact | None, now: datetime) -> Any:
+        return outbox.enqueue(s, customer_id=customer_id, followup_id=followup_id, action=action,
+                              channel=channel, fields=fields, contact=contact, now=now, settings=self.settings,
+                              tz=self.tz, cipher=self.cipher)
+
+    def deliveries(self, s: Session, followup_ids: Sequence[str]) -> dict[str, str]:
+        """The delivery status of each follow-up's message (sent, dead, suppressed, or still on its way)."""
+        rows = s.execute(select(OutboxMessage.followup_id, OutboxMessage.status)
+                         .where(OutboxMessage.followup_id.in_(list(followup_ids)))).tuples()
+        return {str(f): str(status) for f, status in rows if f is not None}
+
+    def messages(self, store: Store, customer_id: str) -> list[dict[str, Any]]:
+        return [{k: (_iso(v) if isinstance(v, datetime) else v) for k, v in asdict(m).items()}
+                for m in outbox.messages_of(store, customer_id)]
+
+
+def build_loanbook(settings: Settings, store: Store, assessor: Assessor) -> LoanBook:
     """The loan book for this configuration: policy file, the bank's time zone, the topic names of the call script
-    and the texts of the risk configuration's actions."""
+    and the texts of the risk configuration's actions; messages go through the outbox."""
     names = {t.id: t.name for t in assessor.script.topics.values()}
     actions = {str(a["id"]): str(a["text"]) for a in load_risk(settings.scoring.risk_file).actions}
-    return LoanBook(store, RawTextCipher(settings.raw_key_file), load_policy(settings.loanbook.policy_file),
-                    ZoneInfo(settings.loanbook.timezone), names, actions, outbox)
+    tz, cipher = ZoneInfo(settings.loanbook.timezone), RawTextCipher(settings.raw_key_file)
+    return LoanBook(store, cipher, load_policy(settings.loanbook.policy_file), tz, names, actions,
+                    MessageOutbox(settings.outbox, tz, cipher))
 
 
 def contact_from_loan_file(loan_file: Mapping[str, Any] | None, earlier: Contact | None) -> Contact | None:

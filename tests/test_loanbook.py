@@ -190,6 +190,10 @@ def test_a_loan_file_brings_contact_details_and_consent(client: TestClient, tmp_
     channels = {f["reason"]: f["channel"] for f in
                 client.get("/v1/customers/C100", headers=bearer("sup")).json()["followups"]}
     assert channels["send_schedule"] == "sms"
+    view = client.get("/v1/customers/C100", headers=bearer("sup")).json()
+    (sms,) = [m for m in view["messages"] if m["action"] == "send_schedule"]
+    assert sms["channel"] == "sms" and sms["status"] == "queued" and sms["destination_masked"] == "139****1111"
+    assert "13900001111" not in str(view)
 
 
 def test_erasing_a_customer_removes_calls_followups_and_contact(client: TestClient) -> None:

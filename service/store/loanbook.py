@@ -122,6 +122,10 @@ def record_call(s: Session, call: Call, loan_file: dict[str, Any] | None) -> Non
                                 if isinstance(t.get("mismatch"), dict)}
     facts["loan"] = {k: loan_file[k] for k in ("repay_day", "monthly_yuan", "amount_yuan", "term_years", "role")
                      if loan_file and loan_file.get(k) is not None}
+    name = _text(loan_file, {"coborrower": "coborrower_name", "guarantor": "guarantor_name"}.get(
+        str((loan_file or {}).get("role")), "borrower")) or _text(loan_file, "name")
+    if name:
+        facts["loan"]["name_masked"] = name[0] + "*" * max(len(name) - 1, 1)  # 张**: never the whole name
     s.add(CallSummary(call_id=call.call_id, customer_id=customer_id, loan_id=call.loan_id, agent_id=call.agent_id,
                       at=call.created_at, risk_score=call.risk_score, tier=call.tier, facts=facts))
     if customer_id is not None:
