@@ -12,6 +12,7 @@ deliveries by idempotency key.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import hmac
 import json
@@ -191,11 +192,9 @@ def run(n_messages: int, channels: tuple[str, ...] = ("sms", "email"), concurren
     with smtp_server() as (sink, smtp_port):
         for channel in channels:
             for workers in concurrency:
-                with tempfile.TemporaryDirectory(prefix="bench-outbox-") as tmp:
+                with tempfile.TemporaryDirectory(prefix="bench-outbox-") as tmp, contextlib.ExitStack() as stack:
                     data = Path(tmp)
-                    url = db_url or f"sqlite:///{data / 'huifang.db'}"
-                    if db_url:
-                        _reset_postgres(db_url)
+                    url = stack.enter_context(_fresh_schema(db_url)) if db_url else f"sqlite:///{data / 'huifang.db'}"
                     probe = Settings(data_dir=data)
                     with Receiver(webhook_key(probe)) as receiver:
                         settings = Settings(data_dir=data, database_url=url, outbox=OutboxSettings(
@@ -230,15 +229,24 @@ def run(n_messages: int, channels: tuple[str, ...] = ("sms", "email"), concurren
     return results
 
 
-def _reset_postgres(url: str) -> None:
-    """An empty public schema on the benchmark's PostgreSQL database (each run starts from nothing)."""
+@contextmanager
+def _fresh_schema(url: str) -> Iterator[str]:
+    """A URL of the PostgreSQL database `url` whose tables live in a new schema of their own, dropped afterwards
+    (nothing else in that database is touched)."""
+    import secrets
+
     from sqlalchemy import create_engine, text
 
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
+    schema = f"bench_outbox_{secrets.token_hex(4)}"
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -246,8 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--channels", default="sms,email")
     parser.add_argument("--concurrency", default="1,4", help="sender threads, comma-separated")
-    parser.add_argument("--db-url", default=None, help="PostgreSQL URL (its public schema is DROPPED); default "
-                        "SQLite in a temporary folder")
+    parser.add_argument("--db-url", default=None, help="a PostgreSQL database (each run in a schema of its own, "
+                        "dropped afterwards); default SQLite in a temporary folder")
     args = parser.parse_args(argv)
     for result in run(args.messages, tuple(args.channels.split(",")),
                       tuple(int(c) for c in args.concurrency.split(",")), args.db_url):
