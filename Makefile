@@ -28,7 +28,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
 	touch $@
 
+# A fresh data directory gets the synthetic demo loan book first (`huifang demo-seed --if-empty`: once, ~1 min);
+# the service starts even if seeding fails.
 run: install
+	-$(BIN)/huifang demo-seed --if-empty
 	$(BIN)/huifang serve
 
 # The whole suite: lint, types and tests, the same here and in CI (.ci/run).

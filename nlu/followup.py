@@ -17,7 +17,7 @@ from typing import Any, Literal, cast
 
 import yaml
 
-from configs import configs_file
+from huifang_configs import configs_file
 from nlu.script import ScriptError
 
 Tier = Literal["low", "medium", "high"]
@@ -31,6 +31,7 @@ VAGUE = ("omission", "unclear", "evasive")
 #: The reason of the second call (the follow-up a later call can close).
 SECOND_CALL = "second_call"
 EDUCATION = "education"
+UNREACHABLE = "unreachable"
 DEFAULT_POLICY_FILE = configs_file("followup.yaml")
 
 
@@ -157,6 +158,8 @@ class FollowUpPolicy:
     actions: Mapping[str, ActionRoute]
     education: Mapping[str, ActionRoute]
     calendar: BusinessCalendar
+    #: What follows a second call nobody answered: a message asking the customer to call back (None: nothing).
+    unreachable: ActionRoute | None = None
 
 
 def load_policy(path: str | Path | None = None) -> FollowUpPolicy:
@@ -195,8 +198,9 @@ def _policy(raw: dict[str, Any]) -> FollowUpPolicy:
     calendar = BusinessCalendar(frozenset(int(d) for d in cal.get("weekend", (6, 7))),
                                 frozenset(_day(d) for d in cal.get("holidays") or ()),
                                 frozenset(_day(d) for d in cal.get("workdays") or ()))
+    unreachable = _routes({"unreachable": raw["unreachable"]}, "policy") if raw.get("unreachable") else {}
     return FollowUpPolicy(int(raw.get("window_days", 365)), tuple(rules), due, _routes(raw.get("actions"), "actions"),
-                          _routes(raw.get("education"), "education"), calendar)
+                          _routes(raw.get("education"), "education"), calendar, unreachable.get("unreachable"))
 
 
 def _routes(raw: Any, where: str) -> dict[str, ActionRoute]:
@@ -370,6 +374,14 @@ def plan_customer(customer_id: str, calls: Sequence[CallFacts], followups: Seque
         messages.append(NewFollowUp(f"{scope}:{EDUCATION}:{channel}:{latest.call_id}", channel, EDUCATION, (),
                                     policy.calendar.add_business_days(today, route.due_business_days),
                                     latest.call_id))
+    route = policy.unreachable
+    for f in followups:
+        # Nobody answered the second call: ask in writing, over what the customer allows.
+        if route is not None and f.channel == "call" and f.status == "unreachable" and (
+                channel := _channel(route, allowed)) is not None and channel != "call":
+            messages.append(NewFollowUp(f"{scope}:{UNREACHABLE}:{channel}:{f.id}", channel, SECOND_CALL, f.topics,
+                                        policy.calendar.add_business_days(today, route.due_business_days),
+                                        latest.call_id))
     create += [m for m in messages if m.plan_key not in known]
     topics = tuple(dict.fromkeys(call_topics))
     if topics and call_due is not None:

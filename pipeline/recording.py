@@ -8,7 +8,7 @@ CPU-bound: callers run it on a worker thread.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,8 +221,35 @@ class RecordingScorer:
             on_progress(1.0)
         return Scored(data, raw)
 
+    def transcript(self, part: AudioPart) -> tuple[list[Utterance], float]:
+        """The utterances of one stored part as scoring cuts and decodes them, and its duration: for scoring
+        the same words again under other loan files (`score_transcript`; the demo loan book)."""
+        audio = decode_audio(str(part.path), self.limits)
+        return transcribe_like_live(audio, part.channels, self.transcriber, self.vad, self.segment), audio.duration_s
+
     def _spoken(self, audio: DecodedAudio, index: int, u: Utterance, final: Final) -> list[tuple[float, float]]:
         """Audio time ranges where the masked parts of `u` were said (word times of a second decoding pass)."""
         clip = audio.samples[index][int(u.start_s * 16000): int(u.end_s * 16000)]
         words = tuple((w.start_s, w.end_s, w.text) for w in self.transcriber.word_times(clip, u.start_s))
         return spoken_spans(list(final.masked), normalise_width(u.text), words, u.start_s, u.end_s)
+
+
+def score_transcript(call_id: str, utterances: Sequence[Utterance], duration_s: float,
+                     loan_file: dict[str, Any] | None, scorer: RecordingScorer) -> Scored:
+    """The report of a call already transcribed (`RecordingScorer.transcript`), with `loan_file`: the text half
+    of scoring, in the utterances' time order. Nothing is silenced (no audio is touched)."""
+    pipeline = CallPipeline(call_id, ROLES, scorer.assessor, loan_file, scorer.dialogue)
+    turns: list[Turn] = []
+    raw: list[dict[str, Any]] = []
+    for u in sorted(utterances, key=lambda u: (u.start_s, u.channel)):
+        final = pipeline.final(u.channel, u.text, u.start_s, u.end_s)
+        if final.turn is not None:
+            turns.append(final.turn)
+            raw.append({"channel": u.channel, "start_s": u.start_s, "end_s": u.end_s, "text": u.text})
+    if not turns:
+        raise AsrError("no speech was recognised in the recording")
+    pipeline.replay(turns, duration_s)
+    data = pipeline.report(duration_s, scorer.risk).to_dict()
+    data["loan_file"] = public_loan_file(loan_file)
+    data["silenced_audio"] = []
+    return Scored(data, raw)

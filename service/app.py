@@ -191,9 +191,7 @@ async def _attach_storage(state: AppState, stack: AsyncExitStack) -> None:
     stack.push_async_callback(_stop_checkpoints, store, checkpoints)
     book = await asyncio.to_thread(build_loanbook, settings, store, state.assessor)
     scorer = recording_scorer(settings, state.transcriber, state.assessor, state.calls.engine.vad)
-    context = job_context(settings, store, scorer)
-    context.after_report = book.plan
-    jobs = JobRunner(context, settings.scoring.workers, settings.scoring.lease_s)
+    jobs = JobRunner(job_context(settings, store, scorer, book), settings.scoring.workers, settings.scoring.lease_s)
     await jobs.start()
     stack.push_async_callback(jobs.close)
     if configured_channels(settings.outbox):  # else messages are queued and wait for a transport

@@ -32,6 +32,7 @@ from asr.transcribe import Transcriber
 from nlu.assess import Assessor
 from nlu.report import load_risk
 from pipeline.recording import AudioPart, RecordingError, RecordingScorer, Scored
+from service.loanbook import LoanBook, build_loanbook
 from service.metrics import JOB_DURATION, JOBS
 from service.privacy import RawTextCipher
 from service.settings import Settings
@@ -71,10 +72,13 @@ def recording_scorer(settings: Settings, transcriber: Transcriber, assessor: Ass
                            settings.privacy.silence_audio and store_audio)
 
 
-def job_context(settings: Settings, store: Store, scorer: RecordingScorer) -> JobContext:
-    """What the job workers (or `huifang score-dir`) need, from the settings."""
+def job_context(settings: Settings, store: Store, scorer: RecordingScorer,
+                loanbook: LoanBook | None = None) -> JobContext:
+    """What the job workers (the service's, `huifang score-dir`, archive workers) need, from the settings: each
+    stored report re-plans its customer in the loan book."""
     cipher = RawTextCipher(settings.raw_key_file) if settings.privacy.keep_raw else None
-    return JobContext(store, settings.data_dir, scorer, settings.scoring.retention_days, cipher)
+    book = loanbook or build_loanbook(settings, store, scorer.assessor)
+    return JobContext(store, settings.data_dir, scorer, settings.scoring.retention_days, cipher, book.plan)
 
 
 def run_job(ctx: JobContext, job: JobRecord) -> None:

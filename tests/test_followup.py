@@ -174,3 +174,17 @@ def test_a_bad_policy_says_where(tmp_path: Path) -> None:
     bad.write_text("actions:\n  send_schedule: {channels: [fax]}\n", encoding="utf-8")
     with pytest.raises(ScriptError, match="send_schedule"):
         load_policy(bad)
+
+
+def test_an_unanswered_second_call_is_followed_by_a_message() -> None:
+    call = _call("c1", 30, "medium", {"overdue": "unclear"})
+    missed = FollowUpState("f1", "u1:-:second_call:call:c1", "call", "second_call", ("overdue",), "unreachable",
+                           date(2026, 12, 1), datetime(2026, 11, 30, 9))
+    plan = plan_customer("u1", [call], [missed], POLICY, TODAY, allowed=("email",))
+    (message,) = [f for f in plan.create if f.channel != "call"]
+    assert (message.channel, message.reason, message.topics) == ("email", "second_call", ("overdue",))
+    assert message.due_date == date(2026, 12, 3)
+    stored = FollowUpState("m1", message.plan_key, "email", "second_call", ("overdue",), "open", message.due_date,
+                           datetime(2026, 12, 2, 9))
+    assert not [f for f in plan_customer("u1", [call], [missed, stored], POLICY, TODAY, allowed=("email",)).create
+                if f.channel != "call"]

@@ -1,7 +1,8 @@
 """`huifang` command line: `serve` runs the service, `transcribe` prints a recording's utterances, `replay`
 streams one through the live socket (the client in `service.cli.replay`), `score` / `score-dir` score recorded
 calls (`service.cli.score`), `score-archive` scores an archive through the job queue, here or on Ray
-(`service.cli.archive`), `audit verify`, `coaching rebuild` and `token` for operators.
+(`service.cli.archive`), `plan` (the loan book's daily planning), `demo-seed` (a synthetic loan book), `audit
+verify`, `coaching rebuild`, `outbox` and `token` for operators.
 
 Errors a user can fix (bad audio, limits, missing model, bad arguments) print one line and exit with code 2;
 tracebacks are for bugs only.
@@ -209,6 +210,33 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return list_dead(get_settings()) if args.action == "dead" else run_outbox(get_settings(), args.once)
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from service.archive import open_store
+    from service.loanbook import build_loanbook
+    from service.settings import get_settings
+
+    settings = get_settings()
+    store = open_store(settings)
+    try:
+        book = build_loanbook(settings, store, settings.assessor(with_classifier=False))
+        if args.customer:
+            plan = book.plan(args.customer)
+            print(json.dumps({"customer_id": args.customer, "tier": plan.tier, "reasons": list(plan.reasons),
+                              "created": len(plan.create), "changed": len(plan.change)}, ensure_ascii=False))
+        else:
+            print(json.dumps({"planned": book.plan_due()}))
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_demo_seed(args: argparse.Namespace) -> int:
+    from service.cli.demo_seed import seed_command
+    from service.settings import get_settings
+
+    return seed_command(get_settings(), args.if_empty)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="huifang", description="Speech-to-risk for post-loan follow-up calls")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -303,6 +331,16 @@ def build_parser() -> argparse.ArgumentParser:
     ob.add_argument("message_id", nargs="?", default=None, help="requeue: the message's id")
     ob.add_argument("--once", action="store_true", help="run: send what is due now, then exit")
     ob.set_defaults(func=cmd_outbox)
+
+    pl = sub.add_parser("plan", help="re-plan the loan book: every customer not planned today (the daily job), or "
+                        "one customer (docs/loanbook.md)")
+    pl.add_argument("--customer", default=None, help="plan only this customer, now")
+    pl.set_defaults(func=cmd_plan)
+
+    ds = sub.add_parser("demo-seed", help="fill an empty database with a small synthetic loan book (demo calls "
+                        "transcribed once, scored under several loan files)")
+    ds.add_argument("--if-empty", action="store_true", help="do nothing (and succeed) when calls are stored")
+    ds.set_defaults(func=cmd_demo_seed)
     return parser
 
 
