@@ -122,7 +122,9 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
         return
     for folder in stale:
         remove_audio(ctx.data_dir, folder)  # an earlier scoring of the same call id: nothing points to it now
+    loan = job.loan_file or {}
     entry = {"recording_id": job.id, "report_sha256": audit.digest(report), "agent_id": job.agent_id,
+             "customer_id": loan.get("customer_id"), "loan_id": loan.get("loan_id"),
              "risk_score": report["risk_score"], "tier": report["tier"],
              "answers": [{"topic": a["topic"], "label": a["label"], "mismatch": a["mismatch"]}
                          for a in report.get("answers", [])]}

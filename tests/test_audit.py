@@ -145,10 +145,11 @@ def _score(store: Store, call_id: str, agent_id: str) -> None:
     report = {"call_id": call_id, "duration_s": 30.0, "risk_score": 40, "tier": "medium", "labels": {},
               "topics": [{"topic": "term", "label": "unclear", "confidence": 0.7, "mismatch": None,
                           "answer_span": [1.0, 2.0]}], "answers": []}
-    job = store.create_job(call_id, [], None, agent_id)
+    job = store.create_job(call_id, [], {"customer_id": "K1", "loan_id": "L1"}, agent_id)
     store.complete_job(job.id, report, agent_id, None, None)
     audit.append(store, "report", "scoring", call_id, {"report_sha256": audit.digest(report), "agent_id": agent_id,
-                                                       "risk_score": 40, "tier": "medium"})
+                                                       "customer_id": "K1", "loan_id": "L1", "risk_score": 40,
+                                                       "tier": "medium"})
 
 
 def _verify(store: Store, points: Path, key: Path) -> tuple[str, ...]:
@@ -200,6 +201,9 @@ def test_the_columns_access_depends_on_are_covered(tmp_path: Path) -> None:
         conn.execute(text("UPDATE answers SET label = 'clear' WHERE call_id = 'c1'"))
     problems = audit.verify(store).problems
     assert any("tier differs" in p for p in problems) and any("answer labels differ" in p for p in problems)
+    with store.engine.begin() as conn:  # move the call to another customer (whose agents would then see it)
+        conn.execute(text("UPDATE calls SET customer_id = 'K2' WHERE call_id = 'c1'"))
+    assert any("customer_id differs" in p for p in audit.verify(store).problems)
 
 
 def test_checkpoints_are_signed_and_seal_an_older_chain(tmp_path: Path) -> None:

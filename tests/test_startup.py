@@ -31,13 +31,21 @@ def test_the_migrations_have_one_head() -> None:
 def test_the_migrations_build_the_tables_the_models_declare(tmp_path: Path) -> None:
     """Models and migrations are written by hand; a column added to one and not the other must fail here, not
     on a bank's database."""
+    _compare_models(f"sqlite:///{tmp_path / 'huifang.db'}")
+
+
+def test_the_migrations_build_the_tables_the_models_declare_on_postgresql(postgres_schema: str) -> None:
+    _compare_models(postgres_schema)
+
+
+def _compare_models(url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
     from service.store import Store
     from service.store.models import Base
 
-    store = Store(f"sqlite:///{tmp_path / 'huifang.db'}")
+    store = Store(url)
     store.migrate()
     with store.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []

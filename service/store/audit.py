@@ -142,9 +142,9 @@ def verify(store: Store, checkpoints: list[Checkpoint] | None = None) -> Verific
 
 def _columns(call: Call, entry: dict[str, Any], answers: Any) -> list[str]:
     """Columns that decide who sees a call and how it is listed, against its audited report entry (and the
-    report itself, whose digest is checked): agent, risk score, tier, answer labels."""
+    report itself, whose digest is checked): agent, customer and loan, risk score, tier, answer labels."""
     problems = []
-    for column in ("agent_id", "risk_score", "tier"):
+    for column in ("agent_id", "customer_id", "loan_id", "risk_score", "tier"):
         if column in entry and getattr(call, column) != entry[column]:
             problems.append(f"call {call.call_id}: {column} differs from the audited report")
     expected = sorted((t["topic"], t["label"]) for t in call.report.get("topics", []) if t.get("label"))
