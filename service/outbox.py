@@ -286,6 +286,8 @@ class Claimed:
     #: The address read just now from the customer's contact (None for a letter), or why it may not go.
     to: str | None
     refused: str | None
+    #: Why no attempt can be made now (the contact details cannot be read): the attempt counts as failed.
+    problem: str | None = None
 
 
 Outcome = Literal["sent", "retry", "dead"]
@@ -454,10 +456,17 @@ class Outbox:
                     continue  # another worker took it between our read and our update
                 m = s.get(OutboxMessage, message_id, populate_existing=True)
                 assert m is not None
-                contact = read_contact(self.cipher, s.get(Customer, m.customer_id))
-                refused = refusal(contact, m.channel)
+                try:
+                    contact = read_contact(self.cipher, s.get(Customer, m.customer_id))
+                except ValueError:
+                    # Not the key it was sealed with: the bank's configuration, not the customer's choice. The
+                    # attempt fails (and the message dies after max_attempts, to be requeued once fixed).
+                    return Claimed(m.id, m.customer_id, m.action, m.channel, m.idempotency_key, m.subject,
+                                   m.body or "", m.created_at, m.attempts, m.lease_version, None, None,
+                                   problem="the contact details cannot be decrypted with the configured key")
                 return Claimed(m.id, m.customer_id, m.action, m.channel, m.idempotency_key, m.subject, m.body or "",
-                               m.created_at, m.attempts, m.lease_version, _address(contact, m.channel), refused)
+                               m.created_at, m.attempts, m.lease_version, _address(contact, m.channel),
+                               refusal(contact, m.channel))
         return None
 
     def step(self, owner: str) -> str | None:
@@ -468,7 +477,15 @@ class Outbox:
         if m.refused is not None:
             return self._record(m, "suppressed", reason=m.refused)
         began = monotime.monotonic()
-        attempt = self.transports[m.channel].send(m)
+        if m.problem is not None:
+            attempt = Attempt("retry", m.problem)
+        else:
+            try:
+                attempt = self.transports[m.channel].send(m)
+            except Exception as e:  # noqa: BLE001 - a bug must not leave the message leased forever
+                # No traceback: its text may quote the address or the body.
+                log.error("message %s (%s): unexpected %s while sending", m.id, m.channel, type(e).__name__)
+                attempt = Attempt("retry", f"internal error ({type(e).__name__})")
         if attempt.outcome == "sent":
             return self._record(m, "sent")
         if attempt.outcome == "dead":
@@ -498,11 +515,11 @@ class Outbox:
             due = now + timedelta(seconds=retry_in_s)
             if m.channel in QUIET_CHANNELS:
                 due = quiet_until(due, self.tz, self.settings.quiet_start, self.settings.quiet_end)
-            values.update(last_error=error, next_attempt_at=due)
+            values.update(last_error=error[:200] if error else None, next_attempt_at=due)
         else:
             values.update(reason=reason, next_attempt_at=None)
             if error is not None:
-                values["last_error"] = error
+                values["last_error"] = error[:200]
         with self.store.session() as s, s.begin():
             done = s.execute(update(OutboxMessage).where(OutboxMessage.id == m.id,
                                                          OutboxMessage.lease_version == m.version,

@@ -283,7 +283,8 @@ async def test_a_failing_receiver_gets_the_message_from_the_worker_after_retries
 
 def test_an_attempt_that_timed_out_after_the_receiver_stored_it_is_delivered_once_by_key(tmp_path: Path,
                                                                                          smtp: Any) -> None:
-    with rig_at(tmp_path, smtp, timeout_s=0.3) as rig:
+    # The retry waits 1 s: the first drain ends with the one failed attempt, however slow the machine.
+    with rig_at(tmp_path, smtp, timeout_s=0.3, backoff_s=1.0, max_backoff_s=1.0) as rig:
         rig.customer()
         rig.receiver.hang_next, rig.receiver.hang_s = 1, 1.0  # stores it, then answers after the sender gave up
         queued = rig.queue()
@@ -330,13 +331,16 @@ def test_a_receiver_refusing_a_message_makes_it_dead_at_once(rig: Rig) -> None:
     assert (row.status, row.reason, row.last_error, row.attempts) == ("dead", "rejected", "HTTP 422", 1)
 
 
-def test_429_is_tried_again(rig: Rig) -> None:
-    rig.customer()
-    rig.receiver.fail_next, rig.receiver.fail_status = 1, 429
-    queued = rig.queue()
-    outbox = rig.outbox()
-    assert outbox.drain("test") == {"failed": 1}
-    _drain_until(outbox, lambda: rig.status(queued.id).status == "sent")
+def test_429_is_tried_again(tmp_path: Path, smtp: Any) -> None:
+    with rig_at(tmp_path, smtp, backoff_s=0.5, max_backoff_s=0.5) as rig:
+        rig.customer()
+        rig.receiver.fail_next, rig.receiver.fail_status = 1, 429
+        queued = rig.queue()
+        outbox = rig.outbox()
+        assert outbox.drain("test") == {"failed": 1}
+        assert rig.status(queued.id).next_attempt_at is not None
+        _drain_until(outbox, lambda: rig.status(queued.id).status == "sent")
+        assert rig.receiver.requests == [(queued.idempotency_key, 429), (queued.idempotency_key, 200)]
 
 
 def test_no_consent_opt_out_no_contact_and_no_template_are_recorded_as_suppressed(rig: Rig) -> None:
@@ -409,6 +413,32 @@ def test_logs_and_audit_carry_no_address_or_body(rig: Rig, caplog: pytest.LogCap
     entries = json.dumps(rig.audit(), ensure_ascii=False)
     for personal in (PHONE, "张**", "4200"):
         assert personal not in caplog.text and personal not in entries
+
+
+def test_contact_details_sealed_with_another_key_fail_the_attempt_instead_of_hanging(rig: Rig,
+                                                                                     tmp_path: Path) -> None:
+    rig.customer()
+    queued = rig.queue()
+    put_contact(rig.store, RawTextCipher(tmp_path / "another.key"), "C001", EVERYWHERE)  # e.g. a rotated key
+    assert rig.outbox().drain("test") == {"failed": 1}
+    row = rig.status(queued.id)
+    assert row.last_error == "the contact details cannot be decrypted with the configured key"
+    assert row.lease_owner is None and rig.receiver.requests == []
+
+
+def test_a_bug_in_a_transport_fails_the_attempt_without_logging_what_it_said(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    rig.customer()
+    queued = rig.queue()
+    outbox = rig.outbox()
+
+    def broken(message: Any) -> Any:
+        raise RuntimeError(f"cannot send to {message.to}")
+
+    outbox.transports["sms"].send = broken  # type: ignore[method-assign]
+    assert outbox.drain("test") == {"failed": 1}
+    assert rig.status(queued.id).last_error == "internal error (RuntimeError)"
+    assert "RuntimeError" in caplog.text and PHONE not in caplog.text
 
 
 # -- several workers --------------------------------------------------------------------------------------------
