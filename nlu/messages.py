@@ -41,6 +41,7 @@ ALLOWED_FIELDS = frozenset({
     "due_date",              # a date, 2026-12-15
     "bank_name",             # bank-wide default in the template file
     "hotline",               # bank-wide default in the template file (a 400/800 or short service number)
+    "topics",                # names of call-script topics (还款日、月供), joined
 })
 #: Longest SMS body accepted from the template file (characters, after filling): a gateway splits longer ones.
 MAX_SMS_CHARS = 300

@@ -47,7 +47,7 @@ import httpx
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from nlu.messages import MessageBook, MessageError, PersonalNumber, load_messages, render
+from nlu.messages import MessageBook, MessageError, MissingField, PersonalNumber, load_messages, render
 from service.metrics import OUTBOX
 from service.privacy import RawTextCipher, private_file
 from service.settings import OutboxSettings, Settings
@@ -64,8 +64,8 @@ MESSAGE_CHANNELS: tuple[MessageChannel, ...] = ("sms", "email", "letter")
 #: Channels that reach the customer at once and so keep quiet hours (a letter is printed and posted).
 QUIET_CHANNELS = frozenset({"sms", "email"})
 #: Suppression reasons (also docs/outbox.md).
-SUPPRESSED_REASONS = ("no_contact", "opted_out", "no_consent", "no_address", "no_template", "personal_number",
-                      "template_error")
+SUPPRESSED_REASONS = ("no_contact", "opted_out", "no_consent", "no_address", "no_template", "missing_field",
+                      "personal_number", "template_error")
 #: Receiver answers that are worth another attempt.
 RETRYABLE_HTTP = frozenset({408, 429})
 #: Actor of the outbox's audit entries.
@@ -208,6 +208,9 @@ def enqueue(s: Session, *, customer_id: str, followup_id: str | None, action: st
             subject, body = rendered.subject, rendered.body
         except PersonalNumber:
             reason = "personal_number"
+        except MissingField as e:
+            reason = "missing_field"  # the loan file lacked a figure the template quotes
+            log.info("message %s.%s for customer %s not queued: %s", action, channel, customer_id, e)
         except MessageError as e:
             reason = "template_error"
             log.warning("message %s.%s for customer %s not queued: %s", action, channel, customer_id, e)

@@ -25,6 +25,7 @@ import pytest
 from sqlalchemy import delete, select
 
 from bench.outbox import MailSink, Receiver, smtp_server, verify_signature
+from nlu.followup import EDUCATION, UNREACHABLE, load_policy
 from nlu.messages import (
     ALLOWED_FIELDS,
     MissingField,
@@ -69,8 +70,13 @@ NO_QUIET = {"quiet_start": "00:00", "quiet_end": "00:00"}
 
 def test_every_report_action_has_templates_that_render_without_personal_numbers() -> None:
     book = load_messages()
-    action_ids = {a["id"] for a in load_risk().actions}
-    assert set(book.actions()) == action_ids  # every recommended action can be sent, none is unknown
+    reasons = {a["id"] for a in load_risk().actions} | {EDUCATION, UNREACHABLE}
+    assert set(book.actions()) == reasons  # every action and policy reason can be sent, none is unknown
+    policy = load_policy()
+    routed = {(reason, channel) for reason, route in (*policy.actions.items(), (EDUCATION, policy.education["low"]),
+                                                      (UNREACHABLE, policy.unreachable))
+              for channel in (*route.channels, *([route.fallback] if route.fallback else [])) if channel != "call"}
+    assert routed <= set(book.templates)  # every message the planner can ask for has a template
     for (action, channel), template in book.templates.items():
         message = render(template, {**book.defaults, **FIELDS})
         assert message.body and "{" not in message.body, (action, channel)
@@ -353,7 +359,9 @@ def test_no_consent_opt_out_no_contact_and_no_template_are_recorded_as_suppresse
              rig.queue("C3", followup_id="c").id: "no_contact",
              rig.queue("C4", channel="email", followup_id="d").id: "no_address",
              rig.queue("C5", channel="letter", action="second_call", followup_id="e").id: "no_template",
-             rig.queue("C5", followup_id="f", fields={**FIELDS, "loan_id_tail": PHONE}).id: "personal_number"}
+             rig.queue("C5", followup_id="f", fields={**FIELDS, "loan_id_tail": PHONE}).id: "personal_number",
+             rig.queue("C5", followup_id="g", fields={k: v for k, v in FIELDS.items() if k != "monthly_yuan"}).id:
+                 "missing_field"}
     for message_id, reason in cases.items():
         row = rig.status(message_id)
         assert (row.status, row.reason, row.body, row.destination_encrypted) == ("suppressed", reason, None, None)
