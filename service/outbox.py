@@ -187,7 +187,7 @@ def enqueue(s: Session, *, customer_id: str, followup_id: str | None, action: st
     customer row must exist). Rendered now from the action's template with `fields` (plus the file's bank-wide
     defaults); a message that may not go is recorded as `suppressed` with the reason. SMS and e-mail queued in
     quiet hours wait for their end. For a follow-up, idempotent per (followup_id, channel): the message queued
-    before is returned."""
+    before is returned. `now` is naive UTC (as stored) or aware; `fields` may override the defaults."""
     if channel not in MESSAGE_CHANNELS:
         raise ValueError(f"the outbox sends sms, email and letter, not {channel!r}")
     now = _naive_utc(now)
