@@ -148,12 +148,15 @@ class LoanBook:
                 batch = list(s.scalars(query))
                 if not batch:
                     return planned
-                # Each customer is taken by a conditional update: of two replicas that read the same batch (SQLite
-                # has no SKIP LOCKED) the second finds it planned today and leaves it.
-                mine = [c for c in batch if s.execute(update(Customer).where(
-                    Customer.customer_id == c.customer_id, or_(Customer.planned_at.is_(None),
-                                                               Customer.planned_at < self._start_of_today(now)))
-                    .values(planned_at=now)).rowcount == 1]  # type: ignore[attr-defined]
+                # The batch is taken by a conditional update: of two replicas that read the same batch (SQLite has
+                # no SKIP LOCKED) the second finds its customers planned today and leaves them.
+                taken = set(s.scalars(
+                    update(Customer).where(Customer.customer_id.in_([c.customer_id for c in batch]),
+                                           or_(Customer.planned_at.is_(None),
+                                               Customer.planned_at < self._start_of_today(now)))
+                    .values(planned_at=now).returning(Customer.customer_id)
+                    .execution_options(synchronize_session=False)))
+                mine = [c for c in batch if c.customer_id in taken]
                 self._plan_many(s, mine, now)
             planned += len(mine)
         return planned
@@ -219,11 +222,11 @@ class LoanBook:
                            status="open", plan_key=new.plan_key, source_call_id=new.source_call_id,
                            created_at=now, updated_at=now)
             s.add(row)
-            s.flush()
             if new.channel != "call" and self.outbox is not None:
                 fields = self._message_fields(customer.customer_id, loan_id, latest, new.topics)
-                self.outbox.enqueue(s, customer_id=customer.customer_id, followup_id=row.id, action=new.reason,
-                                    channel=new.channel, fields=fields, contact=contact, now=now)
+                with s.no_autoflush:  # the rows go out together at commit, in foreign-key order
+                        self.outbox.enqueue(s, customer_id=customer.customer_id, followup_id=row.id, action=new.reason,
+                                        channel=new.channel, fields=fields, contact=contact, now=now)
         customer.planned_at, customer.updated_at = now, now
         return plan
 

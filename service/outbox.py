@@ -223,8 +223,7 @@ def enqueue(s: Session, *, customer_id: str, followup_id: str | None, action: st
         destination_masked=_masked(channel, address) if reason is None else None, subject=subject, body=body,
         not_before=not_before, attempts=0, next_attempt_at=None if reason else not_before, lease_version=0,
         created_at=now)
-    s.add(row)
-    s.flush()
+    s.add(row)  # written with the caller's transaction (a planner queues hundreds per batch: one flush at commit)
     return row
 
 
