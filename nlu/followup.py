@@ -379,7 +379,7 @@ def plan_customer(customer_id: str, calls: Sequence[CallFacts], followups: Seque
         # Nobody answered the second call: ask in writing, over what the customer allows.
         if route is not None and f.channel == "call" and f.status == "unreachable" and (
                 channel := _channel(route, allowed)) is not None and channel != "call":
-            messages.append(NewFollowUp(f"{scope}:{UNREACHABLE}:{channel}:{f.id}", channel, SECOND_CALL, f.topics,
+            messages.append(NewFollowUp(f"{scope}:{UNREACHABLE}:{channel}:{f.id}", channel, UNREACHABLE, f.topics,
                                         policy.calendar.add_business_days(today, route.due_business_days),
                                         latest.call_id))
     create += [m for m in messages if m.plan_key not in known]

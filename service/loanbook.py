@@ -47,7 +47,8 @@ from service.store.store import folder_of, utcnow
 log = logging.getLogger(__name__)
 
 #: Reasons of follow-ups that are not report actions, as agents read them.
-REASON_TEXTS = {"second_call": "二次回访：核实上次未说清的问题", "education": "低风险客户还款提示与服务告知"}
+REASON_TEXTS = {"second_call": "二次回访：核实上次未说清的问题", "education": "低风险客户还款提示与服务告知",
+                "unreachable": "二次回访未接通：书面告知客户我行将再次联系"}
 #: Outcomes an assignee records.
 OUTCOMES: tuple[Status, ...] = ("done", "unreachable", "refused", "cancelled")
 #: Customers planned per transaction by the daily run.

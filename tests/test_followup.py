@@ -182,9 +182,9 @@ def test_an_unanswered_second_call_is_followed_by_a_message() -> None:
                            date(2026, 12, 1), datetime(2026, 11, 30, 9))
     plan = plan_customer("u1", [call], [missed], POLICY, TODAY, allowed=("email",))
     (message,) = [f for f in plan.create if f.channel != "call"]
-    assert (message.channel, message.reason, message.topics) == ("email", "second_call", ("overdue",))
+    assert (message.channel, message.reason, message.topics) == ("email", "unreachable", ("overdue",))
     assert message.due_date == date(2026, 12, 3)
-    stored = FollowUpState("m1", message.plan_key, "email", "second_call", ("overdue",), "open", message.due_date,
+    stored = FollowUpState("m1", message.plan_key, "email", "unreachable", ("overdue",), "open", message.due_date,
                            datetime(2026, 12, 2, 9))
     assert not [f for f in plan_customer("u1", [call], [missed, stored], POLICY, TODAY, allowed=("email",)).create
                 if f.channel != "call"]
