@@ -1,6 +1,7 @@
 """The HTML pages (static HTML and JavaScript, no build step): the agent console `/console`, the scored
-calls `/calls`, `/calls/{call_id}` and the coaching scorecards `/agents`, `/agents/{agent_id}`. They call the JSON
-API with the token they were opened with."""
+calls `/calls`, `/calls/{call_id}`, the coaching scorecards `/agents`, `/agents/{agent_id}`, and the loan book's
+customers `/customers`, `/customers/{customer_id}` and follow-up work queue `/followups`. They call the JSON API
+with the token they were opened with."""
 
 from __future__ import annotations
 
@@ -42,3 +43,22 @@ async def agents_page() -> FileResponse:
 async def agent_page(agent_id: str) -> FileResponse:
     """One agent's scorecard: trends, coverage per topic, prompts followed, the moments to listen to."""
     return FileResponse(STATIC_DIR / "agents.html", media_type="text/html; charset=utf-8")
+
+
+@router.get("/customers", include_in_schema=False)
+async def customers_page() -> FileResponse:
+    """The loan book: customers by risk tier with their open follow-ups (an agent: their own customers)."""
+    return FileResponse(STATIC_DIR / "customers.html", media_type="text/html; charset=utf-8")
+
+
+@router.get("/customers/{customer_id}", include_in_schema=False)
+async def customer_page(customer_id: str) -> FileResponse:
+    """One customer: tier over time, topics never answered clearly, contradicted figures, every follow-up call,
+    follow-ups, messages and masked contact details."""
+    return FileResponse(STATIC_DIR / "customers.html", media_type="text/html; charset=utf-8")
+
+
+@router.get("/followups", include_in_schema=False)
+async def followups_page() -> FileResponse:
+    """The follow-up work queue: filters, overdue items, assignment (supervisors) and outcomes."""
+    return FileResponse(STATIC_DIR / "followups.html", media_type="text/html; charset=utf-8")
