@@ -104,9 +104,11 @@ class SegmentOptions:
 
 
 def transcribe_like_live(audio: DecodedAudio, roles: tuple[str, ...], transcriber: Transcriber, vad: VadStep,
-                         seg: SegmentOptions, on_progress: Callable[[float], None] | None = None) -> list[Utterance]:
+                         seg: SegmentOptions, on_progress: Callable[[float], None] | None = None,
+                         before_batch: Callable[[], object] | None = None) -> list[Utterance]:
     """Utterances of each channel, cut by the live endpointer and decoded with the live final settings, so that
-    the same call gives the same text, hence the same verdicts, live and after the fact."""
+    the same call gives the same text, hence the same verdicts, live and after the fact. `before_batch` is
+    called before each batch is decoded (the service makes scoring give way to live calls there)."""
     options = seg.stream.for_source_rate(audio.source_sample_rate_hz)
     out: list[Utterance] = []
     for index, role in enumerate(roles):
@@ -122,6 +124,8 @@ def transcribe_like_live(audio: DecodedAudio, roles: tuple[str, ...], transcribe
         batches = [group[i : i + _SCORING_BATCH] for group in by_window.values()
                    for i in range(0, len(group), _SCORING_BATCH)]
         for done, batch in enumerate(batches, 1):
+            if before_batch is not None:
+                before_batch()
             results = transcriber.transcribe_spans([(samples, role, start_s) for _, start_s, samples in batch],
                                                    seg.beam_size, seg.min_window_s)
             decoded.update({(n, start_s): u for (n, start_s, _), u in zip(batch, results, strict=True)})
@@ -174,6 +178,8 @@ class RecordingScorer:
     segment: SegmentOptions
     #: Rewrite stored audio with the stretches where personal data was said silenced (found by word times).
     silence_pii: bool = False
+    #: Called before each batch of decodes (the service: wait while live calls have finals to decode).
+    yield_to: Callable[[], object] | None = None
 
     def __call__(self, call_id: str, parts: list[AudioPart], loan_file: dict[str, Any] | None,
                  on_progress: Callable[[float], None] | None = None) -> Scored:
@@ -195,7 +201,7 @@ class RecordingScorer:
                     on_progress(min(0.99, (base + seconds) / total))
 
             utterances = transcribe_like_live(audio, part.channels, self.transcriber, self.vad, self.segment,
-                                              progress)
+                                              progress, self.yield_to)
             done += audio.duration_s * audio.channel_count
             for u in utterances:
                 final = pipeline.final(u.channel, u.text, u.start_s, u.end_s)
@@ -225,7 +231,8 @@ class RecordingScorer:
         """The utterances of one stored part as scoring cuts and decodes them, and its duration: for scoring
         the same words again under other loan files (`score_transcript`; the demo loan book)."""
         audio = decode_audio(str(part.path), self.limits)
-        return transcribe_like_live(audio, part.channels, self.transcriber, self.vad, self.segment), audio.duration_s
+        return (transcribe_like_live(audio, part.channels, self.transcriber, self.vad, self.segment,
+                                     before_batch=self.yield_to), audio.duration_s)
 
     def _spoken(self, audio: DecodedAudio, index: int, u: Utterance, final: Final) -> list[tuple[float, float]]:
         """Audio time ranges where the masked parts of `u` were said (word times of a second decoding pass)."""

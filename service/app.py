@@ -8,6 +8,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
+from functools import partial
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -191,6 +193,10 @@ async def _attach_storage(state: AppState, stack: AsyncExitStack) -> None:
     stack.push_async_callback(_stop_checkpoints, store, checkpoints)
     book = await asyncio.to_thread(build_loanbook, settings, store, state.assessor)
     scorer = recording_scorer(settings, state.transcriber, state.assessor, state.calls.engine.vad)
+    if settings.scoring.yield_to_live_s:
+        # Uploads are scored on the cores live calls decode on: their decodes give way to live finals.
+        scheduler = state.calls.engine.scheduler
+        scorer = replace(scorer, yield_to=partial(scheduler.yield_to_live, settings.scoring.yield_to_live_s))
     jobs = JobRunner(job_context(settings, store, scorer, book), settings.scoring.workers, settings.scoring.lease_s)
     await jobs.start()
     stack.push_async_callback(jobs.close)

@@ -156,6 +156,8 @@ class ScoringSettings(BaseModel):
     `HUIFANG_RECORDINGS__*`). How they are cut and decoded follows `live`."""
 
     workers: int = Field(1, ge=1, le=32, description="scoring: recordings scored at the same time by the service")
+    yield_to_live_s: float = Field(2.0, ge=0.0, le=60.0, description="serve: before each batch of a recording's "
+                                   "decodes, wait up to this long while live calls have finals to decode (0: never)")
     retention_days: float = Field(90.0, gt=0, description="scoring: stored audio is deleted this long after "
                                   "scoring (the report is kept)")
     min_retention_days: float = Field(0.0, ge=0, description="scoring: DELETE of a call is refused until it is "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -116,6 +117,50 @@ def test_pcm16_and_mulaw_decoding(tmp_path: Path) -> None:
     ours = decode_mulaw(raw, 1)[0]
     assert np.allclose(ours, x, atol=0.02)
     assert abs(np.sqrt((ours**2).mean()) - np.sqrt((reference**2).mean())) < 0.01
+
+
+@pytest.mark.asyncio
+async def test_recording_decodes_wait_for_live_finals_but_not_forever() -> None:
+    """A recording scored on the same machine waits before each batch while live finals are queued or decoding
+    (service.app wires `yield_to_live` into the scorer), and goes ahead after its bounded wait."""
+    scheduler = DecodeScheduler(workers=1, max_batch=4)
+    await scheduler.start()
+    release = threading.Event()
+    events: list[str] = []
+
+    def finals(names: Sequence[str]) -> list[str]:
+        release.wait(5)
+        events.append("finals-done")
+        return list(names)
+
+    assert scheduler.yield_to_live(0.01)  # nothing live: no wait
+    live = scheduler.submit_batchable("final-1", finals)
+    scheduler.submit_batchable("final-2", finals)
+
+    def recording() -> None:
+        events.append("recording-waits")
+        idle = scheduler.yield_to_live(5)
+        events.append(f"recording-decodes idle={idle}")
+
+    thread = threading.Thread(target=recording)
+    thread.start()
+    await asyncio.sleep(0.1)
+    assert events == ["recording-waits"]  # held while the finals are decoding
+    release.set()
+    await live
+    await asyncio.to_thread(thread.join, 5)
+    assert events[-1] == "recording-decodes idle=True" and events.index("finals-done") < len(events) - 1
+    # A live side that never goes idle only delays a recording batch by the bounded wait.
+    release.clear()
+    stuck = scheduler.submit_batchable("final-3", finals)
+    began = time.monotonic()
+    assert not await asyncio.to_thread(scheduler.yield_to_live, 0.2)
+    assert 0.15 < time.monotonic() - began < 2
+    release.set()
+    await stuck
+    await asyncio.sleep(0.05)
+    assert scheduler.live_idle.is_set()
+    await scheduler.close()
 
 
 @pytest.mark.asyncio

@@ -17,6 +17,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -66,6 +67,12 @@ class DecodeScheduler:
         self._seq = itertools.count()
         self._busy = 0
         self.dropped_partials = 0
+        #: Finals queued or being decoded, and an event set while there are none: recordings scored on the same
+        #: machine wait for it before each batch of theirs (`yield_to_live`), so a live call's finals are not
+        #: queued behind an upload's decoding.
+        self._finals = 0
+        self.live_idle = threading.Event()
+        self.live_idle.set()
         #: Sizes of the most recent batches (for benchmarks and logs; bounded, the service runs for months).
         self.batch_sizes: deque[int] = deque(maxlen=1024)
 
@@ -93,7 +100,21 @@ class DecodeScheduler:
         """Queue a final decode of `item`; it runs before any partial queued now or later, possibly in one
         `runner` call with other finals waiting for the same runner (compared with ==, so a bound method of one
         object is one runner)."""
-        return self._put(_Entry(_FINAL, next(self._seq), None, self._future(), item, runner))
+        future = self._put(_Entry(_FINAL, next(self._seq), None, self._future(), item, runner))
+        self._finals += 1
+        self.live_idle.clear()
+        return future
+
+    def yield_to_live(self, max_wait_s: float) -> bool:
+        """Called from another thread before it decodes a recording: wait until no live final is queued or
+        being decoded, at most `max_wait_s` (so that scoring is slowed by live calls, never starved). Returns
+        whether the live side was idle."""
+        return self.live_idle.wait(max_wait_s)
+
+    def _finals_done(self, count: int) -> None:
+        self._finals = max(0, self._finals - count)
+        if self._finals == 0:
+            self.live_idle.set()
 
     def offer_partial(self, job: Callable[[], T], count_drop: bool = True) -> asyncio.Future[T] | None:
         """Run an optional decode (a partial, a prefetch) if a worker is free; None (counted as dropped) if not."""
@@ -123,6 +144,8 @@ class DecodeScheduler:
                 await self._waiting.wait()
             entry = heapq.heappop(self._heap)
             if entry.future.cancelled():
+                if entry.runner is not None:
+                    self._finals_done(1)
                 continue
             if entry.runner is None:
                 return [entry]
@@ -145,7 +168,10 @@ class DecodeScheduler:
                     assert entries[0].job is not None
                     await self._run(loop, entries[0].job, entries)
                 else:
-                    await self._run_batch(loop, entries[0].runner, entries)
+                    try:
+                        await self._run_batch(loop, entries[0].runner, entries)
+                    finally:
+                        self._finals_done(len(entries))
             finally:
                 self._busy -= 1
 
