@@ -3,7 +3,7 @@
 // ignored, as the protocol asks of clients.
 "use strict";
 
-const LABELS = { clear: "回答清晰", omission: "信息遗漏", unclear: "表述不清", evasive: "避而不答", mismatch: "与档案不符" };
+const LABELS = { clear: "回答清晰", omission: "信息遗漏", unclear: "表述不清", evasive: "避而不答", mismatch: "与档案不符", followup: "待回访" };
 const STATES = { not_asked: "○ 未问", asked: "… 待回答", clear: "✓ 清晰" };
 const ROLES = { borrower: "借款人", coborrower: "共同还款人", guarantor: "担保人" };
 
@@ -186,6 +186,29 @@ function checklist(ev) {
   $("progress-bar").style.width = `${ev.items.length ? (100 * done) / ev.items.length : 0}%`;
 }
 
+// What the customer's earlier calls left unresolved (the ready event's carried_over), above the checklist: a
+// reminder with a link to the call that left it, kept apart from the checklist so its coverage is this call's own.
+function carriedOver(items) {
+  const list = $("carried-list");
+  list.innerHTML = "";
+  for (const item of items) {
+    const li = document.createElement("li");
+    li.dataset.topic = item.topic;
+    li.dataset.label = item.label;
+    const at = item.at ? new Date(item.at) : null;
+    const day = at && !Number.isNaN(at.getTime()) ? `${at.getMonth() + 1}月${at.getDate()}日` : "";
+    // A new tab: the agent is on a live call and keeps this screen.
+    const from = item.call_id
+      ? `<a class="from" href="/calls/${encodeURIComponent(item.call_id)}" target="_blank" rel="noopener" title="通话 ${esc(item.call_id)}">${day}通话报告</a>`
+      : "";
+    li.innerHTML = `<span class="badge ${esc(item.label)}">${esc(LABELS[item.label] || item.label)}</span>
+      <span class="name">${esc(item.name || item.topic)}</span>${from}`;
+    list.appendChild(li);
+  }
+  $("carried-count").textContent = items.length;
+  $("carried").hidden = !items.length;
+}
+
 function loanPanel(loan) {
   const rows = [];
   if (!loan) {
@@ -223,6 +246,7 @@ function handle(ev) {
     case "ready":
       setStatus("live", "通话中");
       loanPanel(ev.loan_file);
+      carriedOver(ev.carried_over || []);
       break;
     case "partial":
       if (!state.finals.has(ev.utterance_id)) utterance(ev.utterance_id, ev.channel, ev.text, ev.start_s, true);
