@@ -56,7 +56,9 @@ function row(f) {
 
 async function load() {
   const params = query();
-  history.replaceState(null, "", `?${params}${offset ? `&offset=${offset}` : ""}`);
+  const shown = new URLSearchParams(params);
+  if (offset) shown.set("offset", offset);
+  history.replaceState(null, "", `${location.pathname}${shown.toString() ? `?${shown}` : ""}`);
   params.set("limit", PAGE);
   params.set("offset", offset);
   const res = await HF.api(`/v1/followups?${params}`);
