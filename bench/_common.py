@@ -6,6 +6,8 @@ import csv
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,3 +47,23 @@ def emit(record: dict[str, object]) -> None:
     """Print one result as a JSON line, with the machine's core count."""
     record = {**record, "cores": os.cpu_count()}
     print(json.dumps(record, ensure_ascii=False), flush=True)
+
+
+@contextmanager
+def fresh_schema(url: str, prefix: str = "bench") -> Iterator[str]:
+    """A URL of the PostgreSQL database `url` whose tables live in a new schema of their own, dropped afterwards
+    (nothing else in that database is touched): benchmarks and tests that need an empty database."""
+    import secrets
+
+    from sqlalchemy import create_engine, text
+
+    schema = f"{prefix}_{secrets.token_hex(4)}"
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()

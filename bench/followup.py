@@ -16,18 +16,16 @@ again: tiers and follow-ups mostly unchanged), each as `huifang plan` runs it (`
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
 import sys
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench._common import emit
+from bench._common import emit, fresh_schema
 
 
 def shapes() -> list[dict[str, Any]]:
@@ -116,25 +114,6 @@ def load(url: str, customers: int, calls: int, seed: int = 7) -> float:
     return time.perf_counter() - began
 
 
-@contextlib.contextmanager
-def fresh_schema(url: str) -> Iterator[str]:
-    """A URL of `url`'s database whose tables live in a new schema, dropped afterwards."""
-    import secrets
-
-    from sqlalchemy import create_engine, text
-
-    schema = f"bench_followup_{secrets.token_hex(4)}"
-    admin = create_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
-
-
 def plan(url: str, customers: int, calls: int, tmp: Path) -> list[dict[str, Any]]:
     """Load, then time the first planning and the next day's."""
     from sqlalchemy import func, select
@@ -177,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.url:
         sys.exit("no PostgreSQL: pass --url or set HUIFANG_TEST_POSTGRES_URL (bash .ci/postgres.sh starts one)")
-    with tempfile.TemporaryDirectory(prefix="bench-followup-") as tmp, fresh_schema(args.url) as url:
+    with tempfile.TemporaryDirectory(prefix="bench-followup-") as tmp, fresh_schema(args.url, 'bench_followup') as url:
         for result in plan(url, args.customers, args.calls, Path(tmp)):
             emit(result)
     if args.messages:

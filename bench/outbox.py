@@ -27,6 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from bench._common import fresh_schema
+
 
 def verify_signature(secret: bytes, timestamp: str, body: bytes, signature: str, now_s: float | None = None,
                      tolerance_s: float = 300.0) -> bool:
@@ -194,7 +196,8 @@ def run(n_messages: int, channels: tuple[str, ...] = ("sms", "email"), concurren
             for workers in concurrency:
                 with tempfile.TemporaryDirectory(prefix="bench-outbox-") as tmp, contextlib.ExitStack() as stack:
                     data = Path(tmp)
-                    url = stack.enter_context(_fresh_schema(db_url)) if db_url else f"sqlite:///{data / 'huifang.db'}"
+                    url = (stack.enter_context(fresh_schema(db_url, "bench_outbox")) if db_url
+                           else f"sqlite:///{data / 'huifang.db'}")
                     probe = Settings(data_dir=data)
                     with Receiver(webhook_key(probe)) as receiver:
                         settings = Settings(data_dir=data, database_url=url, outbox=OutboxSettings(
@@ -227,26 +230,6 @@ def run(n_messages: int, channels: tuple[str, ...] = ("sms", "email"), concurren
                         "sent": int(sent or 0), "audited": int(audited or 0), "delivered": delivered,
                         "duplicates": duplicates, "outcomes": dict(tally), "cores": os.cpu_count()})
     return results
-
-
-@contextmanager
-def _fresh_schema(url: str) -> Iterator[str]:
-    """A URL of the PostgreSQL database `url` whose tables live in a new schema of their own, dropped afterwards
-    (nothing else in that database is touched)."""
-    import secrets
-
-    from sqlalchemy import create_engine, text
-
-    schema = f"bench_outbox_{secrets.token_hex(4)}"
-    admin = create_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 def main(argv: list[str] | None = None) -> None:

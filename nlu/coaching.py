@@ -17,10 +17,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
-import yaml
-
 from huifang_configs import configs_file
-from nlu.script import ScriptError
+from nlu.script import ScriptError, read_mapping
 
 DEFAULT_RULES_FILE = configs_file("coaching.yaml")
 Period = Literal["day", "week", "month"]
@@ -388,11 +386,8 @@ class CoachingRules:
 def load_rules(path: str | Path | None = None) -> CoachingRules:
     """Read and check configs/coaching.yaml (or `path`)."""
     path = Path(path) if path else DEFAULT_RULES_FILE
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise ScriptError(f"cannot read {path}: {e}") from e
-    if not isinstance(raw, dict) or not isinstance(raw.get("rules"), list):
+    raw = read_mapping(path)
+    if not isinstance(raw.get("rules"), list):
         raise ScriptError(f"{path}: expected a mapping with a list `rules`")
     kinds = get_args(RuleKind)
     rules = []

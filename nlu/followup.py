@@ -15,10 +15,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import yaml
-
 from huifang_configs import configs_file
-from nlu.script import ScriptError
+from nlu.script import ScriptError, read_mapping
 
 Tier = Literal["low", "medium", "high"]
 TIERS: tuple[Tier, ...] = ("low", "medium", "high")
@@ -165,12 +163,7 @@ class FollowUpPolicy:
 def load_policy(path: str | Path | None = None) -> FollowUpPolicy:
     """Read and check a follow-up policy; ScriptError says what is wrong and where."""
     path = Path(path) if path else DEFAULT_POLICY_FILE
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise ScriptError(f"cannot read {path}: {e}") from e
-    if not isinstance(raw, dict):
-        raise ScriptError(f"{path} must be a mapping")
+    raw = read_mapping(path)
     try:
         return _policy(raw)
     except (KeyError, TypeError, ValueError) as e:

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-import yaml
-
 from huifang_configs import configs_file
 from nlu.pii import find_numbers
+from nlu.script import read_mapping
 
 DEFAULT_MESSAGES_FILE = configs_file("messages.yaml")
 
@@ -157,11 +156,8 @@ def render(template: MessageTemplate, fields: dict[str, str]) -> RenderedMessage
 def load_messages(path: str | Path | None = None) -> MessageBook:
     """Read and check the template file (default configs/messages.yaml). Raises `TemplateError`."""
     path = Path(path) if path else DEFAULT_MESSAGES_FILE
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise TemplateError(f"cannot read {path}: {e}") from e
-    if not isinstance(raw, dict) or not isinstance(raw.get("templates"), dict):
+    raw = read_mapping(path, TemplateError)
+    if not isinstance(raw.get("templates"), dict):
         raise TemplateError(f"{path}: needs a mapping `templates` (action -> channel -> subject/body)")
     defaults = raw.get("defaults") or {}
     if not isinstance(defaults, dict) or not all(isinstance(v, str | int) for v in defaults.values()):

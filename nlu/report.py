@@ -13,13 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from huifang_configs import configs_file
 from nlu.assess import Assessor
 from nlu.dialogue import CallDialogue, CallSummary, DialogueOptions, PromptRecord, Turn, Verdict
 from nlu.questions import OTHER_TOPIC
-from nlu.script import ScriptError
+from nlu.script import ScriptError, read_mapping
 from nlu.types import Evidence, LoanRecord, Slot
 
 DEFAULT_RISK_FILE = configs_file("risk.yaml")
@@ -44,12 +42,7 @@ class RiskConfig:
 def load_risk(path: str | Path | None = None) -> RiskConfig:
     """Read and check the risk configuration."""
     path = Path(path) if path else DEFAULT_RISK_FILE
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise ScriptError(f"cannot read {path}: {e}") from e
-    if not isinstance(raw, dict):
-        raise ScriptError(f"{path} must be a mapping")
+    raw = read_mapping(path)
 
     def numbers(key: str) -> dict[str, float]:
         value = raw.get(key) or {}

@@ -75,13 +75,15 @@ class Cues:
     conditional_hedges: tuple[str, ...] = ()
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_mapping(path: Path, error: type[Exception] = ScriptError) -> dict[str, Any]:
+    """The YAML mapping in `path` (a file of configs/); `error` naming the file when it cannot be read or is not a
+    mapping."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as e:
-        raise ScriptError(f"cannot read {path}: {e}") from e
+        raise error(f"cannot read {path}: {e}") from e
     if not isinstance(data, dict):
-        raise ScriptError(f"{path} must be a mapping")
+        raise error(f"{path} must be a mapping")
     return data
 
 
@@ -94,7 +96,7 @@ def _strings(path: Path, where: str, value: object) -> tuple[str, ...]:
 def load_script(path: str | Path | None = None) -> CallScript:
     """Read and validate the call script."""
     path = Path(path) if path else DEFAULT_SCRIPT_FILE
-    data = _read(path)
+    data = read_mapping(path)
     raw = data.get("topics")
     if not isinstance(raw, dict) or not raw:
         raise ScriptError(f"{path}: `topics` must be a non-empty mapping")
@@ -145,7 +147,7 @@ def _topic(path: Path, topic_id: str, spec: object) -> Topic:
 def load_cues(path: str | Path | None = None) -> Cues:
     """Read and validate the cue lexicons."""
     path = Path(path) if path else DEFAULT_CUES_FILE
-    raw = _read(path)
+    raw = read_mapping(path)
     def lexicon(key: str) -> tuple[str, ...]:
         return _strings(path, key, raw.get(key))
 

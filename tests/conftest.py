@@ -30,20 +30,10 @@ def fresh_postgres_schema() -> Iterator[str]:
         if os.environ.get("HUIFANG_REQUIRE_POSTGRES") == "1":
             raise AssertionError("HUIFANG_TEST_POSTGRES_URL is not set (.ci/run starts a PostgreSQL server)")
         pytest.skip("no PostgreSQL server: set HUIFANG_TEST_POSTGRES_URL (bash .ci/postgres.sh prints one)")
-    import secrets
+    from bench._common import fresh_schema
 
-    from sqlalchemy import create_engine, text
-
-    schema = f"t_{secrets.token_hex(4)}"
-    admin = create_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with fresh_schema(url, "t") as schema_url:
+        yield schema_url
 
 
 @pytest.fixture()
