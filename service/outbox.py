@@ -168,14 +168,18 @@ def _masked(channel: str, address: str | None) -> str | None:
 
 
 def refusal(contact: Contact | None, channel: str) -> str | None:
-    """Why a message may not go to this contact over `channel` (a reason of SUPPRESSED_REASONS), or None."""
+    """Why a message may not go to this contact over `channel` (a reason of SUPPRESSED_REASONS), or None. A letter
+    is the bank's written notice about the loan contract, posted by the CRM to the address of the loan file: it
+    needs no consent or contact record here, and only an explicit opt-out of letters stops it."""
+    if channel == "letter":
+        return "opted_out" if contact is not None and "letter" in contact.opted_out else None
     if contact is None:
         return "no_contact"
     if channel in contact.opted_out:
         return "opted_out"
     if channel not in contact.consent:
         return "no_consent"
-    if channel != "letter" and not _address(contact, channel):
+    if not _address(contact, channel):
         return "no_address"
     return None
 
