@@ -4,40 +4,15 @@ artifacts/agents-A08.png."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from nlu.assess import Assessor
 from service.store import Store
-from tests.conftest import REPO
+from tests.conftest import ARTIFACTS
 from tests.server import AGENT, AGENT_ID, SUPERVISOR, running_server
 from tests.test_coaching import CLEAN_CALL, GUARANTOR_CALL, _store_call, report_of
-
-CHROMIUM = os.environ.get("HUIFANG_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(os.environ.get("HUIFANG_ARTIFACTS", REPO / "artifacts"))
-
-
-@pytest.fixture(scope="module")
-def browser():  # type: ignore[no-untyped-def]
-    # CI installs the browser (.ci/run) and sets HUIFANG_REQUIRE_BROWSER=1 so that a missing one fails there;
-    # elsewhere the test skips with the reason.
-    required = os.environ.get("HUIFANG_REQUIRE_BROWSER") == "1"
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if required:
-            raise
-        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
-    if not Path(CHROMIUM).exists():
-        if required:
-            raise AssertionError(f"{CHROMIUM} is missing (apt-get install chromium fonts-wqy-microhei)")
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium fonts-wqy-microhei)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 @pytest.mark.browser

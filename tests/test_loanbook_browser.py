@@ -7,13 +7,11 @@ artifacts/console-carried-over.png."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,45 +23,20 @@ from service.app import create_app, state_of
 from service.auth import write_tokens_file
 from service.settings import Settings
 from service.store.models import FollowUp
-from tests.conftest import REPO
+from tests.conftest import ARTIFACTS
 from tests.server import ADMIN, AGENT, AGENT_ID, INGEST, SUPERVISOR, bearer, free_port
 from tests.test_live_socket import START, FakeTranscriber
 from tests.test_loanbook import LOAN, report, score
 
-CHROMIUM = os.environ.get("HUIFANG_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(os.environ.get("HUIFANG_ARTIFACTS", REPO / "artifacts"))
 PHONE, PHONE_MASKED = "13812345678", "138****5678"
 #: C300's loan: the work queue's customer (its follow-ups are assigned and closed by the tests).
 LOAN_300 = {**LOAN, "customer_id": "C300", "loan_id": "L300"}
-
-
-@pytest.fixture(scope="module")
-def browser():  # type: ignore[no-untyped-def]
-    # CI installs the browser (.ci/run) and sets HUIFANG_REQUIRE_BROWSER=1 so that a missing one fails there;
-    # elsewhere the test skips with the reason.
-    required = os.environ.get("HUIFANG_REQUIRE_BROWSER") == "1"
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if required:
-            raise
-        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
-    if not Path(CHROMIUM).exists():
-        if required:
-            raise AssertionError(f"{CHROMIUM} is missing (apt-get install chromium fonts-wqy-microhei)")
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium fonts-wqy-microhei)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 @dataclass(frozen=True)
 class Served:
     base: str
     port: int
-
-
 
 
 @pytest.fixture(scope="module")
