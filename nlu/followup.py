@@ -305,10 +305,10 @@ def _holds(rule: TierRule, recent: Sequence[CallFacts], latest: CallFacts, follo
 def plan_customer(customer_id: str, calls: Sequence[CallFacts], followups: Sequence[FollowUpState],
                   policy: FollowUpPolicy, today: date, allowed: Collection[Channel] = ("call", "letter"),
                   loan_id: str | None = None) -> Plan:
-    """Plan one customer (and loan): close the second calls later calls answered, settle message follow-ups by
+    """Plan one customer: close the second calls later calls answered, settle message follow-ups by
     their delivery, give the tier, and make sure what the newest call left open is followed up.
 
-    `calls` oldest first; `followups` every follow-up stored for the customer and loan (any status, so that a
+    `calls` oldest first; `followups` every follow-up stored for the customer (any status, so that a
     follow-up done or refused once is not planned again); `allowed` the channels the customer may be reached
     on (consent, no opt-out, an address); `today` in the bank's time zone.
     """
@@ -327,7 +327,7 @@ def plan_customer(customer_id: str, calls: Sequence[CallFacts], followups: Seque
                     f.id, f.plan_key, f.channel, f.reason, remaining, f.status, f.due_date, f.created_at)
                 if remaining != f.topics:
                     changes.append(FollowUpChange(f.id, topics=remaining))
-            else:  # a second open call for the same customer and loan: merged into the first
+            else:  # a second open call for the same customer: merged into the first
                 changes.append(FollowUpChange(f.id, status="cancelled", note="已并入同一客户的二次回访"))
                 open_call = FollowUpState(open_call.id, open_call.plan_key, "call", open_call.reason,
                                           tuple(dict.fromkeys((*open_call.topics, *remaining))), open_call.status,
