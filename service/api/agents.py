@@ -13,15 +13,13 @@ from fastapi import APIRouter, Path, Query, Response
 from nlu.coaching import CoachingRules, Period, load_rules
 from nlu.script import ScriptError
 from service import coaching
-from service.api.deps import SettingsDep, StoreDep, Viewer, require
-from service.auth import Principal
+from service.api.deps import SettingsDep, StoreDep, Supervisor, Viewer
 from service.errors import ServiceError, forbidden
 from service.settings import Settings
 from service.store import audit
 
 router = APIRouter(tags=["agents"])
 
-Supervisor = Annotated[Principal, require("supervisor")]
 PeriodQuery = Annotated[Period, Query(description="day, week (from Monday) or month of the bank's calendar")]
 DayQuery = Annotated[date | None, Query(alias="date", description="a day in the period (default today, in the "
                                         "bank's time zone)")]
