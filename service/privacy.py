@@ -39,7 +39,11 @@ class RawTextCipher:
 
     def __init__(self, key_file: Path) -> None:
         self.key_file = key_file
-        self._fernet = Fernet(private_file(key_file, Fernet.generate_key).strip())
+        try:
+            self._fernet = Fernet(private_file(key_file, Fernet.generate_key).strip())
+        except ValueError as e:
+            raise ValueError(f"{key_file} is not a Fernet key (32 url-safe base64-encoded bytes, as "
+                             "Fernet.generate_key() makes): {e}") from e
 
     def encrypt(self, utterances: list[dict[str, Any]]) -> bytes:
         return self.seal(utterances)

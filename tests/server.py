@@ -72,11 +72,17 @@ def running_server(data_dir: Path, model_cache: Path, timeout_s: float = 120,
                                ADMIN: ("admin", None)})
     env = {**os.environ, "HUIFANG_DATA_DIR": str(data_dir), "HUIFANG_AUTH__TOKENS_FILE": str(tokens),
            "HUIFANG_METRICS__PORT": os.environ.get("HUIFANG_METRICS__PORT", "0"), **(env_extra or {})}
+    log = open(data_dir / "server.log", "wb")  # noqa: SIM115 - the server writes it until it stops
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_healthy(proc, port, timeout_s)
+        try:
+            wait_healthy(proc, port, timeout_s)
+        except AssertionError as e:
+            tail = (data_dir / "server.log").read_text(encoding="utf-8", errors="replace")[-3000:]
+            raise AssertionError(f"{e}; the end of its log:\n{tail}") from None
         yield port
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log.close()

@@ -155,7 +155,7 @@ def test_stop_flushes_one_final_per_utterance(client: TestClient, shared_data: P
     with client.websocket_connect("/v1/calls/c7/audio") as ws:
         ws.send_json(START)
         assert ws.receive_json() == {"type": "ready", "call_id": "c7", "channels": ["agent", "customer"],
-                                     "loan_file": None}
+                                     "loan_file": None, "carried_over": []}
         for i in range(0, len(audio), 6400):
             ws.send_bytes(audio[i : i + 6400])
         ws.send_json({"type": "stop"})

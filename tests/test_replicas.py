@@ -22,6 +22,7 @@ import pytest
 from asr.audio import load_call_audio
 from service.auth import load_or_create_secret
 from service.cli.replay import replay
+from service.privacy import RawTextCipher
 from service.store.anchor import load_or_create_key
 from tests.conftest import fresh_postgres_schema
 from tests.proxy import front_proxy
@@ -42,7 +43,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, shared_
     tmp = tmp_path_factory.mktemp("replicas")
     secrets = tmp / "secrets"  # what every replica must share: tokens, ticket key, raw-text key, audit key
     load_or_create_secret(secrets / "ticket.key")
-    load_or_create_secret(secrets / "raw-text.key")
+    RawTextCipher(secrets / "raw-text.key")  # a Fernet key: raw transcripts and customers' contact details
     load_or_create_key(secrets / "audit-ed25519.key")
     shared_audio = tmp / "shared-audio"  # the shared volume, mounted as <data dir>/audio on every replica
     shared_audio.mkdir()
