@@ -10,7 +10,6 @@ worker threads.
 
 from __future__ import annotations
 
-import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -43,8 +42,6 @@ from service.store import Store, StoreError
 from service.store.loanbook import Contact, get_contact, put_contact, read_contact
 from service.store.models import Call, CallSummary, Customer, CustomerTier, FollowUp, OutboxMessage, Recording
 from service.store.store import folder_of, utcnow
-
-log = logging.getLogger(__name__)
 
 #: Reasons of follow-ups that are not report actions, as agents read them.
 REASON_TEXTS = {"second_call": "二次回访：核实上次未说清的问题", "education": "低风险客户还款提示与服务告知",
@@ -97,7 +94,6 @@ class LoanBook:
         self.topic_names, self.action_texts = dict(topic_names), {**REASON_TEXTS, **action_texts}
         self.outbox = messages
         self._clock = clock
-        self._redactor = Redactor()
 
     # -- time ------------------------------------------------------------------------------------------------
 
@@ -301,7 +297,8 @@ class LoanBook:
             if row.status not in OPEN:
                 raise FollowUpError(f"follow-up {followup_id} is already {row.status}")
             row.status, row.updated_at = status, self.now()
-            row.outcome_note = self._redactor.redact(note[:2000])[0] if note else None
+            # A redactor of its own: one keeps state (what the last question asked for) between texts.
+            row.outcome_note = Redactor().redact(note[:2000])[0] if note else None
             s.flush()
             return self._followup(row, s.get(Customer, row.customer_id).tier)  # type: ignore[union-attr]
 
