@@ -3,7 +3,6 @@
 // each figure). Charts are SVG drawn here; no chart library.
 "use strict";
 
-const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
 // name, how to show it, which way is better (1 higher, -1 lower, 0 neither)
 const FIGURES = {
@@ -22,25 +21,12 @@ const FIGURES = {
 const MOMENT_KINDS = { skipped: "未询问", prompt_ignored: "提示未跟进", unresolved: "含糊未澄清", mismatch_standing: "不符未更正", silence: "冷场" };
 const LABELS = { clear: "回答清晰", omission: "信息遗漏", unclear: "表述不清", evasive: "避而不答" };
 
-function esc(text) {
-  return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
-}
 function fmt(value, kind) {
   if (value === null || value === undefined) return "—";
   if (kind === "pct") return `${(value * 100).toFixed(0)}%`;
   if (kind === "f2") return value.toFixed(2);
   if (kind === "f1") return value.toFixed(1);
   return String(Math.round(value));
-}
-function clock(s) {
-  s = Math.max(0, Math.floor(s));
-  return `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
-}
-function el(name, attrs, parent) {
-  const node = document.createElementNS(SVG, name);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  if (parent) parent.appendChild(node);
-  return node;
 }
 function banner(text) {
   $("banner").textContent = text;

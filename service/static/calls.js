@@ -6,10 +6,6 @@ const $ = (id) => document.getElementById(id);
 const PAGE = 50;
 let offset = 0;
 
-function esc(text) {
-  return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
-}
-
 async function load() {
   const params = new URLSearchParams();
   for (const [k, v] of new FormData($("filters"))) if (v) params.set(k, v);

@@ -3,9 +3,7 @@
 // masked contact). The tier timeline is SVG drawn here; no chart library.
 "use strict";
 
-const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
-const { esc } = LB;
 const PAGE = 50;
 const customerId = location.pathname.startsWith("/customers/") ? decodeURIComponent(location.pathname.slice(11)) : null;
 let offset = 0;
@@ -41,13 +39,6 @@ async function loadList() {
 }
 
 // -- one customer ------------------------------------------------------------------------------------------------
-
-function el(name, attrs, parent) {
-  const node = document.createElementNS(SVG, name);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  if (parent) parent.appendChild(node);
-  return node;
-}
 
 // One mark per tier change on a line from the first change to now, coloured by tier; the span until the next
 // change is shaded in the same colour. The reasons are the mark's <title> (shown on hover).

@@ -4,7 +4,6 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const { esc } = LB;
 const PAGE = 50;
 let offset = 0;
 

@@ -1,6 +1,6 @@
 // What the loan book's pages (/customers, /customers/{id}, /followups) share: the Chinese names of tiers, labels,
-// channels and statuses, escaping, the error banner and a follow-up's cells. One home, so the two pages never
-// name a status differently.
+// channels and statuses, dates, the error banner and a follow-up's cells (escaping is page.js's). One home, so
+// the two pages never name a status differently.
 "use strict";
 
 const LB = (() => {
@@ -18,10 +18,6 @@ const LB = (() => {
   const FIELDS = { monthly_yuan: ["月供", "元"], amount_yuan: ["贷款金额", "元"], repay_day: ["还款日", "日"], term_years: ["期限", "年"], rate_pct: ["年利率", "%"] };
   // Refusals of the API ({detail, code}) as a person reads them; the API's own words follow.
   const CODES = { forbidden: "无权限", not_found: "未找到", conflict: "状态已变化，请刷新", bad_page: "分页参数有误", unauthorized: "需要登录" };
-
-  function esc(text) {
-    return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
-  }
 
   // "2026-12-02T01:04:00.866905Z" -> "2026-12-02 09:04" in the browser's zone (the bank's, at the bank).
   function when(iso) {
@@ -65,5 +61,5 @@ const LB = (() => {
   const isOverdue = (f) => (f.status === "open" || f.status === "assigned") && f.due_date < today();
   const topics = (f) => (f.topic_names || f.topics || []).map(esc).join("、") || "—";
 
-  return { TIERS, LABELS, CHANNELS, STATUSES, OUTCOMES, MESSAGE_STATUSES, SUPPRESSED, FIELDS, esc, when, today, banner, refused, tierPill, labelBadge, callLink, customerLink, status, isOverdue, topics };
+  return { TIERS, LABELS, CHANNELS, STATUSES, OUTCOMES, MESSAGE_STATUSES, SUPPRESSED, FIELDS, when, today, banner, refused, tierPill, labelBadge, callLink, customerLink, status, isOverdue, topics };
 })();

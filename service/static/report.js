@@ -4,22 +4,7 @@
 const LABELS = { clear: "回答清晰", omission: "信息遗漏", unclear: "表述不清", evasive: "避而不答", mismatch: "与档案不符" };
 const COLORS = { clear: "#1f9d55", omission: "#7b4fd6", unclear: "#d68a00", evasive: "#d23c3c", mismatch: "#c2185b" };
 const TIERS = { low: "低风险", medium: "中风险", high: "高风险" };
-const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
-
-function esc(text) {
-  return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
-}
-function clock(s) {
-  s = Math.max(0, Math.floor(s));
-  return `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
-}
-function el(name, attrs, parent) {
-  const node = document.createElementNS(SVG, name);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  if (parent) parent.appendChild(node);
-  return node;
-}
 
 // -- audio spans --------------------------------------------------------------------------------------------
 let stopAt = null;
