@@ -129,7 +129,7 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
              "answers": [{"topic": a["topic"], "label": a["label"], "mismatch": a["mismatch"]}
                          for a in report.get("answers", [])]}
     _retrying(lambda: audit.append(ctx.store, "report", "scoring", job.call_id, entry))
-    customer_id = (job.loan_file or {}).get("customer_id")
+    customer_id = loan.get("customer_id")
     if ctx.after_report is not None and customer_id:
         try:
             ctx.after_report(str(customer_id))
