@@ -192,6 +192,8 @@ class CallDialogue:
         for topic in self._topics:
             verdict = self._latest.get(topic.id)
             asked = self._asked.get(topic.id, 0)
+            if not topic.checklist and not asked and verdict is None:
+                continue  # asked only in some calls: listed once asked
             if verdict is not None:
                 label = verdict.assessment.label
                 mismatch = verdict.assessment.mismatch is not None

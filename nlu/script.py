@@ -39,6 +39,9 @@ class Topic:
     #: Words whose presence makes an answer a concrete statement of a free-text topic (自住, 出租, 上班): the
     #: positive evidence that a `text` answer gives what was asked.
     answer_terms: tuple[str, ...] = ()
+    #: On every call's checklist (default); False for a topic asked only in some calls (an instalment due or
+    #: late), which is on the checklist once asked and never counts as not asked.
+    checklist: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +144,15 @@ def _topic(path: Path, topic_id: str, spec: object) -> Topic:
         roles=strings("roles"),
         frames=strings("frames"),
         answer_terms=strings("answer_terms"),
+        checklist=_flag(path, topic_id, spec, "checklist", True),
     )
+
+
+def _flag(path: Path, topic_id: str, spec: dict[str, Any], key: str, default: bool) -> bool:
+    value = spec.get(key, default)
+    if not isinstance(value, bool):
+        raise ScriptError(f"{path}: topic {topic_id}: {key} must be true or false")
+    return value
 
 
 def load_cues(path: str | Path | None = None) -> Cues:
