@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal, Protocol
 
+from nlu.polar import assent, echo, polar_question
 from nlu.questions import OTHER_TOPIC, ask, contains_keyword, pinyin_key
 from nlu.script import CallScript, Cues, Topic, load_cues, load_script
 from nlu.slots import decimal_equal, extract_slot
@@ -43,8 +44,12 @@ _QUESTION_CLAUSE = re.compile(
     r"[^，。？！,.?!]*[？?]|[^，。？！,.?!]*[吗呢嘛][，。,.]?$|[^，。？！,.?!]*(哪|谁|什么|啥|怎么|为什么|干嘛)[^，。？！,.?!]*")
 #: X是X，但… (知道是知道，但…; 同意是同意，但…): a concession that takes back what it grants.
 _CONCESSION = re.compile(r"([^\W是对好行]\w?)是\1(?=了|[，,…。]|但|可|不过|只是)")
+#: 等发了工资再说 / 等他回来就知道了: waiting for an uncertain event before answering or acting.
+_WAIT_FOR = re.compile(r"等[^，。！？,.!?]{1,10}?(?:了|完|到|下来|回来|以后|之后)?(?:再|就|才)")
 #: 不是三十年，是二十年: the figure after the contrast is the answer.
 _CONTRAST = re.compile(r"不是[^，。！？]{1,12}[，,]\s*(?:而)?是")
+#: The rules' confidence in a verdict they had no evidence for (`no_evidence`): below it the learned part decides.
+NO_EVIDENCE_CONFIDENCE = 0.4
 #: What in an answer counts as giving what was asked (`RuleView.answered`).
 Answered = Literal["figure", "approx", "polar", "statement"]
 
@@ -72,6 +77,9 @@ class AssessOptions:
     #: answers where a cue word already decided lowered macro-F1 there (0.851 -> 0.83).
     classifier_weight: float = 0.5
     classifier_below: float = 0.7
+    #: Where the rules find no evidence either way, the learned label stands when its probability reaches this;
+    #: below it the answer is `unclear` (`no_evidence`). Chosen on the own corpus' dev split (bench/nlu_eval.py).
+    learned_sure: float = 0.6
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +99,8 @@ class RuleView:
     answered: Answered | None = None
     #: The part of the answer the view was taken from (after the last self-correction).
     heard: str = ""
+    #: The yes/no takes up the question's own predicate (还了 to 还了吗), not a yes/no word about anything.
+    echoed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,15 +154,29 @@ class Assessor:
         """Assess one answer. `topic` skips question detection; `silence_s` is how long the customer stayed
         silent after the question when `answer` is empty."""
         spec, asked = self.topics_of(question, loan, topic)
-        answer = answer.strip()
+        answer = clause_breaks(answer.strip())
         if not answer or _is_silence_marker(answer):
             return self._silence(spec, loan, silence_s, asked)
 
-        view = self.rule_view(answer, spec)
+        view = self.rule_view(answer, spec, question)
         rules = self.rule_verdict(view, spec, loan)
         label, confidence, evidence = rules.label, rules.confidence, list(rules.evidence)
 
-        if self.classifier is not None and self._weight > 0 and not rules.decisive and (
+        unsure = any(e.kind == "no_evidence" for e in rules.evidence)
+        if self.classifier is not None and self._weight > 0 and unsure:
+            # No evidence either way in the rules: the learned part decides where it is sure, any label.
+            probs = self.classifier.probabilities(question, answer)
+            vague = {k: probs[k] for k in _VAGUE}
+            best = "clear" if probs["clear"] >= self.options.learned_sure else (
+                max(vague, key=lambda k: vague[k]) if probs["clear"] <= 1 - self.options.learned_sure else None)
+            if best is not None:
+                label = best
+                confidence = round(probs[best] / (1.0 if best == "clear" else sum(vague.values()) or 1.0), 3)
+                evidence = [e for e in evidence if e.kind != "no_evidence"]
+                evidence.append(Evidence("learned", f"p={probs[label]:.2f}", label))
+                evidence.extend(Evidence("example", text, label) for text in self.classifier.explain(
+                    question, answer, label))
+        elif self.classifier is not None and self._weight > 0 and not rules.decisive and (
             confidence <= self.options.classifier_below
         ):
             probs = self.classifier.probabilities(question, answer)
@@ -168,8 +192,9 @@ class Assessor:
         return Assessment(spec.id if spec else None, label, confidence, tuple(evidence),
                           (view.slot,) if view.slot else (), mismatch, prompt, asked, self.version)
 
-    def rule_view(self, answer: str, spec: Topic | None) -> RuleView:
-        """What the cue lexicons and slot extraction find in a (non-empty) answer to a question of `spec`."""
+    def rule_view(self, answer: str, spec: Topic | None, question: str = "") -> RuleView:
+        """What the cue lexicons and slot extraction find in a (non-empty) answer to a question of `spec`
+        (`question`: the agent's words, for a yes/no answered by taking up the question's verb)."""
         kind = spec.slot if spec is not None and spec.id != OTHER_TOPIC else None
         heard = self._after_correction(answer, kind)
         hits = {label: self._cues(heard, label) for label in ("evasive", "omission", "unclear")}
@@ -180,6 +205,8 @@ class Assessor:
         for label, words in hits.items():
             others = [w for other, ws in hits.items() if other != label for w in ws]
             hits[label] = [w for w in words if not any(w != o and w in o for o in others)]
+        if (waiting := _WAIT_FOR.search(heard)) is not None:
+            hits["unclear"] = [*hits["unclear"], waiting.group(0)]  # 等发了工资再说: a condition, no commitment
         if (conceded := _CONCESSION.search(heard)) is not None:
             hits["unclear"] = [*hits["unclear"], conceded.group(0)]
         found = _COUNTER_QUESTION.search(heard)
@@ -190,11 +217,23 @@ class Assessor:
         polar = kind in ("yes_no", "consent")
         slot = extract_slot(kind, stated if polar else heard, self.cues) if kind else self._any_fact(stated)
         answered: Answered | None = None
+        echoed = False
         if slot is not None and slot.kind in _FIGURES:
             if slot.value is not None or slot.approximate:
                 answered = "approx" if slot.approximate else "figure"  # 三点几: an approximation, no value
         elif slot is not None and slot.kind in ("yes_no", "consent") and slot.value is not None:
             answered = "polar"
+        if answered is None and (asked := polar_question(question)) is not None:
+            # 还了吗？ 还了 / 没还; 有没有逾期？ 没逾期过; 贷款是八十万，对吧？ 对: a yes/no in Mandarin's own way.
+            # For a figure or free-text topic only the question's own verb (or bare assent) answers it: a yes/no
+            # word about something else (钱都按时还了 to 月供金额您清楚吗) does not give the figure.
+            taken_up = assent(heard) or echo(stated, asked, self.cues.acts)
+            if taken_up is not None:
+                slot = Slot("consent" if kind == "consent" else "yes_no", taken_up.value, False, taken_up.text)
+                answered, echoed = "polar", True
+        if slot is not None and answered == "polar":
+            # 怎么可能 (no way) is a no, not the hedge 可能 inside it.
+            hits["unclear"] = [w for w in hits["unclear"] if not (w != slot.text and w in slot.text)]
         terms = spec.answer_terms if spec is not None else ()
         if answered is None and self._has_term(stated, terms):
             answered = "statement"
@@ -216,6 +255,7 @@ class Assessor:
             hedged_end=heard.rstrip("。！!，, ").endswith(self.cues.hedge_particles),
             answered=answered,
             heard=heard,
+            echoed=echoed,
         )
 
     def rule_verdict(self, view: RuleView, spec: Topic | None, loan: LoanRecord | None) -> RuleVerdict:
@@ -238,6 +278,10 @@ class Assessor:
             return self._other(view, evidence)
         # 谁能保证呢 asks back, but as a hedge; 我要是不说会怎么样？ asks back, its condition no hedge.
         hedged = [w for w in hits["unclear"] if w not in _CONDITIONALS] or hits["omission"]
+        if view.echoed and slot is not None and not hedged and self._stands_alone(view, slot.text):
+            # 够啊，哪个月没扣上过，你们自己看记录嘛: the answer is given in a clause of its own, unhedged; a
+            # complaint or a question asked back in another clause does not take it back (as with a figure).
+            return verdict("clear", 0.8)
         if hits["evasive"] or (view.counter and answered is None and not hedged):
             if view.counter and not hits["evasive"]:
                 evidence.append(Evidence("counter_question", view.counter, "evasive"))
@@ -258,14 +302,29 @@ class Assessor:
             return verdict("unclear", 0.75)
         if answered == "polar":
             softened = slot is not None and view.heard[view.heard.find(slot.text) + len(slot.text):][:1] == "吧"
-            if (view.hedged_end or softened) and spec.slot in ("yes_no", "consent"):
+            settling = _clause_of(view.heard, slot.text) if slot is not None else view.heard
+            ends_soft = settling.rstrip("。！!，, ").endswith(self.cues.hedge_particles)
+            if (ends_soft or softened) and spec.slot in ("yes_no", "consent"):
                 return verdict("unclear", 0.7)  # 好吧 / 能吧: consent softened into a hedge
             return verdict("clear", 0.85)
         if answered == "statement":
             return verdict("clear", 0.75)
-        # No evidence that the answer gives what was asked, and no cue saying why: vague, kind unknown.
-        evidence.append(Evidence("missing_slot", spec.slot, "evasive"))
-        return verdict("evasive", 0.4)
+        # No evidence that the answer gives what was asked, and none that it does not: not evasive by default.
+        # The learned part decides where it is sure (`Assessor.assess`); where it is not, the answer is
+        # `unclear` for want of evidence, and the agent asks again.
+        evidence.append(Evidence("no_evidence", spec.slot, "unclear"))
+        return verdict("unclear", NO_EVIDENCE_CONFIDENCE)
+
+    def _stands_alone(self, view: RuleView, said: str) -> bool:
+        """Whether the clause that says `said` is a statement free of cue words and not itself asked back, with
+        nothing in the answer taking it back (a correction, a condition, a concession)."""
+        clause = _clause_of(view.heard, said)
+        if not clause or clause.rstrip("。！!").endswith(("？", "?", "吗", "嘛", *self.cues.hedge_particles)):
+            return False
+        if any(self._cues(clause, label) for label in ("evasive", "omission", "unclear", "deferral")):
+            return False
+        return not any(w in view.heard for w in self.cues.conditional_hedges) and not _CONCESSION.search(
+            view.heard) and not self._equivocation(view.heard, ())
 
     def _other(self, view: RuleView, evidence: list[Evidence]) -> RuleVerdict:
         """A question outside the script, or an utterance not recognised as a question at all (an ASR slip in
@@ -411,6 +470,14 @@ class Assessor:
 
 
 _NUMERAL = set("0123456789零〇一二两三四五六七八九十百千万亿")
+#: A space between two Chinese words: where a recogniser (or a typist without punctuation) paused.
+_PAUSE = re.compile(r"(?<=[\u4e00-\u9fff])\s+(?=[\u4e00-\u9fff])")
+
+
+def clause_breaks(text: str) -> str:
+    """Spaces between Chinese words as the clause breaks they are: a recogniser writes pauses, not commas
+    (月底 三十号; 同意是同意 就是…), and every clause-level rule reads commas."""
+    return _PAUSE.sub("，", text)
 
 
 def _inside_numeral(text: str, start: int, length: int) -> bool:

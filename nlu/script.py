@@ -76,6 +76,8 @@ class Cues:
     deferral: tuple[str, ...] = ()
     #: Hedges that make a whole answer conditional (看情况): a concrete statement beside them does not make it clear.
     conditional_hedges: tuple[str, ...] = ()
+    #: Verbs of the same act (还/扣/转, 知道/晓得): any of them taken up answers a polar question asking another.
+    acts: tuple[tuple[str, ...], ...] = ()
 
 
 def read_mapping(path: Path, error: type[Exception] = ScriptError) -> dict[str, Any]:
@@ -171,4 +173,5 @@ def load_cues(path: str | Path | None = None) -> Cues:
         corrections=lexicon("corrections") if raw.get("corrections") else (),
         deferral=lexicon("deferral") if raw.get("deferral") else (),
         conditional_hedges=lexicon("conditional_hedges") if raw.get("conditional_hedges") else (),
+        acts=tuple(_strings(path, f"acts[{i}]", group) for i, group in enumerate(raw.get("acts") or [])),
     )

@@ -202,6 +202,10 @@ def word_boundaries(text: str) -> frozenset[int]:
     return frozenset(bounds)
 
 
+#: A-not-A (能不能, 同不同意, 有没有): a yes/no question, wherever it is said.
+_A_NOT_A = re.compile(r"([\u4e00-\u9fff])[不没]\1[\u4e00-\u9fff]?")
+
+
 def extract_yes_no(answer: str, cues: Cues, kind: SlotKind = "yes_no") -> Slot | None:
     """A yes/no (or consent) answer: the first settling word wins; a negation right before a yes-word flips it.
 
@@ -209,10 +213,13 @@ def extract_yes_no(answer: str, cues: Cues, kind: SlotKind = "yes_no") -> Slot |
     A settling word must be whole words of the answer: the 有 of 有事 or the 没 of 没空 settles nothing.
     """
     bounds = word_boundaries(answer)
+    # 能不能还上说不准, 担保不担保的: the question taken up as a question (A-not-A) says neither yes nor no.
+    embedded = [m.span() for m in _A_NOT_A.finditer(answer)]
     found = [(m.start(), m.end(), word, settles)
              for words, settles in ((cues.no_words, False), (cues.yes_words, True)) for word in words
              for m in re.finditer(re.escape(word), answer) if m.start() in bounds and m.end() in bounds
-             and (len(word) > 1 or _clause_initial(answer, m.start()) or _clause_final(answer, m.end()))]
+             and (len(word) > 1 or _clause_initial(answer, m.start()) or _clause_final(answer, m.end()))
+             and not any(a <= m.start() < b for a, b in embedded)]
     # Longest word first at each place (没问题 over 没, 不知道 over 知道), then left to right, no overlaps.
     found.sort(key=lambda f: (f[0], -(f[1] - f[0])))
     hits: list[tuple[int, bool, str]] = []

@@ -26,7 +26,8 @@ class Evidence:
     """Why a label was given: a cue word, a missing slot, a mismatch, silence, a counter-question, the stated slot,
     or for a learned decision its probability (`learned`) and the nearest corpus answers behind it (`example`)."""
 
-    kind: Literal["cue", "missing_slot", "mismatch", "silence", "counter_question", "slot", "learned", "example"]
+    kind: Literal["cue", "missing_slot", "no_evidence", "mismatch", "silence", "counter_question", "slot", "learned",
+                  "example"]
     text: str
     label: Label | None = None
 
