@@ -167,11 +167,12 @@ class Assessor:
             # No evidence either way in the rules: the learned part decides where it is sure, any label.
             probs = self.classifier.probabilities(question, answer)
             vague = {k: probs[k] for k in _VAGUE}
-            best = "clear" if probs["clear"] >= self.options.learned_sure else (
-                max(vague, key=lambda k: vague[k]) if probs["clear"] <= 1 - self.options.learned_sure else None)
+            kind = max(_VAGUE, key=vague.__getitem__)
+            best: Label | None = "clear" if probs["clear"] >= self.options.learned_sure else (
+                kind if probs["clear"] <= 1 - self.options.learned_sure else None)
             if best is not None:
                 label = best
-                confidence = round(probs[best] / (1.0 if best == "clear" else sum(vague.values()) or 1.0), 3)
+                confidence = round(probs[label] / (1.0 if label == "clear" else sum(vague.values()) or 1.0), 3)
                 evidence = [e for e in evidence if e.kind != "no_evidence"]
                 evidence.append(Evidence("learned", f"p={probs[label]:.2f}", label))
                 evidence.extend(Evidence("example", text, label) for text in self.classifier.explain(
@@ -386,8 +387,9 @@ class Assessor:
             if w in answer:
                 # Not inside a numeral: 万一 in 一万一千五 is not "in case"; and "he does not know" (他不知道)
                 # answers a question about him, it is not the customer lacking the fact.
+                # Nor inside a question taken up as a question (我明天还行不行: 还 + 行不行, no 还行).
                 if any(not _inside_numeral(answer, i, len(w)) and not (label == "omission" and _third_person(
-                        answer, i)) for i in _find_all(answer, w)):
+                        answer, i)) and not _in_a_not_a(answer, i, len(w)) for i in _find_all(answer, w)):
                     found.append(w)
             elif len(w) >= 3:
                 if heard is None:
@@ -484,6 +486,15 @@ def _inside_numeral(text: str, start: int, length: int) -> bool:
     end = start + length
     return (text[start] in _NUMERAL and start > 0 and text[start - 1] in _NUMERAL) or (
         text[end - 1] in _NUMERAL and end < len(text) and text[end] in _NUMERAL)
+
+
+_A_NOT_A = re.compile(r"([\u4e00-\u9fff])[不没]\1")
+
+
+def _in_a_not_a(text: str, start: int, length: int) -> bool:
+    """Whether text[start:start+length] reaches into an A-not-A (行不行, 能不能) without holding all of it."""
+    return any(start < m.end() and m.start() < start + length and not (start <= m.start() and m.end() <= start + length)
+               for m in _A_NOT_A.finditer(text))
 
 
 def _third_person(text: str, index: int) -> bool:

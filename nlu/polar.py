@@ -101,8 +101,9 @@ def polar_question(question: str) -> PolarQuestion | None:
             predicates += _content_verbs(asking[m.end() - len(second):])[:1]
         else:
             predicates.append(verb + second if second and _is_word(verb + second) else verb)
-    if (m := _ASPECT_QUESTION.search(asking.rstrip("？?。 "))) is not None:
-        predicates.append(m.group(1)[-1] if len(m.group(1)) == 2 and not _is_word(m.group(1)) else m.group(1))
+    if (aspect := _ASPECT_QUESTION.search(asking.rstrip("？?。 "))) is not None:
+        verb = aspect.group(1)
+        predicates.append(verb[-1] if len(verb) == 2 and not _is_word(verb) else verb)
     if tag is not None or _POLAR_END.search(asking.strip()):
         predicates += _content_verbs(asking)
     unique = tuple(dict.fromkeys(p for p in predicates if p and p not in _MODALS))
