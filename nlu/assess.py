@@ -46,6 +46,8 @@ _QUESTION_CLAUSE = re.compile(
 _CONCESSION = re.compile(r"([^\W是对好行]\w?)是\1(?=了|[，,…。]|但|可|不过|只是)")
 #: 等发了工资再说 / 等他回来就知道了: waiting for an uncertain event before answering or acting.
 _WAIT_FOR = re.compile(r"等[^，。！？,.!?]{1,10}?(?:了|完|到|下来|回来|以后|之后)?(?:再|就|才)")
+#: 不是…了吗 / 不是已经…吗: a rhetorical question that asserts what it holds (a completed act).
+_RHETORICAL = re.compile(r"不是([^，。！？,.!?]*?(?:已经|早就|早)?[^，。！？,.!?]*?了)(?:吗|嘛)[？?]?")
 #: 不是三十年，是二十年: the figure after the contrast is the answer.
 _CONTRAST = re.compile(r"不是[^，。！？]{1,12}[，,]\s*(?:而)?是")
 #: The rules' confidence in a verdict they had no evidence for (`no_evidence`): below it the learned part decides.
@@ -214,6 +216,9 @@ class Assessor:
         counter = found.group(0) if found else ""
         # A yes/no word inside a question asked back (你们不是都有吗？) answers nothing; a figure does (五年啊，
         # 怎么了不对吗？).
+        if counter and (asserted := _RHETORICAL.search(heard)) is not None:
+            # 昨晚不是已经还钱了吗: 不是…吗 asks back to assert; what it asserts is said, not asked.
+            counter, heard = "", heard[: asserted.start()] + asserted.group(1) + heard[asserted.end():]
         stated = _QUESTION_CLAUSE.sub("，", heard) if counter else heard
         polar = kind in ("yes_no", "consent")
         slot = extract_slot(kind, stated if polar else heard, self.cues) if kind else self._any_fact(stated)
@@ -224,7 +229,11 @@ class Assessor:
                 answered = "approx" if slot.approximate else "figure"  # 三点几: an approximation, no value
         elif slot is not None and slot.kind in ("yes_no", "consent") and slot.value is not None:
             answered = "polar"
-        if answered is None and (asked := polar_question(question)) is not None:
+        asked = polar_question(question)
+        if polar and asked is not None and slot is not None and (taken := echo(stated, asked, self.cues.acts)):
+            # 我还了，不会还在给我收利息吧: the question's own verb taken up decides over a yes/no word elsewhere.
+            slot, answered, echoed = Slot(slot.kind, taken.value, False, taken.text), "polar", True
+        if answered is None and asked is not None:
             # 还了吗？ 还了 / 没还; 有没有逾期？ 没逾期过; 贷款是八十万，对吧？ 对: a yes/no in Mandarin's own way.
             # For a figure or free-text topic only the question's own verb (or bare assent) answers it: a yes/no
             # word about something else (钱都按时还了 to 月供金额您清楚吗) does not give the figure.
@@ -236,6 +245,11 @@ class Assessor:
             # 怎么可能 (no way) is a no, not the hedge 可能 inside it.
             hits["unclear"] = [w for w in hits["unclear"] if not (w != slot.text and w in slot.text)]
         terms = spec.answer_terms if spec is not None else ()
+        if terms:
+            # The topic's own statements outrank the generic hedge lexicon: 手头有点紧 answers the repayment-risk
+            # question (有点紧 is a term there), where elsewhere 有点紧 hedges (余额有点紧).
+            said = [t for t in terms if t in stated]
+            hits["unclear"] = [w for w in hits["unclear"] if not any(w in t for t in said)]
         if answered is None and self._has_term(stated, terms):
             answered = "statement"
         if answered is None and kind == "text" and (
