@@ -244,7 +244,12 @@ class Assessor:
         if slot is not None and answered == "polar":
             # 怎么可能 (no way) is a no, not the hedge 可能 inside it.
             hits["unclear"] = [w for w in hits["unclear"] if not (w != slot.text and w in slot.text)]
-        terms = spec.answer_terms if spec is not None else ()
+        risks = [t for t in (spec.risk_terms if spec is not None else ()) if t in stated]
+        if risks and answered is None:
+            answered = "statement"
+            if all(w in self.cues.conditional_hedges for w in hits["unclear"]):
+                hits["unclear"] = []  # 手头紧得很，下个月都难说: the uncertainty is the risk, stated
+        terms = (*spec.answer_terms, *spec.risk_terms) if spec is not None else ()
         if terms:
             # The topic's own statements outrank the generic hedge lexicon: 手头有点紧 answers the repayment-risk
             # question (有点紧 is a term there), where elsewhere 有点紧 hedges (余额有点紧).

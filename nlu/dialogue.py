@@ -99,6 +99,8 @@ class CallSummary:
     vague_answers: int
     mismatches: int
     coverage: float
+    #: The customer declined the opening (不方便, 在开车): the call is to be made again.
+    callback_requested: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,8 @@ class CallDialogue:
         self._asked: dict[str, int] = {}
         self._prompts: list[PromptRecord] = []
         self._backchannels = frozenset(assessor.cues.backchannels)
+        self._opening_at: float | None = None  # end of an opening question still waiting for its answer
+        self._callback = False
         role = loan.role if loan else None
         # The checklist: every topic of the script for this role (role-specific topics only for that role).
         self._topics = [t for t in assessor.script.topics.values()
@@ -217,7 +221,7 @@ class CallDialogue:
         mismatches = sum(1 for v in verdicts if v.assessment.mismatch is not None)
         asked = sum(1 for item in checklist if item.state != "not_asked")
         return CallSummary(checklist, verdicts, tuple(self._prompts), len(verdicts), vague, mismatches,
-                           round(asked / len(checklist), 3) if checklist else 0.0)
+                           round(asked / len(checklist), 3) if checklist else 0.0, self._callback)
 
     # -- pairing -----------------------------------------------------------------------------------------
 
@@ -225,7 +229,9 @@ class CallDialogue:
         role = self.loan.role if self.loan else None
         # Every topic the question asks ("金额和期限分别是多少？" opens both; a figure the agent states is context,
         # not a question: nlu/questions.py), or `other` for a question outside the script.
-        topics = ask(turn.text, self.assessor.script, role).topics
+        asked = ask(turn.text, self.assessor.script, role)
+        topics = asked.topics
+        self._opening_at = turn.end_s if asked.opening else None
         verdicts: list[Verdict] = []
         if not topics and self._is_backchannel(turn.text):
             return []
@@ -257,6 +263,9 @@ class CallDialogue:
         return bool(parts) and all(p in self._backchannels for p in parts)
 
     def _customer(self, turn: Turn) -> list[Verdict]:
+        if self._opening_at is not None and turn.start_s + self.options.overlap_s >= self._opening_at and any(
+                w in turn.text for w in self.assessor.script.decline):
+            self._callback = True  # 您好…方便吗？ 不方便，我在开车: call back, nothing to assess
         question = self._question_for(turn)
         if question is None:
             self._unpaired = [*self._unpaired[-4:], turn]

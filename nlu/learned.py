@@ -137,7 +137,10 @@ class EncoderClassifier:
             vecs, labels = data["vectors"].astype(np.float32), data["labels"].astype(np.int64)
         texts = json.loads((path / EXAMPLE_TEXTS_FILE).read_text(encoding="utf-8"))
         digest = hashlib.sha256((path / HEAD_FILE).read_bytes()).hexdigest()[:8]
-        return cls(encoder, head, meta, vecs, labels, texts, f"use-{encoder.version[:6]}-head-{digest}")
+        # The corpus the head was trained on is part of what produced a verdict, as the weights are.
+        corpus = str(meta.get("corpus_train_sha256") or "unknown")[:8]
+        return cls(encoder, head, meta, vecs, labels, texts,
+                   f"use-{encoder.version[:6]}-head-{digest}-corpus-{corpus}")
 
     def probabilities(self, question: str, answer: str) -> dict[Label, float]:
         """P(label | question, answer), from the texts alone."""

@@ -97,14 +97,18 @@ def polar_question(question: str) -> PolarQuestion | None:
     predicates: list[str] = []
     for m in _A_NOT_A.finditer(asking):
         verb, second = m.group(1), m.group(3)
-        if verb in _MODALS:  # 有没有逾期, 会不会出现困难: the first content verb after the modal asks
-            predicates += _content_verbs(asking[m.end() - len(second):])[:1]
+        if verb in _MODALS:  # 有没有逾期, 会不会出现困难: the first content word after the modal asks
+            predicates += _first_content(asking[m.end() - len(second):])
         else:
             predicates.append(verb + second if second and _is_word(verb + second) else verb)
     if (aspect := _ASPECT_QUESTION.search(asking.rstrip("？?。 "))) is not None:
-        verb = aspect.group(1)
-        predicates.append(verb[-1] if len(verb) == 2 and not _is_word(verb) else verb)
-    if tag is not None or _POLAR_END.search(asking.strip()):
+        # The verb right before the aspect marker: two characters where they are one word (处理了吗), else one
+        # (月供扣了没有: 扣).
+        before = asking[max(0, aspect.end(1) - 2):aspect.end(1)]
+        predicates.append(before if len(before) == 2 and _is_word(before) else before[-1])
+    if not predicates and (tag is not None or _POLAR_END.search(asking.strip())):
+        # A 吗-question or a tag question: its verbs. Only where A-not-A and V了没有 named none: 有没有可能出现
+        # 还款困难 asks whether difficulty comes, and 会按时还的 takes up no part of that.
         predicates += _content_verbs(asking)
     unique = tuple(dict.fromkeys(p for p in predicates if p and p not in _MODALS))
     return PolarQuestion(unique) if unique or tag is not None or _A_NOT_A.search(asking) else None
@@ -115,7 +119,19 @@ def _is_word(text: str) -> bool:
     import jieba
 
     jieba.setLogLevel(logging.WARNING)
-    return jieba.lcut(text) == [text]
+    return jieba.lcut(text, HMM=False) == [text]  # a dictionary word, not a guess
+
+
+#: Part-of-speech tags of words that carry no content of their own (particles, pronouns, prepositions, ...).
+_FUNCTION_TAGS = ("x", "u", "r", "p", "c", "y", "e", "o", "m", "q", "d")
+
+
+def _first_content(clause: str) -> list[str]:
+    """The first content word of a clause, modals skipped (有没有逾期过: 逾期; 有没有可能出现困难: 出现)."""
+    for word, flag in _tagged(clause):
+        if word not in _MODALS and not flag.startswith(_FUNCTION_TAGS) and re.match(r"[\u4e00-\u9fff]", word):
+            return [word]
+    return []
 
 
 def _content_verbs(clause: str) -> list[str]:
@@ -145,7 +161,9 @@ def echo(answer: str, question: PolarQuestion, acts: tuple[tuple[str, ...], ...]
     vocabulary |= {p[0] for p in question.predicates if len(p) >= 2}
     bounds = _bounds(answer)
     # 存没存进去我不知道, 有没有钱不清楚: a question embedded in the answer settles nothing.
-    embedded = {i for m in _A_NOT_A.finditer(answer) for i in range(m.start(), m.end())}
+    # 还没还呢 closing its clause is "not yet", a statement.
+    embedded = {i for m in _A_NOT_A.finditer(answer) if not _closes_clause(answer, m.end())
+                for i in range(m.start(), m.end())}
     found: list[Echo] = []
     for start in range(len(answer)):
         if start not in bounds:
@@ -176,6 +194,10 @@ def echo(answer: str, question: PolarQuestion, acts: tuple[tuple[str, ...], ...]
     if not found or len({e.value for e in found}) > 1:
         return None
     return found[0]
+
+
+def _closes_clause(text: str, end: int) -> bool:
+    return bool(re.match(r"^[呢啊呀嘛]?(?:[，。！,.!;；…~]|$)", text[end:]))
 
 
 def assent(answer: str) -> Echo | None:

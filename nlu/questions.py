@@ -231,6 +231,9 @@ class Asked:
     empty for a statement."""
 
     topics: tuple[str, ...]
+    #: The agent asks whether the customer can talk, or is the right person (`CallScript.opening`): a question
+    #: with no topic, not assessed.
+    opening: bool = False
 
     @property
     def is_question(self) -> bool:
@@ -245,4 +248,13 @@ def ask(utterance: str, script: CallScript, role: str | None = None) -> Asked:
     if topics:
         return Asked(tuple(topics))
     clauses = [c for c in _CLAUSE.findall(_ascii_breaks(utterance)) if c.strip()]
-    return Asked((OTHER_TOPIC,) if any(is_question(c) for c in clauses) else ())
+    asking = [c for c in clauses if is_question(c)]
+    if asking and script.opening and all(_names_any(c, script.opening) for c in asking):
+        return Asked((), opening=True)  # 您好，…方便吗？ / 请问是张先生吗？: before the script, nothing to assess
+    return Asked((OTHER_TOPIC,) if asking else ())
+
+
+def _names_any(clause: str, phrases: tuple[str, ...]) -> bool:
+    haystack = _key(clause)
+    chars = "".join(c for c in clause if not c.isspace())
+    return any(_match(haystack, p, chars) is not None for p in phrases)

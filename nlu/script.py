@@ -42,6 +42,9 @@ class Topic:
     #: On every call's checklist (default); False for a topic asked only in some calls (an instalment due or
     #: late), which is on the checklist once asked and never counts as not asked.
     checklist: bool = True
+    #: Statements of the risk the topic asks about (没钱, 周转不开): a yes that a hedge about the future beside it
+    #: restates rather than takes back.
+    risk_terms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,10 @@ class CallScript:
     topics: dict[str, Topic]
     fallback_prompts: dict[str, str]
     other: Topic | None = None
+    #: What an agent asks before the script begins (方便吗, 请问是张先生吗): not a question to assess.
+    opening: tuple[str, ...] = ()
+    #: An answer to an opening that asks to be called back (不方便, 在开车): an action for the report.
+    decline: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +119,12 @@ def load_script(path: str | Path | None = None) -> CallScript:
     fallback = data.get("fallback_prompts") or {}
     if not isinstance(fallback, dict):
         raise ScriptError(f"{path}: `fallback_prompts` must be a mapping")
-    return CallScript(topics, {str(k): str(v) for k, v in fallback.items()}, other)
+    opening = data.get("opening") or {}
+    if not isinstance(opening, dict):
+        raise ScriptError(f"{path}: `opening` must be a mapping with `asks` and `decline`")
+    asks = _strings(path, "opening.asks", opening["asks"]) if opening.get("asks") else ()
+    decline = _strings(path, "opening.decline", opening["decline"]) if opening.get("decline") else ()
+    return CallScript(topics, {str(k): str(v) for k, v in fallback.items()}, other, asks, decline)
 
 
 def _topic(path: Path, topic_id: str, spec: object) -> Topic:
@@ -147,6 +159,7 @@ def _topic(path: Path, topic_id: str, spec: object) -> Topic:
         frames=strings("frames"),
         answer_terms=strings("answer_terms"),
         checklist=_flag(path, topic_id, spec, "checklist", True),
+        risk_terms=strings("risk_terms"),
     )
 
 
