@@ -75,12 +75,14 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             app.state.huifang = await _start(settings, transcriber, stack)
             yield
 
-    app = FastAPI(title="huifang", version="0.1.0", lifespan=lifespan,
+    # /docs is pages.py's, with Swagger UI served from this process; ReDoc would need a CDN.
+    app = FastAPI(title="huifang", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Speech-to-risk service for post-loan follow-up calls")
     _harden(app, settings)
     for module in (health, calls_ws, assess, pages, demo, recordings, calls, tickets, transcriptions, agents,
                    customers, followups):
         app.include_router(module.router)
+    app.mount(pages.SWAGGER_URL, StaticFiles(directory=pages.SWAGGER_DIR), name="swagger-ui")  # before /static
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     return app
 
