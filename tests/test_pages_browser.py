@@ -274,6 +274,16 @@ def test_the_service_finds_its_way_without_the_internet(browser, site: Site) -> 
     expect(page.locator(".swagger-ui .opblock-summary-path", has_text="/v1/me")).to_have_count(1, timeout=30_000)
     page.wait_for_load_state("networkidle")
     assert watch.take() == []
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "docs-1280.png"))
+    page.close()
+
+    # Without a token the landing page says where one comes from and asks for it.
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{site.base}/")
+    expect(page.locator("#token-form")).to_be_visible(timeout=30_000)
+    expect(page.locator("#no-token")).to_be_visible()
+    page.screenshot(path=str(SHOTS / "landing-no-token-1280.png"))
     page.close()
 
 

@@ -51,7 +51,7 @@ PAGES: tuple[PageLink, ...] = (
 )
 #: An agent's own scorecard, in place of the list of all agents that only supervisors may open.
 OWN_SCORECARD = "我的辅导", "本人与团队中位数的比较、趋势和最值得复盘的通话。"
-DOCS = PageLink("/docs", "接口文档", "每个接口的用途、参数和返回内容，可直接试用（需要令牌）。",
+DOCS = PageLink("/docs", "接口文档", "每个接口的用途、参数和返回内容（供对接系统的技术人员查阅）。",
                 ("ingest", "supervisor"))
 
 
