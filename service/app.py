@@ -332,13 +332,15 @@ def _tokens(settings: Settings) -> tuple[TokenRegistry, str | None]:
         registry.replace(load_tokens_file(settings.auth.tokens_file))  # a bad file stops start-up, loudly
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     if len(registry):
-        print(f"console: http://{host}:{settings.port}/console (open it with #token=YOUR_TOKEN once)", flush=True)
+        print(f"pages: http://{host}:{settings.port}/ (open it with #token=YOUR_TOKEN once)\n"
+              f"console: http://{host}:{settings.port}/console", flush=True)
         return registry, None
     token = new_token()
     registry.add(hash_token(token), Principal("development", "admin", "dev"))
     # Shown once, like a notebook server's: nothing else can call the service until tokens are configured.
     # The token rides in the URL fragment, which browsers never send to the server (nor into its logs).
-    print(f"token: {token}\nconsole: http://{host}:{settings.port}/console#token={token}  "
+    print(f"token: {token}\npages: http://{host}:{settings.port}/#token={token}\n"
+          f"console: http://{host}:{settings.port}/console#token={token}  "
           f"(sample call: http://{host}:{settings.port}/console?demo=1#token={token})", flush=True)
     log.warning("no tokens configured (HUIFANG_AUTH__TOKENS_FILE): made a development admin token")
     return registry, token

@@ -71,3 +71,13 @@ def test_the_landing_page_favicon_and_docs_need_nothing_from_outside(client: Tes
         assert client.get(f"/static/swagger-ui/{asset}").status_code == 200
     assert client.get("/redoc").status_code == 404  # ReDoc would need a CDN: not offered
     assert any(path == "/v1/me" for path in client.get("/openapi.json").json()["paths"])
+
+
+def test_start_up_prints_the_landing_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The first URL a new user is given is the page that lists the others (with the development token)."""
+    from service.app import state_of
+
+    app = create_app(Settings(data_dir=tmp_path / "data"), transcriber=FakeTranscriber())  # type: ignore[arg-type]
+    with TestClient(app):
+        token = state_of(app).dev_token
+        assert f"pages: http://127.0.0.1:8000/#token={token}\n" in capsys.readouterr().out
