@@ -75,12 +75,14 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
             app.state.huifang = await _start(settings, transcriber, stack)
             yield
 
-    app = FastAPI(title="huifang", version="0.1.0", lifespan=lifespan,
+    # /docs is pages.py's, with Swagger UI served from this process; ReDoc would need a CDN.
+    app = FastAPI(title="huifang", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Speech-to-risk service for post-loan follow-up calls")
     _harden(app, settings)
     for module in (health, calls_ws, assess, pages, demo, recordings, calls, tickets, transcriptions, agents,
                    customers, followups):
         app.include_router(module.router)
+    app.mount(pages.SWAGGER_URL, StaticFiles(directory=pages.SWAGGER_DIR), name="swagger-ui")  # before /static
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     return app
 
@@ -330,13 +332,15 @@ def _tokens(settings: Settings) -> tuple[TokenRegistry, str | None]:
         registry.replace(load_tokens_file(settings.auth.tokens_file))  # a bad file stops start-up, loudly
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     if len(registry):
-        print(f"console: http://{host}:{settings.port}/console (open it with #token=YOUR_TOKEN once)", flush=True)
+        print(f"pages: http://{host}:{settings.port}/ (open it with #token=YOUR_TOKEN once)\n"
+              f"console: http://{host}:{settings.port}/console", flush=True)
         return registry, None
     token = new_token()
     registry.add(hash_token(token), Principal("development", "admin", "dev"))
     # Shown once, like a notebook server's: nothing else can call the service until tokens are configured.
     # The token rides in the URL fragment, which browsers never send to the server (nor into its logs).
-    print(f"token: {token}\nconsole: http://{host}:{settings.port}/console#token={token}  "
+    print(f"token: {token}\npages: http://{host}:{settings.port}/#token={token}\n"
+          f"console: http://{host}:{settings.port}/console#token={token}  "
           f"(sample call: http://{host}:{settings.port}/console?demo=1#token={token})", flush=True)
     log.warning("no tokens configured (HUIFANG_AUTH__TOKENS_FILE): made a development admin token")
     return registry, token

@@ -74,7 +74,7 @@ def test_scorecards_charts_and_moments_in_the_browser(browser, model_cache: Path
         # An agent: their own card, and a refusal for another agent's.
         page = browser.new_page()
         page.goto(f"{base}/agents/A09#token={AGENT}")
-        expect(page.locator("#banner")).to_contain_text("无法加载")
+        expect(page.locator("#banner")).to_contain_text("打开坐席 A09 的辅导卡失败（无权限）")
         expect(page.locator("#card")).to_be_hidden()
         page.goto(f"{base}/agents/{AGENT_ID}")
         expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=30_000)

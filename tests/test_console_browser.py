@@ -1,5 +1,5 @@
 """The agent console in a real browser: Playwright drives Debian's Chromium against a real server while a
-shared call is streamed through it with the real model. Saves a screenshot to artifacts/console-call_s03.png."""
+shared call is streamed through it with the real model. Saves screenshots to artifacts/console-call_s03*.png."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import ARTIFACTS
 from tests.server import INGEST, SUPERVISOR, bearer, running_server
+from tests.test_pages_browser import ALLOWED_LATIN, AUDIT_JS
 
 
 @pytest.mark.model
@@ -53,8 +54,15 @@ def test_the_console_shows_prompt_cards_and_checklist_for_a_shared_call(
         expect(page.locator(".utt.customer").first).to_be_visible()
         expect(page.locator("#loan")).to_contain_text("赵*")  # the surname only
         expect(page.locator("#summary-panel")).to_be_visible()
+        expect(page.locator("#summary-wait")).to_be_hidden()  # the summary replaced what it said would come
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "console-call_s03.png"), full_page=True)
+        # The answer tags on the customer's bubbles are read whole at every width (issue #27: 收入情况 · 表 / 述不清).
+        for width in (1024, 1280, 1920):
+            page.set_viewport_size({"width": width, "height": 900})
+            audit = page.evaluate(AUDIT_JS, sorted(ALLOWED_LATIN))
+            assert not audit["problems"] and not audit["latin"], (width, audit)
+            page.screenshot(path=str(ARTIFACTS / f"console-call_s03-{width}.png"), full_page=True)
         page.close()
 
 

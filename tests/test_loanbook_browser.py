@@ -239,7 +239,7 @@ def test_the_work_queue_assigns_records_outcomes_and_refuses_by_role(browser, se
     expect(page.locator(f'#closed-followups tr[data-followup="{fid}"]')).to_contain_text("已完成")
     page.goto(f"{served.base}/customers/C200")
     expect(page.locator("#banner")).to_contain_text("查看客户 C200 失败（无权限）")
-    expect(page.locator("#banner")).to_contain_text("no follow-up assigned to you")
+    expect(page.locator("#banner details.detail")).to_contain_text("no follow-up assigned to you")  # folded
     expect(page.locator("#customer")).to_be_hidden()
     _shot(page, "customers-refused.png")
     page.goto(f"{served.base}/customers")

@@ -28,10 +28,6 @@ function fmt(value, kind) {
   if (kind === "f1") return value.toFixed(1);
   return String(Math.round(value));
 }
-function banner(text) {
-  $("banner").textContent = text;
-  $("banner").hidden = false;
-}
 function tone(name, diff) {
   const better = FIGURES[name][2];
   if (!better || diff === null || diff === undefined || diff === 0) return "";
@@ -157,7 +153,7 @@ function renderReview() {
     li.dataset.call = r.call_id;
     const reasons = r.findings.map((f) => `<li class="why" data-rule="${esc(f.rule)}">${esc(f.reason)}
       ${f.start_s === null ? "" : `<a class="listen" href="${esc(f.url)}">▶ ${clock(f.start_s)}</a>`}</li>`).join("");
-    li.innerHTML = `<a href="${esc(r.url)}">${esc(r.call_id)}</a> <span class="points">${r.at.replace("T", " ").slice(0, 16)} · ${r.points} 分</span><ul>${reasons}</ul>`;
+    li.innerHTML = `<a href="${esc(r.url)}">${esc(r.call_id)}</a> <span class="points">${when(r.at)} · ${r.points} 分</span><ul>${reasons}</ul>`;
     ol.appendChild(li);
   }
   if (!card.review.length) ol.innerHTML = "<li>本期没有需要复盘的通话</li>";
@@ -228,7 +224,7 @@ function renderCalls() {
   for (const c of card.calls) {
     const tr = document.createElement("tr");
     tr.dataset.call = c.call_id;
-    tr.innerHTML = `<td><a href="${esc(c.url)}">${esc(c.call_id)}</a></td><td>${esc(c.at.replace("T", " ").slice(0, 16))}</td>
+    tr.innerHTML = `<td><a href="${esc(c.url)}">${esc(c.call_id)}</a></td><td class="time">${when(c.at)}</td>
       <td>${clock(c.duration_s)}</td><td>${fmt(c.coverage, "pct")}</td><td>${c.high_skipped}</td>
       <td>${c.prompts_shown} / ${c.prompts_followed}</td><td>${c.vague_unresolved}</td><td>${c.mismatches_standing}</td>`;
     rows.appendChild(tr);
@@ -259,21 +255,34 @@ function renderCard(body) {
 async function load() {
   document.body.dataset.ready = "false";
   const res = await HF.api(apiUrl(agentId ? {} : { sort, order }));
-  const body = await res.json().catch(() => ({}));
   if (!res.ok) {
-    banner(`无法加载：${body.detail || res.status}`);
+    await refusedBanner(res, agentId ? `打开坐席 ${agentId} 的辅导卡` : "加载坐席列表");
     return;
   }
-  $("banner").hidden = true;
+  const body = await res.json();
+  if (agentId && !body.calls_total && !(await knownAgent(agentId))) {
+    showBanner(`未找到坐席 ${agentId}：没有该工号的通话记录，请检查链接中的工号。`);
+    $("card").hidden = true;
+    document.body.dataset.notFound = "true";
+    return;
+  }
+  showBanner("");
   $("span").textContent = `${body.start} 至 ${body.end}`;
   if (agentId) renderCard(body);
   else renderBoard(body);
   document.body.dataset.ready = "true";
 }
 
+// An agent is known by their calls: an id with none stored at all is a mistyped link, not an empty scorecard.
+async function knownAgent(id) {
+  const res = await HF.api(`/v1/calls?agent=${encodeURIComponent(id)}&limit=1`);
+  if (!res.ok) return true; // cannot tell: show the card as it is
+  return (await res.json()).total > 0;
+}
+
 async function downloadCsv() {
   const res = await HF.api(apiUrl(agentId ? { format: "csv" } : { sort, order, format: "csv" }));
-  if (!res.ok) return banner(`无法导出：${res.status}`);
+  if (!res.ok) return refusedBanner(res, "导出");
   const name = (res.headers.get("Content-Disposition") || "").match(/filename="([^"]+)"/);
   const a = document.createElement("a");
   a.href = URL.createObjectURL(await res.blob());
@@ -287,5 +296,4 @@ $("controls").period.value = params.get("period") || "month";
 if (params.get("date")) $("controls").date.value = params.get("date");
 $("controls").addEventListener("submit", (e) => { e.preventDefault(); load(); });
 $("csv").addEventListener("click", downloadCsv);
-if (agentId) $("all-link").hidden = false;
-load();
+NAV.me.then(load);

@@ -32,7 +32,9 @@ const HF = (() => {
       sessionStorage.setItem(KEY, form.t.value.trim());
       location.reload();
     };
-    document.body.insertBefore(form, document.body.children[1] || null);
+    const header = document.querySelector(".topbar"); // under the page's title, as the error banner
+    if (header) header.after(form);
+    else document.body.prepend(form);
   }
 
   async function api(url, opts = {}) {

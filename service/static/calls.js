@@ -12,12 +12,12 @@ async function load() {
   params.set("limit", PAGE);
   params.set("offset", offset);
   const res = await HF.api(`/v1/calls?${params}`);
-  const body = await res.json();
   if (!res.ok) {
-    $("banner").textContent = `无法加载：${JSON.stringify(body.detail || res.status)}`;
-    $("banner").hidden = false;
+    await refusedBanner(res, "加载通话记录");
     return;
   }
+  const body = await res.json();
+  showBanner("");
   const rows = $("calls").querySelector("tbody");
   rows.innerHTML = "";
   for (const c of body.items) {
@@ -25,7 +25,7 @@ async function load() {
     const tr = document.createElement("tr");
     tr.dataset.callId = c.call_id;
     tr.innerHTML = `<td><a href="/calls/${encodeURIComponent(c.call_id)}">${esc(c.call_id)}</a></td>
-      <td>${esc(c.created_at.replace("T", " ").slice(0, 16))}</td><td>${esc(c.agent_id || "—")}</td>
+      <td class="time">${when(c.created_at)}</td><td>${esc(c.agent_id || "—")}</td>
       <td>${Math.round(c.duration_s)} 秒</td><td><span class="pill ${c.tier}">${TIERS[c.tier]} ${c.risk_score}</span></td><td>${vague}</td>`;
     rows.appendChild(tr);
   }
@@ -33,9 +33,10 @@ async function load() {
   $("page").textContent = `${body.total ? offset + 1 : 0}-${offset + body.items.length} / ${body.total}`;
   $("prev").disabled = offset === 0;
   $("next").disabled = offset + PAGE >= body.total;
+  document.body.dataset.ready = "true";
 }
 
 $("filters").addEventListener("submit", (e) => { e.preventDefault(); offset = 0; load(); });
 $("prev").onclick = () => { offset = Math.max(0, offset - PAGE); load(); };
 $("next").onclick = () => { offset += PAGE; load(); };
-load();
+NAV.me.then(load);

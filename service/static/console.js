@@ -20,26 +20,11 @@ const state = {
   ended: false,
 };
 
-function esc(text) {
-  return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
-}
-
-function clock(seconds) {
-  const s = Math.max(0, Math.floor(seconds));
-  return `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
-}
-
 function setStatus(kind, text) {
   const el = $("status");
   el.className = `status ${kind}`;
   el.dataset.state = kind;
   el.textContent = text;
-}
-
-function banner(text) {
-  const el = $("banner");
-  el.textContent = text;
-  el.hidden = !text;
 }
 
 function labelKey(a) {
@@ -119,11 +104,11 @@ function whyHtml(a) {
   if (!a) return "";
   const parts = [];
   const missing = a.evidence.find((e) => e.kind === "missing_slot");
-  if (missing) parts.push(`未给出所问内容（${esc(missing.text)}）`);
+  if (missing) parts.push(evidenceHtml(missing));
   const learned = a.evidence.find((e) => e.kind === "learned");
   if (learned) {
     const examples = a.evidence.filter((e) => e.kind === "example").map((e) => `“${esc(e.text)}”`);
-    parts.push(`模型判断 ${esc(learned.text)}${examples.length ? `，相近说法：${examples.join("、")}` : ""}`);
+    parts.push(`${evidenceHtml(learned)}${examples.length ? `，相近说法：${examples.join("、")}` : ""}`);
   }
   return parts.length ? `<div class="why">${parts.join("；")}</div>` : "";
 }
@@ -195,8 +180,7 @@ function carriedOver(items) {
     const li = document.createElement("li");
     li.dataset.topic = item.topic;
     li.dataset.label = item.label;
-    const at = item.at ? new Date(item.at) : null;
-    const day = at && !Number.isNaN(at.getTime()) ? `${at.getMonth() + 1}月${at.getDate()}日` : "";
+    const day = whenDay(item.at);
     // A new tab: the agent is on a live call and keeps this screen.
     const from = item.call_id
       ? `<a class="from" href="/calls/${encodeURIComponent(item.call_id)}" target="_blank" rel="noopener" title="通话 ${esc(item.call_id)}">${day}通话报告</a>`
@@ -227,7 +211,7 @@ function loanPanel(loan) {
 }
 
 function summary(ev) {
-  $("summary-panel").hidden = false;
+  $("summary-wait").hidden = true;
   const followed = ev.prompts.filter((p) => p.followed_up).length;
   $("summary").innerHTML = `
     <dt>清单覆盖</dt><dd>${Math.round(ev.coverage * 100)}%</dd>
@@ -271,10 +255,11 @@ function handle(ev) {
       checklist({ items: ev.checklist });
       break;
     case "overload":
-      banner("系统繁忙：实时字幕有所延迟，最终转写和提示不受影响。");
+      showBanner("系统繁忙：实时字幕有所延迟，最终转写和提示不受影响。");
       break;
     case "error":
-      banner(ev.code === "assessment_failed" ? "答复评估暂不可用：本通话仅显示转写。" : `错误：${ev.message}`);
+      if (ev.code === "assessment_failed") showBanner("答复评估暂不可用：本通话仅显示转写。", ev.message);
+      else showBanner("通话处理出错，转写和提示可能不完整。", `${ev.code}: ${ev.message}`);
       break;
     case "end":
       state.ended = true;
@@ -307,9 +292,9 @@ async function watch(callId) {
     if (!state.ended) {
       setStatus("error", "连接中断");
       if (e.code === 4401) HF.askForToken("需要有效的访问令牌。");
-      else if (e.code === 4403) banner("这通电话没有分配给您，无法查看。");
-      else if (e.code === 4404) banner("这通电话一直没有开始，请确认通话编号后刷新页面。");
-      else banner(e.code === 4408 ? "连接过慢被服务器断开，请刷新页面。" : "与服务器的连接已断开，请刷新页面。");
+      else if (e.code === 4403) showBanner("这通电话没有分配给您，无法查看。");
+      else if (e.code === 4404) showBanner("这通电话一直没有开始，请确认通话编号后刷新页面。");
+      else showBanner(e.code === 4408 ? "连接过慢被服务器断开，请刷新页面。" : "与服务器的连接已断开，请刷新页面。");
     }
   };
 }
@@ -323,7 +308,7 @@ async function startDemo(name) {
   });
   if (!res.ok) {
     $("start").hidden = false;
-    banner(`无法开始演示：${(await res.json()).detail || res.status}`);
+    await refusedBanner(res, "开始演示通话");
     return;
   }
   const started = await res.json();
@@ -342,17 +327,21 @@ async function showStart() {
     const res = await HF.api("/v1/demo/calls");
     if (!res.ok) throw new Error(String(res.status));
     const demos = await res.json();
-    for (const d of demos) {
+    for (const [i, d] of demos.entries()) {
       const b = document.createElement("button");
-      b.textContent = `演示 ${d.name}（${Math.round(d.duration_s)} 秒）`;
+      b.textContent = `演示通话 ${i + 1}（${Math.round(d.duration_s)} 秒）`;
+      b.title = d.name;
       b.onclick = () => startDemo(d.name);
       $("demo-list").appendChild(b);
     }
   } catch (err) {
     $("demo-list").textContent = "演示通话不可用";
   }
+  document.body.dataset.ready = "true";
 }
 
-if (params.get("call")) watch(params.get("call"));
-else if (params.get("demo")) startDemo(params.get("demo"));
-else showStart();
+NAV.me.then(() => {
+  if (params.get("call")) watch(params.get("call"));
+  else if (params.get("demo")) startDemo(params.get("demo"));
+  else showStart();
+});

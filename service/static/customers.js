@@ -30,7 +30,7 @@ async function loadList() {
   const body = await res.json();
   LB.banner("");
   rows("customers", body.items.map((c) => `<tr data-customer="${esc(c.customer_id)}" data-tier="${esc(c.tier || "")}">
-      <td>${LB.customerLink(c.customer_id)}</td><td>${LB.tierPill(c.tier)}</td><td>${LB.when(c.tier_since)}</td>
+      <td>${LB.customerLink(c.customer_id)}</td><td>${LB.tierPill(c.tier)}</td><td class="time">${LB.when(c.tier_since)}</td>
       <td class="num">${c.open_followups}</td></tr>`), 4, "没有符合条件的客户");
   $("page").textContent = `${body.total ? offset + 1 : 0}-${offset + body.items.length} / ${body.total}`;
   $("prev").disabled = offset === 0;
@@ -57,7 +57,7 @@ function tierTimeline(tiers) {
   const end = Math.max(Date.now(), times[times.length - 1]);
   const span = Math.max(end - start, 1);
   // Changes close in time would hide each other: keep marks at least GAP apart, then fit them back in the line.
-  const GAP = 70;
+  const GAP = 120;
   const xs = times.map((t) => left + ((right - left) * (t - start)) / span);
   for (let i = 1; i < xs.length; i++) xs[i] = Math.max(xs[i], xs[i - 1] + GAP);
   const last = xs[xs.length - 1];
@@ -72,23 +72,18 @@ function tierTimeline(tiers) {
     const mark = el("circle", { cx, cy: y, r: 9, class: `mark ${t.tier}`, "data-tier": t.tier, "data-call": t.call_id || "" }, svg);
     const title = `${LB.when(t.at)} ${LB.TIERS[t.tier] || t.tier}风险${t.call_id ? `（通话 ${t.call_id}）` : ""}\n${(t.reasons || []).join("\n")}`;
     el("title", {}, mark).textContent = title;
-    const anchor = i === 0 ? "start" : i === tiers.length - 1 && tiers.length > 1 ? "end" : "middle";
+    // Labels run right from the first mark, centre on the others, and left from one at the line's end.
+    const anchor = i === 0 ? "start" : cx > right - 40 ? "end" : "middle";
     el("text", { x: cx, y: y - 16, "text-anchor": anchor }, svg).textContent = `${LB.TIERS[t.tier] || t.tier}`;
     el("text", { x: cx, y: y + 26, "text-anchor": anchor }, svg).textContent = LB.when(t.at).slice(5);
   });
   el("text", { x: W - 4, y: y + 4, "text-anchor": "end" }, svg).textContent = "今";
 }
 
-function fieldValue(field, value) {
-  if (value === null || value === undefined) return "—";
-  const [, unit] = LB.FIELDS[field] || [null, ""];
-  return `${esc(value)}${unit ? ` ${unit}` : ""}`;
-}
-
 function followupCells(f, closed) {
-  const cells = [`<td>${LB.CHANNELS[f.channel] || esc(f.channel)}</td>`, `<td>${esc(f.reason_text)}</td>`,
+  const cells = [`<td class="nowrap">${LB.CHANNELS[f.channel] || esc(f.channel)}</td>`, `<td>${esc(f.reason_text)}</td>`,
     `<td>${LB.topics(f)}</td>`,
-    `<td class="due">${esc(f.due_date)}${LB.isOverdue(f) ? '<span class="overdue-tag">逾期</span>' : ""}</td>`,
+    `<td class="due nowrap">${esc(f.due_date)}${LB.isOverdue(f) ? '<span class="overdue-tag">逾期</span>' : ""}</td>`,
     `<td>${LB.status(f.status)}</td>`, `<td>${esc(f.assignee || "—")}</td>`];
   if (closed) cells.push(`<td class="note">${esc(f.outcome_note || "—")}</td>`, `<td>${LB.callLink(f.call_id)}</td>`);
   else cells.push(`<td>${LB.callLink(f.source_call_id)}</td>`);
@@ -106,21 +101,21 @@ function render(view) {
   tierTimeline(view.tiers);
 
   rows("never-clear", view.never_clear.map((t) => `<tr data-topic="${esc(t.topic)}" data-label="${esc(t.label)}">
-      <td>${esc(t.name)}</td><td>${LB.labelBadge(t.label)}</td><td>${LB.callLink(t.call_id)}</td><td>${LB.when(t.at)}</td></tr>`),
+      <td>${esc(t.name)}</td><td>${LB.labelBadge(t.label)}</td><td>${LB.callLink(t.call_id)}</td><td class="time">${LB.when(t.at)}</td></tr>`),
   4, "每个问题都已在之后的通话中说清");
   $("never-clear-count").textContent = view.never_clear.length;
 
   rows("mismatches", view.mismatches.map((m) => `<tr data-topic="${esc(m.topic)}" data-call="${esc(m.call_id)}">
       <td>${esc(m.name)}${m.field && LB.FIELDS[m.field] && LB.FIELDS[m.field][0] !== m.name ? `（${LB.FIELDS[m.field][0]}）` : ""}</td>
-      <td class="num stated">${fieldValue(m.field, m.stated)}</td><td class="num on-file">${fieldValue(m.field, m.on_file)}</td>
+      <td class="num stated">${figure(m.field, m.stated)}</td><td class="num on-file">${figure(m.field, m.on_file)}</td>
       <td>${LB.callLink(m.call_id)}</td></tr>`), 4, "没有与档案矛盾的陈述");
   $("mismatch-count").textContent = view.mismatches.length;
 
   rows("calls", view.calls.map((c, i) => {
     const vague = c.unresolved.map((u) => `${esc(u.name)} ${LB.labelBadge(u.label)}`).join("<br>") || "—";
-    const wrong = c.mismatched.map((m) => `${esc(m.name)}：${fieldValue(m.field, m.stated)} / 档案 ${fieldValue(m.field, m.on_file)}`).join("<br>") || "—";
+    const wrong = c.mismatched.map((m) => `${esc(m.name)}：${figure(m.field, m.stated)} / 档案 ${figure(m.field, m.on_file)}`).join("<br>") || "—";
     return `<tr data-call="${esc(c.call_id)}"><td class="num">${i + 1}</td>
-      <td><a class="call-link" href="${esc(c.report_url)}">${esc(c.call_id)}</a></td><td>${LB.when(c.at)}</td>
+      <td><a class="call-link" href="${esc(c.report_url)}">${esc(c.call_id)}</a></td><td class="time">${LB.when(c.at)}</td>
       <td>${esc(c.agent_id || "—")}</td><td>${esc(c.loan_id || "—")}</td>
       <td>${c.tier ? `<span class="pill ${esc(c.tier)}">${LB.TIERS[c.tier]} ${esc(c.risk_score ?? "")}</span>` : "—"}</td>
       <td>${vague}</td><td>${wrong}</td></tr>`;
@@ -138,12 +133,14 @@ function render(view) {
 
   const reasonOf = Object.fromEntries(view.followups.map((f) => [f.id, f.reason_text]));
   rows("messages", view.messages.map((m) => {
-    const why = m.status === "suppressed" ? `（${LB.SUPPRESSED[m.reason] || esc(m.reason)}）`
-      : m.status === "dead" || m.status === "failed" ? `（${esc(m.last_error || "")}，已尝试 ${m.attempts} 次）` : "";
+    // The gateway's error is its own (English) words: under 详情.
+    const error = m.last_error ? `<details class="detail"><summary>详情</summary><code>${esc(m.last_error)}</code></details>` : "";
+    const why = m.status === "suppressed" ? `（${LB.SUPPRESSED[m.reason] || "未发送"}）`
+      : m.status === "dead" || m.status === "failed" ? `（已尝试 ${m.attempts} 次）${error}` : "";
     return `<tr data-message="${esc(m.id)}" data-status="${esc(m.status)}"><td>${LB.CHANNELS[m.channel] || esc(m.channel)}</td>
       <td>${esc(reasonOf[m.followup_id] || m.action)}</td><td>${esc(m.destination_masked || "—")}</td>
-      <td class="msg-status ${esc(m.status)}">${LB.MESSAGE_STATUSES[m.status] || esc(m.status)}${why}</td>
-      <td>${LB.when(m.sent_at || m.created_at)}</td></tr>`;
+      <td class="msg-status ${esc(m.status)}"><span class="nowrap">${LB.MESSAGE_STATUSES[m.status] || esc(m.status)}</span>${why}</td>
+      <td class="time">${LB.when(m.sent_at || m.created_at)}</td></tr>`;
   }), 5, "没有消息");
   $("messages-count").textContent = view.messages.length;
 
@@ -170,10 +167,10 @@ async function loadCustomer() {
 }
 
 if (customerId) {
-  loadCustomer();
+  NAV.me.then(loadCustomer);
 } else {
   $("filters").addEventListener("submit", (e) => { e.preventDefault(); offset = 0; loadList(); });
   $("prev").onclick = () => { offset = Math.max(0, offset - PAGE); loadList(); };
   $("next").onclick = () => { offset += PAGE; loadList(); };
-  loadList();
+  NAV.me.then(loadList);
 }

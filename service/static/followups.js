@@ -32,7 +32,7 @@ function actions(f) {
   return `<div class="actions-cell">
     <form class="assign" data-id="${esc(f.id)}"><input name="assignee" placeholder="坐席工号" value="${esc(f.assignee || "")}" required autocomplete="off">
       <button type="submit">${f.assignee ? "改派" : "分配"}</button></form>
-    <form class="outcome" data-id="${esc(f.id)}"><select name="status">${outcomes}</select>
+    <form class="outcome" data-id="${esc(f.id)}"><select name="status" required><option value="" selected disabled>选择结果</option>${outcomes}</select>
       <input name="note" placeholder="结果说明" maxlength="2000" autocomplete="off"><button type="submit">登记结果</button></form>
   </div>`;
 }
@@ -45,10 +45,10 @@ function row(f) {
   tr.className = LB.isOverdue(f) ? "overdue" : "";
   const call = f.call_id ? `完成：${LB.callLink(f.call_id)}` : f.source_call_id ? `来源：${LB.callLink(f.source_call_id)}` : "—";
   tr.innerHTML = `<td>${LB.customerLink(f.customer_id)}${f.loan_id ? `<br><span class="hint">贷款 ${esc(f.loan_id)}</span>` : ""}</td>
-    <td>${LB.tierPill(f.tier)}</td><td>${LB.CHANNELS[f.channel] || esc(f.channel)}</td><td>${esc(f.reason_text)}</td>
+    <td>${LB.tierPill(f.tier)}</td><td class="nowrap">${LB.CHANNELS[f.channel] || esc(f.channel)}</td><td>${esc(f.reason_text)}</td>
     <td>${LB.topics(f)}</td>
-    <td class="due">${esc(f.due_date)}${LB.isOverdue(f) ? '<span class="overdue-tag">逾期</span>' : ""}</td>
-    <td class="state-cell">${LB.status(f.status)}</td><td class="assignee">${esc(f.assignee || "—")}</td>
+    <td class="due nowrap">${esc(f.due_date)}${LB.isOverdue(f) ? '<span class="overdue-tag">逾期</span>' : ""}</td>
+    <td class="state-cell">${LB.status(f.status)}</td><td class="assignee nowrap">${esc(f.assignee || "—")}</td>
     <td class="note">${esc(f.outcome_note || "")}</td><td>${call}</td><td>${actions(f)}</td>`;
   return tr;
 }
@@ -108,4 +108,4 @@ $("filters").addEventListener("submit", (e) => { e.preventDefault(); offset = 0;
 $("prev").onclick = () => { offset = Math.max(0, offset - PAGE); load(); };
 $("next").onclick = () => { offset += PAGE; load(); };
 formFromAddress();
-load();
+NAV.me.then(load);

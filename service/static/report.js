@@ -46,7 +46,8 @@ function contributions(list) {
     const li = document.createElement("li");
     li.dataset.label = c.label || "";
     if (c.span) li.dataset.span = c.span.join(",");
-    li.title = c.evidence;
+    // The words that decided it, as a tooltip; the assessor's technical notes (p=0.83, slot names) are not for it.
+    if (!/[A-Za-z]/.test(c.evidence || "")) li.title = c.evidence;
     li.innerHTML = `<span>${esc(c.reason)}</span><span class="barbox"><span class="bar" style="display:block;width:${(100 * c.points) / max}%"></span></span><b>+${Math.round(c.points)}</b>`;
     ul.appendChild(li);
   }
@@ -93,18 +94,19 @@ function timeline(report) {
     el("title", {}, g).textContent = `${t.name}：${LABELS[kind]}`;
   }
   for (let t = 0; t <= report.duration_s; t += 10) {
-    el("text", { x: x(t), y: 22, "font-size": 11, fill: "#7a8594", "text-anchor": "middle" }, svg).textContent = clock(t);
+    const anchor = x(t) > width - right - 20 ? "end" : "middle"; // the last tick stays inside the drawing
+    el("text", { x: x(t), y: 22, "font-size": 11, fill: "#7a8594", "text-anchor": anchor }, svg).textContent = clock(t);
   }
 }
 
-// Cue words, missing facts, silence; for a learned decision its probability and the nearest training answers.
-function evidenceText(list) {
-  return list.filter((e) => e.kind !== "slot").map((e) => {
-    if (e.kind === "learned") return `模型判断 ${esc(e.text)}`;
-    if (e.kind === "example") return `相近说法“${esc(e.text)}”`;
-    if (e.kind === "missing_slot") return `未给出所问内容（${esc(e.text)}）`;
-    return esc(e.text);
-  }).join("；");
+// Cue words, missing facts, silence, the contradicted figure; for a learned decision its probability and the
+// nearest training answers. The assessor's own notes stay under 详情 for whoever checks a verdict.
+function evidenceCell(list, mismatch) {
+  const shown = list.filter((e) => e.kind !== "slot");
+  const words = shown.map((e) => evidenceHtml(e, mismatch)).filter(Boolean).join("；");
+  if (!shown.length) return words;
+  const raw = shown.map((e) => `${e.kind}${e.label ? `/${e.label}` : ""}: ${e.text}`).join("\n");
+  return `${words}<details class="detail"><summary>详情</summary><code>${esc(raw)}</code></details>`;
 }
 
 // Answers to agent questions outside the call script (topic `other`): shown, not on the checklist.
@@ -130,8 +132,8 @@ function checklist(topics) {
     const kind = t.mismatch ? "mismatch" : t.label;
     const verdict = kind ? `<span class="pill" style="background:${COLORS[kind]}">${LABELS[kind]}</span>` : "—";
     const values = t.slots.filter((s) => s.value !== null).map((s) => `${esc(s.text)}${s.approximate ? "（约）" : ""}`).join("、");
-    const mismatch = t.mismatch ? `<br>档案：${t.mismatch.on_file}` : "";
-    const evidence = evidenceText(t.evidence);
+    const mismatch = t.mismatch ? `<br>档案：${figure(t.mismatch.field, t.mismatch.on_file)}` : "";
+    const evidence = evidenceCell(t.evidence, t.mismatch);
     tr.innerHTML = `<td>${esc(t.name)}</td><td>${t.asked ? `是${t.times_asked > 1 ? `（${t.times_asked}次）` : ""}` : "否"}</td>
       <td>${verdict}</td><td>${esc(t.answer_text || (t.label ? "（沉默）" : ""))}</td><td>${values}${mismatch}</td>
       <td>${evidence}</td><td>${playButton(t.answer_span)}</td>`;
@@ -153,16 +155,16 @@ function transcript(utterances) {
 async function main() {
   const callId = decodeURIComponent(location.pathname.split("/").pop());
   $("call-id").textContent = callId;
+  await NAV.me;
   const res = await HF.api(`/v1/calls/${encodeURIComponent(callId)}/report`);
   if (!res.ok) {
-    const body = await res.json().catch(() => ({}));
-    $("banner").textContent = `无法显示报告：${body.detail || res.status}`;
-    $("banner").hidden = false;
+    await refusedBanner(res, `打开通话 ${callId} 的报告`);
     return;
   }
   const report = await res.json();
   document.title = `回访报告 ${callId}`;
-  $("meta").textContent = `${(report.created_at || "").replace("T", " ").slice(0, 16)} · 坐席 ${report.agent_id || "—"} · 时长 ${clock(report.duration_s)} · 评估版本 ${report.assessor_version || "—"}`;
+  $("meta").textContent = `${when(report.created_at)} · 坐席 ${report.agent_id || "—"} · 时长 ${clock(report.duration_s)}`;
+  $("tech").textContent = `call_id: ${callId}\nassessor_version: ${report.assessor_version || "—"}\ncreated_at: ${report.created_at || "—"} (UTC)`;
   const audio = report.audio && report.audio.length ? await HF.audioUrl(report.audio[0].url) : null;
   if (audio) $("player").src = audio;
   else $("player").hidden = true;
