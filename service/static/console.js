@@ -103,7 +103,7 @@ function answerHtml(a) {
 function whyHtml(a) {
   if (!a) return "";
   const parts = [];
-  const missing = a.evidence.find((e) => e.kind === "missing_slot");
+  const missing = a.evidence.find((e) => e.kind === "missing_slot" || e.kind === "no_evidence");
   if (missing) parts.push(evidenceHtml(missing));
   const learned = a.evidence.find((e) => e.kind === "learned");
   if (learned) {

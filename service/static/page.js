@@ -150,6 +150,8 @@ function evidenceHtml(e, mismatch) {
       return `以反问回避“${esc(e.text)}”`;
     case "missing_slot":
       return `未给出所问的${SLOT_NAMES[e.text] || "内容"}`;
+    case "no_evidence":
+      return `未听出是否给出所问的${SLOT_NAMES[e.text] || "内容"}，请再确认`;
     case "mismatch": {
       if (mismatch) return esc(mismatchText(mismatch));
       const m = /^(\w+): (\S+) vs (\S+)$/.exec(e.text); // nlu/assess.py's own wording, when the topic has none
