@@ -37,7 +37,7 @@ def test_size_and_coverage(splits: dict[str, list[dict[str, object]]]) -> None:
     assert len(records) >= 2000
     assert {(r["topic"], r["label"]) for r in records} >= {(t, label) for t in {r["topic"] for r in records}
                                                             for label in LABELS}
-    assert len({r["topic"] for r in records}) == 12
+    assert len({r["topic"] for r in records}) == len(load_script().topics)
     assert any(r["asr_noise"] for r in records)
 
 
@@ -183,7 +183,7 @@ def test_packaged_model_was_trained_on_the_committed_corpus(learned: Any) -> Non
 
 def test_classifier_generalises_to_unseen_templates(splits: dict[str, list[dict[str, str]]], learned: Any) -> None:
     """The held-out test split shares no template with training. Measured on the corpus of configs/corpus.yaml
-    (every fourth test pair): classifier alone 0.68 macro-F1, rules 0.69, the two fused 0.76."""
+    (every fourth test pair): classifier alone 0.74 macro-F1, rules 0.80, the two fused 0.84."""
     rules, fused = Assessor(), Assessor(classifier=learned)
     test = splits["test"][::4]
     gold = [r["label"] for r in test]
@@ -199,7 +199,8 @@ def test_classifier_generalises_to_unseen_templates(splits: dict[str, list[dict[
 
 def test_classifier_generalises_to_real_busy_and_complaint_replies(shared_data: Path, learned: Any) -> None:
     """The held-out real replies (see test_no_answer_copies_a_held_out_real_reply) are all evasive. Measured:
-    the classifier alone calls 80% of them evasive (61% when trained on the corpus before it was widened)."""
+    the classifier alone calls 71% of them evasive (61% when trained on the corpus before it was widened; 84%
+    before it learnt annoyed, rambling and hard-luck answers, which bring real complaints nearer to answers)."""
     questions = [q for topic in load_script().topics.values() for q in topic.examples]
     replies = sorted(set(_held_out_replies(shared_data)))
     said = []

@@ -80,10 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     head.save(out / HEAD_FILE)
-    # Nearest-example evidence: each distinct training answer once, with its label.
+    # Nearest-example evidence: each distinct training answer once, with its label; the ASR-noised renderings are
+    # left out (evidence shown to an agent should read cleanly, and they would take the model past its size budget).
     seen: dict[str, int] = {}
     for r in train:
-        seen.setdefault(r["answer"], LABELS.index(r["label"]))
+        if not r.get("asr_noise"):
+            seen.setdefault(r["answer"], LABELS.index(r["label"]))
     texts = sorted(seen)
     np.savez_compressed(out / EXAMPLES_FILE, vectors=encoder.embed(texts).astype(np.float16),
                         labels=np.array([seen[t] for t in texts], dtype=np.int8))
