@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol
 from nlu.polar import assent, echo, polar_question
 from nlu.questions import OTHER_TOPIC, ask, contains_keyword, pinyin_key
 from nlu.script import CallScript, Cues, Topic, load_cues, load_script
-from nlu.slots import decimal_equal, extract_slot
+from nlu.slots import decimal_equal, extract_slot, word_boundaries
 from nlu.types import LABELS, Assessment, Evidence, Label, LoanRecord, Mismatch, Slot
 
 _FIGURES = ("amount_yuan", "years", "day", "percent")
@@ -405,10 +405,13 @@ class Assessor:
                 continue
             if w in answer:
                 # Not inside a numeral: 万一 in 一万一千五 is not "in case"; and "he does not know" (他不知道)
-                # answers a question about him, it is not the customer lacking the fact.
-                # Nor inside a question taken up as a question (我明天还行不行: 还 + 行不行, no 还行).
+                # answers a question about him, it is not the customer lacking the fact. Nor inside a question
+                # taken up as a question (我明天还行不行: 还 + 行不行, no 还行), nor, for a two-character word,
+                # starting inside another word (在出 in 现在出了事: the 在 is 现在's).
+                bounds = word_boundaries(answer)
                 if any(not _inside_numeral(answer, i, len(w)) and not (label == "omission" and _third_person(
-                        answer, i)) and not _in_a_not_a(answer, i, len(w)) for i in _find_all(answer, w)):
+                        answer, i)) and not _in_a_not_a(answer, i, len(w)) and (i in bounds or len(w) >= 3)
+                       for i in _find_all(answer, w)):
                     found.append(w)
             elif len(w) >= 3:
                 if heard is None:
