@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal, Protocol
 
-from nlu.polar import assent, echo, polar_question
+from nlu.polar import Echo, assent, echo, polar_question
 from nlu.questions import OTHER_TOPIC, ask, contains_keyword, pinyin_key
 from nlu.script import CallScript, Cues, Topic, load_cues, load_script
 from nlu.slots import decimal_equal, extract_slot, word_boundaries
@@ -237,13 +237,14 @@ class Assessor:
             # 还了吗？ 还了 / 没还; 有没有逾期？ 没逾期过; 贷款是八十万，对吧？ 对: a yes/no in Mandarin's own way.
             # For a figure or free-text topic only the question's own verb (or bare assent) answers it: a yes/no
             # word about something else (钱都按时还了 to 月供金额您清楚吗) does not give the figure.
-            taken_up = assent(heard) or echo(stated, asked, self.cues.acts)
+            taken_up = assent(heard) or echo(stated, asked, self.cues.acts) or self._bare_yes_no(heard)
             if taken_up is not None:
                 slot = Slot("consent" if kind == "consent" else "yes_no", taken_up.value, False, taken_up.text)
                 answered, echoed = "polar", True
         if slot is not None and answered == "polar":
-            # 怎么可能 (no way) is a no, not the hedge 可能 inside it.
-            hits["unclear"] = [w for w in hits["unclear"] if not (w != slot.text and w in slot.text)]
+            # 怎么可能 (no way) is a no, not the hedge 可能 inside it; nor is a possibility denied (莫得可能, 没可能).
+            hits["unclear"] = [w for w in hits["unclear"] if not (w != slot.text and w in slot.text) and not (
+                slot.value is False and re.search(rf"(?:{re.escape(slot.text)}|[没不无])\s*{re.escape(w)}", heard))]
         risks = [t for t in (spec.risk_terms if spec is not None else ()) if t in stated]
         if risks and answered is None:
             answered = "statement"
@@ -334,6 +335,17 @@ class Assessor:
         # `unclear` for want of evidence, and the agent asks again.
         evidence.append(Evidence("no_evidence", spec.slot, "unclear"))
         return verdict("unclear", NO_EVIDENCE_CONFIDENCE)
+
+    def _bare_yes_no(self, answer: str) -> Echo | None:
+        """A first clause that is a yes/no word and nothing else (唔系，浮动的 / 对，没变): it answers a yes/no
+        question whatever the topic."""
+        first = re.split(r"[，。！？；,.!?;…~]", answer, maxsplit=1)[0].strip()
+        first = first.lstrip("嗯啊哦呃哎唉").rstrip("的啊呀呢哈嘛嘞滴")
+        if first in self.cues.no_words:
+            return Echo(first, False)
+        if first in self.cues.yes_words and len(first) >= 1:
+            return Echo(first, True)
+        return None
 
     def _stands_alone(self, view: RuleView, said: str) -> bool:
         """Whether the clause that says `said` is a statement free of cue words and not itself asked back, with
