@@ -66,7 +66,10 @@ def test_a_clear_on_time_adds_nothing() -> None:
     # 能按时还 settles as a yes-word (能): to the difficulty question it means no difficulty.
     for question, answer, slot in [("未来有没有可能出现还款困难？", "能按时还，没问题。", _yes(True, "能")),
                                    ("最近一年会不会出现还不上贷款的情况？", "不会的，两份工资。", _yes(False, "不会")),
-                                   ("您每个月都能按时还款吗？", "能。", _yes(True, "能"))]:  # asked the other way
+                                   ("您每个月都能按时还款吗？", "能。", _yes(True, "能")),  # asked the other way
+                                   # 按时 in a question about what could affect it asks the risk, not the safe side
+                                   ("最近有没有遇到什么困难，可能影响按时还款？", "没有，工资还月供绰绰有余。",
+                                    _yes(False, "没有"))]:
         scored = _scored("overdue", question, answer, slot=slot)
         assert scored.topics[0].stated == "no", answer
         assert scored.contributions == () and scored.actions == () and scored.score == 0
