@@ -4,12 +4,18 @@ recommended actions, each tied to its evidence and audio span.
 `score_call(turns, assessor, loan, ...)` runs the same `CallDialogue` as the live path over a finished call's
 utterances (so a call scores the same live and after the fact) and `build_report` turns its verdicts into a
 `Report`. Weights, tiers and actions are data (`configs/risk.yaml`). Pure: no I/O besides reading that file.
+
+Points come from answers that are not clear, from figures that contradict the loan file, from sensitive topics
+never asked, and from what a clear answer states when that is itself a risk (a clear 下个月可能还不上, a guarantor's
+clear 不同意, a house clearly let out: `stated`, see nlu/stated.py).
 """
 
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import asdict, dataclass, field
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +23,8 @@ from huifang_configs import configs_file
 from nlu.assess import Assessor
 from nlu.dialogue import CallDialogue, CallSummary, DialogueOptions, PromptRecord, Turn, Verdict
 from nlu.questions import OTHER_TOPIC
-from nlu.script import ScriptError, read_mapping
+from nlu.script import CallScript, ScriptError, read_mapping
+from nlu.stated import POLAR_KINDS, StatedRule, load_stated, stated_patterns_problem, stated_value
 from nlu.types import Evidence, LoanRecord, Slot
 
 DEFAULT_RISK_FILE = configs_file("risk.yaml")
@@ -37,6 +44,12 @@ class RiskConfig:
     mismatch_points: dict[str, float]
     not_asked_points: dict[str, float]
     actions: tuple[dict[str, Any], ...]
+    #: topic -> how its clear answer states a value and what each value weighs (nlu/stated.py).
+    stated: dict[str, StatedRule] = field(default_factory=dict)
+    #: Words that cancel a stated-value term right after them (没出租, 不会逾期).
+    stated_negations: tuple[str, ...] = ()
+    #: A digest of the file's content: a report scored under other weights can be told apart (`Report.risk_version`).
+    version: str = ""
 
 
 def load_risk(path: str | Path | None = None) -> RiskConfig:
@@ -58,9 +71,19 @@ def load_risk(path: str | Path | None = None) -> RiskConfig:
     tiers = numbers("tiers")
     if not {"medium", "high"} <= tiers.keys() or tiers["medium"] > tiers["high"]:
         raise ScriptError(f"{path}: tiers needs medium <= high")
+    stated = load_stated(path, raw.get("stated"))
+    for action in actions:
+        problem = stated_patterns_problem([str(p) for p in action["when"]], stated)
+        if problem:
+            raise ScriptError(f"{path}: action {action['id']}: {problem}")
+    negations = raw.get("stated_negations") or []
+    if not isinstance(negations, list) or not all(isinstance(n, str) and n for n in negations):
+        raise ScriptError(f"{path}: stated_negations must be a list of non-empty words")
+    version = hashlib.sha256(json.dumps(raw, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
     return RiskConfig(tiers, {str(k): str(v) for k, v in (raw.get("label_names") or {}).items()},
                       numbers("label_points"), numbers("sensitivity_factor"), numbers("overrides"),
-                      numbers("mismatch_points"), numbers("not_asked_points"), tuple(actions))
+                      numbers("mismatch_points"), numbers("not_asked_points"), tuple(actions), stated,
+                      tuple(negations), version[:12])
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +103,9 @@ class TopicResult:
     answer_text: str | None
     question_span: Span | None
     answer_span: Span | None
+    #: What a clear answer states for the topic (configs/risk.yaml `stated`): overdue `yes`, purpose `let`; None
+    #: when the answer is not clear or states nothing listed there.
+    stated: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +174,8 @@ class Report:
     labels: dict[str, int] = field(default_factory=dict)
     #: The assessor that scored the call (`Assessor.version`): re-running that version gives the same verdicts.
     assessor_version: str = ""
+    #: The risk weights that scored it (`RiskConfig.version`).
+    risk_version: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the HTTP report)."""
@@ -179,21 +207,53 @@ def build_report(call_id: str, turns: list[Turn], dialogue: CallDialogue, assess
     summary = dialogue.summary()
     by_id = {t.utterance_id: t for t in turns}
     by_topic = {v.topic: v for v in summary.verdicts}
-    topics = tuple(_topic_result(item.topic, item.name, item.times_asked, by_topic.get(item.topic), by_id)
+    topics = tuple(topic_result(item.topic, item.name, item.times_asked, by_topic.get(item.topic), by_id)
                    for item in summary.checklist)
     names = {t.id: t.name for t in assessor.script.topics.values()}
     if assessor.script.other is not None:
         names[assessor.script.other.id] = assessor.script.other.name
     answers = tuple(_answer_record(v, by_id, names.get(v.topic, v.topic)) for v in dialogue.answers())
-    contributions = _contributions(topics, answers, assessor, risk)
-    score = min(100, round(sum(c.points for c in contributions)))
-    tier: Tier = "high" if score >= risk.tiers["high"] else "medium" if score >= risk.tiers["medium"] else "low"
+    scored = score_topics(topics, answers, assessor.script, risk)
     labels: dict[str, int] = {}
-    for result in topics:
+    for result in scored.topics:
         if result.label:
             labels[result.label] = labels.get(result.label, 0) + 1
-    return Report(call_id, duration_s, tuple(sorted(turns, key=lambda t: t.start_s)), topics, score, tier,
-                  contributions, _agent(summary, topics), _actions(topics, risk), answers, labels, assessor.version)
+    return Report(call_id, duration_s, tuple(sorted(turns, key=lambda t: t.start_s)), scored.topics, scored.score,
+                  scored.tier, scored.contributions, _agent(summary, scored.topics), scored.actions, answers, labels,
+                  assessor.version, risk.version)
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """The risk side of a report: the topics with what their clear answers state, score, tier, why, actions."""
+
+    topics: tuple[TopicResult, ...]
+    score: int
+    tier: Tier
+    contributions: tuple[Contribution, ...]
+    actions: tuple[Action, ...]
+
+
+def score_topics(topics: tuple[TopicResult, ...], answers: tuple[AnswerRecord, ...], script: CallScript,
+                 risk: RiskConfig) -> Scored:
+    """Score a call's topic results (the verdicts that stand) and answers under `risk`. Pure."""
+    topics = tuple(with_stated(result, script, risk) for result in topics)
+    contributions = _contributions(topics, answers, script, risk)
+    score = min(100, round(sum(c.points for c in contributions)))
+    tier: Tier = "high" if score >= risk.tiers["high"] else "medium" if score >= risk.tiers["medium"] else "low"
+    return Scored(topics, score, tier, contributions, _actions(topics, risk))
+
+
+def with_stated(result: TopicResult, script: CallScript, risk: RiskConfig) -> TopicResult:
+    """The topic result with what its clear answer states (a vague answer states nothing: its label scores it)."""
+    rule = risk.stated.get(result.topic)
+    if rule is None or result.label != "clear":
+        return result
+    spec = script.topics.get(result.topic)
+    polar = spec is not None and spec.slot in POLAR_KINDS
+    stated = stated_value(rule, result.answer_text, result.question_text,
+                          result.slots if polar else (), risk.stated_negations)
+    return replace(result, stated=stated.value if stated else None)
 
 
 def _span(turns: list[Turn]) -> Span | None:
@@ -202,8 +262,9 @@ def _span(turns: list[Turn]) -> Span | None:
     return (round(min(t.start_s for t in turns), 3), round(max(t.end_s for t in turns), 3))
 
 
-def _topic_result(topic: str, name: str, times_asked: int, verdict: Verdict | None,
-                  by_id: dict[str, Turn]) -> TopicResult:
+def topic_result(topic: str, name: str, times_asked: int, verdict: Verdict | None,
+                 by_id: dict[str, Turn]) -> TopicResult:
+    """One checklist topic of the call: its standing verdict (None: not answered) with the turns it pairs."""
     if verdict is None:
         return TopicResult(topic, name, times_asked > 0, times_asked, None, None, (), (), None, None, None, None,
                            None)
@@ -219,12 +280,12 @@ def _topic_result(topic: str, name: str, times_asked: int, verdict: Verdict | No
 
 
 def _answer_record(verdict: Verdict, by_id: dict[str, Turn], name: str) -> AnswerRecord:
-    result = _topic_result(verdict.topic, name, 1, verdict, by_id)
+    result = topic_result(verdict.topic, name, 1, verdict, by_id)
     return AnswerRecord(verdict.topic, name, verdict.assessment.label, result.mismatch is not None,
                         result.question_text, result.answer_text, result.question_span, result.answer_span)
 
 
-def _contributions(topics: tuple[TopicResult, ...], answers: tuple[AnswerRecord, ...], assessor: Assessor,
+def _contributions(topics: tuple[TopicResult, ...], answers: tuple[AnswerRecord, ...], script: CallScript,
                    risk: RiskConfig) -> tuple[Contribution, ...]:
     out: list[Contribution] = []
     names = risk.label_names
@@ -235,7 +296,7 @@ def _contributions(topics: tuple[TopicResult, ...], answers: tuple[AnswerRecord,
             out.append(Contribution(f"{answer.name}：{names.get(answer.label, answer.label)}", points, answer.topic,
                                     answer.label, answer.answer_text or "（沉默）", answer.answer_span))
     for result in topics:
-        spec = assessor.script.topics.get(result.topic)
+        spec = script.topics.get(result.topic)
         sensitivity = spec.sensitivity if spec else "medium"
         if result.label and result.label != "clear":
             points = risk.overrides.get(f"{result.topic}.{result.label}")
@@ -250,6 +311,10 @@ def _contributions(topics: tuple[TopicResult, ...], answers: tuple[AnswerRecord,
             out.append(Contribution(
                 f"{result.name}：{names.get('mismatch', 'mismatch')}", points, result.topic, "mismatch",
                 f"客户称 {result.mismatch['stated']:g}，档案为 {result.mismatch['on_file']:g}", result.answer_span))
+        stated = risk.stated[result.topic].values.get(result.stated) if result.stated else None
+        if stated is not None and stated.points > 0:
+            out.append(Contribution(f"{result.name}：{stated.reason}", stated.points, result.topic, result.label,
+                                    result.answer_text or "", result.answer_span))
         if not result.asked and sensitivity in risk.not_asked_points:
             out.append(Contribution(f"{result.name}：未询问", risk.not_asked_points[sensitivity], result.topic, None,
                                     "坐席未问及该项", None))
@@ -269,6 +334,8 @@ def _actions(topics: tuple[TopicResult, ...], risk: RiskConfig) -> tuple[Action,
             keys.append((f"{result.topic}.{result.label}", result))
         if result.mismatch:
             keys.append((f"{result.topic}.mismatch", result))
+        if result.stated:
+            keys.append((f"{result.topic}.stated:{result.stated}", result))
     actions = []
     for spec in risk.actions:
         matched = [r for key, r in keys if any(fnmatch.fnmatchcase(key, str(p)) for p in spec["when"])]

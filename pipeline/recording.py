@@ -1,14 +1,15 @@
 """A recorded call through the call pipeline: decode the file, cut and decode each channel exactly as a live call
 would be, then the same text path (`pipeline.call.CallPipeline`) and the report.
 
-Shared by the recordings API (background jobs), `huifang score` and `huifang score-dir`. Synchronous and
+Shared by the recordings API (background jobs), `huifang score`, `huifang score-dir` and `huifang rescore` (the
+text half only, `rescore_report`). Synchronous and
 CPU-bound: callers run it on a worker thread.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,10 +220,7 @@ class RecordingScorer:
                 _store_silenced(part.path, audio, quiet)
         if not turns:
             raise AsrError("no speech was recognised in the recording")
-        pipeline.replay(turns, duration)
-        data = pipeline.report(duration, self.risk).to_dict()
-        data["loan_file"] = public_loan_file(loan_file)
-        data["silenced_audio"] = silenced
+        data = finish_report(pipeline, turns, duration, self.risk, loan_file, silenced)
         if on_progress is not None:
             on_progress(1.0)
         return Scored(data, raw)
@@ -255,8 +253,30 @@ def score_transcript(call_id: str, utterances: Sequence[Utterance], duration_s: 
             raw.append({"channel": u.channel, "start_s": u.start_s, "end_s": u.end_s, "text": u.text})
     if not turns:
         raise AsrError("no speech was recognised in the recording")
+    return Scored(finish_report(pipeline, turns, duration_s, scorer.risk, loan_file, []), raw)
+
+
+def finish_report(pipeline: CallPipeline, turns: list[Turn], duration_s: float, risk: RiskConfig,
+                  loan_file: dict[str, Any] | None, silenced: list[dict[str, Any]]) -> dict[str, Any]:
+    """The stored report (JSON form) of a call whose turns went through `pipeline`: the dialogue replayed in
+    endpoint order, the report, the public part of the loan file and what audio was silenced. The one ending of
+    every way a call is scored: a recording, a transcript, a stored call re-scored (`rescore_report`)."""
     pipeline.replay(turns, duration_s)
-    data = pipeline.report(duration_s, scorer.risk).to_dict()
+    data = pipeline.report(duration_s, risk).to_dict()
     data["loan_file"] = public_loan_file(loan_file)
-    data["silenced_audio"] = []
-    return Scored(data, raw)
+    data["silenced_audio"] = silenced
+    return data
+
+
+def rescore_report(stored: Mapping[str, Any], assessor: Assessor, dialogue: DialogueOptions,
+                   risk: RiskConfig) -> dict[str, Any]:
+    """A stored report (JSON form) scored again by `assessor` under `risk` from the utterances it keeps: no ASR.
+    Those utterances are already redacted, as the dialogue saw them when the call was scored, so they are the
+    turns as they were; the loan file and the silenced audio are the stored ones."""
+    call_id = str(stored["call_id"])
+    loan_file = stored.get("loan_file")
+    turns = [Turn(str(u["utterance_id"]), u["channel"], str(u["text"]), float(u["start_s"]), float(u["end_s"]))
+             for u in stored.get("utterances") or () if u.get("channel") in ROLES]
+    pipeline = CallPipeline(call_id, ROLES, assessor, loan_file, dialogue)  # its redaction is never used here
+    return finish_report(pipeline, turns, float(stored["duration_s"]), risk, loan_file,
+                         list(stored.get("silenced_audio") or []))

@@ -341,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "transcribed once, scored under several loan files)")
     ds.add_argument("--if-empty", action="store_true", help="do nothing (and succeed) when calls are stored")
     ds.set_defaults(func=cmd_demo_seed)
+
+    from service.cli.rescore import register as register_rescore
+
+    register_rescore(sub)
     return parser
 
 

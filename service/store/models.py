@@ -235,3 +235,20 @@ class OutboxMessage(Base):
     lease_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ReportVersion(Base):
+    """An earlier report of a call, kept when a newer one took its place: re-scored with another assessor
+    (`reason` rescore, `huifang rescore`) or replaced by a new upload (`replace`). `version` counts a call's
+    earlier reports from 1; `assessor_version` is the one that produced this report (its `assessor_version`),
+    so a bank can see what a new assessor changed. Removed with the call (ON DELETE CASCADE)."""
+
+    __tablename__ = "report_versions"
+
+    call_id: Mapped[str] = mapped_column(ForeignKey("calls.call_id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    assessor_version: Mapped[str] = mapped_column(String(128))
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: When this report stopped being the current one (naive UTC).
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    reason: Mapped[str] = mapped_column(String(16))  # rescore | replace

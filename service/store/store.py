@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nlu.pii import public_loan_file
 from service.store import coaching, loanbook
 from service.store.anchor import Anchor
-from service.store.models import Answer, Call, Recording
+from service.store.models import AgentCallStats, Answer, Call, CallSummary, Recording, ReportVersion
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: Seconds a claimed job is leased for; its worker renews the lease well before it runs out.
@@ -304,16 +304,7 @@ class Store:
                         duration_s=float(report["duration_s"]), risk_score=int(report["risk_score"]),
                         tier=str(report["tier"]), report=report, audio_dir=audio_dir,
                         audio_expires_at=audio_expires_at, raw_encrypted=raw_encrypted)
-            for topic in report["topics"]:
-                if topic.get("label"):
-                    span = topic.get("answer_span") or (None, None)
-                    call.answers.append(Answer(topic=topic["topic"], label=topic["label"],
-                                               confidence=float(topic.get("confidence") or 0.0),
-                                               mismatch=bool(topic.get("mismatch")), start_s=span[0],
-                                               end_s=span[1]))
-            s.add(call)
-            coaching.add_call_stats(s, call)
-            loanbook.record_call(s, call, job.loan_file)
+            _add_report_rows(s, call, job.loan_file)
             job.status, job.progress, job.finished_at, job.error = "done", 1.0, utcnow(), None
             job.lease_owner, job.lease_expires_at = None, None
             if files is not None:
@@ -321,6 +312,48 @@ class Store:
             # Names and addresses were needed only to redact; the finished job keeps the loan's figures.
             job.loan_file = public_loan_file(job.loan_file)
         return sorted(stale)
+
+    def replace_report(self, call_id: str, previous: dict[str, Any], report: dict[str, Any],
+                       reason: str = "rescore") -> int | None:
+        """Make `report` the call's current report, keeping `previous` (the one it was made from) as the call's
+        next earlier version (`report_versions`) with its assessor version; answers, coaching's row and the loan
+        book's summary are rewritten from it as `complete_job` writes them, in one transaction. Returns the kept
+        version's number; None (nothing written) when the call is gone or its report is no longer `previous` (a
+        new upload replaced it meanwhile)."""
+        with self.session() as s, s.begin():
+            call = s.get(Call, call_id, with_for_update=True)
+            if call is None or call.report != previous:
+                return None
+            version = int(s.scalar(select(func.max(ReportVersion.version))
+                                   .where(ReportVersion.call_id == call_id)) or 0) + 1
+            s.add(ReportVersion(call_id=call_id, version=version,
+                                assessor_version=str(previous.get("assessor_version") or ""), report=previous,
+                                created_at=utcnow(), reason=reason))
+            summary = s.get(CallSummary, call_id)
+            # Only the call's own summary knows the masked name of a co-borrower or guarantor (their names
+            # were dropped from the stored loan file once redaction was done).
+            name = ((summary.facts.get("loan") or {}).get("name_masked") if summary is not None else None)
+            s.execute(delete(AgentCallStats).where(AgentCallStats.call_id == call_id))
+            s.execute(delete(CallSummary).where(CallSummary.call_id == call_id))
+            call.answers.clear()
+            s.flush()
+            call.report, call.risk_score, call.tier = report, int(report["risk_score"]), str(report["tier"])
+            call.duration_s = float(report["duration_s"])
+            recording = s.get(Recording, call.recording_id) if call.recording_id else None
+            _add_report_rows(s, call, recording.loan_file if recording is not None else report.get("loan_file"))
+            s.flush()
+            written = s.get(CallSummary, call_id)
+            if name and written is not None:
+                loan = dict(written.facts.get("loan") or {})
+                loan["name_masked"] = name
+                written.facts = {**written.facts, "loan": loan}
+            return version
+
+    def report_versions(self, call_id: str) -> list[ReportVersion]:
+        """The call's earlier reports, oldest first."""
+        with self.session() as s:
+            return list(s.scalars(select(ReportVersion).where(ReportVersion.call_id == call_id)
+                                  .order_by(ReportVersion.version)))
 
     # -- calls -------------------------------------------------------------------------------------------
 
@@ -390,6 +423,20 @@ class Store:
                 remove(str(call.audio_dir))
                 call.audio_dir, call.audio_expires_at = None, None
             count += 1
+
+
+def _add_report_rows(s: Session, call: Call, loan_file: dict[str, Any] | None) -> None:
+    """The rows a stored report brings, in its transaction: the answers calls are filtered by, coaching's row and
+    the loan book's summary (`complete_job`, `replace_report`)."""
+    for topic in call.report["topics"]:
+        if topic.get("label"):
+            span = topic.get("answer_span") or (None, None)
+            call.answers.append(Answer(topic=topic["topic"], label=topic["label"],
+                                       confidence=float(topic.get("confidence") or 0.0),
+                                       mismatch=bool(topic.get("mismatch")), start_s=span[0], end_s=span[1]))
+    s.add(call)
+    coaching.add_call_stats(s, call)
+    loanbook.record_call(s, call, loan_file)
 
 
 def _fence(job: Recording, version: int | None) -> None:
