@@ -252,7 +252,8 @@ def with_stated(result: TopicResult, script: CallScript, risk: RiskConfig) -> To
     spec = script.topics.get(result.topic)
     polar = spec is not None and spec.slot in POLAR_KINDS
     stated = stated_value(rule, result.answer_text, result.question_text,
-                          result.slots if polar else (), risk.stated_negations)
+                          result.slots if polar else (), risk.stated_negations,
+                          spec.risk_terms if spec is not None else ())
     return replace(result, stated=stated.value if stated else None)
 
 

@@ -66,11 +66,13 @@ class StatedValue:
 
 
 def stated_value(rule: StatedRule, answer_text: str | None, question_text: str | None, slots: tuple[Slot, ...],
-                 negations: tuple[str, ...]) -> StatedValue | None:
+                 negations: tuple[str, ...], risk_terms: tuple[str, ...] = ()) -> StatedValue | None:
     """The value a clear answer states for `rule.topic` (call only for answers labelled clear), or None when it
-    states none this rule knows. `slots` are the assessment's; `negations` the words that cancel a term after them."""
+    states none this rule knows. `slots` are the assessment's; `negations` the words that cancel a term after them;
+    `risk_terms` the topic's statements of its risk in the call script (没钱, 周转不开), which state `yes`."""
     answer = answer_text or ""
-    found = [(value, term, index) for value, terms in rule.terms for term in terms
+    terms = (*rule.terms, (YES, risk_terms)) if risk_terms else rule.terms
+    found = [(value, term, index) for value, words in terms for term in words
              for index in _occurrences(answer, term) if not _negated(answer, index, negations)]
     if found:
         # The heaviest value wins, then the earliest words (the answer's first statement).
