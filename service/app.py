@@ -115,7 +115,8 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
     engine = LiveEngine(transcriber=asr, vad=await asyncio.to_thread(SileroStep), scheduler=scheduler,
                         vad_executor=vad_executor, stream_options=settings.stream_options(),
                         partial_beam_size=settings.live.partial_beam_size,
-                        final_beam_size=settings.live.final_beam_size, min_window_s=settings.live.min_window_s)
+                        final_beam_size=settings.live.final_beam_size, min_window_s=settings.live.min_window_s,
+                        overload_final_delay_s=settings.live.overload_final_delay_s)
     assessor, classifier_error = await _assessor(settings)
     hub, claims = await _bus(settings, stack)
     live_calls = LiveCalls(engine, hub, assessor, nlu_executor, LiveOptions(

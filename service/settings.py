@@ -112,6 +112,9 @@ class LiveSettings(BaseModel):
     min_window_s: float = Field(10.0, ge=5.0, le=30.0, description="live and scoring: shortest Whisper encoder "
                                 "window")
     partial_beam_size: int = Field(1, ge=1, le=10, description="live: beam width of partials")
+    overload_final_delay_s: float = Field(2.0, gt=0.0, le=60.0, description="live: a final this long after its "
+                                          "utterance ended makes the call's client get `overload` (and "
+                                          "`overload_cleared` once finals are on time again)")
     max_call_s: float = Field(3 * 3600.0, gt=0, description="live: audio seconds after which a call is closed")
     idle_timeout_s: float = Field(60.0, gt=0, description="live: a socket silent this long is closed (Twilio's "
                                   "`connected`/`mark` messages do not count as activity)")

@@ -42,6 +42,14 @@ function banner(text) {
   el.hidden = !text;
 }
 
+// Finals are late (`overload`); taken down on `overload_cleared` or at the end of the call, unless the banner
+// says something else by then (an error stays).
+const BUSY = "系统繁忙：实时字幕有所延迟，最终转写和提示不受影响。";
+
+function clearBusy() {
+  if ($("banner").textContent === BUSY) banner("");
+}
+
 function labelKey(a) {
   return a.mismatch ? "mismatch" : a.label;
 }
@@ -271,12 +279,16 @@ function handle(ev) {
       checklist({ items: ev.checklist });
       break;
     case "overload":
-      banner("系统繁忙：实时字幕有所延迟，最终转写和提示不受影响。");
+      banner(BUSY);
+      break;
+    case "overload_cleared":
+      clearBusy();
       break;
     case "error":
       banner(ev.code === "assessment_failed" ? "答复评估暂不可用：本通话仅显示转写。" : `错误：${ev.message}`);
       break;
     case "end":
+      clearBusy();
       state.ended = true;
       setStatus("ended", "通话结束");
       break;
