@@ -65,14 +65,16 @@ from service.store.anchor import Anchor, load_or_create_key
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, transcriber: Transcriber | None = None) -> FastAPI:
-    """Build the app. Tests pass their own settings or a prepared transcriber; `huifang serve` passes neither."""
+def create_app(settings: Settings | None = None, transcriber: Transcriber | None = None,
+               announce: bool = True) -> FastAPI:
+    """Build the app. Tests pass their own settings or a prepared transcriber; `huifang serve` passes neither,
+    and `announce=False`: it prints the token and URLs itself, once the server listens."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            app.state.huifang = await _start(settings, transcriber, stack)
+            app.state.huifang = await _start(settings, transcriber, stack, announce)
             yield
 
     app = FastAPI(title="huifang", version="0.1.0", lifespan=lifespan,
@@ -91,10 +93,11 @@ def state_of(app: FastAPI) -> AppState:
     return state
 
 
-async def _start(settings: Settings, transcriber: Transcriber | None, stack: AsyncExitStack) -> AppState:
+async def _start(settings: Settings, transcriber: Transcriber | None, stack: AsyncExitStack,
+                 announce: bool = True) -> AppState:
     """Load the models, open the database and start the workers; `stack` stops them again, in reverse."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    tokens, dev_token = _tokens(settings)
+    tokens, dev_token = _tokens(settings, announce)
     ticket_book = TicketBook(await asyncio.to_thread(load_or_create_secret, settings.ticket_key_path))
     asr = transcriber or Transcriber(settings.asr_options())
     asr_error = None
@@ -324,20 +327,23 @@ def _harden(app: FastAPI, settings: Settings) -> None:
                             headers=SECURITY_HEADERS)
 
 
-def _tokens(settings: Settings) -> tuple[TokenRegistry, str | None]:
-    """The token registry; with no tokens configured, a development admin token, printed once."""
+def _tokens(settings: Settings, announce: bool = True) -> tuple[TokenRegistry, str | None]:
+    """The token registry; with no tokens configured, a development admin token, printed once (by the caller
+    when not `announce`)."""
     registry = TokenRegistry()
     if settings.auth.tokens_file is not None:
         registry.replace(load_tokens_file(settings.auth.tokens_file))  # a bad file stops start-up, loudly
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     if len(registry):
-        print(f"console: http://{host}:{settings.port}/console (open it with #token=YOUR_TOKEN once)", flush=True)
+        if announce:
+            print(f"console: http://{host}:{settings.port}/console (open it with #token=YOUR_TOKEN once)", flush=True)
         return registry, None
     token = new_token()
     registry.add(hash_token(token), Principal("development", "admin", "dev"))
     # Shown once, like a notebook server's: nothing else can call the service until tokens are configured.
     # The token rides in the URL fragment, which browsers never send to the server (nor into its logs).
-    print(f"token: {token}\nconsole: http://{host}:{settings.port}/console#token={token}  "
-          f"(sample call: http://{host}:{settings.port}/console?demo=1#token={token})", flush=True)
+    if announce:
+        print(f"token: {token}\nconsole: http://{host}:{settings.port}/console#token={token}  "
+              f"(sample call: http://{host}:{settings.port}/console?demo=1#token={token})", flush=True)
     log.warning("no tokens configured (HUIFANG_AUTH__TOKENS_FILE): made a development admin token")
     return registry, token
