@@ -1,7 +1,8 @@
 """`overload` says that finals are late, nothing else (issue #27 point 2): skipped partials on an idle server are
 no overload, a final later than `HUIFANG_LIVE__OVERLOAD_FINAL_DELAY_S` is, and `overload_cleared` follows once
 finals are on time again or the call ends. A fake recogniser with set decode times stands at the model seam; the
-VAD is real. With the real model: one shared call streamed faster than real time on an idle server has none."""
+VAD is real. With the real model: one shared call streamed faster than real time gets overload only when one of
+its finals really was late (on an idle server: none)."""
 
 from __future__ import annotations
 
@@ -153,19 +154,29 @@ def test_a_call_that_ends_overloaded_clears_before_its_end(tmp_path: Path, share
 
 @pytest.mark.model
 @pytest.mark.asyncio
-async def test_one_call_on_an_idle_server_has_no_overload(model_cache: Path, tmp_path: Path,
-                                                         shared_data: Path) -> None:
+async def test_one_call_says_overload_only_when_a_final_was_late(model_cache: Path, tmp_path: Path,
+                                                                  shared_data: Path) -> None:
+    """On an idle server (CI) no final of one call is late, so this call gets no overload; on a machine busy with
+    other work finals may really be late, and then overload must be backed by a late final and be cleared."""
     from asr.audio import load_call_audio
     from service.cli.replay import replay
     from tests.server import INGEST, bearer, running_server
 
+    limit_s, silence_s = 2.0, 0.7  # the defaults: HUIFANG_LIVE__OVERLOAD_FINAL_DELAY_S, __MIN_SILENCE_MS
     script = json.loads((shared_data / "calls" / "call_s01.json").read_text(encoding="utf-8"))
     audio = load_call_audio(str(shared_data / "calls" / "call_s01.flac"), 16000)
     with running_server(tmp_path / "data", model_cache) as port:
-        # 1.5x real time: a busier stream than any real call, on a server with nothing else to do.
+        # 1.5x real time: a busier stream than any real call.
         result = await replay(f"ws://127.0.0.1:{port}/v1/calls/idle-01/audio", audio, 16000, ["agent", "customer"],
                               realtime=True, speed=1.5, headers=bearer(INGEST))
     assert result.close_code == CloseCode.NORMAL
-    finals = [f for f in result.finals() if f["text"]]
-    assert len(finals) >= len([t for t in script["turns"] if t["text"]]) - 1  # the call was really transcribed
-    assert [e for e in result.events if e["type"] in ("overload", "overload_cleared")] == []
+    finals = [(e, t) for e, t in zip(result.events, result.arrival, strict=True) if e["type"] == "final"]
+    assert len([e for e, _ in finals if e["text"]]) >= len([t for t in script["turns"] if t["text"]]) - 1
+    # As the client sees it, a final is at least as late as the server measured: the server starts its clock when
+    # the silence that ends the utterance has arrived.
+    worst_s = max(t - result.sent_at(e["end_s"] + silence_s) for e, t in finals)
+    kinds = [e["type"] for e in result.events]
+    if worst_s < limit_s - 0.1:
+        assert "overload" not in kinds and "overload_cleared" not in kinds, (worst_s, kinds)
+    elif "overload" in kinds:
+        assert "overload_cleared" in kinds[max(i for i, k in enumerate(kinds) if k == "overload"):], kinds
