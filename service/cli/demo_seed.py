@@ -111,8 +111,8 @@ def seed(settings: Settings, store: Store, scorer: RecordingScorer) -> Seeded:
             transcripts[call.demo] = scorer.transcript(AudioPart(source, tuple(meta["channels"])))
         utterances, duration = transcripts[call.demo]
         loan = {**meta["loan_file"], **call.loan, "customer_id": call.customer_id, "loan_id": call.loan_id}
-        # Earlier days at varied hours; today's calls minutes ago (still today, in the current coaching period).
-        at = now - (timedelta(days=call.days_ago, hours=i % 5) if call.days_ago else timedelta(minutes=10 * i))
+        # Earlier days at varied hours; today's calls a few minutes ago (today, in the current coaching period).
+        at = now - (timedelta(days=call.days_ago, hours=i % 5) if call.days_ago else timedelta(minutes=len(SEED) - i))
         call_id = call_id_of(call)
         job_id = secrets.token_hex(8)
         folder = settings.data_dir / "audio" / job_id
