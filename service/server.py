@@ -12,6 +12,7 @@ import asyncio
 import ctypes
 import logging
 import os
+import socket
 from types import FrameType
 
 import uvicorn
@@ -56,11 +57,20 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
 class DrainingServer(uvicorn.Server):
     """uvicorn's server, draining live calls before it stops."""
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float = DRAIN_TIMEOUT_S,
+                 settings: Settings | None = None) -> None:
         super().__init__(config)
         self.app = app
         self.drain_timeout_s = drain_timeout_s
         self._draining = False
+        self._settings = settings
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._settings is not None:
+            # After uvicorn's own start-up lines: the last thing a person sees is what to do next.
+            start_page = any(getattr(route, "path", None) == "/" for route in self.app.routes)
+            print(welcome(self._settings, state_of(self.app).dev_token, start_page), flush=True)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining:
@@ -84,10 +94,37 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def welcome(settings: Settings, dev_token: str | None, start_page: bool = True) -> str:
+    """What `huifang serve` prints once it listens: the token, the pages and a first command, in a box.
+    `start_page`: whether the app serves a page at `/` (linking the others)."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    base = f"http://{host}:{settings.port}"
+    fragment = f"#token={dev_token}" if dev_token else "#token=YOUR_TOKEN"
+    lines = [f"huifang is listening on {base}"]
+    if dev_token:
+        lines += ["", "development token (admin; a new one at every start, as no tokens file is set):",
+                  f"  export HUIFANG_TOKEN={dev_token}"]
+    else:
+        lines += ["", "tokens come from HUIFANG_AUTH__TOKENS_FILE (`huifang token` makes one):",
+                  "  export HUIFANG_TOKEN=YOUR_TOKEN"]
+    lines.append("")
+    if start_page:
+        lines += [f"start page:   {base}/{fragment}", "              (console, calls, customers, follow-ups, agents)"]
+    lines += [f"sample call:  {base}/console?demo=1{fragment}",
+              "", "then, in another terminal (after the export above):",
+              f'  curl -s -H "Authorization: Bearer $HUIFANG_TOKEN" {base}/v1/calls',
+              "open a live call's console, then stream a recording into it as a switch would:",
+              f"  {base}/console?call=live-01{fragment}",
+              "  .venv/bin/huifang replay service/demo/call_s03.flac --call-id live-01 --realtime"]
+    width = max(len(line) for line in lines)
+    return "\n".join(["┌" + "─" * (width + 2) + "┐", *(f"│ {line.ljust(width)} │" for line in lines),
+                      "└" + "─" * (width + 2) + "┘"])
+
+
 def serve(settings: Settings, transcriber: Transcriber | None = None) -> None:
     """Run the service until a signal stops it (after draining its live calls)."""
     limit_malloc_arenas()  # before any worker thread exists
-    app = create_app(settings, transcriber)  # prints the console URL (and a development token when none is set)
+    app = create_app(settings, transcriber, announce=False)  # the token and URLs: `welcome`, once listening
     # What uvicorn itself can bound: connections at once (beyond: 503), websocket message size, idle keep-alive.
     # Header-read timeouts and per-address limits need the front proxy (deploy/nginx.conf).
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
@@ -103,4 +140,4 @@ def serve(settings: Settings, transcriber: Transcriber | None = None) -> None:
         except OSError as e:  # the service itself must not die for its metrics
             log.error("no metrics: cannot listen on %s:%d (%s); set HUIFANG_METRICS__PORT", settings.metrics.host,
                       settings.metrics.port, e)
-    DrainingServer(config, app).run()
+    DrainingServer(config, app, settings=settings).run()

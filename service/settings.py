@@ -5,8 +5,9 @@ an environment variable with the prefix `HUIFANG_` (nested sections with `__`, e
 or a `.env` file. Settings are validated at start-up and handed to `asr`/`nlu` as plain option records.
 
 Sections follow the path that reads them: `asr` (the recogniser every path shares), `transcribe` (only
-`huifang transcribe`), `live` (live calls, and the cutting and decoding of recordings, which must match live),
-`scoring` (recorded calls: uploads, `huifang score`, `score-dir`), `nlu` (answer assessment, both paths).
+`POST /v1/audio/transcriptions`), `live` (live calls, and the cutting and decoding of recordings and of `huifang
+transcribe`, which must match live), `scoring` (recorded calls: uploads, `huifang score`, `score-dir`), `nlu`
+(answer assessment, both paths).
 Renamed variables keep working (`LEGACY_NAMES`; docs/operations.md lists them).
 """
 
@@ -74,18 +75,18 @@ class AsrSettings(BaseModel):
 
 
 class TranscribeSettings(BaseModel):
-    """`huifang transcribe` only: a recording's utterances for reading, cut by Silero VAD over the whole file.
-    (Live calls and scored recordings are cut and decoded by the `live` settings, so that both give the same
-    text; these were `HUIFANG_ASR__*` before.)"""
+    """`POST /v1/audio/transcriptions` only: a recording's utterances for reading, cut by Silero VAD over the whole
+    file. (Live calls, scored recordings and `huifang transcribe` are cut and decoded by the `live` settings, so
+    that all three give the same text; these were `HUIFANG_ASR__*` before.)"""
 
-    beam_size: int = Field(10, ge=1, le=16, description="huifang transcribe: beam width")
-    min_silence_ms: int = Field(800, ge=100, le=5000, description="huifang transcribe: pause that ends an "
+    beam_size: int = Field(10, ge=1, le=16, description="/v1/audio/transcriptions: beam width")
+    min_silence_ms: int = Field(800, ge=100, le=5000, description="/v1/audio/transcriptions: pause that ends an "
                                 "utterance (longer than live's 700: no agent is waiting, fewer sentences split)")
-    max_utterance_s: float = Field(25.0, ge=2.0, le=30.0, description="huifang transcribe: longer speech is split "
-                                   "at its longest pause (Whisper sees 30 s)")
-    min_window_s: float = Field(30.0, ge=5.0, le=30.0, description="huifang transcribe: shortest Whisper encoder "
-                                "window (30 = stock Whisper; live uses 10 for speed)")
-    word_timestamps: bool = Field(False, description="huifang transcribe: per-word times (an alignment pass)")
+    max_utterance_s: float = Field(25.0, ge=2.0, le=30.0, description="/v1/audio/transcriptions: longer "
+                                   "speech is split at its longest pause (Whisper sees 30 s)")
+    min_window_s: float = Field(30.0, ge=5.0, le=30.0, description="/v1/audio/transcriptions: shortest "
+                                "Whisper encoder window (30 = stock Whisper; live uses 10 for speed)")
+    word_timestamps: bool = Field(False, description="/v1/audio/transcriptions: per-word times (an alignment pass)")
 
 
 class LiveSettings(BaseModel):
@@ -112,6 +113,9 @@ class LiveSettings(BaseModel):
     min_window_s: float = Field(10.0, ge=5.0, le=30.0, description="live and scoring: shortest Whisper encoder "
                                 "window")
     partial_beam_size: int = Field(1, ge=1, le=10, description="live: beam width of partials")
+    overload_final_delay_s: float = Field(2.0, gt=0.0, le=60.0, description="live: a final this long after its "
+                                          "utterance ended makes the call's client get `overload` (and "
+                                          "`overload_cleared` once finals are on time again)")
     max_call_s: float = Field(3 * 3600.0, gt=0, description="live: audio seconds after which a call is closed")
     idle_timeout_s: float = Field(60.0, gt=0, description="live: a socket silent this long is closed (Twilio's "
                                   "`connected`/`mark` messages do not count as activity)")

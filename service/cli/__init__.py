@@ -46,7 +46,9 @@ def _progress(total: float, enabled: bool, desc: str) -> tuple[Callable[[float],
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from asr.audio import decode_audio
-    from asr.transcribe import Transcriber
+    from asr.streaming import SileroStep
+    from asr.transcribe import Transcriber, default_roles
+    from pipeline.recording import transcribe_like_live
     from service.settings import get_settings
 
     settings = get_settings()
@@ -63,7 +65,10 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     transcriber.load()
     update, close = _progress(audio.duration_s * audio.channel_count, show_progress, "transcribing")
     try:
-        utterances = transcriber.transcribe(audio, roles, on_progress=update)
+        # Cut and decoded exactly as `huifang score`, uploads and live calls are: the text printed here is the
+        # text those score (one decoding path, issue #27).
+        utterances = transcribe_like_live(audio, tuple(roles) if roles else default_roles(audio.channel_count),
+                                          transcriber, SileroStep(), settings.segment_options(), update)
     finally:
         close()
     for u in utterances:

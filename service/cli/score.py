@@ -25,6 +25,8 @@ from service.protocol import LoanFileError
 from service.settings import Settings
 
 LABEL_NAMES = {"clear": "回答清晰", "omission": "信息遗漏", "unclear": "表述不清", "evasive": "避而不答"}
+#: The report's tier as the pages show it (configs/risk.yaml: medium from 25, high from 50).
+TIER_NAMES = {"low": "低风险", "medium": "中风险", "high": "高风险"}
 
 
 def read_loan_file(path: Path | None) -> dict[str, Any] | None:
@@ -40,7 +42,7 @@ def read_loan_file(path: Path | None) -> dict[str, Any] | None:
 def format_report(report: dict[str, Any]) -> str:
     """The report for a person at a terminal."""
     lines = [f"通话 {report['call_id']}  时长 {report['duration_s']:.0f} 秒  "
-             f"风险 {report['risk_score']} ({report['tier']})"]
+             f"风险评分 {report['risk_score']}（{TIER_NAMES.get(report['tier'], report['tier'])}）"]
     for c in report["contributions"]:
         lines.append(f"  +{c['points']:.0f}  {c['reason']}  {c['evidence']}")
     lines.append("核对清单:")

@@ -38,13 +38,17 @@ from pipeline.call import CallPipeline
 from service.live.assist import CallAssist
 from service.live.scheduler import DecodeScheduler
 from service.metrics import FINAL_LATENCY, FINALS
-from service.protocol import Emit, ErrorEvent, FinalEvent, OverloadEvent, PartialEvent, StartMessage
+from service.protocol import (
+    Emit,
+    ErrorEvent,
+    FinalEvent,
+    OverloadClearedEvent,
+    OverloadEvent,
+    PartialEvent,
+    StartMessage,
+)
 
 log = logging.getLogger(__name__)
-
-
-#: At most one overload notice per call in this many seconds: a hint to the client, not a flood.
-_OVERLOAD_NOTICE_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,10 @@ class LiveEngine:
     partial_beam_size: int
     final_beam_size: int
     min_window_s: float
+    #: A final later than this after its utterance ended means the call is overloaded (the `overload` event).
+    #: Skipped partials are not: partials run only on idle capacity, so one busy decode worker skips some on
+    #: every call, idle server or not.
+    overload_final_delay_s: float = 2.0
 
     def decode_finals(self, spans: Sequence[_Span]) -> list[Utterance | None]:
         """Finals (and pieces of finals) of any calls that waited together, decoded in one batch (in a decode
@@ -110,8 +118,11 @@ class LiveCall:
         self.channels = [_Channel(name, ChannelStream(name, options, engine.vad), Upsampler(start.sample_rate_hz))
                          for name in start.channels]
         self._tasks: set[asyncio.Task[None]] = set()
-        self._last_overload_notice = 0.0
-        self._dropped_since_notice = 0
+        #: Finals overdue now (utterance id -> when its end was detected), and whether `overload` was said and
+        #: not yet cleared: said once when finals fall behind, cleared once when they are on time again.
+        self._late: dict[str, float] = {}
+        self._overloaded = False
+        self._dropped_partials = 0
         self.samples_in = 0
 
     @property
@@ -161,6 +172,8 @@ class LiveCall:
                 self._handle(request)
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._overloaded:  # every final is out: nothing is late any more
+            await self._clear_overload("the call ended; every final was sent")
         if self.assist is not None:
             await self.assist.finish(self.duration_s)
 
@@ -236,6 +249,16 @@ class LiveCall:
     async def _final_event(self, channel: _Channel, request: FinalRequest,
                            previous: asyncio.Task[None] | None) -> Turn | None:
         detected = time.monotonic()  # the endpoint was just found (this task starts right after)
+        overdue = asyncio.get_running_loop().call_later(self.engine.overload_final_delay_s, self._final_overdue,
+                                                        request.utterance_id, detected)
+        try:
+            return await self._decode_and_emit(channel, request, previous, detected)
+        finally:
+            overdue.cancel()
+            self._late.pop(request.utterance_id, None)
+
+    async def _decode_and_emit(self, channel: _Channel, request: FinalRequest, previous: asyncio.Task[None] | None,
+                               detected: float) -> Turn | None:
         key = (request.utterance_id, request.tail_start_s, request.end_s)
         future = channel.prefetched.pop(key, None)
         for stale in [k for k in channel.prefetched if k[0] == request.utterance_id]:
@@ -263,23 +286,35 @@ class LiveCall:
                                     request.end_s, request.utterance_id)
         if not final.text and request.utterance_id not in channel.partial_shown:
             return None  # nothing was said and nothing was shown: no event
-        FINAL_LATENCY.observe(time.monotonic() - detected)
+        delay_s = time.monotonic() - detected
+        FINAL_LATENCY.observe(delay_s)
         await self._emit(FinalEvent(channel=request.channel, utterance_id=request.utterance_id, text=final.text,
                                     start_s=request.start_s, end_s=request.end_s))
+        self._late.pop(request.utterance_id, None)
+        if self._overloaded and not self._late and delay_s <= self.engine.overload_final_delay_s:
+            await self._clear_overload("finals are on time again")
         return final.turn
+
+    def _final_overdue(self, utterance_id: str, detected: float) -> None:
+        """A final is still not out `overload_final_delay_s` after its utterance ended (a timer callback)."""
+        self._late[utterance_id] = detected
+        if self._overloaded:
+            return
+        self._overloaded = True
+        self._spawn(self._emit(OverloadEvent(
+            final_delay_s=time.monotonic() - detected, dropped_partials=self._dropped_partials,
+            message="decoding is behind: finals arrive late (live transcript delayed; the report is not affected)",
+        )))
+
+    async def _clear_overload(self, message: str) -> None:
+        self._overloaded = False
+        await self._emit(OverloadClearedEvent(message=message))
 
     def _partial(self, channel: _Channel, request: PartialRequest) -> None:
         future = self.engine.scheduler.offer_partial(self._decode_job(request, self.engine.partial_beam_size))
         if future is None:
-            self._dropped_since_notice += 1
-            now = time.monotonic()
-            if now - self._last_overload_notice >= _OVERLOAD_NOTICE_INTERVAL_S:
-                self._last_overload_notice = now
-                dropped, self._dropped_since_notice = self._dropped_since_notice, 0
-                self._spawn(self._emit(OverloadEvent(
-                    dropped_partials=dropped,
-                    message="decoding is saturated: partial transcripts are skipped so finals stay on time",
-                )))
+            # Normal whenever a final is decoding (partials run on idle capacity only): counted, not announced.
+            self._dropped_partials += 1
             return
 
         async def deliver() -> None:

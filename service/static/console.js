@@ -27,6 +27,14 @@ function setStatus(kind, text) {
   el.textContent = text;
 }
 
+// Finals are late (`overload`); taken down on `overload_cleared` or at the end of the call, unless the banner
+// says something else by then (an error stays).
+const BUSY = "系统繁忙：实时字幕有所延迟，最终转写和提示不受影响。";
+
+function clearBusy() {
+  if ($("banner").textContent === BUSY) showBanner("");
+}
+
 function labelKey(a) {
   return a.mismatch ? "mismatch" : a.label;
 }
@@ -255,13 +263,17 @@ function handle(ev) {
       checklist({ items: ev.checklist });
       break;
     case "overload":
-      showBanner("系统繁忙：实时字幕有所延迟，最终转写和提示不受影响。");
+      showBanner(BUSY);
+      break;
+    case "overload_cleared":
+      clearBusy();
       break;
     case "error":
       if (ev.code === "assessment_failed") showBanner("答复评估暂不可用：本通话仅显示转写。", ev.message);
       else showBanner("通话处理出错，转写和提示可能不完整。", `${ev.code}: ${ev.message}`);
       break;
     case "end":
+      clearBusy();
       state.ended = true;
       setStatus("ended", "通话结束");
       break;
