@@ -172,8 +172,9 @@ class OverloadClearedEvent(BaseModel):
 
 class EvidenceItem(BaseModel):
     """Why a label was given: `kind` is cue, slot, no_evidence (neither rules nor model found a sign either way:
-    `unclear`, ask again), missing_slot (in reports stored before no_evidence existed), mismatch, silence, counter_question,
-    or for a learned decision `learned` (its probability) and `example` (a nearest training answer behind it)."""
+    `unclear`, ask again), missing_slot (in reports stored before no_evidence existed), mismatch, silence,
+    counter_question, or for a learned decision `learned` (its probability) and `example` (a nearest training
+    answer behind it)."""
 
     kind: str
     text: str
