@@ -213,7 +213,8 @@ def build_report(call_id: str, turns: list[Turn], dialogue: CallDialogue, assess
     if assessor.script.other is not None:
         names[assessor.script.other.id] = assessor.script.other.name
     answers = tuple(_answer_record(v, by_id, names.get(v.topic, v.topic)) for v in dialogue.answers())
-    scored = score_topics(topics, answers, assessor.script, risk)
+    scored = score_topics(topics, answers, assessor.script, risk,
+                          (CALLBACK_KEY,) if summary.callback_requested else ())
     labels: dict[str, int] = {}
     for result in scored.topics:
         if result.label:
@@ -235,13 +236,14 @@ class Scored:
 
 
 def score_topics(topics: tuple[TopicResult, ...], answers: tuple[AnswerRecord, ...], script: CallScript,
-                 risk: RiskConfig) -> Scored:
-    """Score a call's topic results (the verdicts that stand) and answers under `risk`. Pure."""
+                 risk: RiskConfig, call_keys: tuple[str, ...] = ()) -> Scored:
+    """Score a call's topic results (the verdicts that stand) and answers under `risk`; `call_keys` are what the
+    call as a whole asks for (`CALLBACK_KEY`). Pure."""
     topics = tuple(with_stated(result, script, risk) for result in topics)
     contributions = _contributions(topics, answers, script, risk)
     score = min(100, round(sum(c.points for c in contributions)))
     tier: Tier = "high" if score >= risk.tiers["high"] else "medium" if score >= risk.tiers["medium"] else "low"
-    return Scored(topics, score, tier, contributions, _actions(topics, risk))
+    return Scored(topics, score, tier, contributions, _actions(topics, risk, call_keys))
 
 
 def with_stated(result: TopicResult, script: CallScript, risk: RiskConfig) -> TopicResult:
@@ -328,7 +330,13 @@ def _agent(summary: CallSummary, topics: tuple[TopicResult, ...]) -> AgentReview
                        summary.prompts, sum(1 for p in summary.prompts if p.followed_up))
 
 
-def _actions(topics: tuple[TopicResult, ...], risk: RiskConfig) -> tuple[Action, ...]:
+#: Call-level keys an action's `when` may name, with the evidence shown for them.
+CALLBACK_KEY = "call.callback"
+_CALL_EVIDENCE = {CALLBACK_KEY: "开场询问是否方便时，客户表示现在不方便"}
+
+
+def _actions(topics: tuple[TopicResult, ...], risk: RiskConfig, call_keys: tuple[str, ...] = ()) -> tuple[
+        Action, ...]:
     keys: list[tuple[str, TopicResult]] = []
     for result in topics:
         if result.label and result.label != "clear":
@@ -340,6 +348,9 @@ def _actions(topics: tuple[TopicResult, ...], risk: RiskConfig) -> tuple[Action,
     actions = []
     for spec in risk.actions:
         matched = [r for key, r in keys if any(fnmatch.fnmatchcase(key, str(p)) for p in spec["when"])]
+        for key in call_keys:  # 不方便 to the opening: the call is to be made again (no topic, no span)
+            if key in spec["when"]:
+                actions.append(Action(str(spec["id"]), str(spec["text"]), (), (_CALL_EVIDENCE[key],), ()))
         if not matched:
             continue
         evidence = tuple(dict.fromkeys(

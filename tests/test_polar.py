@@ -120,3 +120,16 @@ def test_a_question_asking_two_things_sends_each_part_of_the_answer_to_its_topic
     term = by_topic["term"]
     assert term.mismatch is not None and (term.mismatch.stated, term.mismatch.on_file) == (30.0, 20.0)
     assert {i.topic: i.state for i in dialogue.summary().checklist}["term"] == "vague"
+
+
+def test_a_declined_opening_becomes_a_call_back_action(rules: Assessor) -> None:
+    from nlu.report import load_risk, score_call
+
+    turns = [Turn("a1", "agent", "您好，我是城南银行的回访专员，现在方便吗？", 0.0, 4.0),
+             Turn("c1", "customer", "不方便，在开车", 4.5, 6.0)]
+    report = score_call("demo", turns, rules, LOAN, duration_s=10.0, risk=load_risk())
+    callback = [a for a in report.actions if a.id == "callback"]
+    assert callback and callback[0].evidence and not callback[0].topics
+    accepted = score_call("demo", [turns[0], Turn("c1", "customer", "方便，你说吧", 4.5, 6.0)], rules, LOAN,
+                          duration_s=10.0, risk=load_risk())
+    assert not any(a.id == "callback" for a in accepted.actions)
