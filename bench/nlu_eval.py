@@ -263,6 +263,7 @@ def main() -> None:
     parser.add_argument("--no-groups", action="store_true", help="skip the grouped hold-out (five trainings)")
     parser.add_argument("--classifier", default="default", help="learned model to measure (as the setting)")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap rounds for the intervals")
+    parser.add_argument("--latency-only", action="store_true", help="only the cost: memory and latency")
     args = parser.parse_args()
     from nlu.classifier import load_classifier
 
@@ -277,6 +278,9 @@ def main() -> None:
 
     corpus_dir = ROOT / "corpus"
     test = read_jsonl(corpus_dir / "test.jsonl")
+    if args.latency_only:
+        latency(systems, test, cores)
+        return
     for system, assessor in systems.items():
         score("corpus_test", system, test, assess_rows(assessor, test, with_topic=True)[0], None)
     score("corpus_test", "learned", test, learned_labels(default, test), None)
@@ -342,7 +346,11 @@ def main() -> None:
             score("calls_asr", system, asr_pairs, labels, topics,
                   vague_answers=sum(r["label"] != "clear" for r in asr_pairs), vague_missed=missed)
 
-    # Latency: fresh texts each time (the encoder caches repeated ones), one core.
+    latency(systems, test, cores)
+
+
+def latency(systems: dict[str, Assessor], test: list[dict[str, Any]], cores: int | None) -> None:
+    """p50/p95 of one assessment per system: fresh texts each time (the encoder caches repeated ones)."""
     pairs = [(r["question"], r["answer"]) for r in test[:400]]
     for system, assessor in systems.items():
         timings = []
