@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol
 from nlu.polar import Echo, assent, echo, polar_question
 from nlu.questions import OTHER_TOPIC, ask, contains_keyword, pinyin_key
 from nlu.script import CallScript, Cues, Topic, load_cues, load_script
-from nlu.slots import decimal_equal, extract_slot, word_boundaries
+from nlu.slots import A_NOT_A, decimal_equal, extract_slot, word_boundaries
 from nlu.types import LABELS, Assessment, Evidence, Label, LoanRecord, Mismatch, Slot
 
 _FIGURES = ("amount_yuan", "years", "day", "percent")
@@ -50,7 +50,7 @@ _WAIT_FOR = re.compile(r"等[^，。！？,.!?]{1,10}?(?:了|完|到|下来|回�
 _RHETORICAL = re.compile(r"不是([^，。！？,.!?]*?(?:已经|早就|早)?[^，。！？,.!?]*?了)(?:吗|嘛)[？?]?")
 #: 不是三十年，是二十年: the figure after the contrast is the answer.
 _CONTRAST = re.compile(r"不是[^，。！？]{1,12}[，,]\s*(?:而)?是")
-#: The rules' confidence in a verdict they had no evidence for (`no_evidence`): below it the learned part decides.
+#: The rules' confidence in a verdict they had no evidence for (`no_evidence`, label `unclear`).
 NO_EVIDENCE_CONFIDENCE = 0.4
 #: What in an answer counts as giving what was asked (`RuleView.answered`).
 Answered = Literal["figure", "approx", "polar", "statement"]
@@ -95,8 +95,6 @@ class RuleView:
     #: The counter-question asked back (问这个干嘛？), or "".
     counter: str
     slot: Slot | None
-    #: The answer ends in a softening particle (吧, 吧。): 好吧 is weaker consent than 好.
-    hedged_end: bool
     #: The positive evidence that the answer gives what was asked, or None.
     answered: Answered | None = None
     #: The part of the answer the view was taken from (after the last self-correction).
@@ -273,7 +271,6 @@ class Assessor:
             hits=hits,
             counter=counter,
             slot=slot,
-            hedged_end=heard.rstrip("。！!，, ").endswith(self.cues.hedge_particles),
             answered=answered,
             heard=heard,
             echoed=echoed,
@@ -343,7 +340,7 @@ class Assessor:
         first = first.lstrip("嗯啊哦呃哎唉").rstrip("的啊呀呢哈嘛嘞滴")
         if first in self.cues.no_words:
             return Echo(first, False)
-        if first in self.cues.yes_words and len(first) >= 1:
+        if first in self.cues.yes_words:
             return Echo(first, True)
         return None
 
@@ -522,13 +519,10 @@ def _inside_numeral(text: str, start: int, length: int) -> bool:
         text[end - 1] in _NUMERAL and end < len(text) and text[end] in _NUMERAL)
 
 
-_A_NOT_A = re.compile(r"([\u4e00-\u9fff])[不没]\1")
-
-
 def _in_a_not_a(text: str, start: int, length: int) -> bool:
     """Whether text[start:start+length] reaches into an A-not-A (行不行, 能不能) without holding all of it."""
     return any(start < m.end() and m.start() < start + length and not (start <= m.start() and m.end() <= start + length)
-               for m in _A_NOT_A.finditer(text))
+               for m in A_NOT_A.finditer(text))
 
 
 def _third_person(text: str, index: int) -> bool:

@@ -25,10 +25,10 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from nlu.slots import A_NOT_A, word_boundaries
+
 #: Question words that make a question ask for a figure, a place, a choice: no yes/no answers it.
 _WH = re.compile(r"多少|几|哪|什么|啥|怎么|怎样|谁|为何|为什么|还是|多久|多长|多大|多高|好多")
-#: A-not-A: 有没有, 是不是, 还没还, 同不同意 (the second syllable of a two-syllable verb after the repeat).
-_A_NOT_A = re.compile(r"([\u4e00-\u9fff])([不没])\1([\u4e00-\u9fff]?)")
 #: V了没有 / V了吗 / V过吗 / V了没 / V没有？ : the verb before the aspect marker.
 _ASPECT_QUESTION = re.compile(r"([\u4e00-\u9fff]{1,2}?)(?:[了过](?:没有|没|吗|么|嘛|不)|没有?[？?]?$)")
 #: Tag questions: the clause before asks.
@@ -83,7 +83,7 @@ def polar_question(question: str) -> PolarQuestion | None:
     if not clauses:
         return None
     # The asking clause: the last one with a question mark or particle (您好，…，您知道这笔贷款吗？).
-    asking = next((c for c in reversed(clauses) if _POLAR_END.search(c.strip()) or _A_NOT_A.search(c)), None)
+    asking = next((c for c in reversed(clauses) if _POLAR_END.search(c.strip()) or A_NOT_A.search(c)), None)
     if asking is None:
         return None
     tag = _TAG.search(asking)
@@ -95,7 +95,7 @@ def polar_question(question: str) -> PolarQuestion | None:
     if not asking or _WH.search(text):
         return None
     predicates: list[str] = []
-    for m in _A_NOT_A.finditer(asking):
+    for m in A_NOT_A.finditer(asking):
         verb, second = m.group(1), m.group(3)
         if verb in _MODALS:  # 有没有逾期, 会不会出现困难: the first content word after the modal asks
             predicates += _first_content(asking[m.end() - len(second):])
@@ -111,7 +111,7 @@ def polar_question(question: str) -> PolarQuestion | None:
         # 还款困难 asks whether difficulty comes, and 会按时还的 takes up no part of that.
         predicates += _content_verbs(asking)
     unique = tuple(dict.fromkeys(p for p in predicates if p and p not in _MODALS))
-    return PolarQuestion(unique) if unique or tag is not None or _A_NOT_A.search(asking) else None
+    return PolarQuestion(unique) if unique or tag is not None or A_NOT_A.search(asking) else None
 
 
 @lru_cache(maxsize=8192)
@@ -159,10 +159,10 @@ def echo(answer: str, question: PolarQuestion, acts: tuple[tuple[str, ...], ...]
         if any(p in group or p[0] in group for p in question.predicates):
             vocabulary.update(group)
     vocabulary |= {p[0] for p in question.predicates if len(p) >= 2}
-    bounds = _bounds(answer)
+    bounds = word_boundaries(answer)
     # 存没存进去我不知道, 有没有钱不清楚: a question embedded in the answer settles nothing.
     # 还没还呢 closing its clause is "not yet", a statement.
-    embedded = {i for m in _A_NOT_A.finditer(answer) if not _closes_clause(answer, m.end())
+    embedded = {i for m in A_NOT_A.finditer(answer) if not _closes_clause(answer, m.end())
                 for i in range(m.start(), m.end())}
     found: list[Echo] = []
     for start in range(len(answer)):
@@ -204,9 +204,3 @@ def assent(answer: str) -> Echo | None:
     """An answer made only of assent particles (对对对, 嗯嗯, 嗯呐, 是嘞): yes, to a question that asks for one."""
     bare = re.sub(r"[\s，。！,.!~…]+", "", answer)
     return Echo(bare, True) if bare and _ASSENT.match(bare) else None
-
-
-def _bounds(text: str) -> frozenset[int]:
-    from nlu.slots import word_boundaries
-
-    return word_boundaries(text)

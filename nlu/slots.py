@@ -202,8 +202,9 @@ def word_boundaries(text: str) -> frozenset[int]:
     return frozenset(bounds)
 
 
-#: A-not-A (能不能, 同不同意, 有没有): a yes/no question, wherever it is said.
-_A_NOT_A = re.compile(r"([\u4e00-\u9fff])[不没]\1[\u4e00-\u9fff]?")
+#: A-not-A (能不能, 同不同意, 有没有): a yes/no question, wherever it is said. Groups: the verb, the negation,
+#: the second syllable of a two-syllable verb (同不同意).
+A_NOT_A = re.compile(r"([\u4e00-\u9fff])([不没])\1([\u4e00-\u9fff]?)")
 
 
 def extract_yes_no(answer: str, cues: Cues, kind: SlotKind = "yes_no") -> Slot | None:
@@ -214,7 +215,7 @@ def extract_yes_no(answer: str, cues: Cues, kind: SlotKind = "yes_no") -> Slot |
     """
     bounds = word_boundaries(answer)
     # 能不能还上说不准, 担保不担保的: the question taken up as a question (A-not-A) says neither yes nor no.
-    embedded = [m.span() for m in _A_NOT_A.finditer(answer)]
+    embedded = [m.span() for m in A_NOT_A.finditer(answer)]
     found = [(m.start(), m.end(), word, settles)
              for words, settles in ((cues.no_words, False), (cues.yes_words, True)) for word in words
              for m in re.finditer(re.escape(word), answer) if m.start() in bounds and m.end() in bounds
