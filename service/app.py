@@ -4,6 +4,7 @@ routes of each resource are in service/api/."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,9 @@ from service.api import (
     tickets,
     transcriptions,
 )
+from service.api.bodies import JsonBodyGuard
 from service.auth import (
+    AuthError,
     Principal,
     TicketBook,
     TokenRegistry,
@@ -57,6 +60,7 @@ from service.live.sockets import Watchers
 from service.loanbook import LoanBook, build_loanbook
 from service.metrics import ERRORS, REGISTRY, StateCollector
 from service.outbox import Outbox, OutboxWorker, configured_channels
+from service.privacy import make_private
 from service.settings import Settings, get_settings
 from service.state import AppState
 from service.store import Store, StoreError, audit
@@ -77,6 +81,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
 
     app = FastAPI(title="huifang", version="0.1.0", lifespan=lifespan,
                   description="Speech-to-risk service for post-loan follow-up calls")
+    app.add_middleware(JsonBodyGuard)  # inside the security headers (_harden), which its refusals carry too
     _harden(app, settings)
     for module in (health, calls_ws, assess, pages, demo, recordings, calls, tickets, transcriptions, agents,
                    customers, followups):
@@ -93,8 +98,11 @@ def state_of(app: FastAPI) -> AppState:
 
 async def _start(settings: Settings, transcriber: Transcriber | None, stack: AsyncExitStack) -> AppState:
     """Load the models, open the database and start the workers; `stack` stops them again, in reverse."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     tokens, dev_token = _tokens(settings)
+    if settings.privacy.private_files:
+        await asyncio.to_thread(make_private, settings.data_dir, settings.db_url)
+    else:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
     ticket_book = TicketBook(await asyncio.to_thread(load_or_create_secret, settings.ticket_key_path))
     asr = transcriber or Transcriber(settings.asr_options())
     asr_error = None
@@ -323,6 +331,16 @@ def _harden(app: FastAPI, settings: Settings) -> None:
                             headers=SECURITY_HEADERS)
 
 
+def _loopback(host: str) -> bool:
+    """Whether `host` is a loopback address or localhost (the only places a development token may serve)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _tokens(settings: Settings) -> tuple[TokenRegistry, str | None]:
     """The token registry; with no tokens configured, a development admin token, printed once."""
     registry = TokenRegistry()
@@ -332,6 +350,10 @@ def _tokens(settings: Settings) -> tuple[TokenRegistry, str | None]:
     if len(registry):
         print(f"console: http://{host}:{settings.port}/console (open it with #token=YOUR_TOKEN once)", flush=True)
         return registry, None
+    if not _loopback(settings.host):
+        # The development token is an admin's, printed to whoever reads the console output: for localhost only.
+        raise AuthError(f"refusing to listen on {settings.host} without a tokens file: set "
+                        "HUIFANG_AUTH__TOKENS_FILE (entries made by `huifang token`), or listen on 127.0.0.1")
     token = new_token()
     registry.add(hash_token(token), Principal("development", "admin", "dev"))
     # Shown once, like a notebook server's: nothing else can call the service until tokens are configured.
