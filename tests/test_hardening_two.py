@@ -222,11 +222,22 @@ def test_a_stored_call_is_replaced_only_by_an_admin_and_never_under_hold(tmp_pat
             assert c.get("/v1/calls/held/versions", headers=bearer("sup")).status_code == 403
 
 
-def test_replacing_keeps_the_earlier_report_as_a_version_until_deletion(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_replacing_keeps_the_earlier_report_as_a_version_until_deletion(tmp_path: Path, backend: str) -> None:
+    from contextlib import nullcontext
+
+    from tests.conftest import fresh_postgres_schema
+
+    with (fresh_postgres_schema() if backend == "postgresql" else nullcontext(f"sqlite:///{tmp_path / 'v.db'}")) \
+            as url:
+        _versions_on(url, tmp_path)
+
+
+def _versions_on(url: str, tmp_path: Path) -> None:
     from service.jobs import JobContext, run_job
     from service.store import Store
 
-    store = Store(f"sqlite:///{tmp_path / 'v.db'}")
+    store = Store(url)
     store.migrate()
     for n, tier in enumerate(("high", "low", "medium")):
         job = store.create_job("c1", [], {"customer_id": "C1"}, "A1")
@@ -240,6 +251,7 @@ def test_replacing_keeps_the_earlier_report_as_a_version_until_deletion(tmp_path
     assert [v.version for v in store.call_versions("c1")] == [1, 2]
     store.delete_call("c1")
     assert store.call_versions("c1") == []
+    store.close()
 
 
 # -- 3. Formula injection in CSV -------------------------------------------------------------------------------
