@@ -593,7 +593,9 @@ def test_huge_offsets_and_limits_are_422_not_500(client: TestClient, path: str) 
 
 
 @FEW
-@given(offset=st.integers(min_value=-(2 ** 70), max_value=2 ** 70), limit=st.integers(min_value=-5, max_value=2 ** 40))
+@given(offset=st.one_of(st.integers(min_value=-5, max_value=2_000_000),
+                        st.integers(min_value=2 ** 62, max_value=2 ** 70)),
+       limit=st.one_of(st.integers(min_value=-5, max_value=600), st.integers(min_value=2 ** 62, max_value=2 ** 70)))
 def test_any_paging_parameter_is_answered_without_an_error(client: TestClient, offset: int, limit: int) -> None:
     for path in ("/v1/followups", "/v1/customers", "/v1/calls"):
         status = client.get(path, params={"offset": offset, "limit": limit}, headers=bearer("sup")).status_code
