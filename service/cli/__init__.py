@@ -372,6 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     install_logging(logging.WARNING)
     try:
+        from service.settings import get_settings
+
+        if get_settings().privacy.private_files:
+            os.umask(0o077)  # what score-dir, score-archive and demo-seed write under the data directory is private
         return int(args.func(args))
     except (AsrError, ClassifierUnavailableError, RecordingError, ServiceError) as e:
         print(f"huifang: error: {e}", file=sys.stderr)
