@@ -90,7 +90,6 @@ Anyone = Annotated[Principal, require("ingest", "agent", "supervisor")]
 Supervisor = Annotated[Principal, require("supervisor")]
 
 
-
 #: Largest `offset` of any paged list (beyond it a filter finds what paging would not): bounded so that a
 #: number past what the database's integers hold is a 422, not a 500 with a traceback.
 MAX_OFFSET = 1_000_000
@@ -104,8 +103,10 @@ def page_bounds(limit: int, offset: int, max_limit: int) -> None:
 
 def checked_id(value: str | None, kind: IdKind) -> str | None:
     """An id from a path, query or form field, checked by service/ids.py (422 `bad_{kind}_id`); None stays None."""
-    if value is None:
-        return None
+    return None if value is None else _checked(value, kind)
+
+
+def _checked(value: str, kind: IdKind) -> str:
     problem = id_problem(value, kind)
     if problem is not None:
         raise bad_id(kind, problem)
@@ -113,15 +114,15 @@ def checked_id(value: str | None, kind: IdKind) -> str | None:
 
 
 def _call_id(call_id: Annotated[str, Path()]) -> str:
-    return checked_id(call_id, "call") or call_id
+    return _checked(call_id, "call")
 
 
 def _customer_id(customer_id: Annotated[str, Path()]) -> str:
-    return checked_id(customer_id, "customer") or customer_id
+    return _checked(customer_id, "customer")
 
 
 def _agent_id(agent_id: Annotated[str, Path()]) -> str:
-    return checked_id(agent_id, "agent") or agent_id
+    return _checked(agent_id, "agent")
 
 
 #: Path parameters holding ids, checked before the handler runs: a malformed one is 422, never a look-up.

@@ -83,8 +83,8 @@ class LiveCalls:
         """Register and build a call. Its events go to `send` and to the subscribers of
         `/v1/calls/{call_id}/events`; `send` gets the customer's carried-over items only when
         `owner_reads_loanbook` (the subscribers are the call's agent and supervisors, who may read them). Raises
-        `ServiceError` when the model is missing, the server is stopping,
-        the id is streaming (on any replica) or the owner's token streams its maximum of calls."""
+        `ServiceError` when the model is missing, the server is stopping, the id is streaming (on any replica) or
+        the owner's token streams its maximum of calls."""
         if self.asr_error:
             raise unavailable("asr_unavailable", "speech recognition is not available on this server "
                               "(GET /healthz says why)")
