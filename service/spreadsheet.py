@@ -27,9 +27,11 @@ def safe_cell(value: Any) -> Any:
 
 
 def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """The CSV text (one header row, `\\n` line ends) with every cell made safe by `safe_cell`."""
+    """The CSV text (one header row) with every cell made safe by `safe_cell`. Lines end in CRLF (RFC 4180):
+    Python's writer quotes a cell holding a character of the line terminator, so a CR inside a cell is quoted
+    too and cannot end a row early in a spreadsheet."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow([safe_cell(h) for h in header])
     writer.writerows([safe_cell(v) for v in row] for row in rows)
     return out.getvalue()

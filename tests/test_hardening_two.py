@@ -261,7 +261,7 @@ def _versions_on(url: str, tmp_path: Path) -> None:
                       min_size=1, max_size=6))
 def test_no_csv_cell_starts_like_a_formula(cells: list[Any]) -> None:
     text = csv_text(["h"] * len(cells), [cells])
-    (header, row) = list(csv.reader(io.StringIO(text)))
+    (header, row) = list(csv.reader(io.StringIO(text, newline="")))
     for given_value, cell in zip(cells, row, strict=True):
         if isinstance(given_value, str):
             assert not cell.startswith(FORMULA_STARTS)
