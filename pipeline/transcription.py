@@ -9,7 +9,7 @@ Synchronous and CPU-bound: callers run it on a worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -43,17 +43,22 @@ def redact_utterances(utterances: Sequence[Utterance], channels: Sequence[str]) 
 
 
 def transcribe_file(path: Path, transcriber: Transcriber, limits: DecodeLimits, language: str | None = None,
-                    prompt: str | None = None, redact: bool = True) -> Transcript:
+                    prompt: str | None = None, redact: bool = True,
+                    on_progress: Callable[[float], None] | None = None) -> Transcript:
     """Transcribe the audio file at `path` in `language` with Whisper's initial `prompt` (None: the configured
     ones). Stereo is read as agent and customer (`asr.transcribe.default_roles`), mono as one channel.
+    `on_progress` gets the seconds of channel audio done after each utterance; an exception it raises stops
+    the work there and reaches the caller (how a request whose client left stops decoding).
 
     Raises `UnsupportedLanguageError` for an unknown language (before any audio is decoded), `AudioLimitError`
     past `limits` and `AudioDecodeError` for what is not audio.
     """
     decoder = transcriber.with_decoding(language, prompt)
     audio = decode_audio(path, limits)
+    if on_progress is not None:
+        on_progress(0.0)
     channels = default_roles(audio.channel_count)
-    utterances = decoder.transcribe(audio, channels)
+    utterances = decoder.transcribe(audio, channels, on_progress)
     if redact:
         utterances = redact_utterances(utterances, channels)
     return Transcript(tuple(utterances), audio.duration_s, decoder.options.language, channels, redact)

@@ -4,6 +4,7 @@ routes of each resource are in service/api/."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,9 @@ from service.api import (
     tickets,
     transcriptions,
 )
+from service.api.bodies import JsonBodyGuard
 from service.auth import (
+    AuthError,
     Principal,
     TicketBook,
     TokenRegistry,
@@ -57,6 +60,7 @@ from service.live.sockets import Watchers
 from service.loanbook import LoanBook, build_loanbook
 from service.metrics import ERRORS, REGISTRY, StateCollector
 from service.outbox import Outbox, OutboxWorker, configured_channels
+from service.privacy import make_private
 from service.settings import Settings, get_settings
 from service.state import AppState
 from service.store import Store, StoreError, audit
@@ -80,6 +84,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
     # /docs is pages.py's, with Swagger UI served from this process; ReDoc would need a CDN.
     app = FastAPI(title="huifang", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Speech-to-risk service for post-loan follow-up calls")
+    app.add_middleware(JsonBodyGuard)  # inside the security headers (_harden), which its refusals carry too
     _harden(app, settings)
     for module in (health, calls_ws, assess, pages, demo, recordings, calls, tickets, transcriptions, agents,
                    customers, followups):
@@ -98,8 +103,11 @@ def state_of(app: FastAPI) -> AppState:
 async def _start(settings: Settings, transcriber: Transcriber | None, stack: AsyncExitStack,
                  announce: bool = True) -> AppState:
     """Load the models, open the database and start the workers; `stack` stops them again, in reverse."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     tokens, dev_token = _tokens(settings, announce)
+    if settings.privacy.private_files:
+        await asyncio.to_thread(make_private, settings.data_dir, settings.db_url)
+    else:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
     ticket_book = TicketBook(await asyncio.to_thread(load_or_create_secret, settings.ticket_key_path))
     asr = transcriber or Transcriber(settings.asr_options())
     asr_error = None
@@ -329,6 +337,16 @@ def _harden(app: FastAPI, settings: Settings) -> None:
                             headers=SECURITY_HEADERS)
 
 
+def _loopback(host: str) -> bool:
+    """Whether `host` is a loopback address or localhost (the only places a development token may serve)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _tokens(settings: Settings, announce: bool = True) -> tuple[TokenRegistry, str | None]:
     """The token registry; with no tokens configured, a development admin token, printed once (by the caller
     when not `announce`)."""
@@ -341,6 +359,10 @@ def _tokens(settings: Settings, announce: bool = True) -> tuple[TokenRegistry, s
             print(f"pages: http://{host}:{settings.port}/ (open it with #token=YOUR_TOKEN once)\n"
                   f"console: http://{host}:{settings.port}/console", flush=True)
         return registry, None
+    if not _loopback(settings.host):
+        # The development token is an admin's, printed to whoever reads the console output: for localhost only.
+        raise AuthError(f"refusing to listen on {settings.host} without a tokens file: set "
+                        "HUIFANG_AUTH__TOKENS_FILE (entries made by `huifang token`), or listen on 127.0.0.1")
     token = new_token()
     registry.add(hash_token(token), Principal("development", "admin", "dev"))
     # Shown once, like a notebook server's: nothing else can call the service until tokens are configured.

@@ -7,7 +7,8 @@ one, `huifang serve` makes a development admin token and prints it once.
 
 Clients send `Authorization: Bearer TOKEN`; a token is never read from a URL (URLs end up in access logs and
 browser history). Where a browser cannot set a header (a websocket), it sends a ticket instead: `?ticket=`, minted
-by `POST /v1/tickets` with the token in the header, valid for one call and 60 s, carrying the token's role. A
+by `POST /v1/tickets` with the token in the header, valid for one socket of one call within 60 s, carrying the
+token's role. A
 missing or unknown token is 401 (websocket close 4401), a known token of the wrong role or another agent's call is
 403 (close 4403). The routes' dependencies are in service/api/deps.py.
 """
@@ -28,6 +29,7 @@ from typing import Literal, cast
 import yaml
 
 from service.errors import forbidden, unauthorized
+from service.ids import id_problem
 from service.privacy import private_file
 
 Role = Literal["ingest", "agent", "supervisor", "admin"]
@@ -104,6 +106,8 @@ def load_tokens_file(path: Path) -> dict[str, Principal]:
             raise AuthError(f"{path}: token {entry['name']}: sha256 must be the 64 hex digits of the token's hash")
         if entry["role"] == "agent" and not entry.get("agent_id"):
             raise AuthError(f"{path}: agent token {entry['name']} needs an agent_id")
+        if entry.get("agent_id") and (problem := id_problem(str(entry["agent_id"]), "agent")) is not None:
+            raise AuthError(f"{path}: token {entry['name']}: {problem}")
         out[digest] = Principal(str(entry["name"]), cast(Role, entry["role"]),
                                 str(entry["agent_id"]) if entry.get("agent_id") else None)
     return out
@@ -131,16 +135,21 @@ TICKET_TTL_S = 60.0
 
 class TicketBook:
     """Short-lived credentials for URLs: a ticket names one call and the principal that minted it, expires after
-    TICKET_TTL_S, and is an HMAC over both with a key every replica shares (so any replica accepts it)."""
+    TICKET_TTL_S, and is an HMAC over both with a key every replica shares (so any replica accepts it). A ticket
+    opens one socket: once redeemed it is refused until it expires (a URL copied from a log or a browser's
+    history opens nothing). The redeemed ones are remembered per process, so behind several replicas a ticket
+    opens at most one socket on each, for at most its 60 s."""
 
     def __init__(self, key: bytes, ttl_s: float = TICKET_TTL_S) -> None:
         self._key = key
         self.ttl_s = ttl_s
+        #: Signatures of redeemed tickets and when each expires (forgotten once it has).
+        self._redeemed: dict[bytes, float] = {}
 
     def mint(self, principal: Principal, call_id: str, now: float | None = None) -> str:
         expires = (time.time() if now is None else now) + self.ttl_s
         body = json.dumps({"n": principal.name, "r": principal.role, "a": principal.agent_id, "c": call_id,
-                           "e": round(expires, 3)}, separators=(",", ":")).encode()
+                           "e": round(expires, 3), "i": secrets.token_hex(8)}, separators=(",", ":")).encode()
         return f"{_b64(body)}.{_b64(hmac.new(self._key, body, hashlib.sha256).digest())}"
 
     def redeem(self, ticket: str, call_id: str, now: float | None = None) -> Principal | None:
@@ -154,9 +163,14 @@ class TicketBook:
         if not hmac.compare_digest(sig, hmac.new(self._key, body, hashlib.sha256).digest()):
             return None
         data = json.loads(body)
-        expired = float(data.get("e", 0)) < (time.time() if now is None else now)
-        if data.get("c") != call_id or expired or data.get("r") not in ROLES:
+        at = time.time() if now is None else now
+        expires = float(data.get("e", 0))
+        if data.get("c") != call_id or expires < at or data.get("r") not in ROLES:
             return None
+        self._redeemed = {k: v for k, v in self._redeemed.items() if v >= at}  # a minute's worth at most
+        if sig in self._redeemed:
+            return None
+        self._redeemed[sig] = expires
         return Principal(str(data["n"]), cast(Role, data["r"]), data.get("a"))
 
 

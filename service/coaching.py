@@ -10,8 +10,6 @@ Synchronous: the routes call these from a worker thread.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
@@ -34,6 +32,7 @@ from nlu.coaching import (
     review_calls,
     team_median,
 )
+from service.spreadsheet import csv_text
 from service.store.coaching import agent_calls, agent_totals, period_totals
 from service.store.store import Store
 
@@ -154,11 +153,7 @@ def _call_json(c: CallStats) -> dict[str, Any]:
 
 
 def _csv(header: list[str], rows: list[list[Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(["" if v is None else v for v in row] for row in rows)
-    return out.getvalue()
+    return csv_text(header, rows)  # formula-like cells neutralised (service/spreadsheet.py)
 
 
 def scoreboard_csv(board: dict[str, Any]) -> str:

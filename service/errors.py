@@ -39,10 +39,16 @@ def forbidden(message: str) -> ServiceError:
     return ServiceError("forbidden", message, 403, CloseCode.FORBIDDEN)
 
 
-def bad_call_id() -> ServiceError:
-    """A call id that is not 1-128 letters, digits, '.', '_', ':' or '-' (it names files, URLs and log lines)."""
-    return ServiceError("bad_call_id", "call_id: 1-128 letters, digits, '.', '_', ':' or '-', starting with a letter "
-                        "or digit", 422, CloseCode.BAD_REQUEST)
+def bad_call_id(problem: str | None = None) -> ServiceError:
+    """A call id that is not 1-128 letters, digits, '.', '_', ':' or '-', or looks like a personal number
+    (service/ids.py: it names files, URLs and log lines)."""
+    return bad_id("call", problem)
+
+
+def bad_id(kind: str, problem: str | None = None) -> ServiceError:
+    """An id of `kind` (call, agent, customer, loan) that service/ids.py refuses: 422 / 4400, code `bad_{kind}_id`."""
+    return ServiceError(f"bad_{kind}_id", problem or f"{kind}_id: letters, digits, '.', '_', ':' or '-', starting "
+                        "with a letter or digit, and no personal number", 422, CloseCode.BAD_REQUEST)
 
 
 def unavailable(code: str, message: str) -> ServiceError:

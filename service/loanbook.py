@@ -33,14 +33,22 @@ from nlu.followup import (
     load_policy,
     plan_customer,
 )
-from nlu.pii import Redactor
 from nlu.report import load_risk
 from service import outbox
-from service.privacy import RawTextCipher
+from service.privacy import RawTextCipher, free_text_redactor
 from service.settings import OutboxSettings, Settings
 from service.store import Store, StoreError
 from service.store.loanbook import Contact, get_contact, put_contact, read_contact
-from service.store.models import Call, CallSummary, Customer, CustomerTier, FollowUp, OutboxMessage, Recording
+from service.store.models import (
+    Call,
+    CallSummary,
+    CallVersion,
+    Customer,
+    CustomerTier,
+    FollowUp,
+    OutboxMessage,
+    Recording,
+)
 from service.store.store import folder_of, utcnow
 
 #: Reasons of follow-ups that are not report actions, as agents read them.
@@ -297,8 +305,8 @@ class LoanBook:
             if row.status not in OPEN:
                 raise FollowUpError(f"follow-up {followup_id} is already {row.status}")
             row.status, row.updated_at = status, self.now()
-            # A redactor of its own: one keeps state (what the last question asked for) between texts.
-            row.outcome_note = Redactor().redact(note[:2000])[0] if note else None
+            # Numbers, names, e-mail and street addresses masked, as in transcripts (no loan file names them here).
+            row.outcome_note = free_text_redactor().redact(note[:2000]) if note else None
             s.flush()
             return self._followup(row, s.get(Customer, row.customer_id).tier)  # type: ignore[union-attr]
 
@@ -434,6 +442,8 @@ class LoanBook:
             for call in calls:
                 s.delete(call)
             s.execute(delete(CallSummary).where(CallSummary.customer_id == customer_id))
+            s.execute(delete(CallVersion).where(or_(CallVersion.customer_id == customer_id,
+                                                    CallVersion.call_id.in_(call_ids))))
             s.delete(customer)  # follow-ups, messages and tier history cascade
             return sorted(c.call_id for c in calls), sorted(folders)
 

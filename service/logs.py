@@ -1,6 +1,7 @@
 """Logging that cannot leak personal data or credentials: personal numbers and access tokens are masked in every
 record, and the websocket library's frame dumps (debug level; they hold transcripts and loan files) are
-dropped."""
+dropped. Ids are logged as they are (an operator must tell calls apart): service/ids.py refuses any id that looks
+like a personal number, so a valid id holds none."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 from typing import Any
 
 from nlu.pii import apply_masks, find_numbers
+from service.ids import ID_TOKEN, is_logged_as_is
 
 #: The websockets library logs each frame as "< %s" / "> %s" at debug level.
 _FRAME_DUMPS = ("< %s", "> %s")
@@ -22,7 +24,9 @@ _CREDENTIAL = re.compile(r"((?:token|ticket)=)[^&\s\"']+|(Bearer\s+)\S+|\bhf_[A-
 def scrub(text: str) -> str:
     """`text` with access tokens and personal numbers masked."""
     text = _CREDENTIAL.sub(lambda m: f"{m.group(1) or m.group(2) or ''}[masked]", text)
-    return apply_masks(text, find_numbers(text))
+    ids = [(m.start(), m.end()) for m in ID_TOKEN.finditer(text) if is_logged_as_is(m.group())]
+    return apply_masks(text, [s for s in find_numbers(text)
+                              if not any(start <= s.start and s.end <= end for start, end in ids)])
 
 
 class PiiLogFilter(logging.Filter):

@@ -50,6 +50,7 @@ from sqlalchemy.orm import Session
 from nlu.messages import MessageBook, MessageError, MissingField, PersonalNumber, load_messages, render
 from service.metrics import OUTBOX
 from service.privacy import RawTextCipher, private_file
+from service.protocol import valid_address
 from service.settings import OutboxSettings, Settings
 from service.store import Store, audit
 from service.store.loanbook import Channel, Contact, mask_email, mask_phone, read_contact
@@ -179,8 +180,9 @@ def refusal(contact: Contact | None, channel: str) -> str | None:
         return "opted_out"
     if channel not in contact.consent:
         return "no_consent"
-    if not _address(contact, channel):
-        return "no_address"
+    address = _address(contact, channel)
+    if not address or not valid_address(channel, address):
+        return "no_address"  # none, or one stored before addresses were checked (a list, a line break)
     return None
 
 

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from service.ids import AgentId, CustomerId, LoanId, valid_id
+
 #: Where a call's events go (a socket's outbox, the event hub, a test's list).
 Emit = Callable[[BaseModel], Awaitable[None]]
 
@@ -38,18 +40,27 @@ class CloseCode:
     UNAVAILABLE = 4503  # the speech model could not be loaded (GET /healthz says why)
 
 
-#: A call id: letters, digits, '.', '_', ':' or '-', starting with a letter or digit (it names files, URLs and log
-#: lines; nothing else may ride in it).
-CALL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-
-
 def valid_call_id(call_id: str) -> bool:
-    """Whether `call_id` is a well-formed call id (the whole string: no trailing newline)."""
-    return CALL_ID.fullmatch(call_id) is not None
+    """Whether `call_id` is a well-formed call id (service/ids.py: the whole string, no personal number)."""
+    return valid_id(call_id, "call")
 
 
 Name = Annotated[str, Field(max_length=40)]
-Identifier = Annotated[str, Field(max_length=64)]
+#: Contact fields, checked alike wherever they arrive (a loan file, `PUT /v1/customers/{id}/contact`): one
+#: address per field, nothing a mail or SMS header could be split on (no comma, semicolon, angle bracket, quote,
+#: space or control character).
+PHONE_PATTERN = r"^\+?[0-9][0-9 -]{4,30}$"
+EMAIL_PATTERN = r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,63}$"
+Phone = Annotated[str, Field(max_length=32, pattern=PHONE_PATTERN)]
+Email = Annotated[str, Field(max_length=254, pattern=EMAIL_PATTERN)]
+_PHONE, _EMAIL = re.compile(PHONE_PATTERN.rstrip("$")), re.compile(EMAIL_PATTERN.rstrip("$"))
+
+
+def valid_address(channel: str, address: str) -> bool:
+    """Whether `address` is one well-formed phone number (`sms`) or e-mail address (`email`), as `Phone` and
+    `Email` check it (what an older version stored unchecked is refused at send time by this)."""
+    pattern = {"sms": (_PHONE, 32), "email": (_EMAIL, 254)}.get(channel)
+    return pattern is not None and len(address) <= pattern[1] and pattern[0].fullmatch(address) is not None
 
 
 class LoanFile(BaseModel):
@@ -65,11 +76,11 @@ class LoanFile(BaseModel):
     guarantor_name: Name | None = None
     address: Annotated[str, Field(max_length=200)] | None = None
     property_address: Annotated[str, Field(max_length=200)] | None = None
-    customer_id: Identifier | None = None
-    loan_id: Identifier | None = None
-    phone: Annotated[str, Field(max_length=32)] | None = None
-    mobile: Annotated[str, Field(max_length=32)] | None = None
-    email: Annotated[str, Field(max_length=254)] | None = None
+    customer_id: CustomerId | None = None
+    loan_id: LoanId | None = None
+    phone: Phone | None = None
+    mobile: Phone | None = None
+    email: Email | None = None
     id_number: Annotated[str, Field(max_length=32)] | None = None
     card_number: Annotated[str, Field(max_length=32)] | None = None
     role: Literal["borrower", "coborrower", "guarantor"] | None = None
@@ -94,7 +105,7 @@ class StartMessage(BaseModel):
     channels: list[str] = Field(default_factory=lambda: ["agent", "customer"], min_length=1, max_length=2)
     loan_file: LoanFile | None = None
     #: The agent taking the call: only their screens (and supervisors') may watch it.
-    agent_id: str | None = Field(None, max_length=64)
+    agent_id: AgentId | None = None
 
     @field_validator("channels")
     @classmethod

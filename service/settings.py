@@ -186,6 +186,9 @@ class PrivacySettings(BaseModel):
     audit_key_file: Path | None = Field(None, description="Ed25519 key that signs the checkpoints (default "
                                         "DATA_DIR/keys/audit-ed25519.key, made on first use; `huifang audit "
                                         "verify` needs only KEY.pub)")
+    private_files: bool = Field(True, description="serve: files the service writes are 0600 and its folders 0700 "
+                                "(umask 077; the data directory, database and WAL are made so at start-up); "
+                                "false: the process's umask")
     audit_checkpoint_s: float = Field(60.0, ge=1.0, le=3600.0, description="the chain's head is checkpointed at "
                                       "least this often while it grows (reports, reads and deletions at once)")
 
@@ -263,6 +266,16 @@ class AudioLimits(BaseModel):
     max_file_mb: int = Field(1024, ge=1)
 
 
+class TranscriptionsSettings(BaseModel):
+    """`POST /v1/audio/transcriptions`: synchronous, so bounded as OpenAI's endpoint is; longer recordings go
+    through `POST /v1/recordings` (a job)."""
+
+    max_file_mb: int = Field(25, ge=1, le=1024, description="transcriptions: largest upload (MB; OpenAI's is 25)")
+    max_duration_s: float = Field(1800.0, gt=0, le=4 * 3600.0, description="transcriptions: longest audio (30 "
+                                  "minutes by default)")
+    max_channels: int = Field(2, ge=1, le=8, description="transcriptions: most channels (each is decoded)")
+
+
 class Settings(BaseSettings):
     """All of huifang's configuration."""
 
@@ -279,6 +292,7 @@ class Settings(BaseSettings):
     asr: AsrSettings = AsrSettings()
     transcribe: TranscribeSettings = TranscribeSettings()
     audio: AudioLimits = AudioLimits()
+    transcriptions: TranscriptionsSettings = TranscriptionsSettings()
     live: LiveSettings = LiveSettings()
     nlu: NluSettings = NluSettings()
     scoring: ScoringSettings = ScoringSettings()
@@ -407,6 +421,12 @@ class Settings(BaseSettings):
                                               classifier_below=n.classifier_below),
                         classifier=load_classifier(n.classifier, encoder=n.encoder, cache_dir=self.model_cache_dir)
                         if with_classifier and n.classifier_weight else None)
+
+    def transcription_limits(self) -> DecodeLimits:
+        """Bounds of one synchronous transcription (`HUIFANG_TRANSCRIPTIONS__*`)."""
+        t = self.transcriptions
+        return DecodeLimits(max_duration_s=t.max_duration_s, max_channels=t.max_channels,
+                            max_file_bytes=t.max_file_mb << 20)
 
     def decode_limits(self) -> DecodeLimits:
         return DecodeLimits(

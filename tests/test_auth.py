@@ -178,7 +178,10 @@ def test_browsers_open_websockets_with_a_short_lived_ticket_for_one_call(client:
     assert closed == CloseCode.NORMAL and seen[0]["type"] == "ready"
     with client.websocket_connect(f"/v1/calls/other/events?ticket={ticket}") as ws:  # another call
         assert _closed(ws)[1] == CloseCode.UNAUTHORIZED
-    with client.websocket_connect(f"/v1/calls/c5/audio?ticket={ticket}") as ws:  # an agent's, not a switch's
+    with client.websocket_connect(f"/v1/calls/c5/events?ticket={ticket}") as ws:  # used once already (#26)
+        assert _closed(ws)[1] == CloseCode.UNAUTHORIZED
+    fresh = client.post("/v1/tickets", json={"call_id": "c5"}, headers=bearer("a1")).json()["ticket"]
+    with client.websocket_connect(f"/v1/calls/c5/audio?ticket={fresh}") as ws:  # an agent's, not a switch's
         assert _closed(ws)[1] == CloseCode.FORBIDDEN
     assert client.get(f"/v1/calls?ticket={ticket}").status_code == 401  # HTTP routes want the header
     tickets = state_of(client.app).tickets  # type: ignore[arg-type]

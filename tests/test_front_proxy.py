@@ -108,6 +108,27 @@ def test_an_oversized_upload_is_refused_at_once_and_a_stalled_one_cut_off(proxie
         assert _closed_by_peer(s, BODY_TIMEOUT_S + 5) and time.monotonic() - began < BODY_TIMEOUT_S + 5
 
 
+def test_large_bodies_pass_only_on_the_upload_routes(proxied: tuple[str, Any]) -> None:
+    """#26: a JSON route's large body is refused by nginx itself (the service never sees it), declared or
+    chunked; the upload routes still take large bodies (refused by the service's own limits, after auth)."""
+    base, _ = proxied
+    port = int(base.rsplit(":", 1)[1])
+    for path in ("/v1/tickets", "/v1/assess", "/v1/customers/C1/contact", "/v1/followups/f1/outcome"):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(f"POST {path} HTTP/1.1\r\nHost: huifang\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: {100 << 20}\r\n\r\n[".encode())
+            s.settimeout(5)
+            assert s.recv(64).startswith(b"HTTP/1.1 413"), path
+    chunked = httpx.post(f"{base}/v1/assess", content=iter([b"[" * 65536] * 4),
+                         headers={"Content-Type": "application/json"})
+    assert chunked.status_code == 413
+    small = httpx.post(f"{base}/v1/tickets", json={"call_id": "c1"}, headers={"Authorization": f"Bearer {INGEST}"})
+    assert small.status_code == 201
+    upload = httpx.post(f"{base}/v1/recordings", headers={"Authorization": f"Bearer {INGEST}"},
+                        files={"file": ("a.wav", b"\0" * (2 << 20), "audio/wav")})
+    assert upload.status_code == 422  # 2 MB reached the service (nginx would have said 413): not audio
+
+
 @pytest.mark.asyncio
 async def test_websockets_pass_through_the_proxy(proxied: tuple[str, Any]) -> None:
     import websockets

@@ -120,8 +120,9 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def base_url(model_cache: Path, data_dir: Path) -> Iterator[str]:
     """A real `huifang serve` with small upload limits; the client's base URL."""
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("HUIFANG_AUDIO__MAX_FILE_MB", str(MAX_FILE_MB))
-        env.setenv("HUIFANG_AUDIO__MAX_DURATION_S", str(MAX_DURATION_S))
+        # The route's own limits (#26): those of /v1/recordings no longer apply to it.
+        env.setenv("HUIFANG_TRANSCRIPTIONS__MAX_FILE_MB", str(MAX_FILE_MB))
+        env.setenv("HUIFANG_TRANSCRIPTIONS__MAX_DURATION_S", str(MAX_DURATION_S))
         with running_server(data_dir, model_cache) as port:
             env.undo()
             yield f"http://127.0.0.1:{port}/v1"
@@ -257,7 +258,7 @@ def test_roles_and_tokens(base_url: str, clip: Path) -> None:
 
 
 @pytest.mark.model
-def test_the_upload_limits_of_recordings_apply(base_url: str, tmp_path: Path) -> None:
+def test_the_transcription_limits_apply(base_url: str, tmp_path: Path) -> None:
     client = _client(base_url, INGEST)
     rng = np.random.default_rng(7)
     # 40 s of 16-bit PCM is 1.28 MB: over the 1 MB the server allows.

@@ -8,12 +8,12 @@ from datetime import date
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from nlu.coaching import CoachingRules, Period, load_rules
 from nlu.script import ScriptError
 from service import coaching
-from service.api.deps import SettingsDep, StoreDep, Supervisor, Viewer
+from service.api.deps import AgentIdPath, SettingsDep, StoreDep, Supervisor, Viewer
 from service.errors import ServiceError, forbidden
 from service.settings import Settings
 from service.store import audit
@@ -24,7 +24,6 @@ PeriodQuery = Annotated[Period, Query(description="day, week (from Monday) or mo
 DayQuery = Annotated[date | None, Query(alias="date", description="a day in the period (default today, in the "
                                         "bank's time zone)")]
 FormatQuery = Annotated[Literal["json", "csv"], Query(description="json, or csv for a spreadsheet")]
-AgentId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$", description="the agent's id")]
 
 
 def _zone(settings: Settings) -> ZoneInfo:
@@ -72,7 +71,7 @@ async def list_agents(
 
 @router.get("/v1/agents/{agent_id}", response_model=None)
 async def agent_card(
-    agent_id: AgentId,
+    agent_id: AgentIdPath,
     principal: Viewer,
     store: StoreDep,
     settings: SettingsDep,

@@ -7,12 +7,13 @@ import asyncio
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
-from service.api.deps import Admin, SettingsDep, StoreDep, Viewer
+from service.api.deps import MAX_OFFSET, Admin, CallIdPath, SettingsDep, StoreDep, Viewer, checked_id
 from service.errors import ServiceError, forbidden
+from service.ids import MAX_LENGTH
 from service.jobs import remove_audio
 from service.privacy import RawTextCipher
 from service.store import CallFilter, Store, StoreError, audit
@@ -44,7 +45,7 @@ def _not_found(message: str) -> ServiceError:
 
 
 @router.get("/v1/calls/{call_id}/report")
-async def call_report(call_id: str, principal: Viewer, store: StoreDep) -> dict[str, Any]:
+async def call_report(call_id: CallIdPath, principal: Viewer, store: StoreDep) -> dict[str, Any]:
     """The call's report: utterances, per-topic verdicts, `risk_score`, `tier`, contributions, the agent's side
     and recommended actions."""
     call = await asyncio.to_thread(store.get_call, call_id)
@@ -72,7 +73,7 @@ def _audio_files(store: Store, recording_id: str | None, audio_dir: str | None) 
 
 
 @router.get("/v1/calls/{call_id}/audio/{index}", include_in_schema=True)
-async def call_audio_file(call_id: str, index: int, principal: Viewer, store: StoreDep,
+async def call_audio_file(call_id: CallIdPath, index: int, principal: Viewer, store: StoreDep,
                           settings: SettingsDep) -> FileResponse:
     """A stored audio file of the call (while retention keeps it), for playing spans in the report page."""
     call = await asyncio.to_thread(store.get_call, call_id)
@@ -99,11 +100,12 @@ async def list_calls(
     tier: Annotated[Literal["low", "medium", "high"] | None, Query()] = None,
     label: Annotated[Literal["clear", "omission", "unclear", "evasive"] | None,
                      Query(description="calls with at least one answer of this label")] = None,
-    agent: Annotated[str | None, Query(max_length=64, description="agent id")] = None,
+    agent: Annotated[str | None, Query(max_length=MAX_LENGTH["agent"], description="agent id")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> CallPage:
     """Scored calls, newest first, filtered and paged. An agent sees only the calls assigned to them."""
+    agent = checked_id(agent, "agent")
     if principal.role == "agent":
         if agent is not None and agent != principal.agent_id:
             raise forbidden("agents may list only their own calls")
@@ -120,7 +122,7 @@ async def list_calls(
 
 
 @router.get("/v1/calls/{call_id}/raw", responses={404: {"description": "not kept"}})
-async def call_raw_transcript(call_id: str, principal: Admin, store: StoreDep,
+async def call_raw_transcript(call_id: CallIdPath, principal: Admin, store: StoreDep,
                               settings: SettingsDep) -> dict[str, Any]:
     """The unredacted transcript (admin only), when `HUIFANG_PRIVACY__KEEP_RAW` kept it. Every read is audited."""
     call = await asyncio.to_thread(store.get_call, call_id)
@@ -134,11 +136,26 @@ async def call_raw_transcript(call_id: str, principal: Admin, store: StoreDep,
     return {"call_id": call_id, "utterances": utterances}
 
 
+@router.get("/v1/calls/{call_id}/versions")
+async def call_versions(call_id: CallIdPath, principal: Admin, store: StoreDep) -> dict[str, Any]:
+    """The reports earlier scorings of the call gave before an admin replaced it (`replace=true` on
+    `POST /v1/recordings`), oldest first (admins; audited). Deleted with the call."""
+    versions = await asyncio.to_thread(store.call_versions, call_id)
+    await asyncio.to_thread(audit.append, store, "version_read", principal.name, call_id,
+                            {"versions": len(versions)})
+    return {"call_id": call_id, "versions": [
+        {"version": v.version, "recording_id": v.recording_id, "agent_id": v.agent_id,
+         "created_at": v.created_at.isoformat(), "replaced_at": v.replaced_at.isoformat(), "report": v.report}
+        for v in versions]}
+
+
 @router.delete("/v1/calls/{call_id}", status_code=204, responses={409: {"description": "under retention"}})
-async def delete_call(call_id: str, principal: Admin, store: StoreDep, settings: SettingsDep) -> Response:
+async def delete_call(call_id: Annotated[str, Path(max_length=1024)], principal: Admin, store: StoreDep,
+                      settings: SettingsDep) -> Response:
     """Delete everything stored under a call id: its report, answers, stored audio and every job (also a failed
     or queued one). Refused (409) while a job of the call is running, or while the call is younger than the
-    minimum retention (`HUIFANG_SCORING__MIN_RETENTION_DAYS`), which a bank may set for legal hold."""
+    minimum retention (`HUIFANG_SCORING__MIN_RETENTION_DAYS`), which a bank may set for legal hold. The id is
+    not held to today's pattern (service/ids.py): what an older version stored can still be deleted."""
     found = await asyncio.to_thread(store.call_footprint, call_id)
     if found is None:
         raise _not_found(f"no call {call_id}")
@@ -150,6 +167,7 @@ async def delete_call(call_id: str, principal: Admin, store: StoreDep, settings:
         folders = await asyncio.to_thread(store.delete_call, call_id)
     except StoreError as e:
         raise ServiceError("being_scored", str(e), 409) from e
+    await asyncio.to_thread(store.flush_deleted)
     await asyncio.to_thread(audit.append, store, "call_deleted", principal.name, call_id,
                             {"report": found.has_report, "audio_folders": len(folders)})
     for folder in folders:

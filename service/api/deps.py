@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Path
 from starlette.requests import HTTPConnection
 
 from nlu.assess import Assessor
 from service.auth import Principal, Role, TicketBook, TokenRegistry, authenticate
-from service.errors import unavailable
+from service.errors import ServiceError, bad_id, unavailable
+from service.ids import IdKind, id_problem
 from service.live.session import LiveCalls
 from service.loanbook import LoanBook
 from service.settings import Settings
@@ -87,3 +88,44 @@ Admin = Annotated[Principal, require()]
 Ingest = Annotated[Principal, require("ingest", "supervisor")]
 Anyone = Annotated[Principal, require("ingest", "agent", "supervisor")]
 Supervisor = Annotated[Principal, require("supervisor")]
+
+
+#: Largest `offset` of any paged list (beyond it a filter finds what paging would not): bounded so that a
+#: number past what the database's integers hold is a 422, not a 500 with a traceback.
+MAX_OFFSET = 1_000_000
+
+
+def page_bounds(limit: int, offset: int, max_limit: int) -> None:
+    """422 `bad_page` unless 1 <= limit <= max_limit and 0 <= offset <= MAX_OFFSET."""
+    if not 1 <= limit <= max_limit or not 0 <= offset <= MAX_OFFSET:
+        raise ServiceError("bad_page", f"limit must be 1-{max_limit} and offset 0-{MAX_OFFSET}", 422)
+
+
+def checked_id(value: str | None, kind: IdKind) -> str | None:
+    """An id from a path, query or form field, checked by service/ids.py (422 `bad_{kind}_id`); None stays None."""
+    return None if value is None else _checked(value, kind)
+
+
+def _checked(value: str, kind: IdKind) -> str:
+    problem = id_problem(value, kind)
+    if problem is not None:
+        raise bad_id(kind, problem)
+    return value
+
+
+def _call_id(call_id: Annotated[str, Path()]) -> str:
+    return _checked(call_id, "call")
+
+
+def _customer_id(customer_id: Annotated[str, Path()]) -> str:
+    return _checked(customer_id, "customer")
+
+
+def _agent_id(agent_id: Annotated[str, Path()]) -> str:
+    return _checked(agent_id, "agent")
+
+
+#: Path parameters holding ids, checked before the handler runs: a malformed one is 422, never a look-up.
+CallIdPath = Annotated[str, Depends(_call_id)]
+CustomerIdPath = Annotated[str, Depends(_customer_id)]
+AgentIdPath = Annotated[str, Depends(_agent_id)]

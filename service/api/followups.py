@@ -10,10 +10,10 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.api.deps import LoanBookDep, Supervisor, Viewer
+from service.api.deps import LoanBookDep, Supervisor, Viewer, checked_id, page_bounds
 from service.errors import ServiceError, forbidden
+from service.ids import AgentId
 from service.loanbook import FollowUpError, FollowUpNotFound, FollowUpQuery
-from service.protocol import Identifier
 from service.store import audit
 
 router = APIRouter(tags=["followups"])
@@ -24,25 +24,28 @@ StatusName = Literal["open", "assigned", "done", "unreachable", "refused", "canc
 class Assignment(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    assignee: Identifier = Field(min_length=1, description="the agent_id who will do the follow-up")
+    assignee: AgentId = Field(description="the agent_id who will do the follow-up")
 
 
 class Outcome(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["done", "unreachable", "refused", "cancelled"]
-    note: str | None = Field(None, max_length=2000, description="what happened (personal numbers are masked)")
+    note: str | None = Field(None, max_length=2000, description="what happened (personal numbers, names, e-mail and "
+                             "street addresses are masked)")
 
 
 @router.get("/v1/followups")
 async def work_queue(principal: Viewer, book: LoanBookDep, due_before: date | None = None,
                      status: list[StatusName] = Query(default=["open", "assigned"]),  # noqa: B008 - FastAPI's way
                      assignee: str | None = None, tier: Literal["low", "medium", "high"] | None = None,
-                     customer_id: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+                     customer_id: str | None = Query(None, max_length=1024),  # noqa: B008 - FastAPI's way
+                     limit: int = 100, offset: int = 0) -> dict[str, Any]:
     """Follow-ups, soonest due first: `due_before` (a date in the bank's time zone), `status` (repeatable; open
     and assigned by default), `assignee`, the customer's `tier`, `customer_id`. An agent gets their own only."""
-    if not 1 <= limit <= 500 or offset < 0:
-        raise ServiceError("bad_page", "limit must be 1-500 and offset >= 0", 422)
+    page_bounds(limit, offset, 500)
+    checked_id(customer_id, "customer")
+    checked_id(assignee, "agent")
     if principal.role == "agent":
         if assignee not in (None, principal.agent_id):
             raise forbidden("agents see only the follow-ups assigned to them")

@@ -5,15 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from service.api.deps import Anyone, TicketsDep
-from service.errors import bad_call_id
-from service.protocol import valid_call_id
+from service.api.deps import Anyone, TicketsDep, checked_id
 
 router = APIRouter(tags=["access"])
 
 
 class TicketRequest(BaseModel):
-    call_id: str = Field(..., max_length=128, description="the call whose websocket the ticket opens")
+    call_id: str = Field(..., max_length=1024, description="the call whose websocket the ticket opens")
 
 
 class TicketIssued(BaseModel):
@@ -26,6 +24,5 @@ async def new_ticket(body: TicketRequest, principal: Anyone, tickets: TicketsDep
     """A ticket for one call's websocket, valid for 60 s, with the caller's role and agent: the token itself
     stays in the `Authorization` header and never appears in a URL. What the socket then allows is decided as
     for the token (an agent still sees only their own calls)."""
-    if not valid_call_id(body.call_id):
-        raise bad_call_id()
+    checked_id(body.call_id, "call")
     return TicketIssued(ticket=tickets.mint(principal, body.call_id), expires_in_s=tickets.ttl_s)

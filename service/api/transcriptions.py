@@ -12,9 +12,11 @@ huifang's `detail` and `code` and OpenAI's `error` object, so the `openai` clien
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -68,6 +70,7 @@ def openai_error_body(error: ServiceError) -> dict[str, Any]:
 
 
 router = APIRouter(tags=["transcriptions"], route_class=_OpenAIErrors)
+log = logging.getLogger(__name__)
 
 ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
 RESPONSE_FORMATS: tuple[ResponseFormat, ...] = get_args(ResponseFormat)
@@ -241,6 +244,35 @@ def _render(transcript: Transcript, response_format: ResponseFormat) -> Response
     return PlainTextResponse(text + "\n")
 
 
+_SIZE_SETTING = "HUIFANG_TRANSCRIPTIONS__MAX_FILE_MB"
+#: How often a transcription in progress looks whether its client is still there.
+DISCONNECT_POLL_S = 0.5
+
+
+class ClientGone(Exception):
+    """The client of a transcription went away: its decoding stops at the next utterance."""
+
+
+def _stop_if(gone: threading.Event, _done_s: float) -> None:
+    """The decoder's progress callback: raises `ClientGone` once `gone` is set (on the decoding thread)."""
+    if gone.is_set():
+        raise ClientGone()
+
+
+async def _while_connected(request: Request, work: asyncio.Future[Transcript], gone: threading.Event) -> Transcript:
+    """The result of `work`; if the client disconnects first, `gone` is set (the decoding stops at its next
+    utterance, or before it starts when it was still waiting its turn) and `ClientGone` is raised once the
+    worker has let go of the file."""
+    while True:
+        done, _ = await asyncio.wait({work}, timeout=DISCONNECT_POLL_S)
+        if done:
+            return work.result()
+        if await request.is_disconnected():
+            gone.set()
+            await asyncio.gather(work, return_exceptions=True)  # the file is removed only once it is let go
+            raise ClientGone()
+
+
 @router.post("/v1/audio/transcriptions", openapi_extra=_FORM_SCHEMA, response_model=None,
              responses={200: {"model": TranscriptionVerbose, "description": "JSON for json (`text`, `usage`) and "
                               "verbose_json; text/plain for text and srt; text/vtt for vtt"},
@@ -252,12 +284,13 @@ async def create_transcription(request: Request, principal: Ingest, state: State
                                settings: SettingsDep) -> Response:
     """Transcribe an audio file (OpenAI's `POST /v1/audio/transcriptions`); roles ingest, supervisor, admin.
 
-    The upload limits are those of `/v1/recordings` (`HUIFANG_AUDIO__*`). Stereo files are read as agent and
-    customer, each channel decoded apart (`verbose_json` segments name theirs). The text is redacted unless an
-    admin sends `redact=false`, which is audited.
+    Bounded as OpenAI's endpoint: 25 MB and 30 minutes of audio by default (`HUIFANG_TRANSCRIPTIONS__*`); longer
+    recordings go through `/v1/recordings`. Decoding stops when the client disconnects. Stereo files are read as
+    agent and customer, each channel decoded apart (`verbose_json` segments name theirs). The text is redacted
+    unless an admin sends `redact=false`, which is audited.
     """
-    form = await read_form(request, settings, "send the audio as multipart/form-data (field `file`, and `model`)",
-                           max_files=1, max_fields=16)
+    form = await read_form(request, settings.transcriptions.max_file_mb, "send the audio as multipart/form-data "
+                           "(field `file`, and `model`)", max_files=1, max_fields=16, setting=_SIZE_SETTING)
     try:
         upload, fields = _form_parts(form)
         wanted = _parse(fields, settings, principal)
@@ -273,15 +306,22 @@ async def create_transcription(request: Request, principal: Ingest, state: State
         await asyncio.to_thread(parent.mkdir, parents=True, exist_ok=True)
         folder = Path(await asyncio.to_thread(tempfile.mkdtemp, dir=parent))
         try:
-            path = await save_upload(upload, folder, "audio", [settings.audio.max_file_mb << 20])
-            work = partial(transcribe_file, path, state.transcriber, settings.decode_limits(), wanted.language,
-                           wanted.prompt, wanted.redact)
+            path = await save_upload(upload, folder, "audio", [settings.transcriptions.max_file_mb << 20],
+                                     _SIZE_SETTING)
+            gone = threading.Event()
+            work = partial(transcribe_file, path, state.transcriber, settings.transcription_limits(),
+                           wanted.language, wanted.prompt, wanted.redact, partial(_stop_if, gone))
             try:
-                transcript = await asyncio.get_running_loop().run_in_executor(_DECODE, work)
+                transcript = await _while_connected(request, asyncio.get_running_loop().run_in_executor(
+                    _DECODE, work), gone)
+            except ClientGone as e:
+                log.info("transcription: the client went away; decoding stopped")
+                raise ServiceError("client_gone", "the client disconnected; decoding stopped", 499) from e
             except UnsupportedLanguageError as e:
                 raise ServiceError("bad_language", str(e), 400) from e
             except AudioLimitError as e:
-                raise ServiceError("too_long", str(e), 413) from e
+                raise ServiceError("too_long", f"{e} (HUIFANG_TRANSCRIPTIONS__MAX_DURATION_S; longer recordings: "
+                                   "POST /v1/recordings)", 413) from e
             except AsrError as e:
                 raise ServiceError("unreadable", str(e), 422) from e
         finally:

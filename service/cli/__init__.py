@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 from asr.errors import AsrError
 from service.errors import ServiceError
+from service.ids import BadId, IdKind, check_id
 from service.logs import install as install_logging
 
 EXIT_USAGE = 2
@@ -98,6 +99,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
                                   channels, args.json, args.token or os.environ.get("HUIFANG_TOKEN"))
     except OSError as e:
         raise ServiceError("usage", f"cannot reach {args.url}: {e}") from e
+
+
+def _id_arg(kind: IdKind) -> Callable[[str], str]:
+    """An argparse type: an id of `kind` as every other path takes it (service/ids.py)."""
+
+    def parse(value: str) -> str:
+        try:
+            return check_id(value, kind)
+        except BadId as e:
+            raise argparse.ArgumentTypeError(str(e)) from e
+
+    parse.__name__ = f"{kind}_id"
+    return parse
 
 
 def _roles(text: str) -> tuple[str, ...]:
@@ -261,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("replay", help="stream a recording through the live socket and print the events")
     rp.add_argument("file", help="a stereo (agent, customer) or mono recording")
-    rp.add_argument("--call-id", required=True, help="call id used in the socket URL")
+    rp.add_argument("--call-id", required=True, type=_id_arg("call"), help="call id used in the socket URL")
     rp.add_argument("--url", default="ws://127.0.0.1:8000", help="service base URL (default ws://127.0.0.1:8000)")
     rp.add_argument("--realtime", action="store_true", help="send at real-time pace, like a live call")
     rp.add_argument("--twilio", action="store_true", help="speak the Twilio Media Streams protocol (8 kHz u-law)")
@@ -276,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("file", help="stereo recording (agent, customer unless --channels says otherwise)")
     sc.add_argument("--loan-file", default=None, help="JSON loan file (or an object with a `loan_file` key)")
     sc.add_argument("--channels", default="agent,customer", help="roles of the file's channels in order")
-    sc.add_argument("--call-id", default=None, help="call id in the report (default: the file name)")
+    sc.add_argument("--call-id", default=None, type=_id_arg("call"),
+                    help="call id in the report (default: the file name)")
     sc.add_argument("--json", action="store_true", help="print the report as JSON")
     sc.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     sc.set_defaults(func=cmd_score)
@@ -326,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     tk = sub.add_parser("token", help="make a new access token and print its tokens-file entry")
     tk.add_argument("--name", required=True, help="who or what uses it (a switch, an agent's name)")
     tk.add_argument("--role", required=True, choices=("ingest", "agent", "supervisor", "admin"))
-    tk.add_argument("--agent-id", default=None, help="for agent tokens: the agent id their calls carry")
+    tk.add_argument("--agent-id", default=None, type=_id_arg("agent"),
+                    help="for agent tokens: the agent id their calls carry")
     tk.set_defaults(func=cmd_token)
 
     ob = sub.add_parser("outbox", help="send queued messages to customers, list dead letters, requeue one "
@@ -339,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plan", help="re-plan the loan book: every customer not planned today (the daily job), or "
                         "one customer (docs/loanbook.md)")
-    pl.add_argument("--customer", default=None, help="plan only this customer, now")
+    pl.add_argument("--customer", default=None, type=_id_arg("customer"), help="plan only this customer, now")
     pl.set_defaults(func=cmd_plan)
 
     ds = sub.add_parser("demo-seed", help="fill an empty database with a small synthetic loan book (demo calls "
@@ -365,6 +381,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     install_logging(logging.WARNING)
     try:
+        from service.settings import get_settings
+
+        if get_settings().privacy.private_files:
+            os.umask(0o077)  # what score-dir, score-archive and demo-seed write under the data directory is private
         return int(args.func(args))
     except (AsrError, ClassifierUnavailableError, RecordingError, ServiceError) as e:
         print(f"huifang: error: {e}", file=sys.stderr)

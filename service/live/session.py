@@ -79,10 +79,12 @@ class LiveCalls:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def open(self, call_id: str, start: StartMessage, send: Emit | None,
-                   owner: str | None = None) -> LiveSession:
+                   owner: str | None = None, owner_reads_loanbook: bool = False) -> LiveSession:
         """Register and build a call. Its events go to `send` and to the subscribers of
-        `/v1/calls/{call_id}/events`. Raises `ServiceError` when the model is missing, the server is stopping,
-        the id is streaming (on any replica) or the owner's token streams its maximum of calls."""
+        `/v1/calls/{call_id}/events`; `send` gets the customer's carried-over items only when
+        `owner_reads_loanbook` (the subscribers are the call's agent and supervisors, who may read them). Raises
+        `ServiceError` when the model is missing, the server is stopping, the id is streaming (on any replica) or
+        the owner's token streams its maximum of calls."""
         if self.asr_error:
             raise unavailable("asr_unavailable", "speech recognition is not available on this server "
                               "(GET /healthz says why)")
@@ -97,7 +99,7 @@ class LiveCalls:
             del self.active[call_id]
             raise
         try:
-            session = LiveSession(self, call_id, start, send, owner)
+            session = LiveSession(self, call_id, start, send, owner, owner_reads_loanbook)
         except BaseException:
             self.close(call_id)
             raise
@@ -126,12 +128,13 @@ class LiveSession:
     """One registered live call from `ready` to `close`."""
 
     def __init__(self, calls: LiveCalls, call_id: str, start: StartMessage, send: Emit | None,
-                 owner: str | None) -> None:
+                 owner: str | None, owner_reads_loanbook: bool = False) -> None:
         self._calls = calls
         self.call_id = call_id
         self.start = start
         self._send = send
         self._owner = owner
+        self._owner_reads_loanbook = owner_reads_loanbook
         self._closed = False
         #: Verdicts that could not be written to the audit log (the database is unreachable).
         self.unaudited = 0
@@ -172,19 +175,22 @@ class LiveSession:
                                                "this call's verdicts are not in the audit log (transcripts and "
                                                "prompts go on)"))
 
-    async def _say(self, event: BaseModel) -> None:
-        """An event for the caller and subscribers only (not audited)."""
+    async def _say(self, event: BaseModel, to_caller: BaseModel | None = None) -> None:
+        """An event for the caller (`to_caller` instead, when given) and subscribers only (not audited)."""
         if isinstance(event, ErrorEvent):
             ERRORS.labels(event.code).inc()
         if self._send is not None:
-            await self._send(event)
+            await self._send(to_caller or event)
         self._calls.hub.publish(self.call_id, dump(event), str(getattr(event, "type", "")))
 
     async def ready(self) -> None:
-        """Tell the caller and subscribers the call is open (with the loan file as agents may see it)."""
-        await self.emit(ReadyEvent(call_id=self.call_id, channels=self.start.channels,
-                                   loan_file=public_loan_file(self._loan) if self._loan else None,
-                                   carried_over=await self._carried_over()))
+        """Tell the caller and subscribers the call is open (with the loan file as agents may see it). What the
+        customer's earlier calls left open goes to the subscribers (the call's agent, supervisors) and to a
+        caller that may read the loan book; a phone switch's ingest token gets none of it."""
+        event = ReadyEvent(call_id=self.call_id, channels=self.start.channels,
+                           loan_file=public_loan_file(self._loan) if self._loan else None,
+                           carried_over=await self._carried_over())
+        await self._say(event, None if self._owner_reads_loanbook else event.model_copy(update={"carried_over": []}))
 
     async def _carried_over(self) -> list[dict[str, Any]]:
         """What this customer's earlier calls left open, and the loan file's contact details stored. Bounded: a

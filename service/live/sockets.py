@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from service.auth import Principal, Role, TicketBook, TokenRegistry, authenticate
 from service.errors import ServiceError, bad_call_id
+from service.ids import id_problem
 from service.live.hub import EventBus
 from service.live.session import LiveCalls, LiveSession
 from service.live.twilio import TwilioReader, TwilioStart, TwilioStop
@@ -32,7 +33,6 @@ from service.protocol import (
     ErrorEvent,
     StartMessage,
     dump,
-    valid_call_id,
     validation_problems,
 )
 
@@ -137,7 +137,8 @@ class SocketCall:
         if self.principal is None:
             self.authorize()
         owner = self.principal.name if self.principal else None
-        self.session = await self._calls.open(self.call_id, start, self.conn.emit, owner)
+        reads_loanbook = self.principal is not None and self.principal.role in ("supervisor", "admin")
+        self.session = await self._calls.open(self.call_id, start, self.conn.emit, owner, reads_loanbook)
         await self.session.ready()
         return self.session
 
@@ -183,8 +184,8 @@ async def run_socket_call(ws: WebSocket, call_id: str, calls: LiveCalls, tokens:
     await ws.accept()
     run = SocketCall(ws, call_id, calls, tokens, limits, tickets)
     try:
-        if not valid_call_id(call_id):
-            raise bad_call_id()
+        if (problem := id_problem(call_id, "call")) is not None:
+            raise bad_call_id(problem)
         stopped = await body(run)
         if run.session is not None:
             await run.session.end()
@@ -342,8 +343,8 @@ async def stream_events(ws: WebSocket, call_id: str, hub: EventBus, tokens: Toke
     that has not started is waited for, `watchers.wait_s` at most."""
     await ws.accept()
     try:
-        if not valid_call_id(call_id):
-            raise bad_call_id()
+        if (problem := id_problem(call_id, "call")) is not None:
+            raise bad_call_id(problem)
         principal = authenticate(tokens, ws.headers, ws.query_params, ("agent", "supervisor"), None, tickets,
                                  call_id)
         watchers.take(principal.name)

@@ -13,6 +13,7 @@ import numpy as np
 
 from asr.streaming import MULAW_TO_FLOAT
 from service.errors import ServiceError
+from service.ids import id_problem
 from service.protocol import MAX_FRAME_BYTES, CloseCode, StartMessage
 
 #: Twilio's track names mapped to huifang's channel roles: inbound is the caller, outbound the agent side.
@@ -84,7 +85,10 @@ class TwilioReader:
         params = (payload.get("start") or {}).get("customParameters") or {}
         if not isinstance(params, dict):
             params = {}
-        agent_id = str(params["agent_id"])[:64] if params.get("agent_id") else None
+        agent_id = str(params["agent_id"]) if params.get("agent_id") else None
+        problem = id_problem(agent_id, "agent") if agent_id is not None else None
+        if problem is not None:
+            raise ServiceError("bad_start", problem)
         start = StartMessage(type="start", sample_rate_hz=8000, encoding="mulaw", channels=["agent", "customer"],
                              agent_id=agent_id)
         token = params.get("token")

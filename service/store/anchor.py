@@ -28,8 +28,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from service.privacy import private_file
 
-#: Entry kinds checkpointed at once: reads of call data and deletions are what someone would want to hide.
-ACCESS_KINDS = frozenset({"report_read", "audio_read", "raw_read", "call_deleted"})
+#: Entry kinds checkpointed at once: reads of call and customer data, changes to them and deletions are what
+#: someone would want to hide (the loan book's and coaching's as much as the calls').
+ACCESS_KINDS = frozenset({"report_read", "audio_read", "raw_read", "call_deleted", "customer_erased",
+                          "customer_read", "customer_carried_over", "contact_set", "followup_assigned",
+                          "followup_outcome", "agent_read", "message_requeued", "upload_refused", "call_replaced",
+                          "version_read"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +93,7 @@ class Anchor:
                            "sig": base64.b64encode(self._key.sign(point.message())).decode()}) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # One write of a short line with O_APPEND: lines of several processes never interleave.
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, line.encode())
             os.fsync(fd)

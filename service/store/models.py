@@ -64,6 +64,24 @@ class Call(Base):
                                                  passive_deletes=True)
 
 
+class CallVersion(Base):
+    """A report an admin's re-upload (`replace=true`) replaced: kept for admins, deleted with the call. Not a
+    foreign key of `calls`: the call's row itself is replaced when a re-scoring is stored."""
+
+    __tablename__ = "call_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(String(128), index=True)
+    #: 1 for the first report of the call, counting up.
+    version: Mapped[int] = mapped_column(Integer)
+    recording_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    customer_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    replaced_at: Mapped[datetime] = mapped_column(DateTime)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 class Answer(Base):
     """One topic's verdict in a call, for filtering calls by label."""
 

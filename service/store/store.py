@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nlu.pii import public_loan_file
 from service.store import coaching, loanbook
 from service.store.anchor import Anchor
-from service.store.models import AgentCallStats, Answer, Call, CallSummary, Recording, ReportVersion
+from service.store.models import AgentCallStats, Answer, Call, CallSummary, CallVersion, Recording, ReportVersion
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: Seconds a claimed job is leased for; its worker renews the lease well before it runs out.
@@ -115,6 +115,7 @@ class Store:
                 cursor.execute("PRAGMA foreign_keys=ON")  # ON DELETE CASCADE for answers
                 cursor.execute("PRAGMA journal_mode=WAL")  # readers do not wait for the scoring writer
                 cursor.execute("PRAGMA busy_timeout=10000")
+                cursor.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten, not left in free pages
                 cursor.close()
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -296,6 +297,18 @@ class Store:
             old = s.get(Call, job.call_id)
             stale = {f for f in [old.audio_dir if old else None, *(folder_of(r.files) for r in superseded)]
                      if f and f != audio_dir}
+            if old is not None:
+                # The report replaced stays readable to admins until the call is deleted (its audio does not);
+                # so do the reports a re-scoring kept (report_versions, which go with the call row deleted below).
+                earlier = int(s.scalar(select(func.count()).select_from(CallVersion)
+                                       .where(CallVersion.call_id == job.call_id)) or 0)
+                rescored = s.scalars(select(ReportVersion).where(ReportVersion.call_id == job.call_id)
+                                     .order_by(ReportVersion.version)).all()
+                for kept in [*(r.report for r in rescored), old.report]:
+                    earlier += 1
+                    s.add(CallVersion(call_id=old.call_id, version=earlier, recording_id=old.recording_id,
+                                      agent_id=old.agent_id, customer_id=old.customer_id, created_at=old.created_at,
+                                      replaced_at=utcnow(), report=kept))
             for row in superseded:
                 s.delete(row)
             s.execute(delete(Call).where(Call.call_id == job.call_id))
@@ -404,7 +417,23 @@ class Store:
                 s.delete(call)
             for job in jobs:
                 s.delete(job)
+            s.execute(delete(CallVersion).where(CallVersion.call_id == call_id))
             return sorted(folders)
+
+    def flush_deleted(self) -> None:
+        """After an erasure: with SQLite, copy the write-ahead log into the database (whose freed pages
+        `secure_delete` zeroed) and truncate it, so that the deleted rows' old page images do not linger in the
+        WAL file until the next automatic checkpoint. Nothing to do on PostgreSQL (its own vacuum)."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def call_versions(self, call_id: str) -> list[CallVersion]:
+        """The reports a call's replacements superseded, oldest first."""
+        with self.session() as s:
+            return list(s.scalars(select(CallVersion).where(CallVersion.call_id == call_id)
+                                  .order_by(CallVersion.version)))
 
     def sweep_expired_audio(self, now: datetime, remove: Callable[[str], None]) -> int:
         """For each call whose audio passed its retention: `remove(folder)`, then forget the folder; returns how
