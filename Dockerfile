@@ -7,7 +7,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     HUIFANG_DATA_DIR=/var/lib/huifang \
-    HUIFANG_HOST=0.0.0.0
+    HUIFANG_HOST=0.0.0.0 \
+    HUIFANG_AUTH__TOKENS_FILE=/run/secrets/huifang/tokens.yaml
+# Listening beyond localhost needs a tokens file (`huifang token` makes entries): the service refuses to start on
+# 0.0.0.0 with only a development token. Mount one at the path above (deploy/compose.yaml, deploy/k8s do).
 
 # torch is pinned; from plain PyPI that is a large CUDA build. Pass TORCH_INDEX_URL=<an index serving the CPU
 # wheels> to keep the image small (the service runs on CPU).
