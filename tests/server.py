@@ -86,3 +86,35 @@ def running_server(data_dir: Path, model_cache: Path, timeout_s: float = 120,
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+@contextmanager
+def served_app(tmp: Path, transcriber: Any) -> Iterator[tuple[str, FastAPI]]:
+    """`create_app` under uvicorn in a thread, with the four role tokens of this module (the agent is AGENT_ID)
+    and `transcriber`, its loan book started: (base URL, app). For browser tests, which need a real socket."""
+    import threading
+
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    tokens = tmp / "tokens.yaml"
+    write_tokens_file(tokens, {INGEST: ("ingest", None), AGENT: ("agent", AGENT_ID),
+                               SUPERVISOR: ("supervisor", None), ADMIN: ("admin", None)})
+    settings = Settings(data_dir=tmp / "data", auth={"tokens_file": tokens}, live={"idle_timeout_s": 120.0})
+    app = create_app(settings, transcriber=transcriber)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (server.started and getattr(app.state, "huifang", None) is not None
+                   and state_of(app).loanbook is not None):
+            assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -7,8 +7,6 @@ artifacts/console-carried-over.png."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -19,12 +17,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from service.app import create_app, state_of
-from service.auth import write_tokens_file
-from service.settings import Settings
+from service.app import state_of
 from service.store.models import FollowUp
 from tests.conftest import ARTIFACTS
-from tests.server import ADMIN, AGENT, AGENT_ID, INGEST, SUPERVISOR, bearer, free_port
+from tests.server import AGENT, AGENT_ID, INGEST, SUPERVISOR, bearer, served_app
 from tests.test_live_socket import START, FakeTranscriber
 from tests.test_loanbook import LOAN, report, score
 
@@ -44,25 +40,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """The app under uvicorn with the tokens of tests.server (the agent is A08) and a small loan book:
     C100 with two calls (a vague one that contradicted the loan file, then a high-risk one) and a phone number,
     C200 of another agent, and C300 whose follow-ups the work-queue test assigns and closes (one overdue)."""
-    import uvicorn
-
-    tmp = tmp_path_factory.mktemp("loanbook-pages")
-    tokens = tmp / "tokens.yaml"
-    write_tokens_file(tokens, {INGEST: ("ingest", None), AGENT: ("agent", AGENT_ID),
-                               SUPERVISOR: ("supervisor", None), ADMIN: ("admin", None)})
-    settings = Settings(data_dir=tmp / "data", auth={"tokens_file": tokens}, live={"idle_timeout_s": 120.0})
-    app = create_app(settings, transcriber=FakeTranscriber())  # type: ignore[arg-type]
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while not (server.started and getattr(app.state, "huifang", None) is not None
-                   and state_of(app).loanbook is not None):
-            assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
-            time.sleep(0.1)
+    with served_app(tmp_path_factory.mktemp("loanbook-pages"), FakeTranscriber()) as (base, app):
         # `score` reads the app's state through a client's `app`; this one is never entered (uvicorn serves).
         client = TestClient(app)
         put = httpx.put(f"{base}/v1/customers/C100/contact", headers=bearer(INGEST),
@@ -83,10 +61,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         with store.session() as s, s.begin():  # C300's letter is long overdue
             s.execute(update(FollowUp).where(FollowUp.customer_id == "C300", FollowUp.channel == "letter")
                       .values(due_date=date(2026, 1, 5)))
-        yield Served(base, port)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        yield Served(base, int(base.rsplit(":", 1)[1]))
 
 
 def _shot(page: Any, name: str) -> None:

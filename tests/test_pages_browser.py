@@ -8,8 +8,6 @@ the bank's (Asia/Shanghai) in a browser set to New York. Saves screenshots to ar
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,11 +23,8 @@ from nlu.assess import Assessor
 from nlu.dialogue import Turn
 from nlu.report import score_call
 from nlu.types import LoanRecord
-from service.app import create_app, state_of
-from service.auth import write_tokens_file
-from service.settings import Settings
 from tests.conftest import ARTIFACTS
-from tests.server import ADMIN, AGENT, AGENT_ID, INGEST, SUPERVISOR, bearer, free_port
+from tests.server import ADMIN, AGENT, AGENT_ID, INGEST, SUPERVISOR, bearer, served_app
 from tests.test_live_socket import FakeTranscriber
 from tests.test_loanbook import score
 
@@ -81,25 +76,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """The app under uvicorn with the tokens of tests.server (the agent is A08) and a small loan book: C100 with a
     vague guarantor's call and a call that contradicted the loan file (both A08's), C200 with a clean call (A09's)
     and C300's evasive call (A08's); C100's second call assigned to A08."""
-    import uvicorn
-
-    tmp = tmp_path_factory.mktemp("pages")
-    tokens = tmp / "tokens.yaml"
-    write_tokens_file(tokens, {INGEST: ("ingest", None), AGENT: ("agent", AGENT_ID),
-                               SUPERVISOR: ("supervisor", None), ADMIN: ("admin", None)})
-    settings = Settings(data_dir=tmp / "data", auth={"tokens_file": tokens}, live={"idle_timeout_s": 120.0})
-    app = create_app(settings, transcriber=FakeTranscriber())  # type: ignore[arg-type]
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while not (server.started and getattr(app.state, "huifang", None) is not None
-                   and state_of(app).loanbook is not None):
-            assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
-            time.sleep(0.1)
+    with served_app(tmp_path_factory.mktemp("pages"), FakeTranscriber()) as (base, app):
         client = TestClient(app)  # never entered: `score` reads the app's state through it
         assert httpx.put(f"{base}/v1/customers/C100/contact", headers=bearer(INGEST),
                          json={"phone": "13812345678", "consent": ["sms"]}).status_code == 200
@@ -134,9 +111,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         out.call_local = (at if at.tzinfo else at.replace(tzinfo=ZoneInfo("UTC"))).astimezone(BANK_ZONE).strftime(
             "%Y-%m-%d %H:%M")
         yield out
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 #: A function run in the page: what it shows that a person would see as wrong (see the module's docstring).
