@@ -118,3 +118,31 @@ def served_app(tmp: Path, transcriber: Any) -> Iterator[tuple[str, FastAPI]]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextmanager
+def tokens_client(tmp: Path, tokens: dict[str, tuple[str, str | None]], transcriber: Any,
+                  **sections: Any) -> Iterator[TestClient]:
+    """The app (started) behind a TestClient, with a tokens file of `tokens` (token -> (role, agent id)), its data
+    under `tmp`, `transcriber`, and settings `sections` (auth= is merged with the tokens file)."""
+    from service.app import create_app
+    from service.settings import Settings
+
+    path = tmp / "tokens.yaml"
+    write_tokens_file(path, tokens)  # type: ignore[arg-type]
+    auth = {"tokens_file": path, **sections.pop("auth", {})}
+    settings = Settings(data_dir=tmp / "data", auth=auth, **sections)
+    with TestClient(create_app(settings, transcriber=transcriber)) as c:
+        yield c
+
+
+def audited(client: TestClient, kind: str) -> list[Any]:
+    """The audit entries of `kind` the app behind `client` has written."""
+    from sqlalchemy import select
+
+    from service.store.models import AuditEntry
+
+    store = state_of(client.app).store  # type: ignore[arg-type]
+    assert store is not None
+    with store.session() as s:
+        return list(s.scalars(select(AuditEntry).where(AuditEntry.kind == kind)))

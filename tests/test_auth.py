@@ -13,7 +13,7 @@ from service.app import create_app, state_of
 from service.auth import AuthError, load_tokens_file, write_tokens_file
 from service.protocol import CloseCode
 from service.settings import Settings
-from tests.server import bearer
+from tests.server import bearer, tokens_client
 from tests.test_live_socket import START, FakeTranscriber
 
 TOKENS = {"ing": ("ingest", None), "a1": ("agent", "A1"), "a2": ("agent", "A2"), "sup": ("supervisor", None),
@@ -22,10 +22,7 @@ TOKENS = {"ing": ("ingest", None), "a1": ("agent", "A1"), "a2": ("agent", "A2"),
 
 @pytest.fixture()
 def client(tmp_path: Path) -> Any:
-    path = tmp_path / "tokens.yaml"
-    write_tokens_file(path, TOKENS)  # type: ignore[arg-type]
-    settings = Settings(data_dir=tmp_path / "data", auth={"tokens_file": path, "max_calls_per_token": 1})
-    with TestClient(create_app(settings, transcriber=FakeTranscriber())) as c:  # type: ignore[arg-type]
+    with tokens_client(tmp_path, TOKENS, FakeTranscriber(), auth={"max_calls_per_token": 1}) as c:
         yield c
 
 

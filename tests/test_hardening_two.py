@@ -20,7 +20,6 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
 
 from service.api.bodies import DEFAULT_MAX_BYTES, MAX_DEPTH, JsonBodyGuard, body_limit, nesting_depth
 from service.app import create_app, state_of
@@ -29,8 +28,7 @@ from service.ids import id_problem, valid_id
 from service.protocol import LoanFile, valid_address
 from service.settings import Settings
 from service.spreadsheet import FORMULA_STARTS, csv_text
-from service.store.models import AuditEntry
-from tests.server import bearer, free_port
+from tests.server import audited, bearer, free_port, tokens_client
 from tests.test_auth import _closed
 from tests.test_live_socket import START, FakeTranscriber
 from tests.test_loanbook import LOAN, report, score
@@ -43,18 +41,8 @@ FEW = settings(deadline=None, max_examples=25, suppress_health_check=[HealthChec
 
 @pytest.fixture()
 def client(tmp_path: Path) -> Any:
-    path = tmp_path / "tokens.yaml"
-    write_tokens_file(path, TOKENS)  # type: ignore[arg-type]
-    settings = Settings(data_dir=tmp_path / "data", auth={"tokens_file": path})
-    with TestClient(create_app(settings, transcriber=FakeTranscriber())) as c:  # type: ignore[arg-type]
+    with tokens_client(tmp_path, TOKENS, FakeTranscriber()) as c:
         yield c
-
-
-def _audited(client: TestClient, kind: str) -> list[AuditEntry]:
-    store = state_of(client.app).store  # type: ignore[arg-type]
-    assert store is not None
-    with store.session() as s:
-        return list(s.scalars(select(AuditEntry).where(AuditEntry.kind == kind)))
 
 
 # -- 1. JSON bodies: authenticated before they are read, bounded while they stream ------------------------------
@@ -209,13 +197,13 @@ def test_a_stored_call_is_replaced_only_by_an_admin_and_never_under_hold(tmp_pat
             after = store.get_call("held")
             assert after is not None and after.agent_id == "A1" and after.report == before.report
             assert c.get("/v1/calls/held/report", headers=bearer("a1")).status_code == 200  # the agent keeps it
-            refused = [json.loads(e.payload)["reason"] for e in _audited(c, "upload_refused")]
+            refused = [json.loads(e.payload)["reason"] for e in audited(c, "upload_refused")]
             if hold_days:
                 assert admin.status_code == 409 and admin.json()["code"] == "retention"
                 assert refused == ["retention", "retention"]
                 continue
             assert admin.status_code == 202 and refused == ["call_exists"], admin.text
-            assert [e.actor for e in _audited(c, "call_replaced")] == ["admin-3"]
+            assert [e.actor for e in audited(c, "call_replaced")] == ["admin-3"]
             # (Scoring the noise fails with the fake recogniser: the replacement itself is stored by the store,
             # tested below.) The earlier versions are for admins.
             assert c.get("/v1/calls/held/versions", headers=bearer("adm")).status_code == 200

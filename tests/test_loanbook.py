@@ -13,14 +13,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from pipeline.recording import Scored
-from service.app import create_app, state_of
-from service.auth import write_tokens_file
+from service.app import state_of
 from service.jobs import JobContext, run_job
 from service.loanbook import LoanBook
-from service.settings import Settings
 from service.store import Store
-from service.store.models import AuditEntry, Customer, FollowUp
-from tests.server import bearer
+from service.store.models import Customer, FollowUp
+from tests.server import audited, bearer, tokens_client
 from tests.test_live_socket import START, FakeTranscriber
 
 TOKENS = {"ing": ("ingest", None), "a1": ("agent", "A1"), "a2": ("agent", "A2"), "sup": ("supervisor", None),
@@ -54,18 +52,8 @@ def score(client: TestClient, call_id: str, rep: dict[str, Any], loan: dict[str,
 
 @pytest.fixture()
 def client(tmp_path: Path) -> Any:
-    path = tmp_path / "tokens.yaml"
-    write_tokens_file(path, TOKENS)  # type: ignore[arg-type]
-    settings = Settings(data_dir=tmp_path / "data", auth={"tokens_file": path})
-    with TestClient(create_app(settings, transcriber=FakeTranscriber())) as c:  # type: ignore[arg-type]
+    with tokens_client(tmp_path, TOKENS, FakeTranscriber()) as c:
         yield c
-
-
-def _audited(client: TestClient, kind: str) -> list[AuditEntry]:
-    store = state_of(client.app).store
-    assert store is not None
-    with store.session() as s:
-        return list(s.scalars(select(AuditEntry).where(AuditEntry.kind == kind)))
 
 
 def test_a_vague_call_makes_a_tier_and_a_second_call_and_a_later_call_closes_it(client: TestClient) -> None:
@@ -89,7 +77,7 @@ def test_a_vague_call_makes_a_tier_and_a_second_call_and_a_later_call_closes_it(
     assert [c["call_id"] for c in view["calls"]] == ["call-1", "call-2"]
     assert view["tier"] == "low" and [t["tier"] for t in view["tiers"]] == ["medium", "low"]
     assert view["never_clear"] == []
-    assert len(_audited(client, "customer_read")) == 2
+    assert len(audited(client, "customer_read")) == 2
 
 
 def test_a_call_without_customer_still_scores(client: TestClient) -> None:
@@ -133,7 +121,7 @@ def test_the_work_queue_assignment_and_outcomes_by_role(client: TestClient) -> N
     filtered = client.get("/v1/followups?status=unreachable&tier=high", headers=bearer("sup")).json()
     assert [f["id"] for f in filtered["items"]] == [call["id"]]
     assert client.get("/v1/followups?due_before=2000-01-01", headers=bearer("sup")).json()["total"] == 0
-    assert {e.kind for e in _audited(client, "followup_assigned") + _audited(client, "followup_outcome")} == {
+    assert {e.kind for e in audited(client, "followup_assigned") + audited(client, "followup_outcome")} == {
         "followup_assigned", "followup_outcome"}
 
 
@@ -170,7 +158,7 @@ def test_contact_details_are_stored_encrypted_and_shown_masked(client: TestClien
     assert client.get("/v1/customers/C7", headers=bearer("sup")).json()["contact"]["phone"] == "138****5678"
     bad = client.put("/v1/customers/C7/contact", json={"phone": "call me"}, headers=bearer("ing"))
     assert bad.status_code == 422
-    audit_payloads = [e.payload for e in _audited(client, "contact_set")]
+    audit_payloads = [e.payload for e in audited(client, "contact_set")]
     assert audit_payloads and all("13812345678" not in p for p in audit_payloads)
 
 
@@ -208,7 +196,7 @@ def test_erasing_a_customer_removes_calls_followups_and_contact(client: TestClie
     assert store is not None
     with store.session() as s:
         assert not list(s.scalars(select(FollowUp).where(FollowUp.customer_id == "C100")))
-    (erased,) = _audited(client, "customer_erased")
+    (erased,) = audited(client, "customer_erased")
     assert "call-1" in erased.payload
     assert client.delete("/v1/customers/C100", headers=bearer("adm")).status_code == 404
 

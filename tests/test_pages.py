@@ -11,9 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.auth import write_tokens_file
 from service.settings import Settings
-from tests.server import bearer
+from tests.server import bearer, tokens_client
 from tests.test_live_socket import FakeTranscriber
 
 TOKENS = {"ing": ("ingest", None), "a1": ("agent", "A1"), "sup": ("supervisor", None), "adm": ("admin", None)}
@@ -22,11 +21,7 @@ READERS = ["/console", "/calls", "/customers", "/followups"]
 
 @pytest.fixture()
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    path = tmp_path / "tokens.yaml"
-    write_tokens_file(path, TOKENS)  # type: ignore[arg-type]
-    settings = Settings(data_dir=tmp_path / "data", auth={"tokens_file": path},
-                        loanbook={"timezone": "Asia/Hong_Kong"})
-    with TestClient(create_app(settings, transcriber=FakeTranscriber())) as c:  # type: ignore[arg-type]
+    with tokens_client(tmp_path, TOKENS, FakeTranscriber(), loanbook={"timezone": "Asia/Hong_Kong"}) as c:
         yield c
 
 
