@@ -108,12 +108,16 @@ def test_skipped_partials_on_an_idle_server_are_no_overload(tmp_path: Path, shar
     assert "overload" not in _types(events) and "overload_cleared" not in _types(events), events
 
 
-def test_a_late_final_is_overload_and_an_on_time_one_clears_it(tmp_path: Path, shared_data: Path) -> None:
-    # The first final takes 1.2 s against a 0.5 s limit; the second 0.05 s.
-    transcriber = TimedTranscriber(partial_s=0.0, final_s=[1.2, 0.05])
+def _late_finals_app(tmp_path: Path, final_s: list[float]) -> Any:
+    """An app whose finals take `final_s` seconds each, against a 0.5 s overload limit, no partials or prefetch."""
     settings = Settings(data_dir=tmp_path, live={"overload_final_delay_s": 0.5, "partial_interval_s": 0,
                                                  "prefetch_silence_ms": 0})
-    app = create_app(settings, transcriber=transcriber)  # type: ignore[arg-type]
+    return create_app(settings, transcriber=TimedTranscriber(partial_s=0.0, final_s=final_s))  # type: ignore[arg-type]
+
+
+def test_a_late_final_is_overload_and_an_on_time_one_clears_it(tmp_path: Path, shared_data: Path) -> None:
+    # The first final takes 1.2 s against a 0.5 s limit; the second 0.05 s.
+    app = _late_finals_app(tmp_path, [1.2, 0.05])
     speech, gap = _speech(shared_data), np.zeros(2 * 16000, dtype=np.float32)
     with authed(app) as client, client.websocket_connect("/v1/calls/late/audio") as ws:
         ws.send_json(START)
@@ -134,10 +138,7 @@ def test_a_late_final_is_overload_and_an_on_time_one_clears_it(tmp_path: Path, s
 
 
 def test_a_call_that_ends_overloaded_clears_before_its_end(tmp_path: Path, shared_data: Path) -> None:
-    transcriber = TimedTranscriber(partial_s=0.0, final_s=[1.2])
-    settings = Settings(data_dir=tmp_path, live={"overload_final_delay_s": 0.5, "partial_interval_s": 0,
-                                                 "prefetch_silence_ms": 0})
-    app = create_app(settings, transcriber=transcriber)  # type: ignore[arg-type]
+    app = _late_finals_app(tmp_path, [1.2])
     speech, gap = _speech(shared_data), np.zeros(2 * 16000, dtype=np.float32)
     with authed(app) as client, client.websocket_connect("/v1/calls/ends-late/audio") as ws:
         ws.send_json(START)
