@@ -409,6 +409,7 @@ class Assessor:
         found: list[str] = []
         heard: tuple[str, ...] | None = None
         syllables: frozenset[str] = frozenset()
+        bounds: frozenset[int] | None = None  # jieba's word boundaries, read once a cue word is found
         for w in words:
             if any(w in longer for longer in found):
                 continue
@@ -417,7 +418,7 @@ class Assessor:
                 # answers a question about him, it is not the customer lacking the fact. Nor inside a question
                 # taken up as a question (我明天还行不行: 还 + 行不行, no 还行), nor, for a two-character word,
                 # starting inside another word (在出 in 现在出了事: the 在 is 现在's).
-                bounds = word_boundaries(answer)
+                bounds = bounds if bounds is not None else word_boundaries(answer)
                 if any(not _inside_numeral(answer, i, len(w)) and not (label == "omission" and _third_person(
                         answer, i)) and not _in_a_not_a(answer, i, len(w)) and (i in bounds or len(w) >= 3)
                        for i in _find_all(answer, w)):

@@ -140,21 +140,14 @@ def _content_verbs(clause: str) -> list[str]:
             and not w.startswith(("请问", "麻烦"))]
 
 
-def _same_act(word: str, predicate: str, acts: tuple[tuple[str, ...], ...]) -> bool:
-    if word == predicate:
-        return True
-    # 变 for 变化, 还 for 还款: a two-character verb taken up by its head.
-    if len(predicate) >= 2 and word == predicate[0]:
-        return True
-    return any(word in group and (predicate in group or predicate[0] in group) for group in acts)
-
-
 def echo(answer: str, question: PolarQuestion, acts: tuple[tuple[str, ...], ...] = ()) -> Echo | None:
     """The first place where the answer takes up the question's predicate (or a verb of the same act) as a
     predicate of its own, with its polarity; None when it does not."""
     if not question.predicates:
         return None
-    vocabulary = {p for p in question.predicates}
+    # What takes the predicate up: the predicate, the head of a two-character one (变 for 变化, 还 for 还款),
+    # and every verb of an act it belongs to.
+    vocabulary = set(question.predicates)
     for group in acts:
         if any(p in group or p[0] in group for p in question.predicates):
             vocabulary.update(group)
@@ -166,9 +159,7 @@ def echo(answer: str, question: PolarQuestion, acts: tuple[tuple[str, ...], ...]
                 for i in range(m.start(), m.end())}
     found: list[Echo] = []
     for start in range(len(answer)):
-        if start not in bounds:
-            continue
-        if start in embedded:
+        if start not in bounds or start in embedded:
             continue
         for word in sorted((w for w in vocabulary if answer.startswith(w, start)), key=len, reverse=True):
             end = start + len(word)
@@ -177,8 +168,6 @@ def echo(answer: str, question: PolarQuestion, acts: tuple[tuple[str, ...], ...]
                                        or rest[0] in "吗呢吧啊呀嘛"):
                 continue  # 还是, 还好, 扣钱: an adverb, or a verb inside another phrase
             if len(word) >= 2 and end not in bounds and not _COMPLEMENT.match(rest):
-                continue
-            if not any(_same_act(word, p, acts) for p in question.predicates):
                 continue
             clause_end = min([i for c in "，。！？；,.!?;…~" if (i := answer.find(c, end)) >= 0] or [len(answer)])
             clause = answer[end:clause_end + 1]
