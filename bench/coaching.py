@@ -2,7 +2,7 @@
 that month's scoreboard for every agent (`GET /v1/agents`) and one agent's card (`GET /v1/agents/{id}`: the
 figures, six periods of trend each against the team, per-topic figures, moments and the coaching list).
 
-The rows are the real per-call rows (service/store/coaching.py) of calls scored by the real pipeline from text
+The rows are the real per-call rows (service/coaching/repository.py) of calls scored by the real pipeline from text
 turns (a handful of call shapes, spread over agents and the month at random), bulk-loaded with COPY into a fresh
 schema of the server at --url (default $HUIFANG_TEST_POSTGRES_URL; `bash .ci/postgres.sh` starts one), which is
 dropped afterwards unless --keep.
@@ -57,7 +57,7 @@ def templates() -> list[dict[str, Any]]:
     from nlu.dialogue import Turn
     from nlu.report import score_call
     from nlu.types import LoanRecord
-    from service.store.coaching import row_of, stats_of
+    from service.coaching.repository import row_of, stats_of
     from service.store.models import Call
 
     assessor, out = Assessor(), []
@@ -134,8 +134,8 @@ def main() -> int:
 
     from sqlalchemy import create_engine, text
 
-    from nlu.coaching import load_rules
-    from service.coaching import agent_card, scoreboard, window
+    from service.coaching.cards import agent_card, scoreboard, window
+    from service.coaching.figures import load_rules
     from service.store import Store
 
     tz, month = ZoneInfo("Asia/Shanghai"), date(2026, 11, 1)

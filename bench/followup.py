@@ -2,7 +2,7 @@
 compact per-call summaries (`call_summaries`, never the report JSON), and the outbox's throughput against a local
 receiver (bench/outbox.py).
 
-The summaries are the real rows (service/store/loanbook.py `record_call`) of a few report shapes made by the real
+The summaries are the real rows (service/loanbook/repository.py `record_call`) of a few report shapes made by the real
 pipeline from text turns (a clear call, a vague one, a contradicted figure, a hedged guarantor), spread over the
 customers and the past months at random, bulk-loaded with COPY into a fresh schema of the server at --url (default
 $HUIFANG_TEST_POSTGRES_URL; `bash .ci/postgres.sh` starts one), dropped afterwards. Two plannings are timed:
@@ -67,7 +67,7 @@ def load(url: str, customers: int, calls: int, seed: int = 7) -> float:
     """COPY customers x calls calls (minimal call rows, their real summaries) and the customers; returns seconds."""
     from sqlalchemy import create_engine
 
-    from nlu.followup import call_facts
+    from service.loanbook.policy import call_facts
 
     kinds = shapes()
     rng = random.Random(seed)
@@ -118,7 +118,7 @@ def plan(url: str, customers: int, calls: int, tmp: Path) -> list[dict[str, Any]
     """Load, then time the first planning and the next day's."""
     from sqlalchemy import func, select
 
-    from service.loanbook import build_loanbook
+    from service.loanbook.book import build_loanbook
     from service.settings import Settings
     from service.store import Store
     from service.store.models import FollowUp

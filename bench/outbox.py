@@ -151,8 +151,8 @@ def seed(store: Any, cipher: Any, settings: Any, n_messages: int, channel: str, 
     seconds queuing took (after the customers were made)."""
     from zoneinfo import ZoneInfo
 
-    from service.outbox import enqueue
-    from service.store.loanbook import Contact, ensure_customer, put_contact
+    from service.loanbook.outbox import enqueue
+    from service.loanbook.repository import Contact, ensure_customer, put_contact
     from service.store.store import utcnow
 
     contacts = {}
@@ -184,7 +184,7 @@ def run(n_messages: int, channels: tuple[str, ...] = ("sms", "email"), concurren
     to the local receiver, and measure. Returns one result per combination."""
     from sqlalchemy import func, select
 
-    from service.outbox import Outbox, webhook_key, worker_name
+    from service.loanbook.outbox import Outbox, webhook_key, worker_name
     from service.privacy import RawTextCipher
     from service.settings import OutboxSettings, Settings
     from service.store import Store

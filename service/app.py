@@ -23,13 +23,10 @@ from asr.transcribe import Transcriber
 from nlu.assess import Assessor
 from nlu.classifier import ClassifierUnavailableError
 from service.api import (
-    agents,
     assess,
     calls,
     calls_ws,
-    customers,
     demo,
-    followups,
     health,
     pages,
     recordings,
@@ -47,24 +44,27 @@ from service.auth import (
     load_tokens_file,
     new_token,
 )
+from service.coaching import agents_api as agents
 from service.errors import ServiceError
-from service.jobs import JobRunner, job_context, recording_scorer
 from service.live.claims import CallClaims, LocalClaims
-from service.live.demo import DemoPlayer
 from service.live.engine import LiveEngine
 from service.live.hub import CallHub, EventBus
 from service.live.redis_bus import RedisClaims, RedisHub, connect, replica_name
 from service.live.scheduler import DecodeScheduler
 from service.live.session import LiveCalls, LiveOptions
 from service.live.sockets import Watchers
-from service.loanbook import LoanBook, build_loanbook
+from service.live.sources.demo import DemoPlayer
+from service.loanbook import customers_api as customers
+from service.loanbook import followups_api as followups
+from service.loanbook.book import LoanBook, build_loanbook
+from service.loanbook.outbox import Outbox, OutboxWorker, configured_channels
 from service.metrics import ERRORS, REGISTRY, StateCollector
-from service.outbox import Outbox, OutboxWorker, configured_channels
 from service.privacy import make_private
 from service.settings import Settings, get_settings
 from service.state import AppState
 from service.store import Store, StoreError, audit
 from service.store.anchor import Anchor, load_or_create_key
+from service.workers.jobs import JobRunner, job_context, recording_scorer
 
 log = logging.getLogger(__name__)
 

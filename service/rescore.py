@@ -196,7 +196,7 @@ def rescore(store: Store, assessor: Assessor, dialogue: DialogueOptions, risk: R
 
 
 def _audit(store: Store, call: Call, report: dict[str, Any], previous: Mapping[str, Any], version: int) -> None:
-    """The re-scored report's audit entry: what every stored report gets (service/jobs.py), and what it replaced."""
+    """The re-scored report's audit entry: what every stored report gets (workers/jobs.py), and what it replaced."""
     audit.append(store, "report", ACTOR, call.call_id, {
         "recording_id": call.recording_id, "report_sha256": audit.digest(report), "agent_id": call.agent_id,
         "customer_id": call.customer_id, "loan_id": call.loan_id, "risk_score": report["risk_score"],

@@ -216,7 +216,7 @@ class AuthSettings(BaseModel):
 
 
 class LoanBookSettings(BaseModel):
-    """Customers, tiers and follow-ups (service/loanbook.py)."""
+    """Customers, tiers and follow-ups (service/loanbook/book.py)."""
 
     policy_file: Path | None = Field(None, description="tiers and follow-up policy (default configs/followup.yaml)")
     timezone: str = Field("Asia/Shanghai", description="the bank's time zone: due dates, business days, quiet hours")
@@ -225,7 +225,7 @@ class LoanBookSettings(BaseModel):
 
 
 class OutboxSettings(BaseModel):
-    """Messages to customers through the outbox (service/outbox.py): e-mail over SMTP, SMS and CRM by webhook."""
+    """Messages to customers through the outbox (loanbook/outbox.py): e-mail over SMTP, SMS and CRM by webhook."""
 
     smtp_host: str | None = Field(None, description="e-mail: SMTP server; none: e-mail is not sent (messages wait)")
     smtp_port: int = Field(587, ge=1, le=65535, description="e-mail: SMTP port")
@@ -252,7 +252,7 @@ class OutboxSettings(BaseModel):
 
 
 class CoachingSettings(BaseModel):
-    """Agent scorecards and coaching lists (service/coaching.py)."""
+    """Agent scorecards and coaching lists (service/coaching/cards.py)."""
 
     rules_file: Path | None = Field(None, description="what makes a call worth reviewing (default "
                                     "configs/coaching.yaml)")

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 from asr.transcribe import Transcriber
 from nlu.assess import Assessor
 from service.auth import TicketBook, TokenRegistry
-from service.jobs import JobRunner
-from service.live.demo import DemoPlayer
 from service.live.hub import EventBus
 from service.live.session import LiveCalls
 from service.live.sockets import Watchers
-from service.loanbook import LoanBook
-from service.outbox import OutboxWorker
+from service.live.sources.demo import DemoPlayer
+from service.loanbook.book import LoanBook
+from service.loanbook.outbox import OutboxWorker
 from service.settings import Settings
 from service.store import Store
+from service.workers.jobs import JobRunner
 
 
 @dataclass

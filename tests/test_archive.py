@@ -26,7 +26,10 @@ import numpy as np
 import pytest
 
 from pipeline.recording import AudioPart, Scored
-from service.archive import (
+from service.cli import main
+from service.errors import ServiceError
+from service.store import Store
+from service.workers.archive import (
     BatchProgress,
     ThreadWorkers,
     batch_prefix,
@@ -35,10 +38,7 @@ from service.archive import (
     read_archive,
     score_until_drained,
 )
-from service.cli import main
-from service.errors import ServiceError
-from service.jobs import JobContext, remove_audio, stored_audio, sweep_audio
-from service.store import Store
+from service.workers.jobs import JobContext, remove_audio, stored_audio, sweep_audio
 from tests.audiogen import write_audio
 from tests.test_recordings import _report
 

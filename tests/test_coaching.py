@@ -20,7 +20,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
 from nlu.assess import Assessor
-from nlu.coaching import (
+from nlu.dialogue import Turn
+from nlu.report import score_call
+from nlu.script import ScriptError, load_script
+from nlu.types import LoanRecord
+from service.app import create_app, state_of
+from service.auth import write_tokens_file
+from service.coaching.cards import window
+from service.coaching.figures import (
     CoachingRules,
     Rule,
     call_stats,
@@ -35,16 +42,9 @@ from nlu.coaching import (
     team_median,
     totals,
 )
-from nlu.dialogue import Turn
-from nlu.report import score_call
-from nlu.script import ScriptError, load_script
-from nlu.types import LoanRecord
-from service.app import create_app, state_of
-from service.auth import write_tokens_file
-from service.coaching import window
+from service.coaching.repository import agent_calls, agent_totals, period_totals
 from service.settings import Settings
 from service.store import Store
-from service.store.coaching import agent_calls, agent_totals, period_totals
 from service.store.models import AgentCallStats, AuditEntry
 from tests.conftest import fresh_postgres_schema
 from tests.server import bearer
@@ -132,7 +132,7 @@ def test_a_period_sums_calls_and_divides_once(assessor: Assessor) -> None:
 
 
 def test_team_median_per_figure() -> None:
-    from nlu.coaching import Totals
+    from service.coaching.figures import Totals
 
     cards = [figures(Totals(calls=1, duration_s=d, coverage=cov)) for d, cov in ((60, 0.5), (120, 0.9), (300, 0.7))]
     median = team_median(cards)

@@ -20,11 +20,11 @@ from service.store.models import Call, CustomerTier, FollowUp, OutboxMessage
 def test_demo_seed_fills_an_empty_database_once(model_cache: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    from service import coaching
-    from service.archive import open_store
     from service.cli.demo_seed import DEMO_AGENT, SEED
-    from service.loanbook import build_loanbook
+    from service.coaching import cards as coaching
+    from service.loanbook.book import build_loanbook
     from service.settings import Settings, get_settings
+    from service.workers.archive import open_store
 
     data = tmp_path / "data"
     data.mkdir()

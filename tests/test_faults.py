@@ -83,8 +83,8 @@ async def test_sigterm_ends_live_calls_cleanly_before_the_server_stops(tmp_path:
 @pytest.mark.asyncio
 async def test_recording_jobs_in_flight_are_handed_back_when_the_service_stops(tmp_path: Path) -> None:
     from pipeline.recording import Scored
-    from service.jobs import JobContext, JobRunner
     from service.store import Store
+    from service.workers.jobs import JobContext, JobRunner
 
     store = Store(f"sqlite:///{tmp_path / 'j.db'}")
     store.migrate()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nlu.followup import (
+from nlu.script import ScriptError
+from service.loanbook.policy import (
     BusinessCalendar,
     CallFacts,
     FollowUpState,
@@ -18,7 +19,6 @@ from nlu.followup import (
     load_policy,
     plan_customer,
 )
-from nlu.script import ScriptError
 
 POLICY = load_policy()
 TODAY = date(2026, 12, 2)  # a Wednesday

@@ -110,7 +110,7 @@ def test_a_twilio_timestamp_far_ahead_allocates_nothing(client: TestClient) -> N
 
 
 def test_a_twilio_gap_within_the_call_is_filled_in_bounded_blocks() -> None:
-    from service.live.twilio import TwilioMedia, TwilioReader
+    from service.live.sources.twilio import TwilioMedia, TwilioReader
 
     reader = TwilioReader(max_call_s=3600)
     reader.read(_twilio_start(INGEST))
@@ -274,7 +274,7 @@ def _stored_job(store: Any, data_dir: Path, call_id: str, job_id: str) -> Any:
 
 def _context(store: Any, data_dir: Path, fail: bool = False) -> Any:
     from pipeline.recording import RecordingError, Scored
-    from service.jobs import JobContext
+    from service.workers.jobs import JobContext
     from tests.test_recordings import _report
 
     def score(call_id: str, parts: Any, loan: Any, progress: Any) -> Scored:
@@ -286,8 +286,8 @@ def _context(store: Any, data_dir: Path, fail: bool = False) -> Any:
 
 
 def test_rescoring_a_call_leaves_nothing_of_the_earlier_scoring(tmp_path: Path) -> None:
-    from service.jobs import run_job
     from service.store import Store
+    from service.workers.jobs import run_job
 
     store = Store(f"sqlite:///{tmp_path / 'h.db'}")
     store.migrate()
@@ -300,8 +300,8 @@ def test_rescoring_a_call_leaves_nothing_of_the_earlier_scoring(tmp_path: Path) 
 
 
 def test_a_failed_job_keeps_no_personal_data_and_can_be_deleted(tmp_path: Path) -> None:
-    from service.jobs import run_job
     from service.store import Store
+    from service.workers.jobs import run_job
 
     store = Store(f"sqlite:///{tmp_path / 'h.db'}")
     store.migrate()
@@ -318,9 +318,9 @@ def test_a_failed_job_keeps_no_personal_data_and_can_be_deleted(tmp_path: Path) 
 def test_delete_reaches_failed_and_queued_jobs_and_waits_for_a_running_one(client: TestClient,
                                                                           tmp_path: Path) -> None:
     from service.app import state_of
-    from service.jobs import run_job
     from service.store import Store, StoreError
     from service.store.models import Recording
+    from service.workers.jobs import run_job
 
     state = state_of(client.app)  # type: ignore[arg-type]
     assert state.store is not None

@@ -222,8 +222,8 @@ def test_replacing_keeps_the_earlier_report_as_a_version_until_deletion(tmp_path
 
 
 def _versions_on(url: str, tmp_path: Path) -> None:
-    from service.jobs import JobContext, run_job
     from service.store import Store
+    from service.workers.jobs import JobContext, run_job
 
     store = Store(url)
     store.migrate()
@@ -456,8 +456,8 @@ def test_a_phone_field_holds_one_number(value: str) -> None:
 
 
 def test_a_stored_address_with_extra_recipients_is_never_sent(client: TestClient) -> None:
-    from service.outbox import refusal
-    from service.store.loanbook import Contact
+    from service.loanbook.outbox import refusal
+    from service.loanbook.repository import Contact
 
     for email in ("a@x.com, b@evil.com", "a@x.com\r\nBcc: b@evil.com"):
         assert refusal(Contact(email=email, consent=frozenset({"email"})), "email") == "no_address"
@@ -653,7 +653,7 @@ def test_files_are_private_and_an_erasure_leaves_nothing_readable(client: TestCl
     claimed = store.claim(job.id)
     assert claimed is not None
     from pipeline.recording import Scored
-    from service.jobs import JobContext, run_job
+    from service.workers.jobs import JobContext, run_job
 
     book = state_of(client.app).loanbook  # type: ignore[arg-type]
     assert book is not None

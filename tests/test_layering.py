@@ -3,7 +3,7 @@
 - `asr` knows audio and imports neither `nlu`, `pipeline` nor `service`;
 - `nlu` knows text and calls and imports neither `pipeline` nor `service`;
 - `pipeline` (the per-call path shared by live calls and recordings) builds on both and knows no web framework;
-- in `service`, only the app and the routes (`service/api/`) know FastAPI; the live calls' websocket handling
+- in `service`, only the app and the routes (`service/api/`, a feature's `*_api.py`) know FastAPI; the live calls' websocket handling
   (`service/live/sockets.py`) knows Starlette's socket, nothing below it does;
 - no runtime package imports the offline tools (`tools`, `bench`); the domain data and the model cache import
   nothing of the project."""
@@ -54,7 +54,8 @@ def test_layering(package: str, forbidden: set[str]) -> None:
 def test_only_the_app_and_the_routes_know_the_web_framework() -> None:
     allowed = {"service/app.py", "service/server.py", "service/live/sockets.py"}
     offenders = {file: sorted(names & WEB) for file, names in _imported("service").items()
-                 if names & WEB and file not in allowed and not file.startswith("service/api/")}
+                 if names & WEB and file not in allowed and not file.startswith("service/api/")
+                 and not file.endswith("_api.py")}
     assert not offenders, f"FastAPI/Starlette objects belong to the routes: {offenders}"
     sockets = _imported("service/live/sockets.py")["service/live/sockets.py"]
     assert "fastapi" not in sockets, "the socket handling uses Starlette's WebSocket, not FastAPI's app"

@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from pipeline.recording import Scored
-from service.jobs import JobContext, run_job
 from service.store import Store
+from service.workers.jobs import JobContext, run_job
 from tests.test_recordings import _report
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 _WORKER = """
 import asyncio, sys, time
 from pipeline.recording import Scored
-from service.jobs import JobContext, JobRunner
+from service.workers.jobs import JobContext, JobRunner
 from service.store import Store
 from tests.test_recordings import _report
 
@@ -100,9 +100,9 @@ def test_two_workers_one_killed_every_job_scored_once(postgres_schema: str, tmp_
 
 def test_a_result_waits_out_a_database_outage_and_is_recorded_once(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import service.jobs
+    import service.workers.jobs
 
-    monkeypatch.setattr(service.jobs, "_RETRY_S", (0.05, 0.05, 0.05))
+    monkeypatch.setattr(service.workers.jobs, "_RETRY_S", (0.05, 0.05, 0.05))
     store = Store(f"sqlite:///{tmp_path / 'o.db'}")
     store.migrate()
     job = store.create_job("c1", [], None, None, "j1")

@@ -14,10 +14,10 @@ from sqlalchemy import select
 
 from pipeline.recording import Scored
 from service.app import state_of
-from service.jobs import JobContext, run_job
-from service.loanbook import LoanBook
+from service.loanbook.book import LoanBook
 from service.store import Store
 from service.store.models import Customer, FollowUp
+from service.workers.jobs import JobContext, run_job
 from tests.server import audited, bearer, tokens_client
 from tests.test_live_socket import START, FakeTranscriber
 
@@ -163,8 +163,8 @@ def test_contact_details_are_stored_encrypted_and_shown_masked(client: TestClien
 
 
 def test_a_loan_file_brings_contact_details_and_consent(client: TestClient, tmp_path: Path) -> None:
-    from service.loanbook import update_contact_from_loan_file
-    from service.store.loanbook import get_contact
+    from service.loanbook.book import update_contact_from_loan_file
+    from service.loanbook.repository import get_contact
 
     book = state_of(client.app).loanbook
     assert book is not None
@@ -224,13 +224,13 @@ def test_a_new_live_call_shows_what_the_last_one_left_open(client: TestClient) -
 
 def test_the_daily_planning_runs_once_across_replicas_on_sqlite(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("service.loanbook.PLAN_BATCH", 40)  # several batches each
+    monkeypatch.setattr("service.loanbook.book.PLAN_BATCH", 40)  # several batches each
     _plan_twice_at_once(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}")
 
 
 def test_the_daily_planning_runs_once_across_replicas_on_postgresql(tmp_path: Path, postgres_schema: str,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("service.loanbook.PLAN_BATCH", 40)
+    monkeypatch.setattr("service.loanbook.book.PLAN_BATCH", 40)
     _plan_twice_at_once(tmp_path, postgres_schema)
 
 
@@ -238,7 +238,7 @@ def _plan_twice_at_once(tmp_path: Path, url: str) -> None:
     """Two loan books on one database (two replicas) plan every customer once a day between them."""
     import threading
 
-    from nlu.followup import load_policy
+    from service.loanbook.policy import load_policy
     from service.privacy import RawTextCipher
 
     store = Store(url)

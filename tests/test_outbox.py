@@ -25,8 +25,9 @@ import pytest
 from sqlalchemy import delete, select
 
 from bench.outbox import MailSink, Receiver, smtp_server, verify_signature
-from nlu.followup import EDUCATION, UNREACHABLE, load_policy
-from nlu.messages import (
+from nlu.pii import find_numbers
+from nlu.report import load_risk
+from service.loanbook.messages import (
     ALLOWED_FIELDS,
     MissingField,
     PersonalNumber,
@@ -35,9 +36,7 @@ from nlu.messages import (
     make_template,
     render,
 )
-from nlu.pii import find_numbers
-from nlu.report import load_risk
-from service.outbox import (
+from service.loanbook.outbox import (
     Outbox,
     OutboxError,
     OutboxWorker,
@@ -49,10 +48,11 @@ from service.outbox import (
     sign,
     webhook_key,
 )
+from service.loanbook.policy import EDUCATION, UNREACHABLE, load_policy
+from service.loanbook.repository import Contact, ensure_customer, put_contact
 from service.privacy import RawTextCipher
 from service.settings import OutboxSettings, Settings
 from service.store import Store
-from service.store.loanbook import Contact, ensure_customer, put_contact
 from service.store.models import AuditEntry, Customer, OutboxMessage
 from service.store.store import utcnow
 
@@ -155,7 +155,7 @@ class Rig:
     def queue(self, customer_id: str = "C001", channel: str = "sms", action: str = "send_schedule",
               followup_id: str | None = "F1", now: datetime | None = None, contact: Contact | None = None,
               fields: dict[str, str] | None = None) -> OutboxMessage:
-        from service.store.loanbook import read_contact
+        from service.loanbook.repository import read_contact
 
         with self.store.session() as s, s.begin():
             row = s.get(Customer, customer_id)
@@ -414,7 +414,7 @@ def test_erasing_a_customer_removes_their_messages(rig: Rig) -> None:
 def test_logs_and_audit_carry_no_address_or_body(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
     rig.customer()
     rig.receiver.fail_next, rig.receiver.fail_status = 1, 400
-    caplog.set_level(logging.DEBUG, logger="service.outbox")
+    caplog.set_level(logging.DEBUG, logger="service.loanbook.outbox")
     rig.queue()
     rig.outbox().drain("test")
     assert "refused by the receiver: HTTP 400" in caplog.text

@@ -18,10 +18,10 @@ from fastapi.testclient import TestClient
 
 from asr.types import Utterance
 from service.app import state_of
-from service.jobs import sweep_audio
 from service.settings import Settings
 from service.store import CallFilter, Store
 from service.store.store import LeaseLost, utcnow
+from service.workers.jobs import sweep_audio
 
 POSTGRES_URL = os.environ.get("HUIFANG_TEST_POSTGRES_URL")
 

@@ -19,11 +19,11 @@ from pipeline.call import ROLES, CallPipeline
 from pipeline.recording import Scored, finish_report, rescore_report
 from service.cli.rescore import parse_since, rescore_command
 from service.errors import ServiceError
-from service.jobs import JobContext, run_job
 from service.rescore import report_change
 from service.settings import Settings
 from service.store import Store, audit
 from service.store.models import AgentCallStats, Answer, AuditEntry, CallSummary
+from service.workers.jobs import JobContext, run_job
 
 LOAN = {"customer_id": "C7", "loan_id": "L7", "role": "guarantor", "guarantor_name": "赵六", "monthly_yuan": 5200,
         "repay_day": 12}

@@ -14,10 +14,10 @@ from pydantic import BaseModel
 from service.api.deps import MAX_OFFSET, Admin, CallIdPath, SettingsDep, StoreDep, Viewer, checked_id
 from service.errors import ServiceError, forbidden
 from service.ids import MAX_LENGTH
-from service.jobs import remove_audio
 from service.privacy import RawTextCipher
 from service.store import CallFilter, Store, StoreError, audit
 from service.store.store import utcnow
+from service.workers.jobs import remove_audio
 
 router = APIRouter(tags=["calls"])
 

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from service.api.deps import SettingsDep, State, Viewer
 from service.errors import ServiceError
-from service.live.demo import demo_calls
+from service.live.sources.demo import demo_calls
 
 router = APIRouter(tags=["console"])
 

@@ -13,7 +13,7 @@ from service.auth import Principal, Role, TicketBook, TokenRegistry, authenticat
 from service.errors import ServiceError, bad_id, unavailable
 from service.ids import IdKind, id_problem
 from service.live.session import LiveCalls
-from service.loanbook import LoanBook
+from service.loanbook.book import LoanBook
 from service.settings import Settings
 from service.state import AppState
 from service.store import Store

@@ -22,7 +22,7 @@ from pipeline.recording import AudioPart, RecordingError, validate_parts
 from service.api.deps import Ingest, SettingsDep, State, StoreDep, checked_id
 from service.auth import Principal
 from service.errors import ServiceError
-from service.loanbook import update_contact_from_loan_file
+from service.loanbook.book import update_contact_from_loan_file
 from service.protocol import LoanFileError, parse_loan_file
 from service.settings import Settings
 from service.store import JobRecord, Store, audit

@@ -230,9 +230,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from service.archive import open_store
-    from service.loanbook import build_loanbook
+    from service.loanbook.book import build_loanbook
     from service.settings import get_settings
+    from service.workers.archive import open_store
 
     settings = get_settings()
     store = open_store(settings)

@@ -1,7 +1,7 @@
 """`huifang score-archive SOURCE`: the calls of an archive (a manifest CSV or a folder of recordings) into the
 job queue, then scored until the archive's jobs are done: by worker threads of this process, by a pool of Ray
 actors (`--ray`), or, with `--enqueue-only`, left to the service's replicas. Running it again resumes: calls
-already scored or queued are not queued again (see `service.archive`).
+already scored or queued are not queued again (see `service.workers.archive`).
 
 Progress goes to stderr every `--interval` seconds; the summary to stdout. Exit status 0 when every job of the
 archive was scored, 1 when some failed (each listed with its error), 2 for a manifest that cannot be used.
@@ -14,7 +14,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from service.archive import (
+from service.errors import ServiceError
+from service.settings import Settings
+from service.store import StoreError
+from service.workers.archive import (
     BatchProgress,
     ThreadWorkers,
     Workers,
@@ -24,10 +27,7 @@ from service.archive import (
     read_archive,
     score_until_drained,
 )
-from service.errors import ServiceError
-from service.jobs import job_context
-from service.settings import Settings
-from service.store import StoreError
+from service.workers.jobs import job_context
 
 #: Unusable manifest rows listed one by one; the rest are counted.
 SHOWN_PROBLEMS = 50
@@ -65,7 +65,7 @@ def score_archive(settings: Settings, source: Path, channels: tuple[str, ...], r
     if not archive.calls:
         raise ServiceError("usage", f"{source}: no call of the archive can be queued")
     if ray_address is not None:
-        from service.ray_pool import LOCAL, import_ray
+        from service.workers.ray_pool import LOCAL, import_ray
 
         import_ray()  # a missing extra is said before anything is queued
         if ray_address != LOCAL and settings.db_url.startswith("sqlite"):
@@ -86,7 +86,7 @@ def score_archive(settings: Settings, source: Path, channels: tuple[str, ...], r
         if BatchProgress.read(store, archive.batch).pending:
             pool: Workers
             if ray_address is not None:
-                from service.ray_pool import RayWorkers
+                from service.workers.ray_pool import RayWorkers
 
                 pool = RayWorkers(settings, store, ray_address, actors, cpus_per_actor, settings.scoring.lease_s)
             else:

@@ -3,9 +3,9 @@ every call (`--all`) after the call script's sensitivities changed. New reports 
 
 from __future__ import annotations
 
+from service.coaching.repository import rebuild
 from service.settings import Settings
 from service.store import Store
-from service.store.coaching import rebuild
 
 
 def rebuild_command(settings: Settings, everything: bool) -> int:

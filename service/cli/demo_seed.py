@@ -24,13 +24,13 @@ from typing import Any
 from sqlalchemy import func, select
 
 from pipeline.recording import AudioPart, RecordingScorer, Scored, score_transcript
-from service.jobs import JobContext, run_job
-from service.loanbook import LoanBook, build_loanbook
+from service.loanbook.book import LoanBook, build_loanbook
+from service.loanbook.repository import Contact, put_contact
 from service.settings import Settings
 from service.store import Store
-from service.store.loanbook import Contact, put_contact
 from service.store.models import Call, Recording
 from service.store.store import utcnow
+from service.workers.jobs import JobContext, run_job
 
 #: The agent whose work queue shows assigned and unreachable follow-ups (make an agent token with this id to see
 #: them).
@@ -143,7 +143,7 @@ def seed(settings: Settings, store: Store, scorer: RecordingScorer) -> Seeded:
 def _second_call_made(planner: LoanBook, customer_id: str, agent_id: str) -> None:
     """This call is the second call an earlier one planned: the agent takes it and records it done (what was
     still vague is planned again from this call's report)."""
-    from service.loanbook import FollowUpQuery
+    from service.loanbook.book import FollowUpQuery
 
     items, _ = planner.followups(FollowUpQuery(customer_id=customer_id))
     for f in items:
@@ -165,7 +165,7 @@ def _scored(call_id: str, utterances: list[Any], duration_s: float, loan: dict[s
 def _work_some(book: LoanBook) -> None:
     """Give the demo agent the oldest open second call, and another that nobody answered (which plans a message),
     so the work queue shows every state."""
-    from service.loanbook import FollowUpQuery
+    from service.loanbook.book import FollowUpQuery
 
     items, _ = book.followups(FollowUpQuery())
     calls = [f for f in items if f["channel"] == "call"]
@@ -179,7 +179,7 @@ def _work_some(book: LoanBook) -> None:
 
 def seed_command(settings: Settings, if_empty: bool) -> int:
     """`huifang demo-seed [--if-empty]`."""
-    from service.archive import load_scorer, open_store
+    from service.workers.archive import load_scorer, open_store
 
     store = open_store(settings)
     try:

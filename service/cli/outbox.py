@@ -9,7 +9,7 @@ import time
 from zoneinfo import ZoneInfo
 
 from service.errors import ServiceError
-from service.outbox import Outbox, OutboxError, configured_channels, dead_letters, requeue, worker_name
+from service.loanbook.outbox import Outbox, OutboxError, configured_channels, dead_letters, requeue, worker_name
 from service.settings import Settings
 from service.store import Store
 

@@ -59,10 +59,10 @@ def rescore_command(settings: Settings, since: str | None, call_id: str | None, 
     """Run `huifang rescore`; 0 when every selected call was re-scored or skipped, 1 when some failed."""
     from nlu.report import load_risk
     from nlu.script import ScriptError
-    from service.archive import open_store
-    from service.loanbook import build_loanbook
+    from service.loanbook.book import build_loanbook
     from service.rescore import CallChange, RescoreError, RescoreOptions, rescore
     from service.store.store import StoreError
+    from service.workers.archive import open_store
 
     options = RescoreOptions(parse_since(since, settings.loanbook.timezone) if since else None, call_id, force,
                              dry_run)

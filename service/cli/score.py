@@ -1,7 +1,7 @@
 """`huifang score FILE` and `huifang score-dir DIR`: post-call scoring from the command line.
 
 `score` prints one call's report and stores nothing. `score-dir` scores every recording of a folder into the
-database (the one the service uses), exactly as uploads are scored (`service.jobs`), with a progress bar.
+database (the one the service uses), exactly as uploads are scored (`service.workers.jobs`), with a progress bar.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any
 from asr.errors import AsrError
 from nlu.pii import minimal_loan_file
 from pipeline.recording import AudioPart, RecordingError, validate_parts
-from service import archive
 from service.errors import ServiceError
-from service.jobs import job_context, run_job
 from service.protocol import LoanFileError
 from service.settings import Settings
+from service.workers import archive
+from service.workers.jobs import job_context, run_job
 
 LABEL_NAMES = {"clear": "回答清晰", "omission": "信息遗漏", "unclear": "表述不清", "evasive": "避而不答"}
 #: The report's tier as the pages show it (configs/risk.yaml: medium from 25, high from 50).

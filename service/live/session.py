@@ -29,7 +29,7 @@ from service.live.assist import CallAssist
 from service.live.claims import CallClaims, LocalClaims, call_in_progress
 from service.live.engine import LiveCall, LiveEngine
 from service.live.hub import EventBus
-from service.loanbook import LoanBook, update_contact_from_loan_file
+from service.loanbook.book import LoanBook, update_contact_from_loan_file
 from service.metrics import ERRORS
 from service.protocol import CloseCode, Emit, EndEvent, ErrorEvent, ReadyEvent, StartMessage, dump
 from service.store import Store, audit

@@ -24,7 +24,7 @@ from service.errors import ServiceError, bad_call_id
 from service.ids import id_problem
 from service.live.hub import EventBus
 from service.live.session import LiveCalls, LiveSession
-from service.live.twilio import TwilioReader, TwilioStart, TwilioStop
+from service.live.sources.twilio import TwilioReader, TwilioStart, TwilioStop
 from service.metrics import ERRORS
 from service.protocol import (
     MAX_FRAME_BYTES,

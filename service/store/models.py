@@ -118,7 +118,7 @@ class AuditEntry(Base):
 
 class CallSummary(Base):
     """What the loan book and coaching need of a call, written with its report (and replaced with it): a few
-    columns to select by and `facts` (nlu.followup.call_facts), so that re-planning a customer never reads
+    columns to select by and `facts` (service.loanbook.policy.call_facts), so that re-planning a customer never reads
     report JSON."""
 
     __tablename__ = "call_summaries"
@@ -192,7 +192,7 @@ class FollowUp(Base):
 
 
 class AgentCallStats(Base):
-    """Coaching's compact row of a scored call (nlu.coaching.CallStats): summable figures in typed columns and a
+    """Coaching's compact row of a scored call (coaching's `CallStats`): summable figures in typed columns and a
     small `detail` (per topic: asked, standing label, mismatch, prompts, spans; silences after questions).
     Written with the report and replaced with it, so a month of scorecards sums columns instead of reading report
     JSON (docs/coaching.md)."""
@@ -222,7 +222,7 @@ class AgentCallStats(Base):
 
 
 class OutboxMessage(Base):
-    """A message to a customer (service/outbox.py): rendered from its template when queued, free of personal
+    """A message to a customer (service/loanbook/outbox.py): rendered from its template when queued, free of personal
     numbers; the address is kept encrypted (and masked for display). Delivered at least once by a leased worker,
     under an idempotency key receivers dedupe by; erasing the customer removes their messages."""
 

@@ -21,7 +21,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from nlu.pii import public_loan_file
-from service.store import coaching, loanbook
+from service.coaching import repository as coaching
+from service.loanbook import repository as loanbook
 from service.store.anchor import Anchor
 from service.store.models import AgentCallStats, Answer, Call, CallSummary, CallVersion, Recording, ReportVersion
 
@@ -179,7 +180,7 @@ class Store:
             return int(s.scalar(select(func.count()).select_from(Recording).where(Recording.status == "queued")) or 0)
 
     def batch_counts(self, id_prefix: str) -> dict[str, int]:
-        """Jobs whose id starts with `id_prefix` (one archive's, `service.archive`) by status: queued, running,
+        """Jobs whose id starts with `id_prefix` (one archive's, `service.workers.archive`) by status: queued, running,
         done and failed, each present (0 when none)."""
         with self.session() as s:
             rows = s.execute(select(Recording.status, func.count())

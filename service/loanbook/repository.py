@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy.orm import Session
 
-from nlu.followup import call_facts
+from service.loanbook.policy import call_facts
 from service.privacy import RawTextCipher
 from service.store.models import Call, CallSummary, Customer
 

@@ -1,7 +1,7 @@
 """The loan book (issue #18): customers tiered from their calls, follow-ups planned, worked and closed, and the
 views of them.
 
-The policy is pure (nlu/followup.py); this module reads a customer's call summaries and follow-ups, applies the
+The policy is pure (`policy.py`); this module reads a customer's call summaries and follow-ups, applies the
 plan in one transaction under the customer's row lock (two replicas planning one customer take turns, and the
 follow-ups' `plan_key` makes a plan applied twice create nothing twice), hands message follow-ups to the outbox
 in the same transaction, and answers the API's reads. Synchronous, like the store: the service calls it from
@@ -22,7 +22,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nlu.assess import Assessor
-from nlu.followup import (
+from nlu.report import load_risk
+from service.loanbook import outbox
+from service.loanbook.policy import (
     OPEN,
     CallFacts,
     Channel,
@@ -33,12 +35,10 @@ from nlu.followup import (
     load_policy,
     plan_customer,
 )
-from nlu.report import load_risk
-from service import outbox
+from service.loanbook.repository import Contact, get_contact, put_contact, read_contact
 from service.privacy import RawTextCipher, free_text_redactor
 from service.settings import OutboxSettings, Settings
 from service.store import Store, StoreError
-from service.store.loanbook import Contact, get_contact, put_contact, read_contact
 from service.store.models import (
     Call,
     CallSummary,
@@ -69,7 +69,7 @@ class FollowUpNotFound(FollowUpError):
 
 
 class Outbox(Protocol):
-    """What the loan book needs of the outbox (service/outbox.py)."""
+    """What the loan book needs of the outbox (service/loanbook/outbox.py)."""
 
     def enqueue(self, s: Session, *, customer_id: str, followup_id: str | None, action: str, channel: Channel,
                 fields: dict[str, str], contact: Contact | None, now: datetime) -> Any: ...
@@ -454,7 +454,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 class MessageOutbox:
-    """The loan book's side of the outbox (service/outbox.py): messages queued in the planner's transaction,
+    """The loan book's side of the outbox (service/loanbook/outbox.py): messages queued in the planner's transaction,
     their delivery read back to settle follow-ups, and the customer page's list."""
 
     def __init__(self, settings: OutboxSettings, tz: ZoneInfo, cipher: RawTextCipher) -> None:

@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Query, Response
 
-from nlu.coaching import CoachingRules, Period, load_rules
 from nlu.script import ScriptError
-from service import coaching
 from service.api.deps import AgentIdPath, SettingsDep, StoreDep, Supervisor, Viewer
+from service.coaching import cards as coaching
+from service.coaching.figures import CoachingRules, Period, load_rules
 from service.errors import ServiceError, forbidden
 from service.settings import Settings
 from service.store import audit

@@ -14,11 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.api.deps import Admin, CustomerIdPath, LoanBookDep, SettingsDep, Viewer, page_bounds, require
 from service.auth import Principal
 from service.errors import ServiceError, forbidden
-from service.jobs import remove_audio
+from service.loanbook.repository import Contact, put_contact
 from service.protocol import Email, Phone
 from service.store import StoreError, audit
-from service.store.loanbook import Contact, put_contact
 from service.store.store import utcnow
+from service.workers.jobs import remove_audio
 
 router = APIRouter(tags=["customers"])
 

@@ -3,14 +3,14 @@
 An archive is a manifest (CSV with the columns `audio`, `call_id` and `loan_file`) or a folder of recordings
 (what `huifang score-dir` takes). Its calls become ordinary jobs in the service's job queue, the table uploads go
 into, so whoever consumes that queue scores them: this process's workers, the service's replicas, or a pool of
-Ray actors (`service.ray_pool`). Each job is scored once however many consume the queue: a worker leases a job
-(`Store.claim_next`), keeps the lease with a heartbeat while it scores (`service.jobs.renew_lease`) and records
-the outcome only under that lease (`service.jobs.run_job`).
+Ray actors (`service.workers.ray_pool`). Each job is scored once however many consume the queue: a worker leases a job
+(`Store.claim_next`), keeps the lease with a heartbeat while it scores (`service.workers.jobs.renew_lease`) and records
+the outcome only under that lease (`service.workers.jobs.run_job`).
 
 Archive audio is referenced in place (the job's file is its absolute path), not copied: a backfill of a million
 calls is not duplicated into the data directory. Audio outside the data directory's audio area is only ever read:
 never rewritten with personal data silenced, never given a retention expiry, never deleted or served
-(`service.jobs.stored_audio`). Every worker must therefore see the archive at the same path.
+(`service.workers.jobs.stored_audio`). Every worker must therefore see the archive at the same path.
 
 Enqueueing is idempotent: a call id that has a report or a queued or running job is not queued again, so a run
 stopped anywhere is resumed by starting it again. An archive's jobs share an id prefix (its batch) derived from
@@ -41,11 +41,11 @@ from nlu.pii import minimal_loan_file
 from pipeline.call import ROLES
 from pipeline.recording import RecordingScorer
 from service.errors import ServiceError
-from service.jobs import RENEW_EVERY, JobContext, job_context, recording_scorer, renew_lease, run_job
 from service.protocol import LoanFileError, parse_loan_file, valid_call_id
 from service.settings import Settings
 from service.store import JobRecord, Store
 from service.store.anchor import Anchor, load_or_create_key
+from service.workers.jobs import RENEW_EVERY, JobContext, job_context, recording_scorer, renew_lease, run_job
 
 log = logging.getLogger(__name__)
 
@@ -372,7 +372,7 @@ def drain_queue(ctx: JobContext, owner: str, lease_s: float, stop: threading.Eve
 
 class Workers(Protocol):
     """Queue consumers that `score_until_drained` starts and waits for: threads of this process
-    (`ThreadWorkers`) or Ray actors (`service.ray_pool.RayWorkers`)."""
+    (`ThreadWorkers`) or Ray actors (`service.workers.ray_pool.RayWorkers`)."""
 
     size: int
 

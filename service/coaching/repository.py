@@ -1,7 +1,7 @@
 """Coaching's table (`agent_call_stats`): one compact row per scored call, written by `Store.complete_job` in the
 report's transaction and removed with the call (ON DELETE CASCADE), so re-scoring a call replaces its row.
 
-The columns are `nlu.coaching.CallStats`'s additive fields; a period's sums per agent are one GROUP BY over them
+The columns are `figures.CallStats`'s additive fields; a period's sums per agent are one GROUP BY over them
 (`agent_totals`), and the per-topic details live in the small `detail` JSON, read only for one agent's calls.
 `rebuild` fills the table for calls scored before migration 0005 (`huifang coaching rebuild`).
 """
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from nlu.coaching import SUMMED, CallStats, QuestionGap, TopicStats, Totals, call_stats
 from nlu.script import load_script
+from service.coaching.figures import SUMMED, CallStats, QuestionGap, TopicStats, Totals, call_stats
 from service.store.models import AgentCallStats, Call
 
 if TYPE_CHECKING:  # the store writes these rows (Store.complete_job), so this module cannot import it at load

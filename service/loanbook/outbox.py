@@ -2,7 +2,7 @@
 by a worker: e-mail over SMTP, SMS to the gateway's webhook, letters to the CRM's webhook (docs/outbox.md).
 
 Queuing (`enqueue`) runs in the planner's transaction: the message is rendered from its template at once
-(nlu/messages.py: only the fields it names, never a personal number), or recorded as `suppressed` with the reason
+(`messages.py`: only the fields it names, never a personal number), or recorded as `suppressed` with the reason
 (no consent, opted out, no address, no template), so that the customer page says why nothing went. Quiet hours
 (local time of the bank) move `not_before` to their end for SMS and e-mail.
 
@@ -47,13 +47,13 @@ import httpx
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from nlu.messages import MessageBook, MessageError, MissingField, PersonalNumber, load_messages, render
+from service.loanbook.messages import MessageBook, MessageError, MissingField, PersonalNumber, load_messages, render
+from service.loanbook.repository import Channel, Contact, mask_email, mask_phone, read_contact
 from service.metrics import OUTBOX
 from service.privacy import RawTextCipher, private_file
 from service.protocol import valid_address
 from service.settings import OutboxSettings, Settings
 from service.store import Store, audit
-from service.store.loanbook import Channel, Contact, mask_email, mask_phone, read_contact
 from service.store.models import Customer, OutboxMessage
 from service.store.store import utcnow
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.api.deps import LoanBookDep, Supervisor, Viewer, checked_id, page_bounds
 from service.errors import ServiceError, forbidden
 from service.ids import AgentId
-from service.loanbook import FollowUpError, FollowUpNotFound, FollowUpQuery
+from service.loanbook.book import FollowUpError, FollowUpNotFound, FollowUpQuery
 from service.store import audit
 
 router = APIRouter(tags=["followups"])

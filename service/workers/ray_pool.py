@@ -1,7 +1,7 @@
 """A pool of Ray actors that drain the job queue (`huifang score-archive --ray [ADDRESS]`).
 
 Each actor loads the scorer once (Whisper, the sentence encoder, the answer classifier) and then drains the
-database queue exactly as a thread of `huifang score-archive` does (`service.archive.drain_queue`): claim a job
+database queue exactly as a thread of `huifang score-archive` does (`service.workers.archive.drain_queue`): claim a job
 with a lease, score it under a heartbeat, record the fenced outcome. So actors, the service's replicas and any
 other consumer share the queue without scoring a job twice, and an actor that dies only delays its job until the
 lease runs out.
@@ -18,11 +18,11 @@ import os
 import time
 from typing import Any
 
-from service.archive import DrainCounts, drain_queue, worker_context, worker_owner
 from service.errors import ServiceError
 from service.logs import install as install_logging
 from service.settings import Settings
 from service.store import Store
+from service.workers.archive import DrainCounts, drain_queue, worker_context, worker_owner
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class ScoringActor:
 
 
 class RayWorkers:
-    """`service.archive.Workers` as Ray actors: a local runtime (`address` "local") or a cluster (any address
+    """`service.workers.archive.Workers` as Ray actors: a local runtime (`address` "local") or a cluster (any address
     `ray.init` takes: "auto", "HOST:PORT", "ray://HOST:10001")."""
 
     def __init__(self, settings: Settings, store: Store, address: str, actors: int | None, cpus_per_actor: int,

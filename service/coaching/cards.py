@@ -1,10 +1,10 @@
-"""Scorecards and coaching lists from the stored per-call rows (service/store/coaching.py), for the routes of
+"""Scorecards and coaching lists from the stored per-call rows (service/coaching/repository.py), for the routes of
 `/v1/agents` and the `/agents` pages.
 
 A period (day, week, month) is a span of the bank's calendar (`HUIFANG_LOANBOOK__TIMEZONE`), turned into naive
 UTC bounds for the query. The all-agents scoreboard is one GROUP BY over typed columns; one agent's card also
 reads that agent's rows for the period (per-topic coverage, the moments behind each figure, the coaching list).
-Every figure is `nlu.coaching.figures` of a sum, so the scoreboard, the card and the pure functions agree.
+Every figure is `service.coaching.figures.figures` of a sum, so the scoreboard, the card and the pure functions agree.
 Synchronous: the routes call these from a worker thread.
 """
 
@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from nlu.coaching import (
+from service.coaching.figures import (
     FIGURES,
     CallStats,
     CoachingRules,
@@ -32,8 +32,8 @@ from nlu.coaching import (
     review_calls,
     team_median,
 )
+from service.coaching.repository import agent_calls, agent_totals, period_totals
 from service.spreadsheet import csv_text
-from service.store.coaching import agent_calls, agent_totals, period_totals
 from service.store.store import Store
 
 SortKey = Literal[Figure, "agent_id"]

@@ -32,7 +32,7 @@ from asr.transcribe import Transcriber
 from nlu.assess import Assessor
 from nlu.report import load_risk
 from pipeline.recording import AudioPart, RecordingError, RecordingScorer, Scored
-from service.loanbook import LoanBook, build_loanbook
+from service.loanbook.book import LoanBook, build_loanbook
 from service.metrics import JOB_DURATION, JOBS
 from service.privacy import RawTextCipher
 from service.settings import Settings

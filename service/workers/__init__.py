@@ -1,0 +1,1 @@
+"""Background work: recording jobs (`jobs`), archive scoring (`archive`, `ray_pool`)."""
