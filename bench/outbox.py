@@ -184,7 +184,8 @@ def run(n_messages: int, channels: tuple[str, ...] = ("sms", "email"), concurren
     to the local receiver, and measure. Returns one result per combination."""
     from sqlalchemy import func, select
 
-    from service.loanbook.outbox import Outbox, webhook_key, worker_name
+    from service.ids import process_name
+    from service.loanbook.outbox import Outbox, webhook_key
     from service.privacy import RawTextCipher
     from service.settings import OutboxSettings, Settings
     from service.store import Store
@@ -211,7 +212,7 @@ def run(n_messages: int, channels: tuple[str, ...] = ("sms", "email"), concurren
                         outbox = Outbox.from_settings(store, settings)
                         mails_before = len(sink.messages)
                         began = time.perf_counter()
-                        tally = outbox.drain(worker_name(), workers)
+                        tally = outbox.drain(process_name(), workers)
                         send_s = time.perf_counter() - began
                         outbox.close()
                         with store.session() as s:

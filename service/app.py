@@ -46,10 +46,11 @@ from service.auth import (
 )
 from service.coaching import agents_api as agents
 from service.errors import ServiceError
+from service.ids import process_name
 from service.live.claims import CallClaims, LocalClaims
 from service.live.engine import LiveEngine
 from service.live.hub import CallHub, EventBus
-from service.live.redis_bus import RedisClaims, RedisHub, connect, replica_name
+from service.live.redis_bus import RedisClaims, RedisHub, connect
 from service.live.scheduler import DecodeScheduler
 from service.live.session import LiveCalls, LiveOptions
 from service.live.sockets import Watchers
@@ -165,7 +166,7 @@ async def _bus(settings: Settings, stack: AsyncExitStack) -> tuple[EventBus, Cal
         return CallHub(), LocalClaims()
     redis = connect(settings.redis_url)
     stack.push_async_callback(redis.aclose)
-    replica = replica_name()
+    replica = process_name()
     hub = RedisHub(redis, replica, prefix=settings.redis_prefix, live_ttl_s=settings.live.max_call_s,
                    keep_s=settings.live.events_keep_s)
     claims = RedisClaims(redis, replica, prefix=settings.redis_prefix)

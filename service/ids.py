@@ -7,11 +7,16 @@ ones), agent, customer and loan ids up to 64 (their columns). An id is also refu
 number (an ID-card number, a mobile or landline number, a bank-card number): such an id would put personal data
 into every URL and log line, and the logs then could not show it. Ids that pass are therefore logged as they
 are (service/logs.py), so that an operator can tell calls apart.
+
+Also here: the name a process goes by on what it leases (`process_name`).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
+import socket
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
@@ -85,3 +90,12 @@ def is_logged_as_is(token: str) -> bool:
     """Whether a word of a log line is an id to keep unmasked: a valid id with at least one letter (a bare run of
     digits is masked as text is: it may be part of a number written with spaces)."""
     return any(c.isalpha() for c in token) and valid_id(token, "call")
+
+
+def process_name(kind: str | None = None) -> str:
+    """This process's name on what it leases or claims (recording jobs, outbox messages, live calls in Redis):
+    host, process id and a nonce, so that it is unique across replicas and across restarts with one pid, and a
+    stuck one can be found. `kind` (`archive`, `ray`) says which sort of worker holds a job. At most 64
+    characters, the width of the lease columns."""
+    name = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+    return f"{kind}-{name}" if kind else name

@@ -9,7 +9,8 @@ import time
 from zoneinfo import ZoneInfo
 
 from service.errors import ServiceError
-from service.loanbook.outbox import Outbox, OutboxError, configured_channels, dead_letters, requeue, worker_name
+from service.ids import process_name
+from service.loanbook.outbox import Outbox, OutboxError, configured_channels, dead_letters, requeue
 from service.settings import Settings
 from service.store import Store
 
@@ -22,7 +23,7 @@ def run_outbox(settings: Settings, once: bool) -> int:
                            "__CRM_WEBHOOK_URL")
     store = _store(settings)
     outbox = Outbox.from_settings(store, settings)
-    owner = worker_name()
+    owner = process_name()
     try:
         while True:
             tally = outbox.drain(owner, settings.outbox.concurrency)

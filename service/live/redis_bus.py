@@ -29,9 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -76,11 +73,6 @@ def connect(url: str) -> aioredis.Redis:
     """A client for `url` (redis:// or rediss://, with password and database in the URL); connects lazily."""
     return aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=BLOCK_MS / 1000 + COMMAND_TIMEOUT_S,
                                    socket_connect_timeout=COMMAND_TIMEOUT_S, health_check_interval=30)
-
-
-def replica_name() -> str:
-    """A name for this process, unique across replicas and restarts."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 #: A stream entry as read with decode_responses: (id, fields).

@@ -25,10 +25,8 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import smtplib
-import socket
 import ssl
 import time as monotime
 from collections import Counter as Tally
@@ -47,6 +45,7 @@ import httpx
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from service.ids import process_name
 from service.loanbook.messages import MessageBook, MessageError, MissingField, PersonalNumber, load_messages, render
 from service.loanbook.repository import Channel, Contact, mask_email, mask_phone, read_contact
 from service.metrics import OUTBOX
@@ -562,18 +561,13 @@ class Outbox:
         return tally
 
 
-def worker_name() -> str:
-    """A process's name on the messages it leases (host, process, and a nonce for restarts with one pid)."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
 class OutboxWorker:
     """The service's sender: `concurrency` loops, each running `Outbox.step` on a thread of its own pool (the
     event loop only waits), looking for due messages every `poll_s` or when woken by `notify()`."""
 
     def __init__(self, outbox: Outbox, concurrency: int, poll_s: float) -> None:
         self.outbox, self.concurrency, self.poll_s = outbox, concurrency, poll_s
-        self.owner = worker_name()
+        self.owner = process_name()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="outbox")
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []

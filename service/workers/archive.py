@@ -26,10 +26,8 @@ import csv
 import hashlib
 import json
 import logging
-import os
 import queue
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +39,7 @@ from nlu.pii import minimal_loan_file
 from pipeline.call import ROLES
 from pipeline.recording import RecordingScorer
 from service.errors import ServiceError
+from service.ids import process_name
 from service.protocol import LoanFileError, parse_loan_file, valid_call_id
 from service.settings import Settings
 from service.store import JobRecord, Store
@@ -321,11 +320,6 @@ class DrainCounts:
         self.dropped += other.dropped
 
 
-def worker_owner(kind: str) -> str:
-    """The lease owner of a worker of this process: kind, host and process id (a stuck one can be found)."""
-    return f"{kind}-{socket.gethostname()[:40]}-{os.getpid()}"
-
-
 @contextlib.contextmanager
 def leased(store: Store, job: JobRecord, owner: str, lease_s: float) -> Iterator[None]:
     """Keep `owner`'s lease on `job` while the body runs, with the service workers' heartbeat (one beat every
@@ -396,7 +390,7 @@ class ThreadWorkers:
         self.ctx = ctx
         self.size = size
         self.lease_s = lease_s
-        self.owner = worker_owner("archive")
+        self.owner = process_name("archive")
         self._stop = threading.Event()
         self._finished: queue.Queue[tuple[int, DrainCounts | BaseException, bool]] = queue.Queue()
 

@@ -13,10 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
 import shutil
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +29,7 @@ from asr.transcribe import Transcriber
 from nlu.assess import Assessor
 from nlu.report import load_risk
 from pipeline.recording import AudioPart, RecordingError, RecordingScorer, Scored
+from service.ids import process_name
 from service.loanbook.book import LoanBook, build_loanbook
 from service.metrics import JOB_DURATION, JOBS
 from service.privacy import RawTextCipher
@@ -185,8 +183,8 @@ class JobRunner:
         self.ctx = ctx
         self.workers = workers
         self.lease_s = lease_s
-        #: This process's name on the jobs it leases (host, process, and a nonce for restarts with one pid).
-        self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+        #: This process's name on the jobs it leases.
+        self.owner = process_name()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 

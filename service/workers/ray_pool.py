@@ -19,10 +19,11 @@ import time
 from typing import Any
 
 from service.errors import ServiceError
+from service.ids import process_name
 from service.logs import install as install_logging
 from service.settings import Settings
 from service.store import Store
-from service.workers.archive import DrainCounts, drain_queue, worker_context, worker_owner
+from service.workers.archive import DrainCounts, drain_queue, worker_context
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class ScoringActor:
             settings = settings.model_copy(update={"asr": settings.asr.model_copy(update={"cpu_threads": cpus})})
         self.ctx = worker_context(settings)
         self.lease_s = lease_s
-        self.owner = worker_owner("ray")
+        self.owner = process_name("ray")
 
     def ready(self) -> str:
         """Its lease owner name, once the scorer is loaded."""
