@@ -42,7 +42,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 import httpx
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
 from service.ids import process_name
@@ -53,6 +53,7 @@ from service.privacy import RawTextCipher, private_file
 from service.protocol import valid_address
 from service.settings import OutboxSettings, Settings
 from service.store import Store, audit
+from service.store.leases import LeasedRows
 from service.store.models import Customer, OutboxMessage
 from service.store.store import utcnow
 
@@ -400,6 +401,14 @@ def webhook_key(settings: Settings) -> bytes:
     return private_file(settings.webhook_key_path, lambda: secrets.token_hex(32).encode("ascii")).strip()
 
 
+#: Outbox messages as leased rows: one queued or failed is claimable once its next attempt is due (the one due
+#: longest first); one being sent once its sender's lease ran out.
+MESSAGE_LEASES = LeasedRows(
+    OutboxMessage, "sending",
+    lambda now: and_(OutboxMessage.status.in_(("queued", "failed")), OutboxMessage.next_attempt_at <= now),
+    (OutboxMessage.next_attempt_at, OutboxMessage.id))
+
+
 class Outbox:
     """Delivery of due messages: claim one, send it, record the outcome and audit it. Synchronous and thread-safe
     (the worker calls `step` on its threads; `huifang outbox run` and the benchmark call `drain`)."""
@@ -440,41 +449,25 @@ class Outbox:
         """Take the message due longest for one attempt, under a lease, safely against other workers."""
         if not self.transports:
             return None
-        for _ in range(5):
-            now = now or utcnow()
-            due = or_(and_(OutboxMessage.status.in_(("queued", "failed")), OutboxMessage.next_attempt_at <= now),
-                      and_(OutboxMessage.status == "sending", OutboxMessage.lease_expires_at < now))
-            with self.store.session() as s, s.begin():
-                query = (select(OutboxMessage.id, OutboxMessage.lease_version)
-                         .where(due, OutboxMessage.channel.in_(self.channels))
-                         .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(1))
-                if self.store.engine.dialect.name == "postgresql":
-                    query = query.with_for_update(skip_locked=True)
-                head = s.execute(query).first()
-                if head is None:
-                    return None
-                message_id, version = head
-                taken = s.execute(update(OutboxMessage)
-                                  .where(OutboxMessage.id == message_id, OutboxMessage.lease_version == version, due)
-                                  .values(status="sending", attempts=OutboxMessage.attempts + 1, lease_owner=owner,
-                                          lease_expires_at=now + timedelta(seconds=self.lease_s),
-                                          lease_version=version + 1))
-                if not taken.rowcount:  # type: ignore[attr-defined]
-                    continue  # another worker took it between our read and our update
-                m = s.get(OutboxMessage, message_id, populate_existing=True)
-                assert m is not None
-                try:
-                    contact = read_contact(self.cipher, s.get(Customer, m.customer_id))
-                except ValueError:
-                    # Not the key it was sealed with: the bank's configuration, not the customer's choice. The
-                    # attempt fails (and the message dies after max_attempts, to be requeued once fixed).
-                    return Claimed(m.id, m.customer_id, m.action, m.channel, m.idempotency_key, m.subject,
-                                   m.body or "", m.created_at, m.attempts, m.lease_version, None, None,
-                                   problem="the contact details cannot be decrypted with the configured key")
-                return Claimed(m.id, m.customer_id, m.action, m.channel, m.idempotency_key, m.subject, m.body or "",
-                               m.created_at, m.attempts, m.lease_version, _address(contact, m.channel),
-                               refusal(contact, m.channel))
-        return None
+        return MESSAGE_LEASES.claim_next(self.store.session, owner, self.lease_s, (lambda: now) if now else utcnow,
+                                         self._claimed, where=(OutboxMessage.channel.in_(self.channels),))
+
+    def _claimed(self, s: Session, message_id: str) -> Claimed:
+        """The message just claimed, with its address read again from the customer's contact (in the claim's
+        transaction)."""
+        m = s.get(OutboxMessage, message_id, populate_existing=True)
+        assert m is not None
+        try:
+            contact = read_contact(self.cipher, s.get(Customer, m.customer_id))
+        except ValueError:
+            # Not the key it was sealed with: the bank's configuration, not the customer's choice. The
+            # attempt fails (and the message dies after max_attempts, to be requeued once fixed).
+            return Claimed(m.id, m.customer_id, m.action, m.channel, m.idempotency_key, m.subject,
+                           m.body or "", m.created_at, m.attempts, m.lease_version, None, None,
+                           problem="the contact details cannot be decrypted with the configured key")
+        return Claimed(m.id, m.customer_id, m.action, m.channel, m.idempotency_key, m.subject, m.body or "",
+                       m.created_at, m.attempts, m.lease_version, _address(contact, m.channel),
+                       refusal(contact, m.channel))
 
     def step(self, owner: str) -> str | None:
         """One attempt at the message due longest: its new status, or None when none is due."""

@@ -10,13 +10,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, and_, create_engine, delete, event, func, or_, select, text, update
+from sqlalchemy import Engine, create_engine, delete, event, func, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +24,7 @@ from nlu.pii import public_loan_file
 from service.coaching import repository as coaching
 from service.loanbook import repository as loanbook
 from service.store.anchor import Anchor
+from service.store.leases import LeasedRows
 from service.store.models import AgentCallStats, Answer, Call, CallSummary, CallVersion, Recording, ReportVersion
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -92,6 +93,17 @@ def folder_of(files: list[dict[str, Any]] | None) -> str | None:
 def _job(r: Recording) -> JobRecord:
     return JobRecord(r.id, r.call_id, r.status, r.progress, r.error, r.created_at, r.started_at, r.finished_at,
                      list(r.files or []), r.loan_file, r.agent_id, r.lease_version or 0)
+
+
+def _read_job(s: Session, job_id: str) -> JobRecord | None:
+    """The job as its claim just wrote it."""
+    row = s.get(Recording, job_id, populate_existing=True)
+    return _job(row) if row else None
+
+
+#: Recording jobs as leased rows: a queued job is claimable, oldest first; a running one once its lease ran out.
+JOB_LEASES = LeasedRows(Recording, "running", lambda now: Recording.status == "queued",
+                        (Recording.created_at, Recording.id), lambda now: {"started_at": now})
 
 
 class LeaseLost(StoreError):
@@ -208,58 +220,18 @@ class Store:
                                        lease_version=Recording.lease_version + 1))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
-    @staticmethod
-    def _claimable(now: datetime) -> Any:
-        """Queued jobs, and running ones whose lease expired (their worker died or lost the database)."""
-        return or_(Recording.status == "queued",
-                   and_(Recording.status == "running", Recording.lease_expires_at < now))
-
     def claim_next(self, owner: str = "local", lease_s: float = LEASE_S) -> JobRecord | None:
-        """Take the oldest claimable job for `owner` with a lease of `lease_s`, safely against other workers and
-        processes: on PostgreSQL the row is locked with FOR UPDATE SKIP LOCKED (concurrent workers take
-        different jobs); everywhere the take is conditional on the version read, so two can never both win."""
-        for _ in range(5):
-            now = utcnow()
-            with self.session() as s, s.begin():
-                query = (select(Recording.id, Recording.lease_version).where(self._claimable(now))
-                         .order_by(Recording.created_at, Recording.id).limit(1))
-                if self.engine.dialect.name == "postgresql":
-                    query = query.with_for_update(skip_locked=True)
-                head = s.execute(query).first()
-                if head is None:
-                    return None
-                row = self._take(s, head[0], head[1], owner, lease_s, now)
-                if row is not None:
-                    return row
-        return None  # other workers kept taking the head of the queue: try again later
+        """Take the oldest claimable job (queued, or running under a lease that ran out) for `owner` with a lease
+        of `lease_s`, safely against other workers and processes (`service.store.leases`)."""
+        return JOB_LEASES.claim_next(self.session, owner, lease_s, utcnow, _read_job)
 
     def claim(self, job_id: str, owner: str = "local", lease_s: float = LEASE_S) -> JobRecord | None:
         """Take this job if it is claimable; None when another worker holds it (or it is finished)."""
-        now = utcnow()
-        with self.session() as s, s.begin():
-            version = s.scalar(select(Recording.lease_version).where(Recording.id == job_id, self._claimable(now)))
-            return None if version is None else self._take(s, job_id, version, owner, lease_s, now)
-
-    def _take(self, s: Session, job_id: str, version: int, owner: str, lease_s: float,
-              now: datetime) -> JobRecord | None:
-        taken = s.execute(update(Recording).where(Recording.id == job_id, Recording.lease_version == version,
-                                                  self._claimable(now))
-                          .values(status="running", started_at=now, attempts=Recording.attempts + 1,
-                                  lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s),
-                                  lease_version=version + 1))
-        if not taken.rowcount:  # type: ignore[attr-defined]
-            return None
-        row = s.get(Recording, job_id, populate_existing=True)
-        return _job(row) if row else None
+        return JOB_LEASES.claim(self.session, job_id, owner, lease_s, utcnow, _read_job)
 
     def renew(self, job_id: str, owner: str, version: int, lease_s: float = LEASE_S) -> bool:
         """Extend `owner`'s lease on a job it is scoring; False when the lease is no longer its own."""
-        with self.session() as s, s.begin():
-            result = s.execute(update(Recording).where(Recording.id == job_id, Recording.lease_owner == owner,
-                                                       Recording.lease_version == version,
-                                                       Recording.status == "running")
-                               .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s)))
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+        return JOB_LEASES.renew(self.session, job_id, owner, version, lease_s, utcnow)
 
     def set_progress(self, job_id: str, progress: float) -> None:
         with self.session() as s, s.begin():
