@@ -20,7 +20,6 @@ audited, without personal data; logs never carry an address or a body.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -56,6 +55,7 @@ from service.store import Store, audit
 from service.store.leases import LeasedRows
 from service.store.models import Customer, OutboxMessage
 from service.store.store import utcnow
+from service.workers.loop import WorkerLoop
 
 log = logging.getLogger(__name__)
 
@@ -555,40 +555,30 @@ class Outbox:
 
 
 class OutboxWorker:
-    """The service's sender: `concurrency` loops, each running `Outbox.step` on a thread of its own pool (the
-    event loop only waits), looking for due messages every `poll_s` or when woken by `notify()`."""
+    """The service's sender: `concurrency` workers (a `WorkerLoop`), each running `Outbox.step` on a thread of its
+    own pool (the event loop only waits), looking for due messages every `poll_s` or when woken by `notify()`."""
 
     def __init__(self, outbox: Outbox, concurrency: int, poll_s: float) -> None:
         self.outbox, self.concurrency, self.poll_s = outbox, concurrency, poll_s
         self.owner = process_name()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="outbox")
-        self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loop = WorkerLoop("outbox", self._attempt, concurrency, poll_s)
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._loop()) for _ in range(self.concurrency)]
+        await self._loop.start()
 
     def notify(self) -> None:
         """Messages were queued: look now rather than at the next poll."""
-        self._wake.set()
+        self._loop.notify()
 
     async def close(self) -> None:
         """Stop looking; attempts under way finish (each is bounded by the timeout) and record their outcome."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._loop.stop()
         await asyncio.to_thread(self._pool.shutdown, True)
         self.outbox.close()
 
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                status = await loop.run_in_executor(self._pool, self.outbox.step, self.owner)
-            except Exception:  # noqa: BLE001 - a database hiccup: the message's lease runs out, try again later
-                log.exception("outbox: an attempt could not be made or recorded")
-                status = None
-            if status is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
-                self._wake.clear()
+    async def _attempt(self, _: int) -> bool:
+        """One attempt at the message due longest; False when none is due. A database hiccup raises (the loop
+        logs it): the message's lease runs out and it is tried again later."""
+        status = await asyncio.get_running_loop().run_in_executor(self._pool, self.outbox.step, self.owner)
+        return status is not None

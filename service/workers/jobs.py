@@ -11,7 +11,6 @@ CPU-bound and runs on worker threads; the event loop only waits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 import time
@@ -36,6 +35,7 @@ from service.privacy import RawTextCipher
 from service.settings import Settings
 from service.store import JobRecord, Store, audit
 from service.store.store import LEASE_S, LeaseLost, StoreError, utcnow
+from service.workers.loop import WorkerLoop
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def _current(data_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
 
 
 class JobRunner:
-    """N workers over the database queue, plus the retention sweeper."""
+    """N workers over the database queue, plus the retention sweeper (each a `WorkerLoop`)."""
 
     def __init__(self, ctx: JobContext, workers: int, lease_s: float = LEASE_S) -> None:
         self.ctx = ctx
@@ -185,47 +185,40 @@ class JobRunner:
         self.lease_s = lease_s
         #: This process's name on the jobs it leases.
         self.owner = process_name()
-        self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._workers = WorkerLoop("recording worker", self._score_next, workers, POLL_S)
+        self._sweeper = WorkerLoop("retention sweep", self._sweep, 1, SWEEP_S)
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.workers)]
-        self._tasks.append(asyncio.create_task(self._sweeper()))
+        await self._workers.start()
+        await self._sweeper.start()
 
     def notify(self) -> None:
         """A job was queued: wake an idle worker now rather than at the next poll."""
-        self._wake.set()
+        self._workers.notify()
 
     async def close(self) -> None:
         """Stop the workers; jobs they were scoring go back to the queue at once (another process, or the next
         start, takes them), not when this process is next started."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._workers.stop()
+        await self._sweeper.stop()
         handed = await asyncio.to_thread(self.ctx.store.hand_back, self.owner)
         if handed:
             log.info("stopping: %d recording job(s) handed back to the queue", handed)
 
-    async def _worker(self, index: int) -> None:
-        while True:
-            try:
-                job = await asyncio.to_thread(self.ctx.store.claim_next, self.owner, self.lease_s)
-            except Exception:  # noqa: BLE001 - a database hiccup: try again later
-                log.exception("worker %d: cannot read the job queue", index)
-                job = None
-            if job is None:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=POLL_S)
-                continue
-            # A cancelled worker (shutdown) hands its job back in `close`.
-            heartbeat = asyncio.create_task(self._renew(job))
-            try:
-                await asyncio.to_thread(run_job, self.ctx, job)
-            except Exception:  # noqa: BLE001 - the database failed while recording the outcome: go on
-                log.exception("worker %d: recording the outcome of job %s failed", index, job.id)
-            finally:
-                heartbeat.cancel()
+    async def _score_next(self, index: int) -> bool:
+        """Claim the oldest claimable job and score it under a renewed lease; False when none is queued."""
+        job = await asyncio.to_thread(self.ctx.store.claim_next, self.owner, self.lease_s)
+        if job is None:
+            return False
+        # A cancelled worker (shutdown) hands its job back in `close`.
+        heartbeat = asyncio.create_task(self._renew(job))
+        try:
+            await asyncio.to_thread(run_job, self.ctx, job)
+        except Exception:  # noqa: BLE001 - the database failed while recording the outcome: go on
+            log.exception("worker %d: recording the outcome of job %s failed", index, job.id)
+        finally:
+            heartbeat.cancel()
+        return True
 
     async def _renew(self, job: JobRecord) -> None:
         """Keep the lease of a job being scored (see `renew_lease`)."""
@@ -234,15 +227,11 @@ class JobRunner:
             if not await asyncio.to_thread(renew_lease, self.ctx.store, job, self.owner, self.lease_s):
                 return
 
-    async def _sweeper(self) -> None:
-        while True:
-            try:
-                removed = await asyncio.to_thread(sweep_audio, self.ctx.store, self.ctx.data_dir)
-                if removed:
-                    log.info("retention: removed the audio of %d call(s)", removed)
-            except Exception:  # noqa: BLE001
-                log.exception("retention sweep failed")
-            await asyncio.sleep(SWEEP_S)
+    async def _sweep(self, _: int) -> bool:
+        removed = await asyncio.to_thread(sweep_audio, self.ctx.store, self.ctx.data_dir)
+        if removed:
+            log.info("retention: removed the audio of %d call(s)", removed)
+        return False  # next sweep in SWEEP_S
 
 
 #: A lease is renewed at this fraction of its length, so two missed renewals still leave it the worker's.
