@@ -29,6 +29,27 @@ def assists(channels: Sequence[str]) -> bool:
     return AGENT in channels and CUSTOMER in channels
 
 
+def split_roles(text: str) -> tuple[str, ...]:
+    """The roles of a recording's channels as a form field or `--channels` gives them: `agent,customer`."""
+    return tuple(r.strip() for r in text.split(",") if r.strip())
+
+
+def roles_problem(roles: Sequence[str], *, any_name: bool = False, both: bool = False) -> str | None:
+    """Why `roles`, the role of each channel of a recording in order, cannot be used, to follow the name they were
+    given under (`channels`, `--channels`); None when they can. Every channel is named, each name once, and each
+    is one of ROLES unless `any_name` (a plain transcript: a mono mix, `ch2`). With `both` the agent and the
+    customer are both there (one file holds the whole call)."""
+    got = f"(got {','.join(roles) or 'none'})"
+    if not roles or not all(roles) or len(set(roles)) != len(roles):
+        return (f"must name each channel once, e.g. {','.join(ROLES)} {got}" if any_name else
+                f"must be a comma-separated list of {' and '.join(ROLES)}, each once {got}")
+    if not any_name and not set(roles) <= set(ROLES):
+        return f"must be a comma-separated list of {' and '.join(ROLES)}, each once {got}"
+    if both and not assists(roles):
+        return f"must name {' and '.join(ROLES)}, each once, in the order of the files' channels {got}"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Final:
     """A finished utterance after the text path: masked text, what was masked (character spans of the

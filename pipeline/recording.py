@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from nlu.assess import Assessor
 from nlu.dialogue import DialogueOptions, Turn
 from nlu.pii import normalise_width, public_loan_file, spoken_spans
 from nlu.report import RiskConfig
-from pipeline.call import ROLES, CallPipeline, Final
+from pipeline.call import ROLES, CallPipeline, Final, roles_problem
 
 #: Utterance parts of one channel decoded together after the call (see `transcribe_like_live`).
 _SCORING_BATCH = 8
@@ -58,9 +58,9 @@ def check_roles(channels: tuple[str, ...], channel_count: int, name: str) -> Non
                                  "or upload the two sides as fields `agent` and `customer`")
         raise RecordingError(f"{name} has {channel_count} channels but channels names {len(channels)} "
                              f"({','.join(channels) or 'none'})")
-    if len(set(channels)) != len(channels) or not all(c in ROLES for c in channels):
-        raise RecordingError(f"channels must be a comma-separated list of {' and '.join(ROLES)}, each once "
-                             f"(got {','.join(channels)})")
+    problem = roles_problem(channels)
+    if problem is not None:
+        raise RecordingError(f"channels {problem}")
 
 
 def is_silent(audio: DecodedAudio) -> bool:
@@ -88,7 +88,7 @@ def validate_parts(parts: list[AudioPart], limits: DecodeLimits) -> float:
         roles += part.channels
         duration = max(duration, audio.duration_s)
         silent = silent and is_silent(audio)
-    if sorted(roles) != sorted(ROLES):
+    if roles_problem(roles, both=True) is not None:
         raise RecordingError("a call needs both sides: an agent and a customer channel")
     if silent:
         raise RecordingError("the recording holds no speech (every channel is silent)")
@@ -189,9 +189,7 @@ class RecordingScorer:
         total = sum(audio.duration_s * audio.channel_count for _, audio in decoded) or 1.0
         done = 0.0
         duration = max(audio.duration_s for _, audio in decoded)
-        pipeline = CallPipeline(call_id, ROLES, self.assessor, loan_file, self.dialogue)
-        turns: list[Turn] = []
-        raw: list[dict[str, Any]] = []
+        heard = _Heard(CallPipeline(call_id, ROLES, self.assessor, loan_file, self.dialogue))
         silenced: list[dict[str, Any]] = []
         for part, audio in decoded:
             base = done
@@ -205,11 +203,9 @@ class RecordingScorer:
                                               progress, self.yield_to)
             done += audio.duration_s * audio.channel_count
             for u in utterances:
-                final = pipeline.final(u.channel, u.text, u.start_s, u.end_s)
+                final = heard.final(u)
                 if final.turn is None:
                     continue
-                turns.append(final.turn)
-                raw.append({"channel": u.channel, "start_s": u.start_s, "end_s": u.end_s, "text": u.text})
                 if self.silence_pii and part.writable and final.masked:
                     index = part.channels.index(u.channel)
                     ranges = self._spoken(audio, index, u, final)
@@ -218,12 +214,10 @@ class RecordingScorer:
                                  for a, b in ranges]
             if quiet:
                 _store_silenced(part.path, audio, quiet)
-        if not turns:
-            raise AsrError("no speech was recognised in the recording")
-        data = finish_report(pipeline, turns, duration, self.risk, loan_file, silenced)
+        scored = heard.scored(duration, self.risk, loan_file, silenced)
         if on_progress is not None:
             on_progress(1.0)
-        return Scored(data, raw)
+        return scored
 
     def transcript(self, part: AudioPart) -> tuple[list[Utterance], float]:
         """The utterances of one stored part as scoring cuts and decodes them, and its duration: for scoring
@@ -243,17 +237,36 @@ def score_transcript(call_id: str, utterances: Sequence[Utterance], duration_s: 
                      loan_file: dict[str, Any] | None, scorer: RecordingScorer) -> Scored:
     """The report of a call already transcribed (`RecordingScorer.transcript`), with `loan_file`: the text half
     of scoring, in the utterances' time order. Nothing is silenced (no audio is touched)."""
-    pipeline = CallPipeline(call_id, ROLES, scorer.assessor, loan_file, scorer.dialogue)
-    turns: list[Turn] = []
-    raw: list[dict[str, Any]] = []
+    heard = _Heard(CallPipeline(call_id, ROLES, scorer.assessor, loan_file, scorer.dialogue))
     for u in sorted(utterances, key=lambda u: (u.start_s, u.channel)):
-        final = pipeline.final(u.channel, u.text, u.start_s, u.end_s)
+        heard.final(u)
+    return heard.scored(duration_s, scorer.risk, loan_file, [])
+
+
+@dataclass(slots=True)
+class _Heard:
+    """A recording's utterances as scoring keeps them, in the order they went through the call's pipeline: the
+    dialogue's turns and their unredacted text (`RecordingScorer`, `score_transcript`)."""
+
+    pipeline: CallPipeline
+    turns: list[Turn] = field(default_factory=list)
+    raw: list[dict[str, Any]] = field(default_factory=list)
+
+    def final(self, u: Utterance) -> Final:
+        """`u` through the pipeline; kept when it became a turn (it is on the agent's or the customer's side)."""
+        final = self.pipeline.final(u.channel, u.text, u.start_s, u.end_s)
         if final.turn is not None:
-            turns.append(final.turn)
-            raw.append({"channel": u.channel, "start_s": u.start_s, "end_s": u.end_s, "text": u.text})
-    if not turns:
-        raise AsrError("no speech was recognised in the recording")
-    return Scored(finish_report(pipeline, turns, duration_s, scorer.risk, loan_file, []), raw)
+            self.turns.append(final.turn)
+            self.raw.append({"channel": u.channel, "start_s": u.start_s, "end_s": u.end_s, "text": u.text})
+        return final
+
+    def scored(self, duration_s: float, risk: RiskConfig, loan_file: dict[str, Any] | None,
+               silenced: list[dict[str, Any]]) -> Scored:
+        """The end of scoring what was heard: its report (`finish_report`) and the unredacted text. Raises
+        `AsrError` when nothing was (a recording of noise or of other channels only)."""
+        if not self.turns:
+            raise AsrError("no speech was recognised in the recording")
+        return Scored(finish_report(self.pipeline, self.turns, duration_s, risk, loan_file, silenced), self.raw)
 
 
 def finish_report(pipeline: CallPipeline, turns: list[Turn], duration_s: float, risk: RiskConfig,

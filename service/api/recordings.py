@@ -17,7 +17,7 @@ from starlette.types import Message
 
 from asr.errors import AsrError, AudioLimitError
 from nlu.pii import minimal_loan_file
-from pipeline.call import ROLES
+from pipeline.call import ROLES, roles_problem, split_roles
 from pipeline.recording import AudioPart, RecordingError, validate_parts
 from service.api.deps import Ingest, SettingsDep, State, StoreDep, checked_id
 from service.auth import Principal
@@ -152,10 +152,10 @@ async def upload_recording(request: Request, principal: Ingest, state: State, se
     agent_id = checked_id(fields.get("agent_id") or None, "agent")
     roles: tuple[str, ...] = ()
     if "file" in uploads:
-        roles = tuple(r.strip() for r in (fields.get("channels") or "agent,customer").split(",") if r.strip())
-        if not roles or len(set(roles)) != len(roles) or not set(roles) <= set(ROLES):
-            raise ServiceError("bad_channels", f"channels must be a comma-separated list of {' and '.join(ROLES)}, "
-                               f"each once (got {fields.get('channels')!r})", 422)
+        roles = split_roles(fields.get("channels") or ",".join(ROLES))
+        problem = roles_problem(roles)
+        if problem is not None:
+            raise ServiceError("bad_channels", f"channels {problem}", 422)
     if await asyncio.to_thread(store.active_job_for, call_id):
         raise ServiceError("being_scored", f"call {call_id} is already being scored", 409)
     await _may_replace(store, settings, principal, call_id, fields.get("replace"))

@@ -49,14 +49,15 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from asr.audio import decode_audio
     from asr.streaming import SileroStep
     from asr.transcribe import Transcriber, default_roles
+    from pipeline.call import roles_problem
     from pipeline.recording import transcribe_like_live
     from service.settings import get_settings
 
     settings = get_settings()
     roles = [r.strip() for r in args.channels.split(",")] if args.channels else None
-    if roles is not None and (not all(roles) or len(set(roles)) != len(roles)):
-        raise ServiceError("usage", f"--channels must name each channel once, e.g. agent,customer (got "
-                           f"{args.channels!r})")
+    problem = roles_problem(roles, any_name=True) if roles is not None else None
+    if problem is not None:
+        raise ServiceError("usage", f"--channels {problem}")
     show_progress = sys.stderr.isatty() and not args.no_progress
     audio = decode_audio(args.file, settings.decode_limits())
     if roles is not None and len(roles) != audio.channel_count:
@@ -114,33 +115,32 @@ def _id_arg(kind: IdKind) -> Callable[[str], str]:
     return parse
 
 
-def _roles(text: str) -> tuple[str, ...]:
-    return tuple(r.strip() for r in text.split(",") if r.strip())
-
-
 def cmd_score(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from pipeline.call import split_roles
     from service.cli.score import score_file
     from service.settings import get_settings
 
     return score_file(get_settings(), Path(args.file), Path(args.loan_file) if args.loan_file else None,
-                      _roles(args.channels), args.call_id, args.json, sys.stderr.isatty() and not args.no_progress)
+                      split_roles(args.channels), args.call_id, args.json, sys.stderr.isatty() and not args.no_progress)
 
 
 def cmd_score_dir(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from pipeline.call import split_roles
     from service.cli.score import score_dir
     from service.settings import get_settings
 
-    return score_dir(get_settings(), Path(args.folder), _roles(args.channels),
+    return score_dir(get_settings(), Path(args.folder), split_roles(args.channels),
                      sys.stderr.isatty() and not args.no_progress)
 
 
 def cmd_score_archive(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from pipeline.call import split_roles
     from service.cli.archive import score_archive
     from service.settings import get_settings
 
@@ -153,8 +153,8 @@ def cmd_score_archive(args: argparse.Namespace) -> int:
         raise ServiceError("usage", "--workers, --actors and --cpus-per-actor must be at least 1")
     if args.interval <= 0:
         raise ServiceError("usage", "--interval must be more than 0 seconds")
-    return score_archive(get_settings(), Path(source), _roles(args.channels), ray, args.actors, args.cpus_per_actor,
-                         args.workers, args.enqueue_only, args.skip_invalid, args.interval)
+    return score_archive(get_settings(), Path(source), split_roles(args.channels), ray, args.actors,
+                         args.cpus_per_actor, args.workers, args.enqueue_only, args.skip_invalid, args.interval)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nlu.pii import minimal_loan_file
-from pipeline.call import ROLES
+from pipeline.call import roles_problem
 from pipeline.recording import RecordingScorer
 from service.errors import ServiceError
 from service.ids import process_name
@@ -232,9 +232,9 @@ class Enqueued:
 
 def check_channels(channels: tuple[str, ...]) -> None:
     """The roles of an archive's channels: agent and customer, each once (a stereo file per call)."""
-    if sorted(channels) != sorted(ROLES):
-        raise ServiceError("usage", f"--channels must name {' and '.join(ROLES)}, each once, in the order of the "
-                           f"files' channels (got {','.join(channels) or 'none'})")
+    problem = roles_problem(channels, both=True)
+    if problem is not None:
+        raise ServiceError("usage", f"--channels {problem}")
 
 
 def enqueue(store: Store, archive: Archive, channels: tuple[str, ...],

@@ -34,7 +34,7 @@ from service.metrics import JOB_DURATION, JOBS
 from service.privacy import RawTextCipher
 from service.settings import Settings
 from service.store import JobRecord, Store, audit
-from service.store.store import LEASE_S, LeaseLost, StoreError, utcnow
+from service.store.store import LEASE_S, LeaseLost, StoreError, folder_of, utcnow
 from service.workers.loop import WorkerLoop
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
         JOBS.labels("error").inc()
         return
     JOB_DURATION.observe(time.monotonic() - began)
-    audio_dir = str(Path(job.files[0]["path"]).parent) if job.files and stored else None
+    audio_dir = folder_of(job.files) if stored else None
     expires = utcnow() + timedelta(days=ctx.retention_days) if audio_dir else None
     report = scored.report
     raw = ctx.cipher.encrypt(scored.raw) if ctx.cipher is not None else None
