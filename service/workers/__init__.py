@@ -1,1 +1,2 @@
-"""Background work: recording jobs (`jobs`), archive scoring (`archive`, `ray_pool`)."""
+"""Background work: the one worker loop (`loop`), recording jobs (`jobs`), archive scoring (`archive`,
+`ray_pool`)."""
