@@ -15,6 +15,7 @@ from sqlalchemy import text
 from service.app import state_of
 from service.settings import Settings
 from service.store import Store, audit
+from tests.reports import stored_report
 from tests.test_recordings import _script, _upload, _wait
 
 
@@ -142,9 +143,7 @@ def _anchored_store(tmp_path: Path) -> tuple[Store, Path, Path]:
 
 
 def _score(store: Store, call_id: str, agent_id: str) -> None:
-    report = {"call_id": call_id, "duration_s": 30.0, "risk_score": 40, "tier": "medium", "labels": {},
-              "topics": [{"topic": "term", "label": "unclear", "confidence": 0.7, "mismatch": None,
-                          "answer_span": [1.0, 2.0]}], "answers": []}
+    report = stored_report(call_id, "medium", 40, {"term": "unclear"}, duration_s=30.0, confidence=0.7)
     job = store.create_job(call_id, [], {"customer_id": "K1", "loan_id": "L1"}, agent_id)
     store.complete_job(job.id, report, agent_id, None, None)
     audit.append(store, "report", "scoring", call_id, {"report_sha256": audit.digest(report), "agent_id": agent_id,

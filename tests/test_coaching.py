@@ -198,8 +198,8 @@ def test_bad_rules_are_refused(tmp_path: Path) -> None:
 
 
 def test_reports_without_the_agent_side_count_as_zero() -> None:
-    c = call_stats({"call_id": "x", "duration_s": 10.0, "topics": [], "labels": {}}, SENSITIVITY, call_id="x",
-                   agent_id="A1", at=AT)
+    old = {"call_id": "x", "duration_s": 10.0, "topics": [], "labels": {}, "risk_score": 0, "tier": "low"}
+    c = call_stats(old, SENSITIVITY, call_id="x", agent_id="A1", at=AT)
     assert (c.topics_total, c.prompts_shown, c.questions, c.agent_talk_s) == (0, 0, 0, 0.0)
 
 

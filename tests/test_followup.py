@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from nlu.report import read_report
 from nlu.script import ScriptError
 from service.loanbook.policy import (
     BusinessCalendar,
@@ -19,6 +20,7 @@ from service.loanbook.policy import (
     load_policy,
     plan_customer,
 )
+from tests.reports import stored_report
 
 POLICY = load_policy()
 TODAY = date(2026, 12, 2)  # a Wednesday
@@ -32,21 +34,12 @@ def _call(call_id: str, day: int, tier: str = "low", unresolved: dict[str, str] 
 
 
 def test_a_report_reduces_to_what_it_left_open() -> None:
-    report = {
-        "tier": "medium", "risk_score": 38,
-        "topics": [
-            {"topic": "income", "label": "unclear", "mismatch": None},
-            {"topic": "overdue", "label": "evasive", "mismatch": None},
-            {"topic": "monthly", "label": "clear", "mismatch": {"field": "monthly_yuan", "stated": 3000,
-                                                                "on_file": 4200}},
-            {"topic": "term", "label": "clear", "mismatch": None},
-            {"topic": "rate", "label": None, "mismatch": None},
-        ],
-        "agent": {"not_asked": ["rate"]},
-        "actions": [{"id": "second_call", "topics": ["income", "overdue"]},
-                    {"id": "check_loan_file", "topics": ["monthly"]}],
-    }
+    report = stored_report("c1", "medium", 38,
+                           {"income": "unclear", "overdue": "evasive", "monthly": "clear", "term": "clear"},
+                           mismatch=("monthly",), not_asked=("rate",),
+                           actions={"second_call": ["income", "overdue"], "check_loan_file": ["monthly"]})
     facts = call_facts("c1", datetime(2026, 12, 1, 9), report)
+    assert call_facts("c1", datetime(2026, 12, 1, 9), read_report(report)) == facts
     assert facts.unresolved == {"income": "unclear", "overdue": "evasive"}
     assert facts.clear == ("term",)  # a clear answer contradicting the loan file does not settle the topic
     assert facts.mismatched == ("monthly",)

@@ -12,12 +12,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from nlu.report import Tier
 from pipeline.recording import Scored
 from service.app import state_of
 from service.loanbook.book import LoanBook
 from service.store import Store
 from service.store.models import Customer, FollowUp
 from service.workers.jobs import JobContext, run_job
+from tests.reports import stored_report
 from tests.server import audited, bearer, tokens_client
 from tests.test_live_socket import START, FakeTranscriber
 
@@ -26,15 +28,11 @@ TOKENS = {"ing": ("ingest", None), "a1": ("agent", "A1"), "a2": ("agent", "A2"),
 LOAN = {"customer_id": "C100", "loan_id": "L100", "role": "borrower", "repay_day": 15, "monthly_yuan": 4200}
 
 
-def report(call_id: str, tier: str, labels: dict[str, str], mismatch: tuple[str, ...] = (),
+def report(call_id: str, tier: Tier, labels: dict[str, str], mismatch: tuple[str, ...] = (),
            actions: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    """A stored report's shape (nlu.report.Report.to_dict), reduced to what the loan book reads."""
-    topics = [{"topic": t, "name": t, "asked": True, "label": lab, "confidence": 0.8,
-               "mismatch": {"field": "monthly_yuan", "stated": 3000.0, "on_file": 4200.0} if t in mismatch else None,
-               "answer_span": [1.0, 2.0]} for t, lab in labels.items()]
-    return {"call_id": call_id, "duration_s": 60.0, "risk_score": {"high": 70, "medium": 40}.get(tier, 5),
-            "tier": tier, "labels": {}, "topics": topics, "agent": {"not_asked": []},
-            "actions": [{"id": a, "text": a, "topics": t} for a, t in (actions or {}).items()]}
+    """A stored report (nlu.report.Report.to_dict) with what the loan book reads."""
+    return stored_report(call_id, tier, {"high": 70, "medium": 40}.get(tier, 5), labels, mismatch=mismatch,
+                         actions=actions, duration_s=60.0)
 
 
 def score(client: TestClient, call_id: str, rep: dict[str, Any], loan: dict[str, Any] | None = LOAN,

@@ -17,11 +17,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from asr.types import Utterance
+from nlu.report import Tier
 from service.app import state_of
 from service.settings import Settings
 from service.store import CallFilter, Store
 from service.store.store import LeaseLost, utcnow
 from service.workers.jobs import sweep_audio
+from tests.reports import stored_report
 
 POSTGRES_URL = os.environ.get("HUIFANG_TEST_POSTGRES_URL")
 
@@ -253,10 +255,8 @@ def test_a_call_being_scored_cannot_be_uploaded_twice(make_client: Any, shared_d
 
 # -- the repository on both databases ----------------------------------------------------------------------
 
-def _report(call_id: str, tier: str, score: int, labels: dict[str, str]) -> dict[str, Any]:
-    return {"call_id": call_id, "duration_s": 40.0, "risk_score": score, "tier": tier, "labels": {},
-            "topics": [{"topic": t, "label": lab, "confidence": 0.8, "mismatch": None, "answer_span": [1.0, 2.0]}
-                       for t, lab in labels.items()]}
+def _report(call_id: str, tier: Tier, score: int, labels: dict[str, str]) -> dict[str, Any]:
+    return stored_report(call_id, tier, score, labels)
 
 
 def test_the_store_on_sqlite_and_postgresql(tmp_path: Path, database: str | None) -> None:

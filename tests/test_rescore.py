@@ -13,7 +13,7 @@ import yaml
 from sqlalchemy import select
 
 from nlu.dialogue import Turn
-from nlu.report import DEFAULT_RISK_FILE, load_risk
+from nlu.report import DEFAULT_RISK_FILE, load_risk, read_report
 from nlu.script import DEFAULT_CUES_FILE
 from pipeline.call import ROLES, CallPipeline
 from pipeline.recording import Scored, finish_report, rescore_report
@@ -24,6 +24,7 @@ from service.settings import Settings
 from service.store import Store, audit
 from service.store.models import AgentCallStats, Answer, AuditEntry, CallSummary
 from service.workers.jobs import JobContext, run_job
+from tests.reports import stored_report
 
 LOAN = {"customer_id": "C7", "loan_id": "L7", "role": "guarantor", "guarantor_name": "赵六", "monthly_yuan": 5200,
         "repay_day": 12}
@@ -98,7 +99,7 @@ def test_rescore_replaces_the_report_keeps_the_old_version_and_a_second_run_does
     try:
         call = store.get_call("call-1")
         assert call is not None
-        want = json.loads(json.dumps(rescore_report(old, assessor, settings.dialogue_options(), risk)))
+        want = json.loads(json.dumps(rescore_report(read_report(old), assessor, settings.dialogue_options(), risk)))
         assert call.report == want  # the pipeline's own scoring of the stored utterances
         assert (call.risk_score, call.report["assessor_version"]) == (expected_score, assessor.version)
         assert call.report["risk_version"] == risk.version
@@ -154,13 +155,11 @@ def test_since_is_midnight_in_the_banks_time_zone() -> None:
 
 
 def test_the_change_line_names_score_tier_topics_and_actions() -> None:
-    before = {"call_id": "c", "risk_score": 18, "tier": "low", "assessor_version": "v1",
-              "topics": [{"topic": "overdue", "label": "unclear"}, {"topic": "purpose", "label": "clear"}],
-              "actions": [{"id": "second_call"}]}
-    after = {"call_id": "c", "risk_score": 50, "tier": "high",
-             "topics": [{"topic": "overdue", "label": "clear", "stated": "yes"},
-                        {"topic": "purpose", "label": "clear", "stated": "let"}],
-             "actions": [{"id": "second_call"}, {"id": "verify_purpose"}]}
+    before = read_report(stored_report("c", "low", 18, {"overdue": "unclear", "purpose": "clear"},
+                                       actions={"second_call": []}, assessor_version="v1"))
+    after = read_report(stored_report("c", "high", 50, {"overdue": "clear", "purpose": "clear"},
+                                      stated={"overdue": "yes", "purpose": "let"},
+                                      actions={"second_call": [], "verify_purpose": []}))
     change = report_change(before, after)
     assert change.changed and change.assessor_before == "v1"
     assert change.line() == ("c: risk 18 low -> 50 high; overdue unclear -> clear:yes, purpose clear -> clear:let, "

@@ -17,6 +17,7 @@ from typing import Any
 
 from asr.errors import AsrError
 from nlu.pii import minimal_loan_file
+from nlu.report import Report, read_report
 from pipeline.recording import AudioPart, RecordingError, validate_parts
 from service.errors import ServiceError
 from service.protocol import LoanFileError
@@ -39,26 +40,26 @@ def read_loan_file(path: Path | None) -> dict[str, Any] | None:
         raise ServiceError("usage", f"{path}: {e}") from e
 
 
-def format_report(report: dict[str, Any]) -> str:
+def format_report(report: Report) -> str:
     """The report for a person at a terminal."""
-    lines = [f"通话 {report['call_id']}  时长 {report['duration_s']:.0f} 秒  "
-             f"风险评分 {report['risk_score']}（{TIER_NAMES.get(report['tier'], report['tier'])}）"]
-    for c in report["contributions"]:
-        lines.append(f"  +{c['points']:.0f}  {c['reason']}  {c['evidence']}")
+    lines = [f"通话 {report.call_id}  时长 {report.duration_s:.0f} 秒  "
+             f"风险评分 {report.risk_score}（{TIER_NAMES.get(report.tier, report.tier)}）"]
+    for c in report.contributions:
+        lines.append(f"  +{c.points:.0f}  {c.reason}  {c.evidence}")
     lines.append("核对清单:")
-    for t in report["topics"]:
-        if not t["asked"]:
+    for t in report.topics:
+        if not t.asked:
             continue
-        label = LABEL_NAMES.get(t["label"], "未回答") if t["label"] else "待回答"
-        if t["mismatch"]:
-            label += f"，与档案不符（{t['mismatch']['stated']:g} / {t['mismatch']['on_file']:g}）"
-        lines.append(f"  {t['name']}: {label}  {t['answer_text'] or ''}")
-    not_asked = [t["name"] for t in report["topics"] if not t["asked"]]
+        label = LABEL_NAMES.get(t.label, "未回答") if t.label else "待回答"
+        if t.mismatch:
+            label += f"，与档案不符（{t.mismatch.stated:g} / {t.mismatch.on_file:g}）"
+        lines.append(f"  {t.name}: {label}  {t.answer_text or ''}")
+    not_asked = [t.name for t in report.topics if not t.asked]
     if not_asked:
         lines.append(f"  未询问: {'、'.join(not_asked)}")
-    if report["actions"]:
+    if report.actions:
         lines.append("建议措施:")
-        lines += [f"  - {a['text']}" for a in report["actions"]]
+        lines += [f"  - {a.text}" for a in report.actions]
     return "\n".join(lines)
 
 
@@ -73,7 +74,7 @@ def score_file(settings: Settings, path: Path, loan_path: Path | None, channels:
     scorer = archive.load_scorer(settings, store_audio=False)
     report = scorer(call_id or path.stem, parts, loan, lambda p: bar(p)).report
     bar(None)
-    print(json.dumps(report, ensure_ascii=False, indent=1) if as_json else format_report(report))
+    print(json.dumps(report, ensure_ascii=False, indent=1) if as_json else format_report(read_report(report)))
     return 0
 
 

@@ -30,7 +30,7 @@ from asr.errors import AsrError
 from asr.streaming import VadStep
 from asr.transcribe import Transcriber
 from nlu.assess import Assessor
-from nlu.report import load_risk
+from nlu.report import load_risk, read_report
 from pipeline.recording import AudioPart, RecordingError, RecordingScorer, Scored
 from service.loanbook.book import LoanBook, build_loanbook
 from service.metrics import JOB_DURATION, JOBS
@@ -97,6 +97,8 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
     began = time.monotonic()
     try:
         scored = ctx.score(job.call_id, parts, job.loan_file, progress)
+        # Read back as every later reader will: a report no reader can read is never stored.
+        typed = read_report(scored.report)
     except (AsrError, RecordingError) as e:
         log.warning("recording %s (call %s) failed: %s", job.id, job.call_id, e)
         _fail(ctx, job, str(e))
@@ -125,9 +127,8 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
     loan = job.loan_file or {}
     entry = {"recording_id": job.id, "report_sha256": audit.digest(report), "agent_id": job.agent_id,
              "customer_id": loan.get("customer_id"), "loan_id": loan.get("loan_id"),
-             "risk_score": report["risk_score"], "tier": report["tier"],
-             "answers": [{"topic": a["topic"], "label": a["label"], "mismatch": a["mismatch"]}
-                         for a in report.get("answers", [])]}
+             "risk_score": typed.risk_score, "tier": typed.tier,
+             "answers": [{"topic": a.topic, "label": a.label, "mismatch": a.mismatch} for a in typed.answers]}
     _retrying(lambda: audit.append(ctx.store, "report", "scoring", job.call_id, entry))
     customer_id = loan.get("customer_id")
     if ctx.after_report is not None and customer_id:
@@ -137,7 +138,7 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
             log.exception("call %s: could not plan the customer's follow-ups; the next planning run will",
                           job.call_id)
     JOBS.labels("done").inc()
-    log.info("recording %s scored: call %s, risk %s (%s)", job.id, job.call_id, report["risk_score"], report["tier"])
+    log.info("recording %s scored: call %s, risk %s (%s)", job.id, job.call_id, typed.risk_score, typed.tier)
 
 
 #: Seconds between attempts to record an outcome while the database is unreachable.
