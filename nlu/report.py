@@ -243,14 +243,12 @@ def read_report(data: Any) -> Report:
 def _upgrade_1(data: dict[str, Any]) -> dict[str, Any]:
     """Format 1 as format 2. Since the first stored reports, fields were only added (answers, the assessor's and
     risk weights' versions, a topic's `stated`; the loan file and the silenced audio beside the report), so an old
-    report reads with those at their defaults; lists an early or hand-made report may lack are empty. Keys no
+    report reads with those at their defaults; lists other than `topics` may be missing (read as empty). Keys no
     format knows are dropped (the typed report has no place for them)."""
     known = set(Report.__dataclass_fields__)
     out = {k: v for k, v in data.items() if k in known}
-    for key in ("utterances", "topics", "contributions", "actions", "answers"):
+    for key in ("utterances", "contributions", "actions", "answers"):
         out[key] = out.get(key) or []
-    out["utterances"] = [{**u, "channel": u.get("channel", u.get("speaker"))} if isinstance(u, dict) else u
-                         for u in out["utterances"]]
     out["silenced_audio"] = out.get("silenced_audio") or []
     if not isinstance(out.get("agent"), dict):
         topics = [t for t in out["topics"] if isinstance(t, dict)]

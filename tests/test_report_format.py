@@ -77,7 +77,7 @@ def test_round_trip() -> None:
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"format_version": 3}, "format 3"), ({"tier": "extreme"}, "tier"),
-    ({"format_version": 2, "topics": None}, "topics"),
+    ({"format_version": 2, "topics": None}, "topics"), ({"topics": None}, "topics"),
     ({"risk_score": "a lot"}, "risk_score")])
 def test_what_no_format_describes_is_refused(change: dict, message: str) -> None:
     with pytest.raises(ReportFormatError, match=message):
