@@ -91,9 +91,16 @@ class MismatchedTopic(BaseModel):
     on_file: float | None = None
 
 
-class CallMismatch(MismatchedTopic):
+class CallMismatch(BaseModel):
+    """A mismatch of `MismatchedTopic` with the call it was heard in (fields in the order clients have seen)."""
+
     call_id: str
     at: str | None
+    topic: str
+    name: str
+    field: str | None = None
+    stated: float | None = None
+    on_file: float | None = None
 
 
 class CustomerCall(BaseModel):
