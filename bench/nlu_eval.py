@@ -49,6 +49,7 @@ import numpy as np
 from bench._common import SHARED_DATA, emit, require_shared
 from nlu.assess import Assessor
 from nlu.types import LABELS, LoanRecord
+from service.bootstrap import asr_options
 
 ROOT = Path(__file__).resolve().parent.parent
 BLIND = ROOT / "bench" / "heldout" / "answers_blind.jsonl"
@@ -334,7 +335,7 @@ def main() -> None:
         from asr.transcribe import Transcriber
         from service.settings import Settings
 
-        transcriber = Transcriber(Settings().asr_options())
+        transcriber = Transcriber(asr_options(Settings()))
         transcriber.load()
         asr_pairs = []
         for call in calls:

@@ -24,6 +24,7 @@ from nlu.assess import Assessor
 from nlu.dialogue import DialogueOptions
 from nlu.report import RiskConfig
 from pipeline.recording import rescore_report
+from service.reports import report_row
 from service.store import Store, audit
 from service.store.models import Call
 
@@ -169,7 +170,9 @@ def rescore(store: Store, assessor: Assessor, dialogue: DialogueOptions, risk: R
             continue
         change = report_change(previous, report)
         if not options.dry_run:
-            version = store.replace_report(call_id, previous, report)
+            version = store.replace_report(call_id, previous, report_row(report),
+                                           str(previous.get("assessor_version") or ""),
+                                           loan_file=report.get("loan_file"))
             if version is None:
                 superseded += 1
                 continue

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import text
 
 from service.app import state_of
+from service.reports import report_row
 from service.settings import Settings
 from service.store import Store, audit
 from tests.test_recordings import _script, _upload, _wait
@@ -146,7 +147,7 @@ def _score(store: Store, call_id: str, agent_id: str) -> None:
               "topics": [{"topic": "term", "label": "unclear", "confidence": 0.7, "mismatch": None,
                           "answer_span": [1.0, 2.0]}], "answers": []}
     job = store.create_job(call_id, [], {"customer_id": "K1", "loan_id": "L1"}, agent_id)
-    store.complete_job(job.id, report, agent_id, None, None)
+    store.complete_job(job.id, report_row(report), agent_id, None, None)
     audit.append(store, "report", "scoring", call_id, {"report_sha256": audit.digest(report), "agent_id": agent_id,
                                                        "customer_id": "K1", "loan_id": "L1", "risk_score": 40,
                                                        "tier": "medium"})

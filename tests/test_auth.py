@@ -12,6 +12,7 @@ from starlette.websockets import WebSocketDisconnect
 from service.app import create_app, state_of
 from service.auth import AuthError, load_tokens_file, write_tokens_file
 from service.protocol import CloseCode
+from service.reports import report_row
 from service.settings import Settings
 from tests.server import bearer, tokens_client
 from tests.test_live_socket import START, FakeTranscriber
@@ -38,8 +39,8 @@ def _store_call(client: TestClient, call_id: str, agent_id: str) -> None:
     store = state_of(client.app).store  # type: ignore[arg-type]
     job = store.create_job(call_id, [], None, agent_id)
     assert store.claim(job.id) is not None
-    store.complete_job(job.id, {"call_id": call_id, "duration_s": 10.0, "risk_score": 5, "tier": "low",
-                                "topics": [], "labels": {}}, agent_id, None, None)
+    report = {"call_id": call_id, "duration_s": 10.0, "risk_score": 5, "tier": "low", "topics": [], "labels": {}}
+    store.complete_job(job.id, report_row(report), agent_id, None, None)
 
 
 def test_http_routes_need_a_token_of_the_right_role(client: TestClient) -> None:

@@ -26,6 +26,7 @@ from nlu.script import ScriptError, load_script
 from nlu.types import LoanRecord
 from service.app import create_app, state_of
 from service.auth import write_tokens_file
+from service.bootstrap import report_rows
 from service.coaching.cards import window
 from service.coaching.figures import (
     CoachingRules,
@@ -43,6 +44,7 @@ from service.coaching.figures import (
     totals,
 )
 from service.coaching.repository import agent_calls, agent_totals, period_totals
+from service.reports import report_row
 from service.settings import Settings
 from service.store import Store
 from service.store.models import AgentCallStats, AuditEntry
@@ -208,19 +210,19 @@ def test_reports_without_the_agent_side_count_as_zero() -> None:
 
 def _store_call(store: Store, report: dict[str, Any], agent_id: str | None) -> None:
     job = store.create_job(report["call_id"], [], None, agent_id)
-    store.complete_job(job.id, report, agent_id, None, None)
+    store.complete_job(job.id, report_row(report), agent_id, None, None)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     if request.param == "sqlite":
-        s = Store(f"sqlite:///{tmp_path / 'huifang.db'}")
+        s = Store(f"sqlite:///{tmp_path / 'huifang.db'}", report_rows(Settings(data_dir=tmp_path)))
         s.migrate()
         yield s
         s.close()
         return
     with fresh_postgres_schema() as url:
-        s = Store(url)
+        s = Store(url, report_rows(Settings(data_dir=tmp_path)))
         s.migrate()
         yield s
         s.close()

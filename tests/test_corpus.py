@@ -18,6 +18,7 @@ from nlu.assess import Assessor
 from nlu.classifier import DEFAULT_MODEL_DIR, ClassifierUnavailableError, load_classifier
 from nlu.script import load_script
 from nlu.types import LABELS
+from service import bootstrap
 from tools.corpus import DEFAULT_TEMPLATES, CorpusSpecError, load_templates, render, to_chinese
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
@@ -214,11 +215,11 @@ def test_the_classifier_is_chosen_by_configuration(tmp_path: Path) -> None:
     from nlu.learned import EncoderClassifier
     from service.settings import Settings
 
-    assert isinstance(Settings(data_dir=tmp_path).assessor().classifier, EncoderClassifier)
-    assert Settings(data_dir=tmp_path, nlu={"classifier": "none"}).assessor().classifier is None
-    assert Settings(data_dir=tmp_path, nlu={"classifier_weight": 0}).assessor().classifier is None
+    assert isinstance(bootstrap.load_assessor(Settings(data_dir=tmp_path)).classifier, EncoderClassifier)
+    assert bootstrap.load_assessor(Settings(data_dir=tmp_path, nlu={"classifier": "none"})).classifier is None
+    assert bootstrap.load_assessor(Settings(data_dir=tmp_path, nlu={"classifier_weight": 0})).classifier is None
     with pytest.raises(ClassifierUnavailableError, match="cannot be loaded"):
-        Settings(data_dir=tmp_path, nlu={"classifier": str(tmp_path / "missing")}).assessor()
+        bootstrap.load_assessor(Settings(data_dir=tmp_path, nlu={"classifier": str(tmp_path / "missing")}))
 
 
 def test_the_classifier_can_be_shared_by_threads(learned: Any) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from service import bootstrap
 from service.cli import main
 from service.store.models import Call, CustomerTier, FollowUp, OutboxMessage
 
@@ -22,9 +23,7 @@ def test_demo_seed_fills_an_empty_database_once(model_cache: Path, tmp_path: Pat
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     from service.cli.demo_seed import DEMO_AGENT, SEED
     from service.coaching import cards as coaching
-    from service.loanbook.book import build_loanbook
     from service.settings import Settings, get_settings
-    from service.workers.archive import open_store
 
     data = tmp_path / "data"
     data.mkdir()
@@ -39,7 +38,7 @@ def test_demo_seed_fills_an_empty_database_once(model_cache: Path, tmp_path: Pat
     finally:
         get_settings.cache_clear()
     settings = Settings(data_dir=data)
-    store = open_store(settings)
+    store = bootstrap.open_store(settings)
     with store.session() as s:
         calls = list(s.scalars(select(Call).order_by(Call.created_at)))
         assert len(calls) == len(SEED) and all(c.call_id.startswith("DEMO-") for c in calls)
@@ -58,7 +57,7 @@ def test_demo_seed_fills_an_empty_database_once(model_cache: Path, tmp_path: Pat
             later = [c for c in calls if c.customer_id == f.customer_id and c.created_at > f.created_at]
             assert not (f.channel == "call" and f.status in ("open", "assigned") and later), (f.id, f.due_date)
         assert any(f.channel == "call" and f.status == "done" for f in followups)
-    book = build_loanbook(settings, store, settings.assessor(with_classifier=False))
+    book = bootstrap.build_loanbook(settings, store, bootstrap.load_assessor(settings, with_classifier=False))
     assert book.plan_due() == 0  # the seed planned every customer as of today: the service has none left
     first = book.customer("DEMO-C001")
     assert first is not None and len(first["calls"]) == 3 and first["never_clear"]

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service import bootstrap
 from service.api.bodies import DEFAULT_MAX_BYTES, MAX_DEPTH, JsonBodyGuard, body_limit, nesting_depth
 from service.app import create_app, state_of
 from service.auth import AuthError, Principal, TicketBook, TokenRegistry, hash_token, write_tokens_file
@@ -471,7 +472,7 @@ def test_transcriptions_have_their_own_limits(tmp_path: Path) -> None:
 
     settings = Settings(data_dir=tmp_path / "data")
     assert (settings.transcriptions.max_file_mb, settings.transcriptions.max_duration_s) == (25, 1800.0)
-    assert settings.transcription_limits().max_file_bytes == 25 << 20
+    assert bootstrap.transcription_limits(settings).max_file_bytes == 25 << 20
     class Transcriber(FakeTranscriber):
         def with_decoding(self, *_: Any) -> Transcriber:
             return self
@@ -594,7 +595,7 @@ def test_any_paging_parameter_is_answered_without_an_error(client: TestClient, o
 # -- 9. Outcome notes are redacted like transcripts -----------------------------------------------------------
 
 def test_an_outcome_note_keeps_no_name_email_or_street_address() -> None:
-    from service.privacy import free_text_redactor
+    from nlu.free_text import free_text_redactor
 
     note = ("客户王小明说已搬到杭州市西湖区文三路90号3单元502室，邮箱 wang.xm@example.com，电话13812345678，"
             "王先生下周还款；Mr John Smith lives at 12 Baker Street.")

@@ -3,8 +3,8 @@
 - `asr` knows audio and imports neither `nlu`, `pipeline` nor `service`;
 - `nlu` knows text and calls and imports neither `pipeline` nor `service`;
 - `pipeline` (the per-call path shared by live calls and recordings) builds on both and knows no web framework;
-- in `service`, only the app and the routes (`service/api/`, a feature's `*_api.py`) know FastAPI; the live calls' websocket handling
-  (`service/live/sockets.py`) knows Starlette's socket, nothing below it does;
+- in `service`, only the app and the routes (`service/api/`, a feature's `*_api.py`) know FastAPI; the live
+  calls' websocket handling (`service/live/sockets.py`) knows Starlette's socket, nothing below it does;
 - no runtime package imports the offline tools (`tools`, `bench`); the domain data and the model cache import
   nothing of the project."""
 

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from pipeline.recording import Scored
+from service.reports import report_row
 from service.store import Store
 from service.workers.jobs import JobContext, run_job
 from tests.test_recordings import _report
@@ -143,8 +144,8 @@ def test_retention_removes_each_call_s_audio_once_across_replicas(postgres_schem
         job = store.create_job(f"r{i:02d}", [], None, None, f"rjob{i:02d}")
         claimed = store.claim(job.id)
         assert claimed is not None
-        store.complete_job(job.id, _report(job.call_id, "low", 5, {"term": "clear"}), None, f"audio/rjob{i:02d}",
-                           utcnow() + timedelta(days=1), None, [], version=claimed.lease_version)
+        store.complete_job(job.id, report_row(_report(job.call_id, "low", 5, {"term": "clear"})), None,
+                           f"audio/rjob{i:02d}", utcnow() + timedelta(days=1), None, [], version=claimed.lease_version)
     with store.session() as s, s.begin():
         s.execute(update(Call).values(audio_expires_at=utcnow() - timedelta(seconds=1)))
     removed: list[str] = []

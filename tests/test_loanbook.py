@@ -14,7 +14,10 @@ from sqlalchemy import select
 
 from pipeline.recording import Scored
 from service.app import state_of
+from service.bootstrap import report_rows
 from service.loanbook.book import LoanBook
+from service.reports import report_row
+from service.settings import Settings
 from service.store import Store
 from service.store.models import Customer, FollowUp
 from service.workers.jobs import JobContext, run_job
@@ -241,13 +244,13 @@ def _plan_twice_at_once(tmp_path: Path, url: str) -> None:
     from service.loanbook.policy import load_policy
     from service.privacy import RawTextCipher
 
-    store = Store(url)
+    store = Store(url, report_rows(Settings(data_dir=tmp_path)))
     store.migrate()
     customers = 90
     for i in range(customers):
         job = store.create_job(f"c{i}", [], {"customer_id": f"K{i:04d}"}, "A1")
         assert store.claim(job.id) is not None
-        store.complete_job(job.id, report(f"c{i}", "medium", {"overdue": "unclear"}), "A1", None, None)
+        store.complete_job(job.id, report_row(report(f"c{i}", "medium", {"overdue": "unclear"})), "A1", None, None)
     from zoneinfo import ZoneInfo
 
     books = [LoanBook(store, RawTextCipher(tmp_path / "k"), load_policy(), ZoneInfo("Asia/Shanghai"), {}, {})

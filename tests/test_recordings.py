@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from asr.types import Utterance
 from service.app import state_of
+from service.reports import report_row
 from service.settings import Settings
 from service.store import CallFilter, Store
 from service.store.store import LeaseLost, utcnow
@@ -274,7 +275,7 @@ def test_the_store_on_sqlite_and_postgresql(tmp_path: Path, database: str | None
             job = store.create_job(f"c{i}", [], None, f"agent{i % 2}", f"job{i}")
             claimed = store.claim_next()
             assert claimed is not None and claimed.id == job.id and store.claim(job.id) is None
-            store.complete_job(job.id, _report(f"c{i}", tier, 10 * i, labels), f"agent{i % 2}", None, None)
+            store.complete_job(job.id, report_row(_report(f"c{i}", tier, 10 * i, labels)), f"agent{i % 2}", None, None)
         assert store.claim_next() is None
         calls, total = store.list_calls(CallFilter())
         assert total == 3 and [c.call_id for c in calls][0] == "c2"
@@ -286,7 +287,7 @@ def test_the_store_on_sqlite_and_postgresql(tmp_path: Path, database: str | None
         # Re-scoring a call replaces its report and answers.
         job = store.create_job("c0", [], None, None, "job-again")
         assert store.claim_next() is not None
-        store.complete_job(job.id, _report("c0", "low", 0, {"term": "clear"}), None, None, None)
+        store.complete_job(job.id, report_row(_report("c0", "low", 0, {"term": "clear"})), None, None, None)
         assert store.list_calls(CallFilter(tier="high"))[1] == 0
         # A job whose worker died is taken over once its lease runs out; the first worker's outcome is fenced off.
         store.create_job("c9", [], None, None, "job9")
@@ -298,8 +299,10 @@ def test_the_store_on_sqlite_and_postgresql(tmp_path: Path, database: str | None
         assert second is not None and second.id == "job9" and second.lease_version == first.lease_version + 1
         assert not store.renew("job9", "worker-1", first.lease_version)
         with pytest.raises(LeaseLost):
-            store.complete_job("job9", _report("c9", "low", 0, {}), None, None, None, version=first.lease_version)
-        store.complete_job("job9", _report("c9", "low", 0, {}), None, None, None, version=second.lease_version)
+            store.complete_job("job9", report_row(_report("c9", "low", 0, {})), None, None, None,
+                               version=first.lease_version)
+        store.complete_job("job9", report_row(_report("c9", "low", 0, {})), None, None, None,
+                           version=second.lease_version)
         assert store.get_job("job9").status == "done"  # type: ignore[union-attr]
         # A stopping worker hands its jobs back at once.
         store.create_job("c8", [], None, None, "job8")

@@ -17,6 +17,7 @@ from nlu.report import DEFAULT_RISK_FILE, load_risk
 from nlu.script import DEFAULT_CUES_FILE
 from pipeline.call import ROLES, CallPipeline
 from pipeline.recording import Scored, finish_report, rescore_report
+from service import bootstrap
 from service.cli.rescore import parse_since, rescore_command
 from service.errors import ServiceError
 from service.rescore import report_change
@@ -55,11 +56,10 @@ def _settings(tmp_path: Path, db_url: str, **nlu: Any) -> Settings:
 
 def _store_call(settings: Settings, call_id: str) -> dict[str, Any]:
     """Score TURNS with the settings' assessor and weights and store the report as the job workers do."""
-    assessor, risk = settings.assessor(), load_risk(settings.scoring.risk_file)
-    pipeline = CallPipeline(call_id, ROLES, assessor, LOAN, settings.dialogue_options())
+    assessor, risk = bootstrap.load_assessor(settings), load_risk(settings.scoring.risk_file)
+    pipeline = CallPipeline(call_id, ROLES, assessor, LOAN, bootstrap.dialogue_options(settings))
     report = json.loads(json.dumps(finish_report(pipeline, list(TURNS), 30.0, risk, LOAN, [])))
-    store = Store(settings.db_url)
-    store.migrate()
+    store = bootstrap.open_store(settings)
     try:
         job = store.create_job(call_id, [], LOAN, "A1")
         claimed = store.claim(job.id)
@@ -78,12 +78,12 @@ def test_rescore_replaces_the_report_keeps_the_old_version_and_a_second_run_does
     _yaml(tmp_path / "risk.yaml", DEFAULT_RISK_FILE, {"not_asked_points": {"high": 4}})
     old_settings = _settings(tmp_path, db_url, cues_file=old_cues)
     old = _store_call(old_settings, "call-1")
-    old_version = old_settings.assessor().version
+    old_version = bootstrap.load_assessor(old_settings).version
 
     # The current assessor and weights: default cues, an unasked high-sensitivity topic now weighs 10.
     _yaml(tmp_path / "risk.yaml", DEFAULT_RISK_FILE, {"not_asked_points": {"high": 10}})
     settings = _settings(tmp_path, db_url)
-    assessor, risk = settings.assessor(), load_risk(settings.scoring.risk_file)
+    assessor, risk = bootstrap.load_assessor(settings), load_risk(settings.scoring.risk_file)
     assert assessor.version != old_version
     not_asked = sum(c["evidence"] == "坐席未问及该项" for c in old["contributions"])  # high-sensitivity ones
     assert not_asked >= 3
@@ -98,7 +98,7 @@ def test_rescore_replaces_the_report_keeps_the_old_version_and_a_second_run_does
     try:
         call = store.get_call("call-1")
         assert call is not None
-        want = json.loads(json.dumps(rescore_report(old, assessor, settings.dialogue_options(), risk)))
+        want = json.loads(json.dumps(rescore_report(old, assessor, bootstrap.dialogue_options(settings), risk)))
         assert call.report == want  # the pipeline's own scoring of the stored utterances
         assert (call.risk_score, call.report["assessor_version"]) == (expected_score, assessor.version)
         assert call.report["risk_version"] == risk.version

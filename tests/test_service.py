@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from asr.transcribe import Transcriber
+from service import bootstrap
 from service.app import create_app
 from service.settings import Settings
 from tests.server import running_server
@@ -22,7 +23,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     s = Settings()
     assert (s.data_dir, s.port, s.asr.model, s.transcribe.min_silence_ms) == (tmp_path, 9123, "small", 800)
     assert s.model_cache_dir == tmp_path / "models"
-    options = s.asr_options()
+    options = bootstrap.asr_options(s)
     assert options.model == "small" and options.min_silence_ms == 800
     assert options.initial_prompt is None or "贷" in options.initial_prompt
     assert "逾期" in options.lexicon
@@ -39,7 +40,7 @@ def test_renamed_settings_keep_their_old_names(monkeypatch: pytest.MonkeyPatch) 
     s = Settings()
     assert (s.transcribe.beam_size, s.transcribe.min_window_s) == (3, 12.0)
     assert (s.scoring.workers, s.scoring.retention_days) == (2, 30.0)
-    assert s.asr_options().beam_size == 3 and s.recordings is None
+    assert bootstrap.asr_options(s).beam_size == 3 and s.recordings is None
     assert Settings(recordings={"min_retention_days": 5}).scoring.min_retention_days == 5
     from service.settings import LEGACY_NAMES
 

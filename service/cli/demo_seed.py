@@ -24,7 +24,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from pipeline.recording import AudioPart, RecordingScorer, Scored, score_transcript
-from service.loanbook.book import LoanBook, build_loanbook
+from service import bootstrap
+from service.loanbook.book import LoanBook
 from service.loanbook.repository import Contact, put_contact
 from service.settings import Settings
 from service.store import Store
@@ -99,7 +100,7 @@ def call_id_of(call: SeedCall) -> str:
 
 def seed(settings: Settings, store: Store, scorer: RecordingScorer) -> Seeded:
     """Fill the database with the demo loan book."""
-    book = build_loanbook(settings, store, scorer.assessor)
+    book = bootstrap.build_loanbook(settings, store, scorer.assessor)
     for customer_id, contact in CONTACTS.items():
         put_contact(store, book.cipher, customer_id, contact)
     transcripts: dict[str, tuple[list[Any], float]] = {}
@@ -179,9 +180,7 @@ def _work_some(book: LoanBook) -> None:
 
 def seed_command(settings: Settings, if_empty: bool) -> int:
     """`huifang demo-seed [--if-empty]`."""
-    from service.workers.archive import load_scorer, open_store
-
-    store = open_store(settings)
+    store = bootstrap.open_store(settings)
     try:
         if has_calls(store):
             if if_empty:
@@ -190,7 +189,7 @@ def seed_command(settings: Settings, if_empty: bool) -> int:
             print("demo-seed: the database already has calls; demo data goes into an empty one only "
                   "(use a fresh HUIFANG_DATA_DIR)")
             return 2
-        done = seed(settings, store, load_scorer(settings))
+        done = seed(settings, store, bootstrap.load_scorer(settings))
         print(f"demo-seed: {done.calls} calls of {done.customers} demo customers by {done.agents} agents stored and "
               "planned as of today; open /customers/DEMO-C001, /followups and /agents")
         return 0

@@ -21,8 +21,7 @@ from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from nlu.assess import Assessor
-from nlu.report import load_risk
+from nlu.free_text import free_text_redactor
 from service.loanbook import outbox
 from service.loanbook.policy import (
     OPEN,
@@ -32,12 +31,11 @@ from service.loanbook.policy import (
     FollowUpState,
     Plan,
     Status,
-    load_policy,
     plan_customer,
 )
 from service.loanbook.repository import Contact, get_contact, put_contact, read_contact
-from service.privacy import RawTextCipher, free_text_redactor
-from service.settings import OutboxSettings, Settings
+from service.privacy import RawTextCipher
+from service.settings import OutboxSettings
 from service.store import Store, StoreError
 from service.store.models import (
     Call,
@@ -475,16 +473,6 @@ class MessageOutbox:
     def messages(self, store: Store, customer_id: str) -> list[dict[str, Any]]:
         return [{k: (_iso(v) if isinstance(v, datetime) else v) for k, v in asdict(m).items()}
                 for m in outbox.messages_of(store, customer_id)]
-
-
-def build_loanbook(settings: Settings, store: Store, assessor: Assessor) -> LoanBook:
-    """The loan book for this configuration: policy file, the bank's time zone, the topic names of the call script
-    and the texts of the risk configuration's actions; messages go through the outbox."""
-    names = {t.id: t.name for t in assessor.script.topics.values()}
-    actions = {str(a["id"]): str(a["text"]) for a in load_risk(settings.scoring.risk_file).actions}
-    tz, cipher = ZoneInfo(settings.loanbook.timezone), RawTextCipher(settings.raw_key_file)
-    return LoanBook(store, cipher, load_policy(settings.loanbook.policy_file), tz, names, actions,
-                    MessageOutbox(settings.outbox, tz, cipher))
 
 
 def contact_from_loan_file(loan_file: Mapping[str, Any] | None, earlier: Contact | None) -> Contact | None:

@@ -3,24 +3,18 @@ and follow-ups. Synchronous, like `Store`; the service calls it from worker thre
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
 from service.loanbook.policy import call_facts
 from service.privacy import RawTextCipher
+from service.store import Store
 from service.store.models import Call, CallSummary, Customer
-
-if TYPE_CHECKING:  # store.py calls into this module while storing a report
-    from service.store.store import Store
-
-
-def utcnow() -> datetime:
-    from service.store.store import utcnow
-
-    return utcnow()
+from service.store.store import utcnow
 
 Channel = Literal["call", "sms", "email", "letter"]
 CHANNELS: tuple[Channel, ...] = ("call", "sms", "email", "letter")
@@ -111,11 +105,28 @@ def read_contact(cipher: RawTextCipher, customer: Customer | None) -> Contact | 
 
 # -- calls -----------------------------------------------------------------------------------------------------
 
-def record_call(s: Session, call: Call, loan_file: dict[str, Any] | None) -> None:
-    """Link a call being stored (in `Store.complete_job`'s transaction) to its customer and loan, and write its
-    summary: what the loan book reads instead of the report."""
-    customer_id = _text(loan_file, "customer_id")
-    call.customer_id, call.loan_id = customer_id, _text(loan_file, "loan_id")
+class LoanBookRows:
+    """The loan book's summary of each stored report (`service.store.rows.ReportRows`), registered at start-up
+    (service/bootstrap.py)."""
+
+    def write(self, s: Session, call: Call, loan_file: Mapping[str, Any] | None) -> None:
+        """Write the summary of `call`, replacing the one of its earlier report."""
+        old = s.get(CallSummary, call.call_id)
+        # Only the call's own summary knows the masked name of a co-borrower or guarantor once the job's loan
+        # file lost their names (redaction done): a re-scored report keeps it.
+        name = (old.facts.get("loan") or {}).get("name_masked") if old is not None else None
+        if old is not None:
+            s.delete(old)
+            s.flush()
+        summary = record_call(s, call, loan_file)
+        if name:
+            summary.facts = {**summary.facts, "loan": {**(summary.facts.get("loan") or {}), "name_masked": name}}
+
+
+def record_call(s: Session, call: Call, loan_file: Mapping[str, Any] | None) -> CallSummary:
+    """Link a call being stored (in the report's transaction) to its customer and loan, and write its summary:
+    what the loan book reads instead of the report."""
+    customer_id = call.customer_id  # filed by the store from the job's loan file
     facts = call_facts(call.call_id, call.created_at, call.report).to_json()
     # The figures messages may quote (the repayment day, the monthly payment): public fields of the loan file.
     facts["mismatch_detail"] = {str(t["topic"]): t["mismatch"] for t in call.report.get("topics") or ()
@@ -126,12 +137,15 @@ def record_call(s: Session, call: Call, loan_file: dict[str, Any] | None) -> Non
         str((loan_file or {}).get("role")), "borrower")) or _text(loan_file, "name")
     if name:
         facts["loan"]["name_masked"] = name[0] + "*" * max(len(name) - 1, 1)  # 张**: never the whole name
-    s.add(CallSummary(call_id=call.call_id, customer_id=customer_id, loan_id=call.loan_id, agent_id=call.agent_id,
-                      at=call.created_at, risk_score=call.risk_score, tier=call.tier, facts=facts))
+    summary = CallSummary(call_id=call.call_id, customer_id=customer_id, loan_id=call.loan_id,
+                          agent_id=call.agent_id, at=call.created_at, risk_score=call.risk_score, tier=call.tier,
+                          facts=facts)
+    s.add(summary)
     if customer_id is not None:
         ensure_customer(s, customer_id)
+    return summary
 
 
-def _text(loan_file: dict[str, Any] | None, key: str) -> str | None:
+def _text(loan_file: Mapping[str, Any] | None, key: str) -> str | None:
     value = (loan_file or {}).get(key)
     return str(value) if value not in (None, "") else None
