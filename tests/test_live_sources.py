@@ -3,6 +3,7 @@ refusal each malformed input gets (the code, message and close code the client i
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
 from pathlib import Path
@@ -266,3 +267,24 @@ def test_demo_calls_pairs_metadata_with_audio(tmp_path: Path) -> None:
     calls = demo_calls(tmp_path)
     assert list(calls) == ["a"]
     assert calls["a"].loan_file == {"customer_id": "C-1"} and calls["a"].duration_s == 12.5
+
+
+# -- purity -------------------------------------------------------------------------------------------------
+
+def _modules_imported(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("name", ["base", "native", "twilio"])
+def test_wire_sources_know_no_socket_no_loop_and_no_session(name: str) -> None:
+    # The demo module also holds the player that drives sessions; the wire formats are plain functions of frames.
+    imported = _modules_imported(Path(__file__).resolve().parent.parent / "service/live/sources" / f"{name}.py")
+    forbidden = {m for m in imported if m.split(".")[0] in {"fastapi", "starlette", "asyncio"}
+                 or m in {"service.live.session", "service.live.sockets", "service.live.engine"}}
+    assert not forbidden, f"sources/{name}.py imports {sorted(forbidden)}"
