@@ -110,12 +110,13 @@ def test_a_twilio_timestamp_far_ahead_allocates_nothing(client: TestClient) -> N
 
 
 def test_a_twilio_gap_within_the_call_is_filled_in_bounded_blocks() -> None:
-    from service.live.sources.twilio import TwilioMedia, TwilioReader
+    from service.live.sources.base import AudioChunk
+    from service.live.sources.twilio import TwilioSource
 
-    reader = TwilioReader(max_call_s=3600)
+    reader = TwilioSource(max_call_s=3600)
     reader.read(_twilio_start(INGEST))
     items = reader.read(_media(95_000))  # 95 s of skipped silence, then 20 ms of audio
-    blocks = [i for i in items if isinstance(i, TwilioMedia)]
+    blocks = [i for i in items if isinstance(i, AudioChunk)]
     assert max(len(b.samples) for b in blocks) <= 80_000  # 10 s at 8 kHz
     assert sum(len(b.samples) for b in blocks) == 95_000 * 8 + 160
     assert reader.read(_media(95_020))[-1].samples.shape == (160,)  # the clock moved on: no new gap
