@@ -59,3 +59,122 @@ def test_only_the_app_and_the_routes_know_the_web_framework() -> None:
     assert not offenders, f"FastAPI/Starlette objects belong to the routes: {offenders}"
     sockets = _imported("service/live/sockets.py")["service/live/sockets.py"]
     assert "fastapi" not in sockets, "the socket handling uses Starlette's WebSocket, not FastAPI's app"
+
+
+# -- the module graph: no cycles, storage below the features, plain settings ------------------------------------
+
+#: The installed top-level packages and modules (pyproject.toml), and where their files are.
+INSTALLED = {"asr": "asr", "nlu": "nlu", "pipeline": "pipeline", "service": "service", "huifang_configs": "configs",
+             "huifang_cache": "huifang_cache.py"}
+
+
+def _modules() -> dict[str, Path]:
+    """Every installed module by its dotted name (a package by its `__init__.py`)."""
+    found: dict[str, Path] = {}
+    for name, place in INSTALLED.items():
+        root = REPO / place
+        if root.is_file():
+            found[name] = root
+            continue
+        for path in root.rglob("*.py"):
+            parts = [name, *path.relative_to(root).with_suffix("").parts]
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            found[".".join(parts)] = path
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    """Module -> the installed modules it imports, every import counted: at the top, inside functions and under
+    `TYPE_CHECKING` (a cycle dodged with a lazy or type-only import is still a cycle)."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, base] if base else anchor)
+                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                           for alias in node.names]
+            for target in targets:
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != module:
+                    edges.add(target)
+        graph[module] = edges
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for w in graph[todo.pop()] - seen:
+            seen.add(w)
+            todo.append(w)
+    return seen
+
+
+def test_no_import_cycles() -> None:
+    cycles = _cycles(_graph())
+    assert not cycles, f"modules that import each other (directly or round a loop): {cycles}"
+
+
+FEATURES = ("service.loanbook", "service.coaching", "service.workers", "service.live", "service.api",
+            "service.cli", "service.bootstrap", "service.app", "service.server", "service.reports")
+
+
+def test_storage_knows_no_features() -> None:
+    graph = _graph()
+    for module in [m for m in graph if m == "service.store" or m.startswith("service.store.")]:
+        reached = _reach(graph, module)
+        bad = sorted(m for m in reached if m.split(".")[0] in {"nlu", "asr", "pipeline"} or m == "service.settings"
+                     or any(m == f or m.startswith(f + ".") for f in FEATURES))
+        assert not bad, f"{module} reaches {bad}: storage is handed what it stores, features register with it"
+
+
+def test_settings_are_plain_configuration() -> None:
+    reached = _reach(_graph(), "service.settings")
+    assert not reached, f"service/settings.py imports {sorted(reached)}; building belongs to service/bootstrap.py"
