@@ -10,9 +10,9 @@ import pytest
 
 from nlu.assess import Assessor
 from service.store import Store
-from tests.conftest import ARTIFACTS
-from tests.server import AGENT, AGENT_ID, SUPERVISOR, running_server
-from tests.test_coaching import CLEAN_CALL, GUARANTOR_CALL, _store_call, report_of
+from tests.integration.test_coaching import CLEAN_CALL, GUARANTOR_CALL, _store_call, report_of
+from tests.support.paths import ARTIFACTS
+from tests.support.server import AGENT, AGENT_ID, SUPERVISOR, running_server
 
 
 @pytest.mark.browser

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ARTIFACTS
-from tests.server import INGEST, SUPERVISOR, bearer, running_server
-from tests.test_pages_browser import ALLOWED_LATIN, AUDIT_JS
+from tests.browser.test_pages_browser import ALLOWED_LATIN, AUDIT_JS
+from tests.support.paths import ARTIFACTS
+from tests.support.server import INGEST, SUPERVISOR, bearer, running_server
 
 
 @pytest.mark.model

@@ -1,7 +1,7 @@
 """The loan book's pages in a real browser (issue #18): Playwright drives Debian's Chromium against the app served
 by uvicorn on a loopback port, with a fake recogniser (these claims are about the pages, not the speech model).
-Reports are stored the way the job workers store them (tests.test_loanbook's `score`), so planning, tiers and
-follow-ups are the real ones. Saves screenshots to artifacts/customers-*.png, artifacts/followups-*.png and
+Reports are stored the way the job workers store them (tests.integration.test_loanbook's `score`), so planning, tiers
+and follow-ups are the real ones. Saves screenshots to artifacts/customers-*.png, artifacts/followups-*.png and
 artifacts/console-carried-over.png."""
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from sqlalchemy import update
 
 from service.app import state_of
 from service.store.models import FollowUp
-from tests.conftest import ARTIFACTS
-from tests.server import AGENT, AGENT_ID, INGEST, SUPERVISOR, bearer, served_app
-from tests.test_live_socket import START, FakeTranscriber
-from tests.test_loanbook import LOAN, report, score
+from tests.integration.test_live_socket import START, FakeTranscriber
+from tests.integration.test_loanbook import LOAN, report, score
+from tests.support.paths import ARTIFACTS
+from tests.support.server import AGENT, AGENT_ID, INGEST, SUPERVISOR, bearer, served_app
 
 PHONE, PHONE_MASKED = "13812345678", "138****5678"
 #: C300's loan: the work queue's customer (its follow-ups are assigned and closed by the tests).
@@ -37,7 +37,7 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """The app under uvicorn with the tokens of tests.server (the agent is A08) and a small loan book:
+    """The app under uvicorn with the tokens of tests.support.server (the agent is A08) and a small loan book:
     C100 with two calls (a vague one that contradicted the loan file, then a high-risk one) and a phone number,
     C200 of another agent, and C300 whose follow-ups the work-queue test assigns and closes (one overdue)."""
     with served_app(tmp_path_factory.mktemp("loanbook-pages"), FakeTranscriber()) as (base, app):

@@ -23,10 +23,10 @@ from nlu.assess import Assessor
 from nlu.dialogue import Turn
 from nlu.report import score_call
 from nlu.types import LoanRecord
-from tests.conftest import ARTIFACTS
-from tests.server import ADMIN, AGENT, AGENT_ID, INGEST, SUPERVISOR, bearer, served_app
-from tests.test_live_socket import FakeTranscriber
-from tests.test_loanbook import score
+from tests.integration.test_live_socket import FakeTranscriber
+from tests.integration.test_loanbook import score
+from tests.support.paths import ARTIFACTS
+from tests.support.server import ADMIN, AGENT, AGENT_ID, INGEST, SUPERVISOR, bearer, served_app
 
 WIDTHS = (1024, 1280, 1920)
 ROLES = {"admin": ADMIN, "supervisor": SUPERVISOR, "agent": AGENT, "ingest": INGEST}
@@ -73,9 +73,9 @@ def _report(call_id: str, turns: list[tuple[Any, ...]], role: str) -> dict[str, 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """The app under uvicorn with the tokens of tests.server (the agent is A08) and a small loan book: C100 with a
-    vague guarantor's call and a call that contradicted the loan file (both A08's), C200 with a clean call (A09's)
-    and C300's evasive call (A08's); C100's second call assigned to A08."""
+    """The app under uvicorn with the tokens of tests.support.server (the agent is A08) and a small loan book: C100
+    with a vague guarantor's call and a call that contradicted the loan file (both A08's), C200 with a clean call
+    (A09's) and C300's evasive call (A08's); C100's second call assigned to A08."""
     with served_app(tmp_path_factory.mktemp("pages"), FakeTranscriber()) as (base, app):
         client = TestClient(app)  # never entered: `score` reads the app's state through it
         assert httpx.put(f"{base}/v1/customers/C100/contact", headers=bearer(INGEST),

@@ -39,10 +39,10 @@ from service.workers.archive import (
     score_until_drained,
 )
 from service.workers.jobs import JobContext, remove_audio, stored_audio, sweep_audio
-from tests.audiogen import write_audio
-from tests.test_recordings import _report
+from tests.integration.test_recordings import _report
+from tests.support.audiogen import write_audio
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STEREO = ("agent", "customer")
 LOAN = {"borrower": "钱学文", "role": "borrower", "amount_yuan": 720000, "term_years": 30, "repay_day": 11,
         "monthly_yuan": 3700, "rate_pct": 3.6, "phone": "13812345678", "id_number": "110105198003154231"}

@@ -203,8 +203,8 @@ def test_command_line_json_lines(tmp_path: Path) -> None:
 def test_http_assess(tmp_path: Path) -> None:
     from service.app import create_app
     from service.settings import Settings
-    from tests.server import authed
-    from tests.test_live_socket import FakeTranscriber
+    from tests.integration.test_live_socket import FakeTranscriber
+    from tests.support.server import authed
 
     app = create_app(Settings(data_dir=tmp_path), transcriber=FakeTranscriber())  # type: ignore[arg-type]
     with authed(app) as client:
@@ -243,8 +243,8 @@ def test_a_new_phone_number_answers_the_contact_question(assessor: Assessor) -> 
 def test_a_classifier_that_cannot_load_leaves_the_rules_serving(tmp_path: Path) -> None:
     from service.app import create_app
     from service.settings import Settings
-    from tests.server import authed
-    from tests.test_live_socket import FakeTranscriber
+    from tests.integration.test_live_socket import FakeTranscriber
+    from tests.support.server import authed
 
     settings = Settings(data_dir=tmp_path, nlu={"classifier": str(tmp_path / "no-such-model")})
     app = create_app(settings, transcriber=FakeTranscriber())  # type: ignore[arg-type]

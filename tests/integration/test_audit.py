@@ -15,7 +15,7 @@ from sqlalchemy import text
 from service.app import state_of
 from service.settings import Settings
 from service.store import Store, audit
-from tests.test_recordings import _script, _upload, _wait
+from tests.integration.test_recordings import _script, _upload, _wait
 
 
 def _scored_call(make_client: Any, shared_data: Path, **settings: Any) -> Any:

@@ -13,8 +13,8 @@ from service.app import create_app, state_of
 from service.auth import AuthError, load_tokens_file, write_tokens_file
 from service.protocol import CloseCode
 from service.settings import Settings
-from tests.server import bearer, tokens_client
-from tests.test_live_socket import START, FakeTranscriber
+from tests.integration.test_live_socket import START, FakeTranscriber
+from tests.support.server import bearer, tokens_client
 
 TOKENS = {"ing": ("ingest", None), "a1": ("agent", "A1"), "a2": ("agent", "A2"), "sup": ("supervisor", None),
           "adm": ("admin", None)}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from service.cli import main
-from tests.audiogen import write_audio
+from tests.support.audiogen import write_audio
 
 
 @pytest.fixture()

@@ -46,8 +46,8 @@ from service.coaching.repository import agent_calls, agent_totals, period_totals
 from service.settings import Settings
 from service.store import Store
 from service.store.models import AgentCallStats, AuditEntry
-from tests.conftest import fresh_postgres_schema
-from tests.server import bearer
+from tests.support.postgres import fresh_postgres_schema
+from tests.support.server import bearer
 
 LOAN = {"amount_yuan": 900_000, "term_years": 20, "repay_day": 12, "monthly_yuan": 5200, "rate_pct": 3.7,
         "role": "guarantor"}
@@ -295,7 +295,7 @@ TOKENS = {"ing": ("ingest", None), "a1": ("agent", "A1"), "a2": ("agent", "A2"),
 
 @pytest.fixture()
 def client(tmp_path: Path, assessor: Assessor) -> Any:
-    from tests.test_live_socket import FakeTranscriber
+    from tests.integration.test_live_socket import FakeTranscriber
 
     path = tmp_path / "tokens.yaml"
     write_tokens_file(path, TOKENS)  # type: ignore[arg-type]

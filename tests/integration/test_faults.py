@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from service.auth import write_tokens_file
-from tests.server import free_port, wait_healthy
-from tests.test_live_socket import START, _speech, _stereo_pcm16
+from tests.integration.test_live_socket import START, _speech, _stereo_pcm16
+from tests.support.server import free_port, wait_healthy
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 INGEST = "f-ingest"
 
 _SERVER = """
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from service.server import serve
 from service.settings import Settings
-from tests.test_live_socket import FakeTranscriber
+from tests.integration.test_live_socket import FakeTranscriber
 
 serve(Settings(data_dir=Path(sys.argv[1]), port=int(sys.argv[2]), auth={"tokens_file": sys.argv[3]},
                metrics={"port": int(sys.argv[4])}), FakeTranscriber())
@@ -115,8 +115,8 @@ def test_a_live_call_goes_on_when_the_database_goes_away(tmp_path: Path, shared_
     from service.api.deps import get_calls
     from service.app import create_app, state_of
     from service.settings import Settings
-    from tests.server import authed
-    from tests.test_live_socket import FakeTranscriber, _drain
+    from tests.integration.test_live_socket import FakeTranscriber, _drain
+    from tests.support.server import authed
 
     class GoneStore:
         anchor = None
@@ -148,9 +148,9 @@ def test_a_stopping_server_takes_no_new_call(tmp_path: Path) -> None:
     from service.app import create_app, state_of
     from service.protocol import CloseCode
     from service.settings import Settings
-    from tests.server import authed
-    from tests.test_auth import _closed
-    from tests.test_live_socket import FakeTranscriber
+    from tests.integration.test_auth import _closed
+    from tests.integration.test_live_socket import FakeTranscriber
+    from tests.support.server import authed
 
     app = create_app(Settings(data_dir=tmp_path), transcriber=FakeTranscriber())  # type: ignore[arg-type]
     with authed(app) as client:

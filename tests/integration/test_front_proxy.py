@@ -17,9 +17,9 @@ import pytest
 from service.app import create_app
 from service.auth import write_tokens_file
 from service.settings import Settings
-from tests.proxy import front_proxy, require_nginx, wait_port
-from tests.server import free_port
-from tests.test_live_socket import START, FakeTranscriber
+from tests.integration.test_live_socket import START, FakeTranscriber
+from tests.support.proxy import front_proxy, require_nginx, wait_port
+from tests.support.server import free_port
 
 INGEST = "fp-ingest"
 #: Shorter than deploy/nginx.conf's 10 s / 20 s, so the test does not wait long; the mechanism is the same.

@@ -16,8 +16,8 @@ from starlette.websockets import WebSocketDisconnect
 from service.app import create_app
 from service.protocol import CloseCode
 from service.settings import Settings
-from tests.server import authed
-from tests.test_live_socket import FakeTranscriber
+from tests.integration.test_live_socket import FakeTranscriber
+from tests.support.server import authed
 
 #: Close codes a client may legitimately get; 4500 (internal error) is never one of them.
 EXPECTED_CLOSES = {CloseCode.NORMAL, CloseCode.BAD_REQUEST, CloseCode.FRAME_TOO_LARGE, CloseCode.CALL_IN_PROGRESS,

@@ -22,8 +22,8 @@ from service.auth import write_tokens_file
 from service.errors import ServiceError
 from service.protocol import CloseCode
 from service.settings import Settings
-from tests.test_auth import _closed
-from tests.test_live_socket import START, FakeTranscriber
+from tests.integration.test_auth import _closed
+from tests.integration.test_live_socket import START, FakeTranscriber
 
 INGEST, AGENT, ADMIN = "h-ingest", "h-agent", "h-admin"
 
@@ -275,7 +275,7 @@ def _stored_job(store: Any, data_dir: Path, call_id: str, job_id: str) -> Any:
 def _context(store: Any, data_dir: Path, fail: bool = False) -> Any:
     from pipeline.recording import RecordingError, Scored
     from service.workers.jobs import JobContext
-    from tests.test_recordings import _report
+    from tests.integration.test_recordings import _report
 
     def score(call_id: str, parts: Any, loan: Any, progress: Any) -> Scored:
         if fail:

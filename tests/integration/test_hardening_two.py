@@ -28,10 +28,10 @@ from service.ids import id_problem, valid_id
 from service.protocol import LoanFile, valid_address
 from service.settings import Settings
 from service.spreadsheet import FORMULA_STARTS, csv_text
-from tests.server import audited, bearer, free_port, tokens_client
-from tests.test_auth import _closed
-from tests.test_live_socket import START, FakeTranscriber
-from tests.test_loanbook import LOAN, report, score
+from tests.integration.test_auth import _closed
+from tests.integration.test_live_socket import START, FakeTranscriber
+from tests.integration.test_loanbook import LOAN, report, score
+from tests.support.server import audited, bearer, free_port, tokens_client
 
 TOKENS = {"ing": ("ingest", None), "a1": ("agent", "A1"), "sup": ("supervisor", None), "adm": ("admin", None)}
 #: Hypothesis: no deadline (two cores shared by several people), few examples where each starts a request.
@@ -214,7 +214,7 @@ def test_a_stored_call_is_replaced_only_by_an_admin_and_never_under_hold(tmp_pat
 def test_replacing_keeps_the_earlier_report_as_a_version_until_deletion(tmp_path: Path, backend: str) -> None:
     from contextlib import nullcontext
 
-    from tests.conftest import fresh_postgres_schema
+    from tests.support.postgres import fresh_postgres_schema
 
     with (fresh_postgres_schema() if backend == "postgresql" else nullcontext(f"sqlite:///{tmp_path / 'v.db'}")) \
             as url:
@@ -467,7 +467,7 @@ def test_a_stored_address_with_extra_recipients_is_never_sent(client: TestClient
 # -- 5. Synchronous transcription: its own limits, and it stops when the client goes ---------------------------
 
 def test_transcriptions_have_their_own_limits(tmp_path: Path) -> None:
-    from tests.test_recordings import _silence_wav
+    from tests.integration.test_recordings import _silence_wav
 
     settings = Settings(data_dir=tmp_path / "data")
     assert (settings.transcriptions.max_file_mb, settings.transcriptions.max_duration_s) == (25, 1800.0)
@@ -528,7 +528,7 @@ async def test_decoding_stops_when_the_client_goes() -> None:
 def test_the_transcription_passes_its_progress_to_the_decoder(tmp_path: Path) -> None:
     from asr.types import DecodeLimits
     from pipeline.transcription import transcribe_file
-    from tests.test_recordings import _silence_wav
+    from tests.integration.test_recordings import _silence_wav
 
     wav = tmp_path / "a.wav"
     wav.write_bytes(_silence_wav(1.0))

@@ -17,16 +17,16 @@ from sqlalchemy.exc import OperationalError
 from pipeline.recording import Scored
 from service.store import Store
 from service.workers.jobs import JobContext, run_job
-from tests.test_recordings import _report
+from tests.integration.test_recordings import _report
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 _WORKER = """
 import asyncio, sys, time
 from pipeline.recording import Scored
 from service.workers.jobs import JobContext, JobRunner
 from service.store import Store
-from tests.test_recordings import _report
+from tests.integration.test_recordings import _report
 
 def score(call_id, parts, loan, progress):
     time.sleep(float(sys.argv[3]))  # seconds per job

@@ -19,7 +19,7 @@ from service.app import create_app, state_of
 from service.live.hub import SUBSCRIBER_QUEUE, CallHub
 from service.protocol import CloseCode
 from service.settings import Settings
-from tests.server import INGEST, authed, bearer, running_server
+from tests.support.server import INGEST, authed, bearer, running_server
 
 
 class ScriptedTranscriber:

@@ -19,7 +19,7 @@ from asr.types import Utterance
 from service.app import create_app, state_of
 from service.protocol import CloseCode
 from service.settings import Settings
-from tests.server import authed
+from tests.support.server import authed
 
 START = {"type": "start", "sample_rate_hz": 16000, "encoding": "pcm16", "channels": ["agent", "customer"]}
 
@@ -161,7 +161,7 @@ async def test_one_call_says_overload_only_when_a_final_was_late(model_cache: Pa
     other work finals may really be late, and then overload must be backed by a late final and be cleared."""
     from asr.audio import load_call_audio
     from service.cli.replay import replay
-    from tests.server import INGEST, bearer, running_server
+    from tests.support.server import INGEST, bearer, running_server
 
     limit_s, silence_s = 2.0, 0.7  # the defaults: HUIFANG_LIVE__OVERLOAD_FINAL_DELAY_S, __MIN_SILENCE_MS
     script = json.loads((shared_data / "calls" / "call_s01.json").read_text(encoding="utf-8"))

@@ -18,7 +18,7 @@ from asr.types import Utterance
 from service.app import create_app, state_of
 from service.protocol import CloseCode
 from service.settings import Settings
-from tests.server import INGEST, authed, bearer, running_server
+from tests.support.server import INGEST, authed, bearer, running_server
 
 
 class FakeTranscriber:

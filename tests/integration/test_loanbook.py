@@ -18,8 +18,8 @@ from service.loanbook.book import LoanBook
 from service.store import Store
 from service.store.models import Customer, FollowUp
 from service.workers.jobs import JobContext, run_job
-from tests.server import audited, bearer, tokens_client
-from tests.test_live_socket import START, FakeTranscriber
+from tests.integration.test_live_socket import START, FakeTranscriber
+from tests.support.server import audited, bearer, tokens_client
 
 TOKENS = {"ing": ("ingest", None), "a1": ("agent", "A1"), "a2": ("agent", "A2"), "sup": ("supervisor", None),
           "adm": ("admin", None)}

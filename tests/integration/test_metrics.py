@@ -11,8 +11,8 @@ import numpy as np
 from service.app import create_app
 from service.metrics import scrape
 from service.settings import Settings
-from tests.server import authed
-from tests.test_live_socket import START, FakeTranscriber, _drain, _speech, _stereo_pcm16
+from tests.integration.test_live_socket import START, FakeTranscriber, _drain, _speech, _stereo_pcm16
+from tests.support.server import authed
 
 
 def _value(text: str, name: str) -> float:

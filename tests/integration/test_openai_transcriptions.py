@@ -29,10 +29,10 @@ from asr.errors import UnsupportedLanguageError
 from asr.formats import joined_text, srt, timestamp, webvtt
 from asr.transcribe import Transcriber
 from asr.types import MODEL_SAMPLE_RATE_HZ, Utterance, Word
-from bench.cer import cer
 from pipeline.transcription import redact_utterances
-from tests.audiogen import write_audio
-from tests.server import ADMIN, AGENT, INGEST, SUPERVISOR, bearer, running_server
+from tests.support.audiogen import write_audio
+from tests.support.server import ADMIN, AGENT, INGEST, SUPERVISOR, bearer, running_server
+from tools.cer import cer
 
 #: A 5.5 s Mandarin clip with an official reference (FunASR's example).
 CLIP = "funasr_asr_example_zh.wav"

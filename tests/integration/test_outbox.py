@@ -1,7 +1,7 @@
 """The outbox (#18 point 3) against real transports: a real SMTP server (aiosmtpd) and a real HTTP receiver
-(bench.outbox.Receiver, which verifies signatures as docs/outbox.md tells receivers to and stores deliveries by
-idempotency key). Templates and quiet hours as pure functions; consent, opt-out, retries, dead letters, timeouts
-after the receiver stored a message, and two workers on one database (SQLite, and PostgreSQL when
+(tests.support.receivers.Receiver, which verifies signatures as docs/outbox.md tells receivers to and stores
+deliveries by idempotency key). Templates and quiet hours as pure functions; consent, opt-out, retries, dead
+letters, timeouts after the receiver stored a message, and two workers on one database (SQLite, and PostgreSQL when
 HUIFANG_TEST_POSTGRES_URL is set)."""
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import delete, select
 
-from bench.outbox import MailSink, Receiver, smtp_server, verify_signature
 from nlu.pii import find_numbers
 from nlu.report import load_risk
 from service.loanbook.messages import (
@@ -55,6 +54,7 @@ from service.settings import OutboxSettings, Settings
 from service.store import Store
 from service.store.models import AuditEntry, Customer, OutboxMessage
 from service.store.store import utcnow
+from tests.support.receivers import MailSink, Receiver, smtp_server, verify_signature
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 PHONE, EMAIL = "13912345678", "zhang.san@example.com"
@@ -508,7 +508,7 @@ def test_the_service_starts_the_worker_and_it_delivers_what_planning_queues(rig:
     from fastapi.testclient import TestClient
 
     from service.app import create_app, state_of
-    from tests.test_live_socket import FakeTranscriber
+    from tests.integration.test_live_socket import FakeTranscriber
 
     app = create_app(rig.settings, transcriber=FakeTranscriber())  # type: ignore[arg-type]
     with TestClient(app):
@@ -528,7 +528,7 @@ def test_without_any_transport_the_service_starts_no_worker(tmp_path: Path) -> N
     from fastapi.testclient import TestClient
 
     from service.app import create_app, state_of
-    from tests.test_live_socket import FakeTranscriber
+    from tests.integration.test_live_socket import FakeTranscriber
 
     app = create_app(Settings(data_dir=tmp_path / "data"), transcriber=FakeTranscriber())  # type: ignore[arg-type]
     with TestClient(app):

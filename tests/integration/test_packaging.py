@@ -23,7 +23,7 @@ import pytest
 
 from service.auth import write_tokens_file
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.model
 
 

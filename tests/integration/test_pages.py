@@ -1,6 +1,6 @@
 """The pages' shells without a browser (issue #27): the landing page, the favicon, the API's docs with Swagger UI
 served by the service itself (no CDN), and `/v1/me`, which tells a page who the token is, which pages it may open
-and the bank's time zone. The pages themselves are driven in tests/test_pages_browser.py."""
+and the bank's time zone. The pages themselves are driven in tests/browser/test_pages_browser.py."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import Settings
-from tests.server import bearer, tokens_client
-from tests.test_live_socket import FakeTranscriber
+from tests.integration.test_live_socket import FakeTranscriber
+from tests.support.server import bearer, tokens_client
 
 TOKENS = {"ing": ("ingest", None), "a1": ("agent", "A1"), "sup": ("supervisor", None), "adm": ("admin", None)}
 READERS = ["/console", "/calls", "/customers", "/followups"]

@@ -75,8 +75,8 @@ def test_masks_keep_the_assessment_working() -> None:
 
 
 def test_the_corpus_meets_the_aims() -> None:
-    from bench.pii_redaction import leaked
     from nlu.pii import loan_file_identities
+    from tools.pii_corpus import leaked
 
     cases = build()
     assert sum(1 for c in cases if c["pii"]) >= 300
@@ -107,8 +107,8 @@ def test_live_events_carry_no_personal_data(tmp_path: Path, shared_data: Path) -
     no event holds a raw value."""
     from service.app import create_app
     from service.settings import Settings
-    from tests.server import authed
-    from tests.test_live_assist import ScriptedTranscriber, _call, _stream
+    from tests.integration.test_live_assist import ScriptedTranscriber, _call, _stream
+    from tests.support.server import authed
 
     script, pcm = _call(shared_data, "call_s11")
     app = create_app(Settings(data_dir=tmp_path), transcriber=ScriptedTranscriber(script))  # type: ignore[arg-type]

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.server import free_port, wait_healthy
+from tests.support.paths import REPO
+from tests.support.server import free_port, wait_healthy
 
 README = REPO / "README.md"
 #: Lines the test does not run, and why (each must still be in the README: see test_the_skipped_lines_exist).

@@ -16,7 +16,7 @@ import pytest_asyncio
 from service.errors import ServiceError
 from service.live.hub import Subscription
 from service.live.redis_bus import RedisClaims, RedisHub, connect
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture()
@@ -236,8 +236,8 @@ def test_a_service_whose_redis_is_down_takes_calls_and_says_so_on_readyz(tmp_pat
 
     from service.app import create_app, state_of
     from service.settings import Settings
-    from tests.server import free_port
-    from tests.test_live_socket import START, FakeTranscriber
+    from tests.integration.test_live_socket import START, FakeTranscriber
+    from tests.support.server import free_port
 
     settings = Settings(data_dir=tmp_path / "data", redis_url=f"redis://127.0.0.1:{free_port()}/0")
     with TestClient(create_app(settings, transcriber=FakeTranscriber())) as client:  # type: ignore[arg-type]

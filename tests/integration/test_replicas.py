@@ -24,10 +24,10 @@ from service.auth import load_or_create_secret
 from service.cli.replay import replay
 from service.privacy import RawTextCipher
 from service.store.anchor import load_or_create_key
-from tests.conftest import fresh_postgres_schema
-from tests.proxy import front_proxy
-from tests.redis_server import RedisServer
-from tests.server import INGEST, SUPERVISOR, bearer, free_port, running_server
+from tests.support.postgres import fresh_postgres_schema
+from tests.support.proxy import front_proxy
+from tests.support.redis_server import RedisServer
+from tests.support.server import INGEST, SUPERVISOR, bearer, free_port, running_server
 
 
 @dataclass

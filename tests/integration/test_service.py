@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from asr.transcribe import Transcriber
 from service.app import create_app
 from service.settings import Settings
-from tests.server import running_server
+from tests.support.server import running_server
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

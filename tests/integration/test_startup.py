@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app, state_of
 from service.settings import Settings
-from tests.test_live_socket import FakeTranscriber
+from tests.integration.test_live_socket import FakeTranscriber
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_migrations_have_one_head() -> None:

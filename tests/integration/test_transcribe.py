@@ -12,9 +12,9 @@ from asr.audio import decode_audio
 from asr.text import to_simplified
 from asr.transcribe import Transcriber
 from asr.types import MODEL_SAMPLE_RATE_HZ, DecodedAudio
-from bench._common import read_csv
-from bench.cer import corpus_cer
-from tests.audiogen import line_noise, write_audio
+from tests.support.asr_eval import read_csv
+from tests.support.audiogen import line_noise, write_audio
+from tools.cer import corpus_cer
 
 pytestmark = pytest.mark.model
 
@@ -208,7 +208,7 @@ def test_recordings_decoded_in_batches_read_as_decoded_one_by_one(transcriber: T
 
 def test_accuracy_benchmark_runs_with_its_defaults(model_cache: Path, shared_data: Path) -> None:
     from asr.types import AsrOptions
-    from bench.asr_accuracy import huifang_system, load_sets
+    from tests.support.asr_eval import huifang_system, load_sets
 
     run, transcriber = huifang_system(1, cache_dir=str(model_cache))
     assert transcriber.options.beam_size == AsrOptions().beam_size

@@ -13,7 +13,7 @@ import asr.audio
 from asr.audio import decode_audio
 from asr.errors import AudioDecodeError, AudioLimitError
 from asr.types import DecodeLimits
-from tests.audiogen import write_audio
+from tests.support.audiogen import write_audio
 
 
 def _tone(seconds: float, rate_hz: int, freq_hz: float) -> np.ndarray:

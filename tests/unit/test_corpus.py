@@ -20,7 +20,7 @@ from nlu.script import load_script
 from nlu.types import LABELS
 from tools.corpus import DEFAULT_TEMPLATES, CorpusSpecError, load_templates, render, to_chinese
 
-CORPUS = Path(__file__).resolve().parent.parent / "corpus"
+CORPUS = Path(__file__).resolve().parents[2] / "corpus"
 #: Real replies kept out of the corpus, to measure how a model trained on it does on real busy/complaint talk.
 HELD_OUT_THANO_INTENTS = {"busy", "busy_break", "complain", "complain_break"}
 HELD_OUT_RASA_INTENTS = {"inform_busy"}

@@ -4,8 +4,8 @@ from decimal import Decimal
 
 import pytest
 
-from bench.cer import cer, corpus_cer, edit_distance, normalise_for_cer
 from nlu.numbers import canonical_numbers, parse_number
+from tools.cer import cer, corpus_cer, edit_distance, normalise_for_cer
 
 
 @pytest.mark.parametrize(

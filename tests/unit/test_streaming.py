@@ -26,7 +26,7 @@ from asr.streaming import (
     endpoint_offline,
 )
 from service.live.scheduler import DecodeScheduler
-from tests.audiogen import write_audio
+from tests.support.audiogen import write_audio
 
 RATE = 16_000
 

@@ -1,4 +1,5 @@
-"""Character error rate as the benchmarks and tests score it.
+"""Character error rate as the benchmarks and the tests score it: one measure, kept here so that neither the
+benchmarks nor the tests import the other.
 
 Both sides are normalised the same way before comparison: Traditional to Simplified (OpenCC t2s), punctuation,
 spaces and speaker tags removed, Latin letters lower-cased, and numbers compared as values (五万, 5万 and 50000
