@@ -6,7 +6,8 @@
 - in `service`, only the app and the routes (`service/api/`, a feature's `*_api.py`) know FastAPI; the live calls' websocket handling
   (`service/live/sockets.py`) knows Starlette's socket, nothing below it does;
 - no runtime package imports the offline tools (`tools`, `bench`); the domain data and the model cache import
-  nothing of the project."""
+  nothing of the project;
+- the tests import nothing of the benchmarks: what both need lives in `tests/support` or `tools`."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ PROJECT = {"asr", "nlu", "pipeline", "service"}
     ("service", OFFLINE),
     ("configs", PROJECT | OFFLINE),
     ("huifang_cache.py", PROJECT | OFFLINE),
+    ("tests", {"bench"}),
 ])
 def test_layering(package: str, forbidden: set[str]) -> None:
     offenders = {file: sorted(names & forbidden) for file, names in _imported(package).items() if names & forbidden}
