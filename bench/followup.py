@@ -1,6 +1,6 @@
 """The loan book at scale (issue #18): re-planning CUSTOMERS customers with CALLS calls each on PostgreSQL from the
 compact per-call summaries (`call_summaries`, never the report JSON), and the outbox's throughput against a local
-receiver (bench/outbox.py).
+receiver (bench/outbox.py, with tests/support/receivers.py).
 
 The summaries are the real rows (service/loanbook/repository.py `record_call`) of a few report shapes made by the real
 pipeline from text turns (a clear call, a vague one, a contradicted figure, a hedged guarantor), spread over the
@@ -25,8 +25,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench._common import emit, fresh_schema
+from bench._common import emit
 from service import bootstrap
+from tests.support.postgres import fresh_schema
 
 
 def shapes() -> list[dict[str, Any]]:

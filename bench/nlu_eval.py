@@ -20,7 +20,7 @@ Sets, from memory to generalisation:
   settle the question (不想处理, 过几天处理); they are not relabelled, and no rule is written for them.
 - `real_busy_complain`: real customer replies from collection calls (thano `busy`, `busy_break`, `complain`,
   `complain_break`; the rasa bot's `inform_busy`), each put after every script question: share flagged vague.
-  They are kept out of every training set (tests/test_corpus.py checks it).
+  They are kept out of every training set (tests/unit/test_corpus.py checks it).
 - `calls_script_text` / `calls_asr`: the labelled answers of the shared synthetic calls, as scripted and as
   huifang's ASR heard them (the rules were developed with these calls in view).
 Systems: `rules` (HUIFANG_NLU__CLASSIFIER=none), `learned` (the head alone, argmax), `default` (what
