@@ -31,9 +31,16 @@ from zoneinfo import ZoneInfo
 import httpx
 from sqlalchemy import and_, or_, select, update
 
-from service.loanbook.outbox_queue import QUIET_CHANNELS, MessageChannel, Status, quiet_until, refusal
+from service.loanbook.outbox_queue import (
+    QUIET_CHANNELS,
+    MessageChannel,
+    Status,
+    masked_address,
+    quiet_until,
+    record_attempt,
+    refusal,
+)
 from service.loanbook.outbox_queue import address_of as _address  # the name `claim` reads it by
-from service.loanbook.outbox_queue import masked_address as _masked
 from service.loanbook.repository import read_contact
 from service.loanbook.transports import Attempt, Claimed, SmtpTransport, WebhookTransport
 from service.metrics import OUTBOX
@@ -182,7 +189,7 @@ class Outbox:
         values: dict[str, object] = {"status": status, "lease_owner": None, "lease_expires_at": None}
         if status == "sent":
             values.update(sent_at=now, last_error=None, reason=None, next_attempt_at=None,
-                          destination_masked=_masked(m.channel, m.to),
+                          destination_masked=masked_address(m.channel, m.to),
                           destination_encrypted=self.cipher.seal(m.to) if m.to else None)
         elif status == "failed":
             due = now + timedelta(seconds=retry_in_s)
@@ -193,14 +200,9 @@ class Outbox:
             values.update(reason=reason, next_attempt_at=None)
             if error is not None:
                 values["last_error"] = error[:200]
-        with self.store.session() as s, s.begin():
-            done = s.execute(update(OutboxMessage).where(OutboxMessage.id == m.id,
-                                                         OutboxMessage.lease_version == m.version,
-                                                         OutboxMessage.status == "sending").values(**values))
-            if not done.rowcount:  # type: ignore[attr-defined]
-                log.warning("message %s: the claim ran out before the outcome was recorded; the next claim counts",
-                            m.id)
-                return None
+        if not record_attempt(self.store, m.id, m.version, values):
+            log.warning("message %s: the claim ran out before the outcome was recorded; the next claim counts", m.id)
+            return None
         OUTBOX.labels(m.channel, status).inc()
         audit.append(self.store, f"message_{status}", ACTOR, None,
                      {"message_id": m.id, "customer_id": m.customer_id, "channel": m.channel, "status": status,
