@@ -59,3 +59,13 @@ def test_only_the_app_and_the_routes_know_the_web_framework() -> None:
     assert not offenders, f"FastAPI/Starlette objects belong to the routes: {offenders}"
     sockets = _imported("service/live/sockets.py")["service/live/sockets.py"]
     assert "fastapi" not in sockets, "the socket handling uses Starlette's WebSocket, not FastAPI's app"
+
+
+def test_the_loan_books_use_cases_and_the_cli_leave_sql_to_the_repositories() -> None:
+    """The loan book's SQL lives in its repository and the outbox's queue; the book, the transports and the
+    `huifang` command call them (issue #28)."""
+    files = {**_imported("service/loanbook/book.py"), **_imported("service/loanbook/transports.py"),
+             **_imported("service/cli")}
+    assert "service/cli/demo_seed.py" in files  # the walk found the command's modules
+    offenders = sorted(file for file, names in files.items() if "sqlalchemy" in names)
+    assert not offenders, f"SQL belongs to a repository, not to {offenders}"
