@@ -38,9 +38,9 @@ from service.loanbook.messages import (
 )
 from service.loanbook.outbox import Outbox, OutboxWorker, backoff_s, webhook_key
 from service.loanbook.outbox_queue import OutboxError, enqueue, messages_of, quiet_until, requeue
-from service.loanbook.transports import sign
 from service.loanbook.policy import EDUCATION, UNREACHABLE, load_policy
 from service.loanbook.repository import Contact, ensure_customer, put_contact
+from service.loanbook.transports import sign
 from service.privacy import RawTextCipher
 from service.settings import OutboxSettings, Settings
 from service.store import Store
