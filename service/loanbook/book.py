@@ -14,13 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, time
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from nlu.assess import Assessor
 from nlu.report import load_risk
 from service.loanbook import repository
-from service.loanbook.outbox_queue import MessageOutbox
+from service.loanbook.outbox_queue import MessageOutbox, MessageView
 from service.loanbook.policy import (
     OPEN,
     CallFacts,
@@ -65,6 +65,13 @@ class FollowUpNotFound(FollowUpError):
     """No follow-up has that id."""
 
 
+class Outbox(MessageQueue, Protocol):
+    """What the loan book needs of the outbox (`outbox_queue.MessageOutbox`): what planning needs, and the
+    customer page's list of messages."""
+
+    def messages(self, store: Store, customer_id: str) -> list[MessageView]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class FollowUpQuery:
     """Filters of the work queue (`GET /v1/followups`)."""
@@ -83,7 +90,7 @@ class LoanBook:
 
     def __init__(self, store: Store, cipher: RawTextCipher, policy: FollowUpPolicy, tz: ZoneInfo,
                  topic_names: Mapping[str, str], action_texts: Mapping[str, str],
-                 messages: MessageQueue | None = None, clock: Callable[[], datetime] = utcnow) -> None:
+                 messages: Outbox | None = None, clock: Callable[[], datetime] = utcnow) -> None:
         self.store, self.cipher, self.policy, self.tz = store, cipher, policy, tz
         self.topic_names, self.action_texts = dict(topic_names), {**REASON_TEXTS, **action_texts}
         self.outbox = messages

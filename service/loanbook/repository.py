@@ -21,7 +21,6 @@ from service.privacy import RawTextCipher
 from service.store.models import Call, CallSummary, CallVersion, Customer, CustomerTier, FollowUp, Recording
 
 if TYPE_CHECKING:  # store.py calls into this module while storing a report
-    from service.loanbook.outbox_queue import MessageView
     from service.store.store import Store
 
 
@@ -221,15 +220,13 @@ class CustomerHistory:
 
 
 class MessageQueue(Protocol):
-    """What the loan book needs of the outbox's queue (service/loanbook/outbox_queue.py): messages queued in the
-    planner's transaction (`s`), their delivery read back to settle follow-ups, and the customer page's list."""
+    """What planning needs of the outbox's queue (service/loanbook/outbox_queue.py), in the planner's
+    transaction (`s`): messages queued with new follow-ups, and their delivery read back to settle follow-ups."""
 
     def enqueue(self, s: Session, *, customer_id: str, followup_id: str | None, action: str, channel: Channel,
                 fields: dict[str, str], contact: Contact | None, now: datetime) -> Any: ...
 
     def deliveries(self, s: Session, followup_ids: Sequence[str]) -> dict[str, str]: ...
-
-    def messages(self, store: Store, customer_id: str) -> list[MessageView]: ...
 
 
 #: The book's decision for one customer, taken inside the transaction that read the customer's file.
