@@ -29,7 +29,7 @@ def seed(store: Any, cipher: Any, settings: Any, n_messages: int, channel: str, 
     seconds queuing took (after the customers were made)."""
     from zoneinfo import ZoneInfo
 
-    from service.loanbook.outbox import enqueue
+    from service.loanbook.outbox_queue import enqueue
     from service.loanbook.repository import Contact, ensure_customer, put_contact
     from service.store.store import utcnow
 

@@ -22,7 +22,8 @@ from nlu.report import load_risk
 from nlu.script import CallScript, load_cues, load_script
 from pipeline.recording import RecordingScorer, SegmentOptions
 from service.coaching.repository import CoachingRows
-from service.loanbook.book import LoanBook, MessageOutbox
+from service.loanbook.book import LoanBook
+from service.loanbook.outbox_queue import MessageOutbox
 from service.loanbook.policy import load_policy
 from service.loanbook.repository import LoanBookRows
 from service.privacy import RawTextCipher

@@ -168,11 +168,13 @@ class Store:
     # -- jobs --------------------------------------------------------------------------------------------
 
     def create_job(self, call_id: str, files: list[dict[str, Any]], loan_file: dict[str, Any] | None,
-                   agent_id: str | None, job_id: str | None = None) -> JobRecord:
-        """A queued job for files already stored under the data directory."""
+                   agent_id: str | None, job_id: str | None = None, created_at: datetime | None = None) -> JobRecord:
+        """A queued job for files already stored under the data directory; `created_at` (naive UTC, default now)
+        is when the call came in, which its stored call keeps (the demo seed dates calls in the past)."""
         with self.session() as s, s.begin():
             row = Recording(id=job_id or secrets.token_hex(8), call_id=call_id, status="queued", progress=0.0,
-                            attempts=0, created_at=utcnow(), files=files, loan_file=loan_file, agent_id=agent_id)
+                            attempts=0, created_at=created_at or utcnow(), files=files, loan_file=loan_file,
+                            agent_id=agent_id)
             s.add(row)
         return _job(row)
 

@@ -457,7 +457,7 @@ def test_a_phone_field_holds_one_number(value: str) -> None:
 
 
 def test_a_stored_address_with_extra_recipients_is_never_sent(client: TestClient) -> None:
-    from service.loanbook.outbox import refusal
+    from service.loanbook.outbox_queue import refusal
     from service.loanbook.repository import Contact
 
     for email in ("a@x.com, b@evil.com", "a@x.com\r\nBcc: b@evil.com"):

@@ -35,20 +35,11 @@ from service.loanbook.messages import (
     make_template,
     render,
 )
-from service.loanbook.outbox import (
-    Outbox,
-    OutboxError,
-    OutboxWorker,
-    backoff_s,
-    enqueue,
-    messages_of,
-    quiet_until,
-    requeue,
-    sign,
-    webhook_key,
-)
+from service.loanbook.outbox import Outbox, OutboxWorker, backoff_s, webhook_key
+from service.loanbook.outbox_queue import OutboxError, enqueue, messages_of, quiet_until, requeue
 from service.loanbook.policy import EDUCATION, UNREACHABLE, load_policy
 from service.loanbook.repository import Contact, ensure_customer, put_contact
+from service.loanbook.transports import sign
 from service.privacy import RawTextCipher
 from service.settings import OutboxSettings, Settings
 from service.store import Store
@@ -414,7 +405,7 @@ def test_erasing_a_customer_removes_their_messages(rig: Rig) -> None:
 def test_logs_and_audit_carry_no_address_or_body(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
     rig.customer()
     rig.receiver.fail_next, rig.receiver.fail_status = 1, 400
-    caplog.set_level(logging.DEBUG, logger="service.loanbook.outbox")
+    caplog.set_level(logging.DEBUG, logger="service.loanbook")  # the queue, the worker and the transports
     rig.queue()
     rig.outbox().drain("test")
     assert "refused by the receiver: HTTP 400" in caplog.text

@@ -180,3 +180,13 @@ def test_storage_knows_no_features() -> None:
 def test_settings_are_plain_configuration() -> None:
     reached = _reach(_graph(), "service.settings")
     assert not reached, f"service/settings.py imports {sorted(reached)}; building belongs to service/bootstrap.py"
+
+
+def test_the_loan_books_use_cases_and_the_cli_leave_sql_to_the_repositories() -> None:
+    """The loan book's SQL lives in its repository and the outbox's queue; the book, the transports and the
+    `huifang` command call them (issue #28)."""
+    files = {**_imported("service/loanbook/book.py"), **_imported("service/loanbook/transports.py"),
+             **_imported("service/cli")}
+    assert "service/cli/demo_seed.py" in files  # the walk found the command's modules
+    offenders = sorted(file for file, names in files.items() if "sqlalchemy" in names)
+    assert not offenders, f"SQL belongs to a repository, not to {offenders}"

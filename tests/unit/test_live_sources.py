@@ -18,6 +18,7 @@ from service.live.sources.demo import STEP_S, DemoCall, DemoSource, demo_calls
 from service.live.sources.native import NativeSource
 from service.live.sources.twilio import TwilioSource
 from service.protocol import MAX_FRAME_BYTES, CloseCode
+from tests.support.paths import REPO
 
 STEREO_PCM = {"type": "start", "sample_rate_hz": 16000, "encoding": "pcm16", "channels": ["agent", "customer"]}
 
