@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from nlu.assess import Assessor
 from nlu.dialogue import DialogueOptions
 from nlu.report import RiskConfig
@@ -133,13 +131,7 @@ class RescoreError(ValueError):
 
 def selected_calls(store: Store, options: RescoreOptions) -> list[str]:
     """The call ids to look at, in call-time order."""
-    query = select(Call.call_id)
-    if options.call_id is not None:
-        query = query.where(Call.call_id == options.call_id)
-    if options.since is not None:
-        query = query.where(Call.created_at >= options.since)
-    with store.session() as s:
-        ids = list(s.scalars(query.order_by(Call.created_at, Call.call_id)))
+    ids = store.call_ids(since=options.since, call_id=options.call_id)
     if options.call_id is not None and not ids:
         raise RescoreError(f"no stored call {options.call_id!r}"
                            + (" at or after --since" if options.since is not None else ""))

@@ -401,6 +401,16 @@ class Store:
                              .limit(f.limit).offset(f.offset)).all()
             return list(rows), int(total)
 
+    def call_ids(self, since: datetime | None = None, call_id: str | None = None) -> list[str]:
+        """The ids of stored calls in call-time order: those at or after `since`, or only `call_id`."""
+        query = select(Call.call_id)
+        if call_id is not None:
+            query = query.where(Call.call_id == call_id)
+        if since is not None:
+            query = query.where(Call.created_at >= since)
+        with self.session() as s:
+            return list(s.scalars(query.order_by(Call.created_at, Call.call_id)))
+
     def call_footprint(self, call_id: str) -> Footprint | None:
         """What is stored for a call id (its report and every job), or None when nothing is."""
         with self.session() as s:
