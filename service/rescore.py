@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from nlu.assess import Assessor
 from nlu.dialogue import DialogueOptions
 from nlu.report import Report, ReportFormatError, RiskConfig, read_report
 from pipeline.recording import rescore_report
+from service.reports import report_row
 from service.store import Store, audit
 from service.store.models import Call
 
@@ -129,13 +128,7 @@ class RescoreError(ValueError):
 
 def selected_calls(store: Store, options: RescoreOptions) -> list[str]:
     """The call ids to look at, in call-time order."""
-    query = select(Call.call_id)
-    if options.call_id is not None:
-        query = query.where(Call.call_id == options.call_id)
-    if options.since is not None:
-        query = query.where(Call.created_at >= options.since)
-    with store.session() as s:
-        ids = list(s.scalars(query.order_by(Call.created_at, Call.call_id)))
+    ids = store.call_ids(since=options.since, call_id=options.call_id)
     if options.call_id is not None and not ids:
         raise RescoreError(f"no stored call {options.call_id!r}"
                            + (" at or after --since" if options.since is not None else ""))
@@ -172,7 +165,8 @@ def rescore(store: Store, assessor: Assessor, dialogue: DialogueOptions, risk: R
         after = read_report(report)
         change = report_change(before, after)
         if not options.dry_run:
-            version = store.replace_report(call_id, previous, report)
+            version = store.replace_report(call_id, previous, report_row(report), before.assessor_version,
+                                           loan_file=after.loan_file)
             if version is None:
                 superseded += 1
                 continue

@@ -9,7 +9,8 @@ import time
 from zoneinfo import ZoneInfo
 
 from service.errors import ServiceError
-from service.loanbook.outbox import Outbox, OutboxError, configured_channels, dead_letters, requeue, worker_name
+from service.loanbook.outbox import Outbox, configured_channels, worker_name
+from service.loanbook.outbox_queue import OutboxError, dead_letters, requeue
 from service.settings import Settings
 from service.store import Store
 

@@ -15,7 +15,7 @@ from service.api.deps import Admin, CustomerIdPath, LoanBookDep, SettingsDep, Vi
 from service.auth import Principal
 from service.errors import ServiceError, forbidden
 from service.loanbook.followups_api import FollowUpItem
-from service.loanbook.outbox import MessageView
+from service.loanbook.outbox_queue import MessageView
 from service.loanbook.repository import Contact, put_contact
 from service.protocol import Email, Phone
 from service.store import StoreError, audit

@@ -27,15 +27,12 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 
 from asr.errors import AsrError
-from asr.streaming import VadStep
-from asr.transcribe import Transcriber
-from nlu.assess import Assessor
-from nlu.report import load_risk, read_report
-from pipeline.recording import AudioPart, RecordingError, RecordingScorer, Scored
-from service.loanbook.book import LoanBook, build_loanbook
+from nlu.pii import public_loan_file
+from nlu.report import read_report
+from pipeline.recording import AudioPart, RecordingError, Scored
 from service.metrics import JOB_DURATION, JOBS
 from service.privacy import RawTextCipher
-from service.settings import Settings
+from service.reports import report_row
 from service.store import JobRecord, Store, audit
 from service.store.store import LEASE_S, LeaseLost, StoreError, utcnow
 
@@ -61,24 +58,6 @@ class JobContext:
     cipher: RawTextCipher | None = None
     #: Called with the customer id of each report stored (the loan book re-plans that customer).
     after_report: Callable[[str], object] | None = None
-
-
-def recording_scorer(settings: Settings, transcriber: Transcriber, assessor: Assessor, vad: VadStep,
-                     store_audio: bool = True) -> RecordingScorer:
-    """The scorer of recordings for this configuration (the service's jobs, `huifang score`, `score-dir`).
-    Without `store_audio` (a user's own file, scored in place) the audio is never rewritten."""
-    return RecordingScorer(transcriber, assessor, vad, settings.decode_limits(), settings.dialogue_options(),
-                           load_risk(settings.scoring.risk_file), settings.segment_options(),
-                           settings.privacy.silence_audio and store_audio)
-
-
-def job_context(settings: Settings, store: Store, scorer: RecordingScorer,
-                loanbook: LoanBook | None = None) -> JobContext:
-    """What the job workers (the service's, `huifang score-dir`, archive workers) need, from the settings: each
-    stored report re-plans its customer in the loan book."""
-    cipher = RawTextCipher(settings.raw_key_file) if settings.privacy.keep_raw else None
-    book = loanbook or build_loanbook(settings, store, scorer.assessor)
-    return JobContext(store, settings.data_dir, scorer, settings.scoring.retention_days, cipher, book.plan)
 
 
 def run_job(ctx: JobContext, job: JobRecord) -> None:
@@ -116,8 +95,10 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
     raw = ctx.cipher.encrypt(scored.raw) if ctx.cipher is not None else None
     files = [_current(ctx.data_dir, f) for f in job.files]
     try:
-        stale = _retrying(lambda: ctx.store.complete_job(job.id, report, job.agent_id, audio_dir, expires, raw,
-                                                         files, version=job.lease_version))
+        # Names and addresses were needed only to redact; the finished job keeps the loan's figures.
+        stale = _retrying(lambda: ctx.store.complete_job(job.id, report_row(report), job.agent_id, audio_dir,
+                                                         expires, raw, files, version=job.lease_version,
+                                                         loan_file_kept=public_loan_file(job.loan_file)))
     except LeaseLost as e:
         log.warning("recording %s: %s; this result is dropped", job.id, e)
         JOBS.labels("superseded").inc()
