@@ -13,6 +13,12 @@ from nlu.report import read_report
 from service.store.rows import AnswerRow, ReportRow
 
 
+def answer_labels(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The (topic, label) of each answer row `report_row` makes of `report`: what `huifang audit` checks the
+    stored answer rows against."""
+    return [(a.topic, a.label) for a in report_row(report).answers]
+
+
 def report_row(report: Mapping[str, Any]) -> ReportRow:
     """What storage keeps of `report` (as `nlu.report.Report.to_dict` writes it, read by `read_report`): the
     JSON as written, its listing columns, and an answer row per topic with a standing label."""

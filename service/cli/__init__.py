@@ -162,6 +162,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from service import bootstrap
+    from service.reports import answer_labels
     from service.settings import get_settings
     from service.store import audit
     from service.store.anchor import Checkpoint, load_public_key, public_key_path, read_checkpoints
@@ -179,7 +180,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                             "database alone)")
         else:
             points, problems = read_checkpoints(checkpoints_file, load_public_key(key_file))
-    result = audit.verify(store, points)
+    result = audit.verify(store, points, labels_of=answer_labels)
     store.close()
     problems += result.problems
     if not problems:

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from nlu.report import read_report
 from service.coaching.figures import SUMMED, CallStats, QuestionGap, TopicStats, Totals, call_stats
 from service.store import Store
 from service.store.models import AgentCallStats, Call
@@ -24,7 +25,7 @@ from service.store.models import AgentCallStats, Call
 def stats_of(call: Call, sensitivity: Mapping[str, str]) -> CallStats:
     """The coaching figures of a stored call; `sensitivity` is topic -> sensitivity of the call script scored
     with (`sensitivities`)."""
-    return call_stats(call.report, dict(sensitivity), call_id=call.call_id, agent_id=call.agent_id,
+    return call_stats(read_report(call.report), sensitivity, call_id=call.call_id, agent_id=call.agent_id,
                       at=call.created_at)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal, Protocol, cast
 
@@ -16,6 +16,7 @@ from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from nlu.report import read_report
 from service.loanbook.policy import OPEN, Plan, Status, call_facts
 from service.privacy import RawTextCipher
 from service.store import Store
@@ -515,10 +516,10 @@ def record_call(s: Session, call: Call, loan_file: Mapping[str, Any] | None) -> 
     """Link a call being stored (in the report's transaction) to its customer and loan, and write its summary:
     what the loan book reads instead of the report."""
     customer_id = call.customer_id  # filed by the store from the job's loan file
-    facts = call_facts(call.call_id, call.created_at, call.report).to_json()
+    report = read_report(call.report)
+    facts = call_facts(call.call_id, call.created_at, report).to_json()
     # The figures messages may quote (the repayment day, the monthly payment): public fields of the loan file.
-    facts["mismatch_detail"] = {str(t["topic"]): t["mismatch"] for t in call.report.get("topics") or ()
-                                if isinstance(t.get("mismatch"), dict)}
+    facts["mismatch_detail"] = {t.topic: asdict(t.mismatch) for t in report.topics if t.mismatch is not None}
     facts["loan"] = {k: loan_file[k] for k in ("repay_day", "monthly_yuan", "amount_yuan", "term_years", "role")
                      if loan_file and loan_file.get(k) is not None}
     name = _text(loan_file, {"coborrower": "coborrower_name", "guarantor": "guarantor_name"}.get(
