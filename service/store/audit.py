@@ -95,7 +95,8 @@ def verify(store: Store, checkpoints: list[Checkpoint] | None = None,
            labels_of: Callable[[dict[str, Any]], Iterable[tuple[str, str]]] | None = None) -> Verification:
     """Walk the chain from the start; check each stored call (report, agent, risk score, tier) against its last
     audited report, and with `labels_of` (the (topic, label) pairs a report's answer rows are made from:
-    `service.reports.answer_labels`; storage does not read reports) its answer rows too; with `checkpoints`, the
+    `service.reports.answer_labels`, raising ValueError for a report it cannot read; storage does not read
+    reports) its answer rows too; with `checkpoints`, the
     chain must reach every checkpoint and hold the checkpointed hash there."""
     problems: list[str] = []
     prev, expected_seq, count = GENESIS, 1, 0
@@ -134,7 +135,12 @@ def verify(store: Store, checkpoints: list[Checkpoint] | None = None,
             problems += _columns(call, audited[call.call_id])
             if labels_of is not None:
                 rows = s.scalars(select(Answer).where(Answer.call_id == call.call_id)).all()
-                if sorted((a.topic, a.label) for a in rows) != sorted(labels_of(call.report)):
+                try:
+                    expected = sorted(labels_of(call.report))
+                except ValueError as e:  # the reader refuses it: a report changed since it was audited
+                    problems.append(f"call {call.call_id}: its report cannot be read ({type(e).__name__})")
+                    continue
+                if sorted((a.topic, a.label) for a in rows) != expected:
                     problems.append(f"call {call.call_id}: its answer labels differ from its report")
     for point in checkpoints or ():
         if point.seq not in hashes:
