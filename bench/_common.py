@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -20,12 +17,6 @@ def require_shared(sub: str) -> Path:
     if not path.exists():
         sys.exit(f"shared data not found at {path} (set HUIFANG_SHARED_DATA); nothing to measure")
     return path
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    """All rows of a UTF-8 CSV file with a header."""
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 #: The token benchmark servers accept (an admin token: benchmarks stream, upload and read reports).
@@ -47,23 +38,3 @@ def emit(record: dict[str, object]) -> None:
     """Print one result as a JSON line, with the machine's core count."""
     record = {**record, "cores": os.cpu_count()}
     print(json.dumps(record, ensure_ascii=False), flush=True)
-
-
-@contextmanager
-def fresh_schema(url: str, prefix: str = "bench") -> Iterator[str]:
-    """A URL of the PostgreSQL database `url` whose tables live in a new schema of their own, dropped afterwards
-    (nothing else in that database is touched): benchmarks and tests that need an empty database."""
-    import secrets
-
-    from sqlalchemy import create_engine, text
-
-    schema = f"{prefix}_{secrets.token_hex(4)}"
-    admin = create_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()

@@ -56,16 +56,18 @@ def templates() -> list[dict[str, Any]]:
     from nlu.assess import Assessor
     from nlu.dialogue import Turn
     from nlu.report import score_call
+    from nlu.script import load_script
     from nlu.types import LoanRecord
+    from service.bootstrap import sensitivities
     from service.coaching.repository import row_of, stats_of
     from service.store.models import Call
 
-    assessor, out = Assessor(), []
+    assessor, out, sensitivity = Assessor(), [], sensitivities(load_script())
     for i, (role, turns) in enumerate(SHAPES):
         report = score_call(f"t{i}", [Turn(*t) for t in turns], assessor,  # type: ignore[arg-type]
                             LoanRecord.from_mapping({**LOAN, "role": role}), 30.0 + 10 * i).to_dict()
         call = Call(call_id=f"t{i}", agent_id="A", created_at=datetime(2026, 11, 1), report=report)
-        row = row_of(stats_of(call))
+        row = row_of(stats_of(call, sensitivity))
         out.append({name: getattr(row, name) for name in COLUMNS})
     return out
 

@@ -1,6 +1,6 @@
 """The loan book at scale (issue #18): re-planning CUSTOMERS customers with CALLS calls each on PostgreSQL from the
 compact per-call summaries (`call_summaries`, never the report JSON), and the outbox's throughput against a local
-receiver (bench/outbox.py).
+receiver (bench/outbox.py, with tests/support/receivers.py).
 
 The summaries are the real rows (service/loanbook/repository.py `record_call`) of a few report shapes made by the real
 pipeline from text turns (a clear call, a vague one, a contradicted figure, a hedged guarantor), spread over the
@@ -25,7 +25,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench._common import emit, fresh_schema
+from bench._common import emit
+from service import bootstrap
+from tests.support.postgres import fresh_schema
 
 
 def shapes() -> list[dict[str, Any]]:
@@ -35,7 +37,7 @@ def shapes() -> list[dict[str, Any]]:
     from service.settings import Settings
 
     settings = Settings()
-    assessor = settings.assessor(with_classifier=False)
+    assessor = bootstrap.load_assessor(settings, with_classifier=False)
     loan = {"role": "borrower", "amount_yuan": 800000, "term_years": 30, "repay_day": 15, "monthly_yuan": 4200}
     calls = {
         "clear": [("agent", "请问您每月的还款日是哪一天？"), ("customer", "每个月十五号。"),
@@ -51,7 +53,7 @@ def shapes() -> list[dict[str, Any]]:
     for name, turns in calls.items():
         role = "guarantor" if name == "guarantor" else "borrower"
         pipeline = CallPipeline(name, ("agent", "customer"), assessor, {**loan, "role": role},
-                                settings.dialogue_options())
+                                bootstrap.dialogue_options(settings))
         t = 0.0
         for speaker, text in turns:
             final = pipeline.final(speaker, text, t, t + 2.0)
@@ -118,16 +120,15 @@ def plan(url: str, customers: int, calls: int, tmp: Path) -> list[dict[str, Any]
     """Load, then time the first planning and the next day's."""
     from sqlalchemy import func, select
 
-    from service.loanbook.book import build_loanbook
     from service.settings import Settings
     from service.store import Store
     from service.store.models import FollowUp
 
-    store = Store(url)
+    store = Store(url, bootstrap.report_rows(Settings(data_dir=tmp)))
     store.migrate()
     load_s = load(url, customers, calls)
     settings = Settings(data_dir=tmp)
-    book = build_loanbook(settings, store, settings.assessor(with_classifier=False))
+    book = bootstrap.build_loanbook(settings, store, bootstrap.load_assessor(settings, with_classifier=False))
     results = []
     for run, shift in (("first", timedelta(0)), ("next_day", timedelta(days=1))):
         book._clock = lambda shift=shift: datetime.utcnow() + shift  # type: ignore[misc]

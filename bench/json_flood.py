@@ -184,7 +184,7 @@ def main() -> None:
         ports = {"uvicorn": port}
         proxy = None
         if "nginx" in targets:
-            from tests.proxy import front_proxy
+            from tests.support.proxy import front_proxy
 
             proxy_port = free_port()
             proxy = front_proxy(Path(tempfile.mkdtemp(prefix="huifang-flood-nginx-")), proxy_port, [port])

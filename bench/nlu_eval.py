@@ -20,7 +20,7 @@ Sets, from memory to generalisation:
   settle the question (不想处理, 过几天处理); they are not relabelled, and no rule is written for them.
 - `real_busy_complain`: real customer replies from collection calls (thano `busy`, `busy_break`, `complain`,
   `complain_break`; the rasa bot's `inform_busy`), each put after every script question: share flagged vague.
-  They are kept out of every training set (tests/test_corpus.py checks it).
+  They are kept out of every training set (tests/unit/test_corpus.py checks it).
 - `calls_script_text` / `calls_asr`: the labelled answers of the shared synthetic calls, as scripted and as
   huifang's ASR heard them (the rules were developed with these calls in view).
 Systems: `rules` (HUIFANG_NLU__CLASSIFIER=none), `learned` (the head alone, argmax), `default` (what
@@ -49,6 +49,7 @@ import numpy as np
 from bench._common import SHARED_DATA, emit, require_shared
 from nlu.assess import Assessor
 from nlu.types import LABELS, LoanRecord
+from service.bootstrap import asr_options
 
 ROOT = Path(__file__).resolve().parent.parent
 BLIND = ROOT / "bench" / "heldout" / "answers_blind.jsonl"
@@ -334,7 +335,7 @@ def main() -> None:
         from asr.transcribe import Transcriber
         from service.settings import Settings
 
-        transcriber = Transcriber(Settings().asr_options())
+        transcriber = Transcriber(asr_options(Settings()))
         transcriber.load()
         asr_pairs = []
         for call in calls:

@@ -26,19 +26,8 @@ import time
 from pathlib import Path
 
 from bench._common import AUTH, bench_tokens_env, emit, require_shared
-from nlu.pii import _DIGIT, _IDENTIFIER_WORDS, Redactor, loan_file_identities
-from tools.pii_corpus import build
-
-_SEP = re.compile(r"[\s\-—–_，,、.]")
-
-
-def digits_view(text: str) -> str:
-    """The text with Chinese digits read as Arabic ones and separators dropped (幺三九 1 2 -> 13912)."""
-    return "".join(_DIGIT.get(ch, ch) for ch in _SEP.sub("", text))
-
-
-def leaked(value: str, output: str) -> bool:
-    return value in output or value in digits_view(output)
+from nlu.pii import _IDENTIFIER_WORDS, Redactor, loan_file_identities
+from tools.pii_corpus import build, digits_view, leaked
 
 
 def corpus_numbers() -> None:

@@ -31,8 +31,8 @@ import numpy as np
 
 from asr.audio import load_call_audio
 from bench._common import AUTH, bench_tokens_env, emit, require_shared
-from bench.cer import corpus_cer
 from service.cli.replay import ReplayResult, replay
+from tools.cer import corpus_cer
 
 VERBOSE = False
 

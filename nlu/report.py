@@ -19,17 +19,23 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import TypeAdapter, ValidationError
+
 from huifang_configs import configs_file
 from nlu.assess import Assessor
 from nlu.dialogue import CallDialogue, CallSummary, DialogueOptions, PromptRecord, Turn, Verdict
 from nlu.questions import OTHER_TOPIC
 from nlu.script import CallScript, ScriptError, read_mapping
 from nlu.stated import POLAR_KINDS, StatedRule, load_stated, stated_patterns_problem, stated_value
-from nlu.types import Evidence, LoanRecord, Slot
+from nlu.types import Evidence, LoanRecord, Mismatch, Slot
 
 DEFAULT_RISK_FILE = configs_file("risk.yaml")
 Tier = Literal["low", "medium", "high"]
 Span = tuple[float, float]
+#: The version of the stored report's JSON form (`Report.to_dict`), written with it as `format_version`:
+#: 1 is every report stored before the field existed (no `format_version`); 2 adds the field, `loan_file` and
+#: `silenced_audio` as report fields. `read_report` upgrades 1 to 2.
+REPORT_FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +104,7 @@ class TopicResult:
     confidence: float | None
     evidence: tuple[Evidence, ...]
     slots: tuple[Slot, ...]
-    mismatch: dict[str, float] | None
+    mismatch: Mismatch | None
     question_text: str | None
     answer_text: str | None
     question_span: Span | None
@@ -158,6 +164,15 @@ class AgentReview:
 
 
 @dataclass(frozen=True, slots=True)
+class SilencedSpan:
+    """Audio of one channel rewritten as silence because personal data was said there (seconds of the call)."""
+
+    channel: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     """Everything a supervisor needs about one call. `risk_score` 0-100, `tier` low/medium/high."""
 
@@ -176,14 +191,72 @@ class Report:
     assessor_version: str = ""
     #: The risk weights that scored it (`RiskConfig.version`).
     risk_version: str = ""
+    #: The public part of the loan file the call was scored against (nlu.pii.public_loan_file), if any.
+    loan_file: dict[str, Any] | None = None
+    #: Where the stored audio was silenced (personal data said there).
+    silenced_audio: tuple[SilencedSpan, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (the HTTP report)."""
+        """The JSON form: what is stored (`calls.report`) and read back by `read_report`, with `format_version`.
+        Utterances carry `channel` (the speaker) and times rounded to milliseconds."""
         data = asdict(self)
         data["utterances"] = [
             {"utterance_id": t.utterance_id, "channel": t.speaker, "start_s": round(t.start_s, 3),
              "end_s": round(t.end_s, 3), "text": t.text} for t in self.utterances]
+        data["format_version"] = REPORT_FORMAT
         return data
+
+
+class ReportFormatError(ValueError):
+    """A stored report that no format version describes (a newer format, or a broken one)."""
+
+
+# Validating through the dataclasses' own types checks every field a reader relies on, and turns lists back
+# into tuples; built once, on first use, since building it walks all the report's types.
+_REPORT_ADAPTER: TypeAdapter[Report] | None = None
+
+
+def read_report(data: Any) -> Report:
+    """The typed report of a stored JSON report (`Report.to_dict`), of any format version: the one reader of
+    stored reports. Format 1 (no `format_version`: every report stored before it existed) is upgraded: fields
+    added since default (`answers` none, versions "", a topic's `stated` None, no loan file, nothing silenced),
+    and a report without `agent` gets the agent's side its topics imply. Raises `ReportFormatError`."""
+    global _REPORT_ADAPTER
+    if not isinstance(data, dict):
+        raise ReportFormatError(f"a stored report is a JSON object, not {type(data).__name__}")
+    version = data.get("format_version", 1)
+    if version not in (1, REPORT_FORMAT):
+        raise ReportFormatError(f"report format {version!r} is not one this version reads (1-{REPORT_FORMAT})")
+    fields = {k: v for k, v in data.items() if k != "format_version"}
+    if version == 1:
+        fields = _upgrade_1(fields)
+    fields["utterances"] = [{**{k: v for k, v in u.items() if k != "channel"}, "speaker": u.get("channel")}
+                            if isinstance(u, dict) else u for u in fields.get("utterances") or ()]
+    if _REPORT_ADAPTER is None:
+        _REPORT_ADAPTER = TypeAdapter(Report)
+    try:
+        return _REPORT_ADAPTER.validate_python(fields)
+    except ValidationError as e:
+        raise ReportFormatError(f"stored report (format {version}) does not read: {e}") from e
+
+
+def _upgrade_1(data: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 as format 2. Since the first stored reports, fields were only added (answers, the assessor's and
+    risk weights' versions, a topic's `stated`; the loan file and the silenced audio beside the report), so an old
+    report reads with those at their defaults; lists other than `topics` may be missing (read as empty). Keys no
+    format knows are dropped (the typed report has no place for them)."""
+    known = set(Report.__dataclass_fields__)
+    out = {k: v for k, v in data.items() if k in known}
+    for key in ("utterances", "contributions", "actions", "answers"):
+        out[key] = out.get(key) or []
+    out["silenced_audio"] = out.get("silenced_audio") or []
+    if not isinstance(out.get("agent"), dict):
+        topics = [t for t in out["topics"] if isinstance(t, dict)]
+        asked = [t for t in topics if t.get("asked")]
+        out["agent"] = {"coverage": len(asked) / len(topics) if topics else 0.0, "asked": len(asked),
+                        "total": len(topics), "not_asked": [t.get("topic") for t in topics if not t.get("asked")],
+                        "prompts": [], "followed_up": 0}
+    return out
 
 
 def run_dialogue(turns: list[Turn], assessor: Assessor, loan: LoanRecord | None, options: DialogueOptions,
@@ -278,7 +351,7 @@ def topic_result(topic: str, name: str, times_asked: int, verdict: Verdict | Non
         (round(question.end_s, 3), round(verdict.answer_end_s, 3)) if question else None)  # the silence itself
     return TopicResult(
         topic, name, True, times_asked, a.label, round(a.confidence, 3), a.evidence, a.slots,
-        asdict(a.mismatch) if a.mismatch else None, question.text if question else None,
+        a.mismatch, question.text if question else None,
         "，".join(t.text for t in answers) or None, _span([question]) if question else None, answer_span)
 
 
@@ -309,11 +382,10 @@ def _contributions(topics: tuple[TopicResult, ...], answers: tuple[AnswerRecord,
             out.append(Contribution(f"{result.name}：{names.get(result.label, result.label)}", points,
                                     result.topic, result.label, cue, result.answer_span))
         if result.mismatch:
-            field_name = str(result.mismatch["field"])
-            points = risk.mismatch_points.get(field_name, 10.0)
+            points = risk.mismatch_points.get(result.mismatch.field, 10.0)
             out.append(Contribution(
                 f"{result.name}：{names.get('mismatch', 'mismatch')}", points, result.topic, "mismatch",
-                f"客户称 {result.mismatch['stated']:g}，档案为 {result.mismatch['on_file']:g}", result.answer_span))
+                f"客户称 {result.mismatch.stated:g}，档案为 {result.mismatch.on_file:g}", result.answer_span))
         stated = risk.stated[result.topic].values.get(result.stated) if result.stated else None
         if stated is not None and stated.points > 0:
             out.append(Contribution(f"{result.name}：{stated.reason}", stated.points, result.topic, result.label,

@@ -9,8 +9,8 @@ CPU-bound: callers run it on a worker thread.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from asr.types import DecodedAudio, DecodeLimits, Utterance
 from nlu.assess import Assessor
 from nlu.dialogue import DialogueOptions, Turn
 from nlu.pii import normalise_width, public_loan_file, spoken_spans
-from nlu.report import RiskConfig
+from nlu.report import Report, RiskConfig, SilencedSpan
 from pipeline.call import ROLES, CallPipeline, Final, roles_problem
 
 #: Utterance parts of one channel decoded together after the call (see `transcribe_like_live`).
@@ -275,21 +275,18 @@ def finish_report(pipeline: CallPipeline, turns: list[Turn], duration_s: float, 
     endpoint order, the report, the public part of the loan file and what audio was silenced. The one ending of
     every way a call is scored: a recording, a transcript, a stored call re-scored (`rescore_report`)."""
     pipeline.replay(turns, duration_s)
-    data = pipeline.report(duration_s, risk).to_dict()
-    data["loan_file"] = public_loan_file(loan_file)
-    data["silenced_audio"] = silenced
-    return data
+    report = replace(pipeline.report(duration_s, risk), loan_file=public_loan_file(loan_file),
+                     silenced_audio=tuple(SilencedSpan(str(s["channel"]), float(s["start_s"]), float(s["end_s"]))
+                                          for s in silenced))
+    return report.to_dict()
 
 
-def rescore_report(stored: Mapping[str, Any], assessor: Assessor, dialogue: DialogueOptions,
+def rescore_report(stored: Report, assessor: Assessor, dialogue: DialogueOptions,
                    risk: RiskConfig) -> dict[str, Any]:
-    """A stored report (JSON form) scored again by `assessor` under `risk` from the utterances it keeps: no ASR.
-    Those utterances are already redacted, as the dialogue saw them when the call was scored, so they are the
-    turns as they were; the loan file and the silenced audio are the stored ones."""
-    call_id = str(stored["call_id"])
-    loan_file = stored.get("loan_file")
-    turns = [Turn(str(u["utterance_id"]), u["channel"], str(u["text"]), float(u["start_s"]), float(u["end_s"]))
-             for u in stored.get("utterances") or () if u.get("channel") in ROLES]
-    pipeline = CallPipeline(call_id, ROLES, assessor, loan_file, dialogue)  # its redaction is never used here
-    return finish_report(pipeline, turns, float(stored["duration_s"]), risk, loan_file,
-                         list(stored.get("silenced_audio") or []))
+    """A stored report (`nlu.report.read_report`) scored again by `assessor` under `risk` from the utterances it
+    keeps: no ASR. Those utterances are already redacted, as the dialogue saw them when the call was scored, so
+    they are the turns as they were; the loan file and the silenced audio are the stored ones."""
+    turns = [t for t in stored.utterances if t.speaker in ROLES]
+    pipeline = CallPipeline(stored.call_id, ROLES, assessor, stored.loan_file, dialogue)  # no redaction used here
+    return finish_report(pipeline, turns, stored.duration_s, risk, stored.loan_file,
+                         [asdict(s) for s in stored.silenced_audio])

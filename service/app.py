@@ -22,6 +22,7 @@ from asr.streaming import SileroStep
 from asr.transcribe import Transcriber
 from nlu.assess import Assessor
 from nlu.classifier import ClassifierUnavailableError
+from service import bootstrap
 from service.api import (
     assess,
     calls,
@@ -57,15 +58,14 @@ from service.live.sockets import Watchers
 from service.live.sources.demo import DemoPlayer
 from service.loanbook import customers_api as customers
 from service.loanbook import followups_api as followups
-from service.loanbook.book import LoanBook, build_loanbook
+from service.loanbook.book import LoanBook
 from service.loanbook.outbox import Outbox, OutboxWorker, configured_channels
 from service.metrics import ERRORS, REGISTRY, StateCollector
 from service.privacy import make_private
 from service.settings import Settings, get_settings
 from service.state import AppState
 from service.store import Store, StoreError, audit
-from service.store.anchor import Anchor, load_or_create_key
-from service.workers.jobs import JobRunner, job_context, recording_scorer
+from service.workers.jobs import JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
     else:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     ticket_book = TicketBook(await asyncio.to_thread(load_or_create_secret, settings.ticket_key_path))
-    asr = transcriber or Transcriber(settings.asr_options())
+    asr = transcriber or bootstrap.transcriber(settings)
     asr_error = None
     try:
         # Joining the packaged model and loading it takes seconds: off the event loop.
@@ -127,14 +127,14 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
     nlu_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nlu")
     stack.callback(nlu_executor.shutdown, wait=False, cancel_futures=True)
     engine = LiveEngine(transcriber=asr, vad=await asyncio.to_thread(SileroStep), scheduler=scheduler,
-                        vad_executor=vad_executor, stream_options=settings.stream_options(),
+                        vad_executor=vad_executor, stream_options=bootstrap.stream_options(settings),
                         partial_beam_size=settings.live.partial_beam_size,
                         final_beam_size=settings.live.final_beam_size, min_window_s=settings.live.min_window_s,
                         overload_final_delay_s=settings.live.overload_final_delay_s)
     assessor, classifier_error = await _assessor(settings)
     hub, claims = await _bus(settings, stack)
     live_calls = LiveCalls(engine, hub, assessor, nlu_executor, LiveOptions(
-        assist=settings.nlu.assist, dialogue=settings.dialogue_options(),
+        assist=settings.nlu.assist, dialogue=bootstrap.dialogue_options(settings),
         max_calls_per_token=settings.auth.max_calls_per_token, max_call_s=settings.live.max_call_s),
         asr_error=asr_error, claims=claims)
     demos = DemoPlayer(live_calls, settings.live.max_demo_calls)
@@ -196,23 +196,19 @@ async def _attach_storage(state: AppState, stack: AsyncExitStack) -> None:
     """Open and migrate the database, then start the audit checkpoints and the job workers on it. Raises
     `StoreError` when the database cannot be used."""
     settings = state.settings
-    store = Store(settings.db_url)
-    try:
-        await asyncio.to_thread(store.migrate)
-    except StoreError:
-        store.close()
-        raise
+    store = await asyncio.to_thread(bootstrap.open_store, settings)
     stack.callback(store.close)
-    await asyncio.to_thread(_anchor, settings, store)
+    await asyncio.to_thread(audit.checkpoint, store)  # the first checkpoint seals what exists
     checkpoints = asyncio.create_task(_checkpoint_every(store, settings.privacy.audit_checkpoint_s))
     stack.push_async_callback(_stop_checkpoints, store, checkpoints)
-    book = await asyncio.to_thread(build_loanbook, settings, store, state.assessor)
-    scorer = recording_scorer(settings, state.transcriber, state.assessor, state.calls.engine.vad)
+    book = await asyncio.to_thread(bootstrap.build_loanbook, settings, store, state.assessor)
+    scorer = bootstrap.recording_scorer(settings, state.transcriber, state.assessor, state.calls.engine.vad)
     if settings.scoring.yield_to_live_s:
         # Uploads are scored on the cores live calls decode on: their decodes give way to live finals.
         scheduler = state.calls.engine.scheduler
         scorer = replace(scorer, yield_to=partial(scheduler.yield_to_live, settings.scoring.yield_to_live_s))
-    jobs = JobRunner(job_context(settings, store, scorer, book), settings.scoring.workers, settings.scoring.lease_s)
+    jobs = JobRunner(bootstrap.job_context(settings, store, scorer, book), settings.scoring.workers,
+                     settings.scoring.lease_s)
     await jobs.start()
     stack.push_async_callback(jobs.close)
     if configured_channels(settings.outbox):  # else messages are queued and wait for a transport
@@ -262,12 +258,6 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
-def _anchor(settings: Settings, store: Store) -> None:
-    """Checkpoint the audit chain outside the database from now on; the first checkpoint seals what exists."""
-    store.anchor = Anchor(settings.audit_checkpoints_file, load_or_create_key(settings.audit_key_path))
-    audit.checkpoint(store)
-
-
 async def _checkpoint_every(store: Store, interval_s: float) -> None:
     """The chain's head, checkpointed at least every `interval_s` while it grows (live verdicts)."""
     while True:
@@ -287,11 +277,11 @@ async def _stop_checkpoints(store: Store, task: asyncio.Task[None]) -> None:
 async def _assessor(settings: Settings) -> tuple[Assessor, str | None]:
     """The answer assessor, and why its learned part is missing when it is."""
     try:
-        return await asyncio.to_thread(settings.assessor), None
+        return await asyncio.to_thread(bootstrap.load_assessor, settings), None
     except ClassifierUnavailableError as e:
         # Misconfigured, not broken: answers are still assessed by the rules; /healthz says so.
         log.error("assessing answers with the rules alone: %s", e)
-        return await asyncio.to_thread(settings.assessor, False), str(e)
+        return await asyncio.to_thread(bootstrap.load_assessor, settings, False), str(e)
 
 
 #: Sent with every HTTP response: the pages load only their own scripts, styles and media, in no frame.

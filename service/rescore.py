@@ -13,17 +13,16 @@ weights is skipped (unless forced), so running it twice changes nothing the seco
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from nlu.assess import Assessor
 from nlu.dialogue import DialogueOptions
-from nlu.report import RiskConfig
+from nlu.report import Report, ReportFormatError, RiskConfig, read_report
 from pipeline.recording import rescore_report
+from service.reports import report_row
 from service.store import Store, audit
 from service.store.models import Call
 
@@ -74,34 +73,31 @@ class CallChange:
         return head if self.changed else f"{head}; unchanged"
 
 
-def _verdicts(report: Mapping[str, Any]) -> dict[str, str]:
+def _verdicts(report: Report) -> dict[str, str]:
     out = {}
-    for topic in report.get("topics") or ():
-        label = topic.get("label")
-        verdict = "mismatch" if topic.get("mismatch") else str(label) if label else "-"
-        if topic.get("stated"):
-            verdict += f":{topic['stated']}"
-        out[str(topic.get("topic"))] = verdict
+    for topic in report.topics:
+        verdict = "mismatch" if topic.mismatch else topic.label or "-"
+        if topic.stated:
+            verdict += f":{topic.stated}"
+        out[topic.topic] = verdict
     return out
 
 
-def report_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> CallChange:
-    """What changed between two reports (JSON form) of one call. Pure."""
+def report_change(before: Report, after: Report) -> CallChange:
+    """What changed between two reports of one call. Pure."""
     old, new = _verdicts(before), _verdicts(after)
     topics = tuple(TopicChange(t, old.get(t, "-"), new.get(t, "-"))
                    for t in dict.fromkeys([*old, *new]) if old.get(t, "-") != new.get(t, "-"))
-    old_actions = [str(a.get("id")) for a in before.get("actions") or ()]
-    new_actions = [str(a.get("id")) for a in after.get("actions") or ()]
-    return CallChange(str(after.get("call_id") or before.get("call_id")), int(before.get("risk_score") or 0),
-                      int(after.get("risk_score") or 0), str(before.get("tier") or ""), str(after.get("tier") or ""),
-                      str(before.get("assessor_version") or ""), topics,
-                      tuple(a for a in new_actions if a not in old_actions),
+    old_actions = [a.id for a in before.actions]
+    new_actions = [a.id for a in after.actions]
+    return CallChange(after.call_id or before.call_id, before.risk_score, after.risk_score, before.tier, after.tier,
+                      before.assessor_version, topics, tuple(a for a in new_actions if a not in old_actions),
                       tuple(a for a in old_actions if a not in new_actions))
 
 
-def is_current(report: Mapping[str, Any], assessor: Assessor, risk: RiskConfig) -> bool:
-    """Whether a stored report was made by this assessor under these risk weights (re-scoring would repeat it)."""
-    return report.get("assessor_version") == assessor.version and report.get("risk_version") == risk.version
+def is_current(report: Report, assessor: Assessor, risk: RiskConfig) -> bool:
+    """Whether a report was made by this assessor under these risk weights (re-scoring would repeat it)."""
+    return report.assessor_version == assessor.version and report.risk_version == risk.version
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,13 +128,7 @@ class RescoreError(ValueError):
 
 def selected_calls(store: Store, options: RescoreOptions) -> list[str]:
     """The call ids to look at, in call-time order."""
-    query = select(Call.call_id)
-    if options.call_id is not None:
-        query = query.where(Call.call_id == options.call_id)
-    if options.since is not None:
-        query = query.where(Call.created_at >= options.since)
-    with store.session() as s:
-        ids = list(s.scalars(query.order_by(Call.created_at, Call.call_id)))
+    ids = store.call_ids(since=options.since, call_id=options.call_id)
     if options.call_id is not None and not ids:
         raise RescoreError(f"no stored call {options.call_id!r}"
                            + (" at or after --since" if options.since is not None else ""))
@@ -159,21 +149,28 @@ def rescore(store: Store, assessor: Assessor, dialogue: DialogueOptions, risk: R
         if call is None:
             continue  # deleted since it was selected
         previous = call.report
-        if not options.force and is_current(previous, assessor, risk):
+        try:
+            before = read_report(previous)
+        except ReportFormatError as e:  # a stored report of an unexpected shape: say which
+            failed.append((call_id, f"cannot re-score the stored report ({e})"))
+            continue
+        if not options.force and is_current(before, assessor, risk):
             skipped += 1
             continue
         try:
-            report = rescore_report(previous, assessor, dialogue, risk)
-        except (KeyError, TypeError, ValueError) as e:  # a stored report of an unexpected shape: say which
+            report = rescore_report(before, assessor, dialogue, risk)
+        except (KeyError, TypeError, ValueError) as e:  # e.g. a loan file the dialogue cannot read
             failed.append((call_id, f"cannot re-score the stored report ({type(e).__name__}: {e})"))
             continue
-        change = report_change(previous, report)
+        after = read_report(report)
+        change = report_change(before, after)
         if not options.dry_run:
-            version = store.replace_report(call_id, previous, report)
+            version = store.replace_report(call_id, previous, report_row(report), before.assessor_version,
+                                           loan_file=after.loan_file)
             if version is None:
                 superseded += 1
                 continue
-            _audit(store, call, report, previous, version)
+            _audit(store, call, report, after, before, version)
             if call.customer_id:
                 customers.add(call.customer_id)
         changes.append(change)
@@ -195,15 +192,13 @@ def rescore(store: Store, assessor: Assessor, dialogue: DialogueOptions, risk: R
     return result
 
 
-def _audit(store: Store, call: Call, report: dict[str, Any], previous: Mapping[str, Any], version: int) -> None:
+def _audit(store: Store, call: Call, stored: dict[str, Any], report: Report, previous: Report,
+           version: int) -> None:
     """The re-scored report's audit entry: what every stored report gets (workers/jobs.py), and what it replaced."""
     audit.append(store, "report", ACTOR, call.call_id, {
-        "recording_id": call.recording_id, "report_sha256": audit.digest(report), "agent_id": call.agent_id,
-        "customer_id": call.customer_id, "loan_id": call.loan_id, "risk_score": report["risk_score"],
-        "tier": report["tier"], "answers": _answers(report.get("answers") or ()), "reason": "rescore",
-        "assessor_version": report.get("assessor_version"), "risk_version": report.get("risk_version"),
-        "previous_version": version, "previous_assessor_version": previous.get("assessor_version")})
-
-
-def _answers(answers: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    return [{"topic": a["topic"], "label": a["label"], "mismatch": a["mismatch"]} for a in answers]
+        "recording_id": call.recording_id, "report_sha256": audit.digest(stored), "agent_id": call.agent_id,
+        "customer_id": call.customer_id, "loan_id": call.loan_id, "risk_score": report.risk_score,
+        "tier": report.tier, "answers": [{"topic": a.topic, "label": a.label, "mismatch": a.mismatch}
+                                         for a in report.answers], "reason": "rescore",
+        "assessor_version": report.assessor_version, "risk_version": report.risk_version,
+        "previous_version": version, "previous_assessor_version": previous.assessor_version})

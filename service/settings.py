@@ -2,7 +2,8 @@
 
 Every value has an embedded default so `huifang serve` runs with nothing configured; each can be overridden by
 an environment variable with the prefix `HUIFANG_` (nested sections with `__`, e.g. `HUIFANG_ASR__MODEL=small`)
-or a `.env` file. Settings are validated at start-up and handed to `asr`/`nlu` as plain option records.
+or a `.env` file. Settings are validated at start-up; service/bootstrap.py turns them into the option records of
+`asr`/`nlu`/`pipeline` and builds the objects: this module is plain configuration and imports nothing of huifang.
 
 Sections follow the path that reads them: `asr` (the recogniser every path shares), `transcribe` (only
 `POST /v1/audio/transcriptions`), `live` (live calls, and the cutting and decoding of recordings and of `huifang
@@ -20,14 +21,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from asr.domain import DEFAULT_DOMAIN_FILE, load_domain
-from asr.streaming import StreamOptions
-from asr.types import AsrOptions, DecodeLimits
-from nlu.assess import Assessor
-from nlu.dialogue import DialogueOptions
-from nlu.script import load_cues, load_script
-from pipeline.recording import SegmentOptions
 
 #: Sample calls shipped with the package for the console's demo mode.
 DEFAULT_DEMO_DIR = Path(__file__).parent / "demo"
@@ -70,8 +63,8 @@ class AsrSettings(BaseModel):
     vad_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="all paths: Silero speech threshold")
     vad_threshold_narrowband: float = Field(0.35, gt=0.0, lt=1.0, description="all paths: the threshold for "
                                             "audio recorded at 8 kHz (telephone), which Silero scores lower")
-    domain_file: Path = Field(DEFAULT_DOMAIN_FILE, description="all paths: decoding prompt, domain lexicon, "
-                              "hallucination phrases")
+    domain_file: Path | None = Field(None, description="all paths: decoding prompt, domain lexicon, "
+                                     "hallucination phrases (default: the packaged configs/asr.yaml)")
 
 
 class TranscribeSettings(BaseModel):
@@ -362,78 +355,6 @@ class Settings(BaseSettings):
     @property
     def model_cache_dir(self) -> Path:
         return self.data_dir / "models"
-
-    def asr_options(self) -> AsrOptions:
-        """The recogniser's options: these settings plus the domain file's prompt and lexicons."""
-        domain = load_domain(self.asr.domain_file)
-        a, t = self.asr, self.transcribe
-        return AsrOptions(
-            model=a.model,
-            model_cache_dir=str(self.model_cache_dir),
-            device=a.device,
-            compute_type=a.compute_type,
-            cpu_threads=a.cpu_threads,
-            language=a.language,
-            beam_size=t.beam_size,
-            min_silence_ms=t.min_silence_ms,
-            max_utterance_s=t.max_utterance_s,
-            vad_threshold=a.vad_threshold,
-            vad_threshold_narrowband=a.vad_threshold_narrowband,
-            word_timestamps=t.word_timestamps,
-            min_window_s=t.min_window_s,
-            initial_prompt=domain.initial_prompt,
-            hallucination_phrases=domain.hallucination_phrases,
-            lexicon=domain.lexicon,
-        )
-
-    def stream_options(self) -> StreamOptions:
-        """Endpointing of live channels."""
-        return StreamOptions(
-            min_silence_ms=self.live.min_silence_ms,
-            max_utterance_s=self.live.max_utterance_s,
-            partial_interval_s=self.live.partial_interval_s,
-            vad_threshold=self.asr.vad_threshold,
-            vad_threshold_narrowband=self.asr.vad_threshold_narrowband,
-            piece_min_s=self.live.piece_min_s,
-            prefetch_silence_ms=self.live.prefetch_silence_ms,
-        )
-
-    def segment_options(self) -> SegmentOptions:
-        """How recordings are cut and decoded for scoring: exactly as live calls (same verdicts both ways)."""
-        return SegmentOptions(self.stream_options(), self.live.final_beam_size, self.live.min_window_s)
-
-    def dialogue_options(self) -> DialogueOptions:
-        """Timing of live turn pairing and prompts."""
-        return DialogueOptions(silence_timeout_s=self.nlu.silence_timeout_s,
-                               prompt_interval_s=self.nlu.prompt_interval_s)
-
-    def assessor(self, with_classifier: bool = True) -> Assessor:
-        """The answer assessor for this configuration (call script and cue lexicons read from configs/, the
-        learned classifier loaded unless `with_classifier` is false). Raises `ClassifierUnavailableError` for a
-        classifier that cannot load."""
-        from nlu.assess import AssessOptions
-        from nlu.classifier import load_classifier
-
-        n = self.nlu
-        return Assessor(script=load_script(n.script_file), cues=load_cues(n.cues_file),
-                        options=AssessOptions(silence_timeout_s=n.silence_timeout_s,
-                                              classifier_weight=n.classifier_weight,
-                                              classifier_below=n.classifier_below),
-                        classifier=load_classifier(n.classifier, encoder=n.encoder, cache_dir=self.model_cache_dir)
-                        if with_classifier and n.classifier_weight else None)
-
-    def transcription_limits(self) -> DecodeLimits:
-        """Bounds of one synchronous transcription (`HUIFANG_TRANSCRIPTIONS__*`)."""
-        t = self.transcriptions
-        return DecodeLimits(max_duration_s=t.max_duration_s, max_channels=t.max_channels,
-                            max_file_bytes=t.max_file_mb << 20)
-
-    def decode_limits(self) -> DecodeLimits:
-        return DecodeLimits(
-            max_duration_s=self.audio.max_duration_s,
-            max_channels=self.audio.max_channels,
-            max_file_bytes=self.audio.max_file_mb << 20,
-        )
 
 
 @lru_cache(maxsize=1)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
-from nlu.pii import id_check_character, luhn_ok
+from nlu.pii import _DIGIT, id_check_character, luhn_ok
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "corpus" / "pii.jsonl"
 _CN = "零一二三四五六七八九"
@@ -23,6 +24,18 @@ _SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
 _GIVEN = ("伟", "芳", "娜", "秀英", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明",
           "超", "秀兰", "霞", "学文", "建华", "志强")
 _ROADS = ("科技园南路", "人民路", "解放大道", "中山北路", "建设路", "长江路", "滨江大道", "文化路")
+_SEP = re.compile(r"[\s\-—–_，,、.]")
+
+
+def digits_view(text: str) -> str:
+    """The text with Chinese digits read as Arabic ones and separators dropped (幺三九 1 2 -> 13912)."""
+    return "".join(_DIGIT.get(ch, ch) for ch in _SEP.sub("", text))
+
+
+def leaked(value: str, output: str) -> bool:
+    """Whether a raw value of the corpus survives in `output`, as written or said as digits (the check of
+    `bench.pii_redaction` and tests/integration/test_pii.py)."""
+    return value in output or value in digits_view(output)
 
 
 def _spoken(digits: str, rng: random.Random, style: str) -> str:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
+from nlu.report import Action, AgentReview, AnswerRecord, Contribution, SilencedSpan, Tier, TopicResult, read_report
 from service.api.deps import MAX_OFFSET, Admin, CallIdPath, SettingsDep, StoreDep, Viewer, checked_id
 from service.errors import ServiceError, forbidden
 from service.ids import MAX_LENGTH
@@ -40,12 +41,87 @@ class CallPage(BaseModel):
     items: list[CallSummaryRow]
 
 
+class ReportUtterance(BaseModel):
+    """One redacted utterance of the report: who spoke (`channel`), when (seconds of the call) and what."""
+
+    utterance_id: str
+    channel: Literal["agent", "customer"]
+    start_s: float
+    end_s: float
+    text: str
+
+
+class ReportBody(BaseModel):
+    """A call's report on the wire: the stored report (`nlu.report.Report`, read by `read_report` whatever its
+    format version) without the version itself, which is storage's business."""
+
+    call_id: str
+    duration_s: float
+    utterances: list[ReportUtterance]
+    topics: list[TopicResult]
+    risk_score: int
+    tier: Tier
+    contributions: list[Contribution]
+    agent: AgentReview
+    actions: list[Action]
+    answers: list[AnswerRecord]
+    labels: dict[str, int]
+    assessor_version: str
+    risk_version: str
+    loan_file: dict[str, Any] | None
+    silenced_audio: list[SilencedSpan]
+
+
+def report_body(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored report as `ReportBody` sends it: read (and upgraded) by the one reader, written in today's form."""
+    return read_report(stored).to_dict()
+
+
+class AudioLink(BaseModel):
+    url: str
+    channels: list[str]
+
+
+class CallReport(ReportBody):
+    """The report with what the call row adds: its stored audio, when it was stored and its agent."""
+
+    audio: list[AudioLink]
+    created_at: str
+    agent_id: str | None
+
+
+class RawUtterance(BaseModel):
+    channel: str
+    start_s: float
+    end_s: float
+    text: str
+
+
+class RawTranscript(BaseModel):
+    call_id: str
+    utterances: list[RawUtterance]
+
+
+class ReportVersion(BaseModel):
+    version: int
+    recording_id: str | None
+    agent_id: str | None
+    created_at: str
+    replaced_at: str
+    report: ReportBody
+
+
+class CallVersions(BaseModel):
+    call_id: str
+    versions: list[ReportVersion]
+
+
 def _not_found(message: str) -> ServiceError:
     return ServiceError("not_found", message, 404)
 
 
-@router.get("/v1/calls/{call_id}/report")
-async def call_report(call_id: CallIdPath, principal: Viewer, store: StoreDep) -> dict[str, Any]:
+@router.get("/v1/calls/{call_id}/report", response_model=CallReport)
+async def call_report(call_id: CallIdPath, principal: Viewer, store: StoreDep) -> CallReport:
     """The call's report: utterances, per-topic verdicts, `risk_score`, `tier`, contributions, the agent's side
     and recommended actions."""
     call = await asyncio.to_thread(store.get_call, call_id)
@@ -56,13 +132,10 @@ async def call_report(call_id: CallIdPath, principal: Viewer, store: StoreDep) -
         detail = f"call {call_id} is still being scored ({job.status})" if job else f"no report for call {call_id}"
         raise _not_found(detail)
     await asyncio.to_thread(audit.append, store, "report_read", principal.name, call_id, {"role": principal.role})
-    report = dict(call.report)
     files = await asyncio.to_thread(_audio_files, store, call.recording_id, call.audio_dir)
-    report["audio"] = [{"url": f"/v1/calls/{call_id}/audio/{i}", "channels": f["channels"]}
-                       for i, f in enumerate(files)]
-    report["created_at"] = call.created_at.isoformat()
-    report["agent_id"] = call.agent_id
-    return report
+    return CallReport(**report_body(call.report), created_at=call.created_at.isoformat(), agent_id=call.agent_id,
+                      audio=[AudioLink(url=f"/v1/calls/{call_id}/audio/{i}", channels=f["channels"])
+                             for i, f in enumerate(files)])
 
 
 def _audio_files(store: Store, recording_id: str | None, audio_dir: str | None) -> list[dict[str, Any]]:
@@ -72,7 +145,8 @@ def _audio_files(store: Store, recording_id: str | None, audio_dir: str | None) 
     return job.files if job else []
 
 
-@router.get("/v1/calls/{call_id}/audio/{index}", include_in_schema=True)
+@router.get("/v1/calls/{call_id}/audio/{index}", response_class=FileResponse,
+            responses={200: {"content": {"audio/*": {}}, "description": "the audio file as stored"}})
 async def call_audio_file(call_id: CallIdPath, index: int, principal: Viewer, store: StoreDep,
                           settings: SettingsDep) -> FileResponse:
     """A stored audio file of the call (while retention keeps it), for playing spans in the report page."""
@@ -117,11 +191,11 @@ async def list_calls(
     rows, total = await asyncio.to_thread(store.list_calls, f)
     return CallPage(total=total, limit=limit, offset=offset, items=[
         CallSummaryRow(call_id=c.call_id, created_at=c.created_at, agent_id=c.agent_id, duration_s=c.duration_s,
-                       risk_score=c.risk_score, tier=c.tier, labels=dict(c.report.get("labels") or {}),
+                       risk_score=c.risk_score, tier=c.tier, labels=read_report(c.report).labels,
                        report_url=f"/v1/calls/{c.call_id}/report") for c in rows])
 
 
-@router.get("/v1/calls/{call_id}/raw", responses={404: {"description": "not kept"}})
+@router.get("/v1/calls/{call_id}/raw", response_model=RawTranscript, responses={404: {"description": "not kept"}})
 async def call_raw_transcript(call_id: CallIdPath, principal: Admin, store: StoreDep,
                               settings: SettingsDep) -> dict[str, Any]:
     """The unredacted transcript (admin only), when `HUIFANG_PRIVACY__KEEP_RAW` kept it. Every read is audited."""
@@ -136,7 +210,7 @@ async def call_raw_transcript(call_id: CallIdPath, principal: Admin, store: Stor
     return {"call_id": call_id, "utterances": utterances}
 
 
-@router.get("/v1/calls/{call_id}/versions")
+@router.get("/v1/calls/{call_id}/versions", response_model=CallVersions)
 async def call_versions(call_id: CallIdPath, principal: Admin, store: StoreDep) -> dict[str, Any]:
     """The reports earlier scorings of the call gave before an admin replaced it (`replace=true` on
     `POST /v1/recordings`), oldest first (admins; audited). Deleted with the call."""
@@ -145,7 +219,8 @@ async def call_versions(call_id: CallIdPath, principal: Admin, store: StoreDep) 
                             {"versions": len(versions)})
     return {"call_id": call_id, "versions": [
         {"version": v.version, "recording_id": v.recording_id, "agent_id": v.agent_id,
-         "created_at": v.created_at.isoformat(), "replaced_at": v.replaced_at.isoformat(), "report": v.report}
+         "created_at": v.created_at.isoformat(), "replaced_at": v.replaced_at.isoformat(),
+         "report": report_body(v.report)}
         for v in versions]}
 
 

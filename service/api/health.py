@@ -4,9 +4,11 @@ database, its event bus, and not stopping) for load balancers and orchestrators.
 from __future__ import annotations
 
 from pathlib import PurePath
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.requests import HTTPConnection
 
 from service.api.deps import State
@@ -16,26 +18,50 @@ from service.state import AppState
 router = APIRouter(tags=["ops"])
 
 
+class HealthDetail(BaseModel):
+    """The full reasons, for an admin token only."""
+
+    asr: str | None
+    database: str | None
+    classifier: str | None
+    asr_model_path: str | None
+    database_url: str | None
+
+
+class Health(BaseModel):
+    """What both probes answer (200 or 503). `warning` only when degraded; `detail` only for an admin token."""
+
+    status: Literal["ok", "degraded"]
+    asr_model: str
+    database: str | None
+    assessor_version: str
+    error: str | None
+    warning: str | None = None
+    detail: HealthDetail | None = None
+
+
+#: The body is the same with either status; 503 says the probe failed.
+_PROBE: dict[str, Any] = {"response_model": Health,
+                          "responses": {503: {"model": Health, "description": "not live / not ready"}}}
+
+
 def _body(state: AppState, conn: HTTPConnection, problems: list[str], ok: bool) -> JSONResponse:
     """The answer both probes share. Anyone may ask, so it names no file or database location; an admin token
     also gets `detail`, the full reasons."""
     model = PurePath(state.settings.asr.model).name
-    body: dict[str, object] = {
-        "status": "ok" if ok and state.classifier_error is None else "degraded",
-        "asr_model": model,
-        "database": state.store.engine.dialect.name if state.store is not None else None,
-        "assessor_version": state.assessor.version,
-        "error": "; ".join(problems) or None,
-    }
+    body = Health(status="ok" if ok and state.classifier_error is None else "degraded", asr_model=model,
+                  database=state.store.engine.dialect.name if state.store is not None else None,
+                  assessor_version=state.assessor.version, error="; ".join(problems) or None)
     if state.classifier_error is not None:
         # Serving: answers are assessed by the rules alone.
-        body["warning"] = "the learned answer classifier cannot be loaded: answers are assessed by the rules alone"
+        body.warning = "the learned answer classifier cannot be loaded: answers are assessed by the rules alone"
     caller = state.tokens.authenticate(bearer_token(conn.headers))
     if caller is not None and caller.role == "admin":
-        body["detail"] = {"asr": state.asr_error, "database": state.store_error,
-                          "classifier": state.classifier_error, "asr_model_path": state.transcriber.model_path,
-                          "database_url": state.store.safe_url if state.store is not None else None}
-    return JSONResponse(body, status_code=200 if ok else 503)
+        body.detail = HealthDetail(asr=state.asr_error, database=state.store_error,
+                                   classifier=state.classifier_error, asr_model_path=state.transcriber.model_path,
+                                   database_url=state.store.safe_url if state.store is not None else None)
+    # Set fields only: `warning` and `detail` stay absent unless set above, as clients have always seen them.
+    return JSONResponse(body.model_dump(exclude_unset=True), status_code=200 if ok else 503)
 
 
 def _model_problems(state: AppState) -> list[str]:
@@ -43,7 +69,7 @@ def _model_problems(state: AppState) -> list[str]:
     return [f"speech model {model} is not available"] if state.asr_error else []
 
 
-@router.get("/healthz")
+@router.get("/healthz", **_PROBE)
 async def healthz(state: State, conn: HTTPConnection) -> JSONResponse:
     """Liveness: 200 while the process runs with its speech model loaded (a missing database does not make it
     unhealthy: live calls go on without one), 503 otherwise; `degraded` with a `warning` when answers are assessed
@@ -52,7 +78,7 @@ async def healthz(state: State, conn: HTTPConnection) -> JSONResponse:
     return _body(state, conn, problems, not problems)
 
 
-@router.get("/readyz")
+@router.get("/readyz", **_PROBE)
 async def readyz(state: State, conn: HTTPConnection) -> JSONResponse:
     """Readiness: 200 when this replica should get traffic: model loaded, database reachable, the event bus
     (Redis, when configured) reachable, not stopping."""

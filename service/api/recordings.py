@@ -19,6 +19,7 @@ from asr.errors import AsrError, AudioLimitError
 from nlu.pii import minimal_loan_file
 from pipeline.call import ROLES, roles_problem, split_roles
 from pipeline.recording import AudioPart, RecordingError, validate_parts
+from service import bootstrap
 from service.api.deps import Ingest, SettingsDep, State, StoreDep, checked_id
 from service.auth import Principal
 from service.errors import ServiceError
@@ -173,7 +174,7 @@ async def upload_recording(request: Request, principal: Ingest, state: State, se
             parts = [AudioPart(await save_upload(uploads[role], folder, role, budget), (role,))
                      for role in ("agent", "customer")]
         try:
-            await asyncio.to_thread(validate_parts, parts, settings.decode_limits())
+            await asyncio.to_thread(validate_parts, parts, bootstrap.decode_limits(settings))
         except AudioLimitError as e:
             raise ServiceError("too_long", str(e), 413) from e
         except (AsrError, RecordingError) as e:

@@ -34,6 +34,7 @@ from asr.decoder import compression_ratio
 from asr.errors import AsrError, AudioLimitError, UnsupportedLanguageError
 from asr.formats import joined_text, srt, webvtt
 from pipeline.transcription import Transcript, transcribe_file
+from service import bootstrap
 from service.api.deps import Ingest, SettingsDep, State
 from service.api.recordings import read_form, save_upload
 from service.auth import Principal
@@ -309,7 +310,7 @@ async def create_transcription(request: Request, principal: Ingest, state: State
             path = await save_upload(upload, folder, "audio", [settings.transcriptions.max_file_mb << 20],
                                      _SIZE_SETTING)
             gone = threading.Event()
-            work = partial(transcribe_file, path, state.transcriber, settings.transcription_limits(),
+            work = partial(transcribe_file, path, state.transcriber, bootstrap.transcription_limits(settings),
                            wanted.language, wanted.prompt, wanted.redact, partial(_stop_if, gone))
             try:
                 transcript = await _while_connected(request, asyncio.get_running_loop().run_in_executor(

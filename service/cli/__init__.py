@@ -51,6 +51,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from asr.transcribe import Transcriber, default_roles
     from pipeline.call import roles_problem
     from pipeline.recording import transcribe_like_live
+    from service import bootstrap
     from service.settings import get_settings
 
     settings = get_settings()
@@ -59,18 +60,18 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if problem is not None:
         raise ServiceError("usage", f"--channels {problem}")
     show_progress = sys.stderr.isatty() and not args.no_progress
-    audio = decode_audio(args.file, settings.decode_limits())
+    audio = decode_audio(args.file, bootstrap.decode_limits(settings))
     if roles is not None and len(roles) != audio.channel_count:
         raise ServiceError("usage", f"--channels names {len(roles)} channel(s) but the recording has "
                            f"{audio.channel_count}")
-    transcriber = Transcriber(settings.asr_options())
+    transcriber = Transcriber(bootstrap.asr_options(settings))
     transcriber.load()
     update, close = _progress(audio.duration_s * audio.channel_count, show_progress, "transcribing")
     try:
         # Cut and decoded exactly as `huifang score`, uploads and live calls are: the text printed here is the
         # text those score (one decoding path, issue #27).
         utterances = transcribe_like_live(audio, tuple(roles) if roles else default_roles(audio.channel_count),
-                                          transcriber, SileroStep(), settings.segment_options(), update)
+                                          transcriber, SileroStep(), bootstrap.segment_options(settings), update)
     finally:
         close()
     for u in utterances:
@@ -160,15 +161,16 @@ def cmd_score_archive(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from service import bootstrap
+    from service.reports import answer_labels
     from service.settings import get_settings
-    from service.store import Store, audit
+    from service.store import audit
     from service.store.anchor import Checkpoint, load_public_key, public_key_path, read_checkpoints
 
     settings = get_settings()
     checkpoints_file = Path(args.checkpoints) if args.checkpoints else settings.audit_checkpoints_file
     key_file = Path(args.public_key) if args.public_key else public_key_path(settings.audit_key_path)
-    store = Store(settings.db_url)
-    store.migrate()
+    store = bootstrap.open_store(settings, anchored=False)
     points: list[Checkpoint] = []
     problems: list[str] = []
     if not args.no_checkpoints:
@@ -178,7 +180,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                             "database alone)")
         else:
             points, problems = read_checkpoints(checkpoints_file, load_public_key(key_file))
-    result = audit.verify(store, points)
+    result = audit.verify(store, points, labels_of=answer_labels)
     store.close()
     problems += result.problems
     if not problems:
@@ -230,14 +232,13 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from service.loanbook.book import build_loanbook
+    from service import bootstrap
     from service.settings import get_settings
-    from service.workers.archive import open_store
 
     settings = get_settings()
-    store = open_store(settings)
+    store = bootstrap.open_store(settings)
     try:
-        book = build_loanbook(settings, store, settings.assessor(with_classifier=False))
+        book = bootstrap.build_loanbook(settings, store, bootstrap.load_assessor(settings, with_classifier=False))
         if args.customer:
             plan = book.plan(args.customer)
             print(json.dumps({"customer_id": args.customer, "tier": plan.tier, "reasons": list(plan.reasons),

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from service import bootstrap
 from service.errors import ServiceError
 from service.settings import Settings
 from service.store import StoreError
@@ -22,12 +23,9 @@ from service.workers.archive import (
     ThreadWorkers,
     Workers,
     enqueue,
-    load_scorer,
-    open_store,
     read_archive,
     score_until_drained,
 )
-from service.workers.jobs import job_context
 
 #: Unusable manifest rows listed one by one; the rest are counted.
 SHOWN_PROBLEMS = 50
@@ -72,7 +70,7 @@ def score_archive(settings: Settings, source: Path, channels: tuple[str, ...], r
             _say("warning: a Ray cluster on the embedded SQLite database works only on this one machine; set "
                  "HUIFANG_DATABASE_URL to a PostgreSQL server every node reaches")
     try:
-        store = open_store(settings)
+        store = bootstrap.open_store(settings)
     except StoreError as e:
         raise ServiceError("usage", str(e)) from e
     try:
@@ -90,7 +88,7 @@ def score_archive(settings: Settings, source: Path, channels: tuple[str, ...], r
 
                 pool = RayWorkers(settings, store, ray_address, actors, cpus_per_actor, settings.scoring.lease_s)
             else:
-                pool = ThreadWorkers(job_context(settings, store, load_scorer(settings)), workers,
+                pool = ThreadWorkers(bootstrap.job_context(settings, store, bootstrap.load_scorer(settings)), workers,
                                      settings.scoring.lease_s)
             interrupted = False
             try:

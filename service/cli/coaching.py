@@ -3,16 +3,17 @@ every call (`--all`) after the call script's sensitivities changed. New reports 
 
 from __future__ import annotations
 
+from nlu.script import load_script
+from service import bootstrap
 from service.coaching.repository import rebuild
 from service.settings import Settings
-from service.store import Store
 
 
 def rebuild_command(settings: Settings, everything: bool) -> int:
-    store = Store(settings.db_url)
+    sensitivity = bootstrap.sensitivities(load_script(settings.nlu.script_file))
+    store = bootstrap.open_store(settings)
     try:
-        store.migrate()
-        written = rebuild(store, everything=everything)
+        written = rebuild(store, sensitivity, everything=everything)
     finally:
         store.close()
     print(f"coaching: {written} call(s) {'recomputed' if everything else 'filled in'}")

@@ -21,14 +21,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-
 from pipeline.recording import AudioPart, RecordingScorer, Scored, score_transcript
-from service.loanbook.book import LoanBook, build_loanbook
+from service import bootstrap
+from service.loanbook.book import FollowUpQuery, LoanBook
 from service.loanbook.repository import Contact, put_contact
 from service.settings import Settings
-from service.store import Store
-from service.store.models import Call, Recording
+from service.store import CallFilter, Store
 from service.store.store import utcnow
 from service.workers.jobs import JobContext, run_job
 
@@ -78,8 +76,9 @@ CONTACTS = {"DEMO-C001": Contact("13800000001", "demo.c001@example.com", frozens
 
 
 def has_calls(store: Store) -> bool:
-    with store.session() as s:
-        return bool(s.scalar(select(func.count()).select_from(Call)))
+    """Whether the database holds any call (the demo goes into an empty one only)."""
+    _, total = store.list_calls(CallFilter(limit=0))
+    return total > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +98,7 @@ def call_id_of(call: SeedCall) -> str:
 
 def seed(settings: Settings, store: Store, scorer: RecordingScorer) -> Seeded:
     """Fill the database with the demo loan book."""
-    book = build_loanbook(settings, store, scorer.assessor)
+    book = bootstrap.build_loanbook(settings, store, scorer.assessor)
     for customer_id, contact in CONTACTS.items():
         put_contact(store, book.cipher, customer_id, contact)
     transcripts: dict[str, tuple[list[Any], float]] = {}
@@ -119,11 +118,7 @@ def seed(settings: Settings, store: Store, scorer: RecordingScorer) -> Seeded:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, folder / "call.flac")  # the report page plays it
         files = [{"path": str((folder / "call.flac").relative_to(settings.data_dir)), "channels": meta["channels"]}]
-        job = store.create_job(call_id, files, loan, call.agent_id, job_id)
-        with store.session() as s, s.begin():
-            row = s.get(Recording, job.id)
-            assert row is not None
-            row.created_at = at  # as if the call came in then
+        job = store.create_job(call_id, files, loan, call.agent_id, job_id, created_at=at)  # as if it came in then
         claimed = store.claim(job.id)
         assert claimed is not None
 
@@ -143,8 +138,6 @@ def seed(settings: Settings, store: Store, scorer: RecordingScorer) -> Seeded:
 def _second_call_made(planner: LoanBook, customer_id: str, agent_id: str) -> None:
     """This call is the second call an earlier one planned: the agent takes it and records it done (what was
     still vague is planned again from this call's report)."""
-    from service.loanbook.book import FollowUpQuery
-
     items, _ = planner.followups(FollowUpQuery(customer_id=customer_id))
     for f in items:
         if f["channel"] == "call":
@@ -165,8 +158,6 @@ def _scored(call_id: str, utterances: list[Any], duration_s: float, loan: dict[s
 def _work_some(book: LoanBook) -> None:
     """Give the demo agent the oldest open second call, and another that nobody answered (which plans a message),
     so the work queue shows every state."""
-    from service.loanbook.book import FollowUpQuery
-
     items, _ = book.followups(FollowUpQuery())
     calls = [f for f in items if f["channel"] == "call"]
     if calls:
@@ -179,9 +170,7 @@ def _work_some(book: LoanBook) -> None:
 
 def seed_command(settings: Settings, if_empty: bool) -> int:
     """`huifang demo-seed [--if-empty]`."""
-    from service.workers.archive import load_scorer, open_store
-
-    store = open_store(settings)
+    store = bootstrap.open_store(settings)
     try:
         if has_calls(store):
             if if_empty:
@@ -190,7 +179,7 @@ def seed_command(settings: Settings, if_empty: bool) -> int:
             print("demo-seed: the database already has calls; demo data goes into an empty one only "
                   "(use a fresh HUIFANG_DATA_DIR)")
             return 2
-        done = seed(settings, store, load_scorer(settings))
+        done = seed(settings, store, bootstrap.load_scorer(settings))
         print(f"demo-seed: {done.calls} calls of {done.customers} demo customers by {done.agents} agents stored and "
               "planned as of today; open /customers/DEMO-C001, /followups and /agents")
         return 0

@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 
 from service.errors import ServiceError
 from service.ids import process_name
-from service.loanbook.outbox import Outbox, OutboxError, configured_channels, dead_letters, requeue
+from service.loanbook.outbox import Outbox, configured_channels
+from service.loanbook.outbox_queue import OutboxError, dead_letters, requeue
 from service.settings import Settings
 from service.store import Store
 

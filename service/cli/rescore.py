@@ -59,17 +59,16 @@ def rescore_command(settings: Settings, since: str | None, call_id: str | None, 
     """Run `huifang rescore`; 0 when every selected call was re-scored or skipped, 1 when some failed."""
     from nlu.report import load_risk
     from nlu.script import ScriptError
-    from service.loanbook.book import build_loanbook
+    from service import bootstrap
     from service.rescore import CallChange, RescoreError, RescoreOptions, rescore
     from service.store.store import StoreError
-    from service.workers.archive import open_store
 
     options = RescoreOptions(parse_since(since, settings.loanbook.timezone) if since else None, call_id, force,
                              dry_run)
     try:
         risk = load_risk(settings.scoring.risk_file)
-        assessor = settings.assessor()
-        store = open_store(settings)
+        assessor = bootstrap.load_assessor(settings)
+        store = bootstrap.open_store(settings)
     except (ScriptError, StoreError) as e:
         raise ServiceError("usage", str(e)) from e
 
@@ -77,8 +76,8 @@ def rescore_command(settings: Settings, since: str | None, call_id: str | None, 
         print(change.line(), flush=True)
 
     try:
-        book = None if dry_run else build_loanbook(settings, store, assessor)
-        result = rescore(store, assessor, settings.dialogue_options(), risk, options, show,
+        book = None if dry_run else bootstrap.build_loanbook(settings, store, assessor)
+        result = rescore(store, assessor, bootstrap.dialogue_options(settings), risk, options, show,
                          book.plan if book is not None else None)
     except RescoreError as e:
         raise ServiceError("usage", str(e)) from e

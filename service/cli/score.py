@@ -17,12 +17,14 @@ from typing import Any
 
 from asr.errors import AsrError
 from nlu.pii import minimal_loan_file
+from nlu.report import Report, read_report
 from pipeline.recording import AudioPart, RecordingError, validate_parts
+from service import bootstrap
 from service.errors import ServiceError
 from service.protocol import LoanFileError
 from service.settings import Settings
 from service.workers import archive
-from service.workers.jobs import job_context, run_job
+from service.workers.jobs import run_job
 
 LABEL_NAMES = {"clear": "回答清晰", "omission": "信息遗漏", "unclear": "表述不清", "evasive": "避而不答"}
 #: The report's tier as the pages show it (configs/risk.yaml: medium from 25, high from 50).
@@ -39,26 +41,26 @@ def read_loan_file(path: Path | None) -> dict[str, Any] | None:
         raise ServiceError("usage", f"{path}: {e}") from e
 
 
-def format_report(report: dict[str, Any]) -> str:
+def format_report(report: Report) -> str:
     """The report for a person at a terminal."""
-    lines = [f"通话 {report['call_id']}  时长 {report['duration_s']:.0f} 秒  "
-             f"风险评分 {report['risk_score']}（{TIER_NAMES.get(report['tier'], report['tier'])}）"]
-    for c in report["contributions"]:
-        lines.append(f"  +{c['points']:.0f}  {c['reason']}  {c['evidence']}")
+    lines = [f"通话 {report.call_id}  时长 {report.duration_s:.0f} 秒  "
+             f"风险评分 {report.risk_score}（{TIER_NAMES.get(report.tier, report.tier)}）"]
+    for c in report.contributions:
+        lines.append(f"  +{c.points:.0f}  {c.reason}  {c.evidence}")
     lines.append("核对清单:")
-    for t in report["topics"]:
-        if not t["asked"]:
+    for t in report.topics:
+        if not t.asked:
             continue
-        label = LABEL_NAMES.get(t["label"], "未回答") if t["label"] else "待回答"
-        if t["mismatch"]:
-            label += f"，与档案不符（{t['mismatch']['stated']:g} / {t['mismatch']['on_file']:g}）"
-        lines.append(f"  {t['name']}: {label}  {t['answer_text'] or ''}")
-    not_asked = [t["name"] for t in report["topics"] if not t["asked"]]
+        label = LABEL_NAMES.get(t.label, "未回答") if t.label else "待回答"
+        if t.mismatch:
+            label += f"，与档案不符（{t.mismatch.stated:g} / {t.mismatch.on_file:g}）"
+        lines.append(f"  {t.name}: {label}  {t.answer_text or ''}")
+    not_asked = [t.name for t in report.topics if not t.asked]
     if not_asked:
         lines.append(f"  未询问: {'、'.join(not_asked)}")
-    if report["actions"]:
+    if report.actions:
         lines.append("建议措施:")
-        lines += [f"  - {a['text']}" for a in report["actions"]]
+        lines += [f"  - {a.text}" for a in report.actions]
     return "\n".join(lines)
 
 
@@ -67,13 +69,13 @@ def score_file(settings: Settings, path: Path, loan_path: Path | None, channels:
     """Body of `huifang score`."""
     loan = read_loan_file(loan_path)
     parts = [AudioPart(path, channels)]
-    validate_parts(parts, settings.decode_limits())
+    validate_parts(parts, bootstrap.decode_limits(settings))
     bar = _bar(progress, 1, f"scoring {path.name}")
     # The user's own file is read only: nothing is stored, so nothing is rewritten.
-    scorer = archive.load_scorer(settings, store_audio=False)
+    scorer = bootstrap.load_scorer(settings, store_audio=False)
     report = scorer(call_id or path.stem, parts, loan, lambda p: bar(p)).report
     bar(None)
-    print(json.dumps(report, ensure_ascii=False, indent=1) if as_json else format_report(report))
+    print(json.dumps(report, ensure_ascii=False, indent=1) if as_json else format_report(read_report(report)))
     return 0
 
 
@@ -81,8 +83,8 @@ def score_dir(settings: Settings, folder: Path, channels: tuple[str, ...], progr
     """Body of `huifang score-dir`: every recording of `folder` (with NAME.json loan files beside them) into the
     database. Returns 0 when all were scored, 1 when some failed."""
     files = archive.recordings_in(folder)
-    store = archive.open_store(settings)
-    ctx = job_context(settings, store, archive.load_scorer(settings))
+    store = bootstrap.open_store(settings)
+    ctx = bootstrap.job_context(settings, store, bootstrap.load_scorer(settings))
     failed = 0
     bar = _bar(progress, len(files), "scoring")
     for index, path in enumerate(files):

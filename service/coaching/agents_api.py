@@ -9,11 +9,12 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel
 
 from nlu.script import ScriptError
 from service.api.deps import AgentIdPath, SettingsDep, StoreDep, Supervisor, Viewer
 from service.coaching import cards as coaching
-from service.coaching.figures import CoachingRules, Period, load_rules
+from service.coaching.figures import CoachingRules, Period, TopicFigures, load_rules
 from service.errors import ServiceError, forbidden
 from service.settings import Settings
 from service.store import audit
@@ -24,6 +25,105 @@ PeriodQuery = Annotated[Period, Query(description="day, week (from Monday) or mo
 DayQuery = Annotated[date | None, Query(alias="date", description="a day in the period (default today, in the "
                                         "bank's time zone)")]
 FormatQuery = Annotated[Literal["json", "csv"], Query(description="json, or csv for a spreadsheet")]
+
+
+#: A scorecard's figures by name (service/coaching/figures.py `FIGURES`): counts, ratios, seconds; None where
+#: the period has nothing to measure.
+FigureValues = dict[str, float | int | None]
+#: `text/csv` with `format=csv`.
+_CSV: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {}}, "description": "JSON, or with format=csv a spreadsheet"}}
+
+
+class AgentRow(BaseModel):
+    agent_id: str
+    figures: FigureValues
+    #: Each figure's difference from the team's median.
+    vs_median: FigureValues
+    url: str
+    page: str
+
+
+class Scoreboard(BaseModel):
+    period: Period
+    start: date
+    #: The period's last day.
+    end: date
+    sort: str
+    order: Literal["asc", "desc"]
+    team_median: FigureValues
+    agents: list[AgentRow]
+
+
+class TrendPeriod(BaseModel):
+    period: Period
+    start: date
+    end: date
+    figures: FigureValues
+    team_median: FigureValues
+
+
+class MomentLink(BaseModel):
+    """A moment behind a figure, with the report page at its span."""
+
+    call_id: str
+    kind: str
+    topic: str
+    name: str
+    start_s: float | None
+    end_s: float | None
+    label: str | None
+    url: str
+
+
+class FindingLink(BaseModel):
+    rule: str
+    topic: str
+    reason: str
+    points: float
+    start_s: float | None
+    end_s: float | None
+    url: str
+
+
+class ReviewItem(BaseModel):
+    """A call of the coaching list: its weight and why."""
+
+    call_id: str
+    at: str
+    points: float
+    url: str
+    findings: list[FindingLink]
+
+
+class CardCall(BaseModel):
+    call_id: str
+    at: str
+    duration_s: float
+    coverage: float
+    high_skipped: int
+    prompts_shown: int
+    prompts_followed: int
+    vague_unresolved: int
+    mismatches_standing: int
+    url: str
+
+
+class AgentCard(BaseModel):
+    agent_id: str
+    period: Period
+    start: date
+    end: date
+    figures: FigureValues
+    team_median: FigureValues
+    vs_median: FigureValues
+    trend: list[TrendPeriod]
+    topics: list[TopicFigures]
+    #: figure -> the moments behind it (the most recent first).
+    moments: dict[str, list[MomentLink]]
+    calls: list[CardCall]
+    calls_total: int
+    review: list[ReviewItem]
 
 
 def _zone(settings: Settings) -> ZoneInfo:
@@ -45,7 +145,7 @@ def _csv(text: str, name: str) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
 
 
-@router.get("/v1/agents", response_model=None)
+@router.get("/v1/agents", response_model=Scoreboard, responses=_CSV)
 async def list_agents(
     principal: Supervisor,
     store: StoreDep,
@@ -69,7 +169,7 @@ async def list_agents(
     return board
 
 
-@router.get("/v1/agents/{agent_id}", response_model=None)
+@router.get("/v1/agents/{agent_id}", response_model=AgentCard, responses=_CSV)
 async def agent_card(
     agent_id: AgentIdPath,
     principal: Viewer,

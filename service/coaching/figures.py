@@ -1,11 +1,11 @@
 """Agent coaching: what one scored call says about the agent, summed per agent and period, against the team.
 
-`call_stats(report, ...)` reads a stored report (nlu/report.py `Report.to_dict()`) into a `CallStats`: checklist
-coverage, high-sensitivity topics skipped, prompts shown / followed up / clarified, vague answers and loan-file
-mismatches still standing at the end of the call, talk time per side and the silence after each question. Every
-count is additive, so a period's `Totals` is a sum (done in SQL over the stored rows, or by `totals` here) and
-`figures(totals)` is the one place each figure is defined. `review_calls` ranks calls for a coaching session by
-the rules of configs/coaching.yaml. Pure: no I/O besides reading that file (docs/coaching.md).
+`call_stats(report, ...)` reads a report (nlu/report.py `Report`, or as stored: `read_report`) into a
+`CallStats`: checklist coverage, high-sensitivity topics skipped, prompts shown / followed up / clarified, vague
+answers and loan-file mismatches still standing at the end of the call, talk time per side and the silence after
+each question. Every count is additive, so a period's `Totals` is a sum (done in SQL over the stored rows, or by
+`totals` here) and `figures(totals)` is the one place each figure is defined. `review_calls` ranks calls for a
+coaching session by the rules of configs/coaching.yaml. Pure: no I/O besides reading that file (docs/coaching.md).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
 from huifang_configs import configs_file
+from nlu.dialogue import Turn
+from nlu.report import Report, read_report
 from nlu.script import ScriptError, read_mapping
 
 DEFAULT_RULES_FILE = configs_file("coaching.yaml")
@@ -145,63 +147,45 @@ class Figures:
 # -- one call ---------------------------------------------------------------------------------------------------
 
 
-def _span(value: Any) -> Span | None:
-    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int | float) for v in value):
-        return (float(value[0]), float(value[1]))
-    return None
-
-
-def call_stats(report: Mapping[str, Any], sensitivity: Mapping[str, str], *, call_id: str, agent_id: str | None,
-               at: datetime) -> CallStats:
-    """The coaching figures of one stored report. `sensitivity`: topic -> low/medium/high (the call script's);
-    a topic not in it counts as medium. Tolerates reports without `agent`, `answers` or `utterances` (all zero)."""
-    topics = [t for t in report.get("topics") or [] if isinstance(t, dict) and t.get("topic")]
-    answers = [a for a in report.get("answers") or [] if isinstance(a, dict)]
-    agent = report.get("agent") if isinstance(report.get("agent"), dict) else {}
-    prompts = [p for p in (agent or {}).get("prompts") or [] if isinstance(p, dict)]
-    duration_s = float(report.get("duration_s") or 0.0)
-
+def call_stats(report: Report | Mapping[str, Any], sensitivity: Mapping[str, str], *, call_id: str,
+               agent_id: str | None, at: datetime) -> CallStats:
+    """The coaching figures of one report (typed, or as stored: `nlu.report.read_report` reads it, and gives a
+    report of the first format without answers none, so its counts that need them are zero). `sensitivity`:
+    topic -> low/medium/high (the call script's); a topic not in it counts as medium."""
+    if not isinstance(report, Report):
+        report = read_report(report)
+    prompts = report.agent.prompts
     per_topic: list[TopicStats] = []
-    for t in topics:
-        topic = str(t["topic"])
-        said = [a for a in answers if a.get("topic") == topic]
-        first_bad = next((i for i, a in enumerate(said) if a.get("label") in VAGUE_LABELS or a.get("mismatch")),
-                         None)
-        shown = [p for p in prompts if p.get("topic") == topic]
-        label = t.get("label")
+    for t in report.topics:
+        said = [a for a in report.answers if a.topic == t.topic]
+        first_bad = next((i for i, a in enumerate(said) if a.label in VAGUE_LABELS or a.mismatch), None)
+        shown = [p for p in prompts if p.topic == t.topic]
         per_topic.append(TopicStats(
-            topic=topic, name=str(t.get("name") or topic), sensitivity=sensitivity.get(topic, "medium"),
-            asked=bool(t.get("asked")), times_asked=int(t.get("times_asked") or 0),
-            label=str(label) if label else None,
-            mismatch_raised=bool(t.get("mismatch")) or any(a.get("mismatch") for a in said),
-            mismatch_standing=bool(t.get("mismatch")),
+            topic=t.topic, name=t.name or t.topic, sensitivity=sensitivity.get(t.topic, "medium"),
+            asked=t.asked, times_asked=t.times_asked, label=t.label or None,
+            mismatch_raised=t.mismatch is not None or any(a.mismatch for a in said),
+            mismatch_standing=t.mismatch is not None,
             # Without the answers list (older reports), a followed-up prompt is the evidence of a second question.
             challenged=(first_bad is not None and first_bad < len(said) - 1) if said
-            else any(p.get("followed_up") for p in shown),
-            prompts_shown=len(shown), prompts_followed=sum(1 for p in shown if p.get("followed_up")),
-            question_span=_span(t.get("question_span")), answer_span=_span(t.get("answer_span"))))
+            else any(p.followed_up for p in shown),
+            prompts_shown=len(shown), prompts_followed=sum(1 for p in shown if p.followed_up),
+            question_span=t.question_span, answer_span=t.answer_span))
     standing = {t.topic: t for t in per_topic}
-    clarified = sum(1 for p in prompts if p.get("followed_up") and (s := standing.get(str(p.get("topic")))) is not None
+    clarified = sum(1 for p in prompts if p.followed_up and (s := standing.get(p.topic)) is not None
                     and s.label == "clear" and not s.mismatch_standing)
 
     talk = {"agent": 0.0, "customer": 0.0}
-    utterances = [u for u in report.get("utterances") or []
-                  if isinstance(u, dict) and isinstance(u.get("start_s"), int | float)
-                  and isinstance(u.get("end_s"), int | float)]
-    for u in utterances:
-        channel = u.get("channel", u.get("speaker"))
-        if channel in talk:
-            talk[str(channel)] += max(0.0, float(u.get("end_s") or 0.0) - float(u.get("start_s") or 0.0))
-    gaps = _gaps(answers or topics, utterances, duration_s)
-    asked = sum(1 for t in per_topic if t.asked)
-    coverage = agent.get("coverage") if agent else None
+    for u in report.utterances:
+        if u.speaker in talk:
+            talk[u.speaker] += max(0.0, u.end_s - u.start_s)
+    asked_spans = [(a.topic, a.question_span) for a in report.answers] or [
+        (t.topic, t.question_span) for t in report.topics]
+    gaps = _gaps(asked_spans, report.utterances, report.duration_s)
     return CallStats(
-        call_id=call_id, agent_id=agent_id, at=at, duration_s=duration_s,
-        coverage=float(coverage) if isinstance(coverage, int | float) else (asked / len(per_topic) if per_topic
-                                                                            else 0.0),
-        topics_asked=asked, topics_total=len(per_topic),
+        call_id=call_id, agent_id=agent_id, at=at, duration_s=report.duration_s, coverage=report.agent.coverage,
+        topics_asked=sum(1 for t in per_topic if t.asked), topics_total=len(per_topic),
         high_skipped=sum(1 for t in per_topic if not t.asked and t.sensitivity == "high"),
-        prompts_shown=len(prompts), prompts_followed=sum(1 for p in prompts if p.get("followed_up")),
+        prompts_shown=len(prompts), prompts_followed=sum(1 for p in prompts if p.followed_up),
         prompts_clarified=clarified,
         vague_unresolved=sum(1 for t in per_topic if t.label in VAGUE_LABELS),
         mismatches_standing=sum(1 for t in per_topic if t.mismatch_standing),
@@ -210,19 +194,18 @@ def call_stats(report: Mapping[str, Any], sensitivity: Mapping[str, str], *, cal
         topics=tuple(per_topic), gaps=gaps)
 
 
-def _gaps(asked: list[dict[str, Any]], utterances: list[dict[str, Any]], duration_s: float) -> tuple[QuestionGap, ...]:
-    """The silence after each question (an answer record's or a topic's question span): until the first speech,
-    of either side, that began after the question began and ends after it ended; the call's end if none."""
+def _gaps(asked: Sequence[tuple[str, Span | None]], utterances: Sequence[Turn],
+          duration_s: float) -> tuple[QuestionGap, ...]:
+    """The silence after each question (topic, question span: an answer record's or a topic's): until the first
+    speech, of either side, that began after the question began and ends after it ended; the call's end if none."""
     out = []
-    for item in asked:
-        span = _span(item.get("question_span"))
+    for topic, span in asked:
         if span is None:
             continue
         start_s, end_s = span
-        later = [float(u["start_s"]) for u in utterances
-                 if float(u["start_s"]) > start_s and float(u["end_s"]) > end_s]
+        later = [u.start_s for u in utterances if u.start_s > start_s and u.end_s > end_s]
         next_s = min(later) if later else max(duration_s, end_s)
-        out.append(QuestionGap(str(item.get("topic")), end_s, round(max(0.0, next_s - end_s), 3)))
+        out.append(QuestionGap(topic, end_s, round(max(0.0, next_s - end_s), 3)))
     return tuple(sorted(out, key=lambda g: g.end_s))
 
 

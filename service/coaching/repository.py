@@ -1,5 +1,6 @@
-"""Coaching's table (`agent_call_stats`): one compact row per scored call, written by `Store.complete_job` in the
-report's transaction and removed with the call (ON DELETE CASCADE), so re-scoring a call replaces its row.
+"""Coaching's table (`agent_call_stats`): one compact row per scored call, written in the
+report's transaction (`CoachingRows`, registered on the store) and removed with the call (ON DELETE CASCADE), so
+re-scoring a call replaces its row.
 
 The columns are `figures.CallStats`'s additive fields; a period's sums per agent are one GROUP BY over them
 (`agent_totals`), and the per-topic details live in the small `detail` JSON, read only for one agent's calls.
@@ -8,40 +9,24 @@ The columns are `figures.CallStats`'s additive fields; a period's sums per agent
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from functools import lru_cache
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from nlu.script import load_script
+from nlu.report import read_report
 from service.coaching.figures import SUMMED, CallStats, QuestionGap, TopicStats, Totals, call_stats
+from service.store import Store
 from service.store.models import AgentCallStats, Call
 
-if TYPE_CHECKING:  # the store writes these rows (Store.complete_job), so this module cannot import it at load
-    from service.store.store import Store
 
-
-@lru_cache(maxsize=4)
-def _sensitivity(script_file: Path | None) -> dict[str, str]:
-    script = load_script(script_file)
-    return {t.id: t.sensitivity for t in script.topics.values()}
-
-
-def topic_sensitivity() -> dict[str, str]:
-    """Topic -> sensitivity from the call script this process scores with (`HUIFANG_NLU__SCRIPT_FILE`)."""
-    from service.settings import get_settings
-
-    return _sensitivity(get_settings().nlu.script_file)
-
-
-def stats_of(call: Call, sensitivity: dict[str, str] | None = None) -> CallStats:
-    """The coaching figures of a stored call."""
-    return call_stats(call.report, sensitivity if sensitivity is not None else topic_sensitivity(),
-                      call_id=call.call_id, agent_id=call.agent_id, at=call.created_at)
+def stats_of(call: Call, sensitivity: Mapping[str, str]) -> CallStats:
+    """The coaching figures of a stored call; `sensitivity` is topic -> sensitivity of the call script scored
+    with (`sensitivities`)."""
+    return call_stats(read_report(call.report), sensitivity, call_id=call.call_id, agent_id=call.agent_id,
+                      at=call.created_at)
 
 
 #: The order of a topic's fields in `detail["t"]` (lists, not objects: a month is a million rows).
@@ -65,11 +50,20 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def add_call_stats(s: Session, call: Call) -> None:
-    """Add the coaching row of `call` (just added to `s`) in the same transaction."""
-    row = row_of(stats_of(call))
-    s.flush()  # the call first: no relationship tells the unit of work to insert it before the row naming it
-    s.add(row)
+class CoachingRows:
+    """Coaching's row of each stored report (`service.store.rows.ReportRows`), with the topics' sensitivities of
+    the call script the service scores with (registered at start-up, service/bootstrap.py)."""
+
+    def __init__(self, sensitivity: Mapping[str, str]) -> None:
+        self.sensitivity = dict(sensitivity)
+
+    def write(self, s: Session, call: Call, loan_file: Mapping[str, Any] | None) -> None:
+        """Add the row of `call`, replacing the one of its earlier report."""
+        old = s.get(AgentCallStats, call.call_id)
+        if old is not None:
+            s.delete(old)
+            s.flush()
+        s.add(row_of(stats_of(call, self.sensitivity)))
 
 
 def _span(value: Any) -> tuple[float, float] | None:
@@ -131,10 +125,9 @@ def agent_calls(store: Store, agent_id: str, start: datetime, end: datetime) -> 
         return [stats_from_row(r) for r in rows]
 
 
-def rebuild(store: Store, everything: bool = False, batch: int = 200) -> int:
+def rebuild(store: Store, sensitivity: Mapping[str, str], everything: bool = False, batch: int = 200) -> int:
     """Write the coaching rows of calls that have none (with `everything`, of every call: after editing the call
     script's sensitivities). Returns how many were written. Batches of calls, each batch one transaction."""
-    sensitivity = topic_sensitivity()
     written, after = 0, ""
     while True:
         with store.session() as s, s.begin():

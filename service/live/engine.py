@@ -28,8 +28,6 @@ from asr.streaming import (
     StreamRequest,
     Upsampler,
     VadStep,
-    decode_mulaw,
-    decode_pcm16,
 )
 from asr.transcribe import Transcriber, join_parts
 from asr.types import Utterance
@@ -130,15 +128,8 @@ class LiveCall:
         """Seconds of call audio received so far."""
         return self.samples_in / self.start.sample_rate_hz
 
-    async def feed_interleaved(self, data: bytes) -> None:
-        """Audio as it arrives on the native socket: interleaved samples in `start.encoding`."""
-        decode = decode_pcm16 if self.start.encoding == "pcm16" else decode_mulaw
-        block = decode(data, len(self.channels))
-        self.samples_in += block.shape[1]
-        await self._feed(list(enumerate(block)))
-
     async def feed_block(self, block: np.ndarray) -> None:
-        """Float32 audio (channels, n) at the call's sample rate (in-process sources such as the demo)."""
+        """Float32 audio (channels, n) at the call's sample rate (decoded by its source)."""
         self.samples_in += block.shape[1]
         await self._feed(list(enumerate(block)))
 

@@ -4,9 +4,10 @@ console's demo replay.
 `LiveCalls` is the process's registry: `open` checks that the call may start (model loaded, not stopping) and
 claims it (`CallClaims`: the id free on every replica, the token's call limit), builds the call's
 `CallPipeline`, its `LiveCall` (audio -> finals) and `CallAssist` (dialogue -> prompts), and returns a
-`LiveSession`. Every event of the session goes to the caller's `send` (its socket; None for the demo), to the
-call's subscribers on the `EventBus`, and (verdicts only) to the audit log. A session is used as: `ready()`,
-`feed_*()` with `check_limits()` after each, then `end()` or `fail()`, and always `close()`.
+`LiveSession`. Every source's audio arrives as the same `AudioChunk`s (service/live/sources/). Every event of
+the session goes to the caller's `send` (its socket; None for the demo), to the call's subscribers on the
+`EventBus`, and (verdicts only) to the audit log. A session is used as: `ready()`, `feed()` with
+`check_limits()` after each, then `end()` or `fail()`, and always `close()`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel
 
 from nlu.assess import Assessor
@@ -29,6 +29,7 @@ from service.live.assist import CallAssist
 from service.live.claims import CallClaims, LocalClaims, call_in_progress
 from service.live.engine import LiveCall, LiveEngine
 from service.live.hub import EventBus
+from service.live.sources.base import AudioChunk
 from service.loanbook.book import LoanBook, update_contact_from_loan_file
 from service.metrics import ERRORS
 from service.protocol import CloseCode, Emit, EndEvent, ErrorEvent, ReadyEvent, StartMessage, dump
@@ -213,17 +214,16 @@ class LiveSession:
             log.warning("call %s: could not read what earlier calls left open", self.call_id, exc_info=True)
             return []
 
-    async def feed_interleaved(self, data: bytes) -> None:
-        """Interleaved samples in the start message's encoding (the native socket)."""
-        await self.call.feed_interleaved(data)
-
-    async def feed_block(self, block: np.ndarray) -> None:
-        """Float32 audio (channels, n) at the call's sample rate (in-process sources such as the demo)."""
-        await self.call.feed_block(block)
-
-    async def feed_channel(self, index: int, samples: np.ndarray) -> None:
-        """Audio of one channel only (protocols that send each track separately)."""
-        await self.call.feed_channel(index, samples)
+    async def feed(self, audio: AudioChunk) -> None:
+        """Audio from any source: every channel at once, or one channel (protocols that send each track
+        separately). Its rate must be the start's (the source said so in its `CallStart`)."""
+        if audio.sample_rate_hz != self.start.sample_rate_hz:
+            raise ValueError(f"call {self.call_id}: audio at {audio.sample_rate_hz} Hz on a call started at "
+                             f"{self.start.sample_rate_hz} Hz")
+        if audio.channel is None:
+            await self.call.feed_block(audio.samples)
+        else:
+            await self.call.feed_channel(audio.channel, audio.samples)
 
     def check_limits(self) -> None:
         """Raise `ServiceError` (`call_too_long`) once the call has more audio than allowed."""

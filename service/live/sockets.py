@@ -1,22 +1,24 @@
-"""Websockets of live calls: the native audio protocol, Twilio Media Streams, and read-only event streams.
+"""Websockets of live calls: audio from any socket source (the native protocol, Twilio Media Streams), and
+read-only event streams.
 
-Protocol handling only. A call's lifecycle is a `LiveSession` (service/live/session.py); this module reads
-frames into it and turns every way a call can end (stop, disconnect, a `ServiceError`, a client that stopped
-reading, a bug) into one clean close with the right code.
+Socket handling only: a source (service/live/sources/) turns its wire format into typed records, and a call's
+lifecycle is a `LiveSession` (service/live/session.py). This module reads messages through the source into the
+session, and turns every way a call can end (stop, disconnect, a `ServiceError`, a client that stopped reading,
+a bug) into one clean close with the right code.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from service.auth import Principal, Role, TicketBook, TokenRegistry, authenticate
@@ -24,17 +26,9 @@ from service.errors import ServiceError, bad_call_id
 from service.ids import id_problem
 from service.live.hub import EventBus
 from service.live.session import LiveCalls, LiveSession
-from service.live.sources.twilio import TwilioReader, TwilioStart, TwilioStop
+from service.live.sources.base import AudioSource, CallEnd, CallStart, WireFrame
 from service.metrics import ERRORS
-from service.protocol import (
-    MAX_FRAME_BYTES,
-    CloseCode,
-    EndEvent,
-    ErrorEvent,
-    StartMessage,
-    dump,
-    validation_problems,
-)
+from service.protocol import CloseCode, EndEvent, ErrorEvent, StartMessage, dump
 
 log = logging.getLogger(__name__)
 
@@ -174,19 +168,17 @@ class SocketCall:
             self.session.check_limits()
 
 
-Body = Callable[[SocketCall], Awaitable[bool]]
-
-
 async def run_socket_call(ws: WebSocket, call_id: str, calls: LiveCalls, tokens: TokenRegistry,
-                          limits: SocketLimits, body: Body, tickets: TicketBook | None = None) -> None:
-    """Accept, run `body` (True: the client said stop; False: it disconnected), and turn every way a call can
-    end into a clean close."""
+                          limits: SocketLimits, source: AudioSource[WireFrame],
+                          tickets: TicketBook | None = None) -> None:
+    """Accept, stream the call from `source` (a new one per socket), and turn every way a call can end (the
+    source's end, a disconnect, an error) into a clean close."""
     await ws.accept()
     run = SocketCall(ws, call_id, calls, tokens, limits, tickets)
     try:
         if (problem := id_problem(call_id, "call")) is not None:
             raise bad_call_id(problem)
-        stopped = await body(run)
+        stopped = await stream_source(run, source)
         if run.session is not None:
             await run.session.end()
         else:
@@ -225,85 +217,48 @@ async def run_socket_call(ws: WebSocket, call_id: str, calls: LiveCalls, tokens:
         await run.conn.flush_and_close(CloseCode.GOING_AWAY)
 
 
-def parse_start(text: str | None) -> StartMessage:
-    """The native protocol's first frame. Raises `ServiceError` (`audio_before_start`, `bad_start`)."""
-    if text is None:
-        raise ServiceError("audio_before_start", "the first message must be a JSON text frame of type 'start'")
-    try:
-        payload = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ServiceError("bad_start", f"the start message is not valid JSON ({e.msg})") from e
-    except RecursionError as e:
-        raise ServiceError("bad_start", "the start message is nested too deeply") from e
-    if not isinstance(payload, dict) or payload.get("type") != "start":
-        raise ServiceError("bad_start", "the first message must have type 'start'")
-    try:
-        return StartMessage.model_validate(payload)
-    except ValidationError as e:
-        raise ServiceError("bad_start", f"invalid start message: {validation_problems(e)}") from e
+def _frame(message: MutableMapping[str, Any]) -> WireFrame:
+    """A received websocket message's payload (ASGI sets exactly one of `bytes` and `text`)."""
+    data = message.get("bytes")
+    return data if data is not None else message.get("text") or ""
 
 
-async def native_body(run: SocketCall) -> bool:
-    """The native protocol: a `start` text frame, binary interleaved audio, `stop` (docs/protocol.md)."""
-    run.authorize()
-    first = await run.receive()
-    if first is None:
-        return False
-    session = await run.begin(parse_start(first.get("text")))
-    frame = session.start.bytes_per_frame
-    while True:
-        message = await run.receive()
-        if message is None:
-            return False  # a plain disconnect is also an end
-        data = message.get("bytes")
-        if data is not None:
-            if len(data) > MAX_FRAME_BYTES:
-                raise ServiceError("frame_too_large", f"binary frames are limited to {MAX_FRAME_BYTES} bytes", 413,
-                                   CloseCode.FRAME_TOO_LARGE)
-            if len(data) % frame:
-                raise ServiceError("bad_frame", f"a binary frame must hold whole samples for every channel: "
-                                   f"{len(data)} bytes is not a multiple of {frame}")
-            await session.feed_interleaved(data)
-            run.check_limits()
-            continue
-        text = message.get("text") or ""
-        try:
-            kind = json.loads(text).get("type")
-        except (json.JSONDecodeError, AttributeError, RecursionError):
-            kind = None
-        if kind == "stop":
-            return True
-        raise ServiceError("bad_message", "text frames after start must be {\"type\":\"stop\"}")
+async def stream_source(run: SocketCall, source: AudioSource[WireFrame]) -> bool:
+    """One path for every socket's audio, whatever its wire format: the source turns each message into records
+    (start, audio, end) and this feeds them to the call. True: the source ended the call; False: the client
+    disconnected.
 
-
-async def twilio_body(run: SocketCall) -> bool:
-    """Twilio Media Streams: tracks mapped to agent (outbound) and customer (inbound); events go back on the
-    same socket. Twilio cannot send a header, so the token comes in the `start` message: a socket without a valid
-    one within `start_timeout_s` is closed, and messages that carry no audio (`connected`, `mark`) never keep a
-    socket open longer than the idle timeout."""
+    Who is streaming is checked before anything is read, unless the source's credentials come in its start
+    (Twilio cannot send a header): then a socket without a valid start within `start_timeout_s` is closed.
+    Only messages that mean something for the call (not Twilio's `connected` or `mark`) keep a socket open
+    past the idle timeout."""
     limits = run.limits
-    reader = TwilioReader(limits.max_call_s)
+    if not source.token_in_start:
+        run.authorize()
     session: LiveSession | None = None
-    start_by = time.monotonic() + limits.start_timeout_s
+    start_by = time.monotonic() + limits.start_timeout_s if source.start_deadline else math.inf
     no_start = ServiceError("start_timeout", f"no valid start message within {limits.start_timeout_s:.0f} s")
     active_until = time.monotonic() + limits.idle_timeout_s
     while True:
-        if session is None:
-            message = await run.receive(min(start_by, active_until), no_start if start_by <= active_until else None)
+        if session is None and start_by <= active_until:
+            message = await run.receive(start_by, no_start)
         else:
             message = await run.receive(active_until)
         if message is None:
-            return False
-        for item in reader.read(message.get("text")):
-            active_until = time.monotonic() + limits.idle_timeout_s
-            if isinstance(item, TwilioStart):
-                run.authorize(item.token)
-                session = await run.begin(item.start)
-            elif isinstance(item, TwilioStop):
+            return False  # a plain disconnect is also an end
+        records = source.read(_frame(message))
+        for record in records:
+            if isinstance(record, CallStart):
+                if source.token_in_start:
+                    run.authorize(record.token)
+                session = await run.begin(record.start)
+            elif isinstance(record, CallEnd):
                 return True
             elif session is not None:
-                await session.feed_channel(item.channel, item.samples)
+                await session.feed(record)
                 run.check_limits()
+        if records:
+            active_until = time.monotonic() + limits.idle_timeout_s
 
 
 async def _until_disconnect(ws: WebSocket) -> None:

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.api.deps import Admin, CustomerIdPath, LoanBookDep, SettingsDep, Viewer, page_bounds, require
 from service.auth import Principal
 from service.errors import ServiceError, forbidden
+from service.loanbook.followups_api import FollowUpItem
+from service.loanbook.outbox_queue import MessageView
 from service.loanbook.repository import Contact, put_contact
 from service.protocol import Email, Phone
 from service.store import StoreError, audit
@@ -25,6 +27,106 @@ router = APIRouter(tags=["customers"])
 ChannelName = Literal["call", "sms", "email", "letter"]
 #: Who may set contact details: the bank's systems (ingest), supervisors and admins; agents never see them whole.
 ContactWriter = Annotated[Principal, require("ingest", "supervisor")]
+
+
+class CustomerRow(BaseModel):
+    customer_id: str
+    tier: str | None
+    tier_since: str | None
+    open_followups: int
+
+
+class CustomerPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[CustomerRow]
+
+
+class MaskedContact(BaseModel):
+    """Contact details as agents and pages see them: phone and e-mail masked."""
+
+    phone: str | None
+    email: str | None
+    consent: list[str]
+    opted_out: list[str]
+
+
+class ContactSet(BaseModel):
+    customer_id: str
+    contact: MaskedContact
+
+
+class TierChange(BaseModel):
+    at: str | None
+    tier: str
+    reasons: list[str]
+    call_id: str | None
+
+
+class OpenTopic(BaseModel):
+    """A topic a call left vague (its label), contradicted (`mismatch`) or a follow-up still asks (`followup`)."""
+
+    topic: str
+    name: str
+    label: str
+    call_id: str | None
+    at: str | None
+
+
+class TopicLabel(BaseModel):
+    topic: str
+    name: str
+    label: str
+
+
+class MismatchedTopic(BaseModel):
+    """A figure the customer stated against the loan file's (`field`, `stated`, `on_file` when the call's summary
+    kept them)."""
+
+    topic: str
+    name: str
+    field: str | None = None
+    stated: float | None = None
+    on_file: float | None = None
+
+
+class CallMismatch(BaseModel):
+    """A mismatch of `MismatchedTopic` with the call it was heard in (fields in the order clients have seen)."""
+
+    call_id: str
+    at: str | None
+    topic: str
+    name: str
+    field: str | None = None
+    stated: float | None = None
+    on_file: float | None = None
+
+
+class CustomerCall(BaseModel):
+    call_id: str
+    at: str | None
+    loan_id: str | None
+    agent_id: str | None
+    tier: str
+    risk_score: int
+    report_url: str
+    unresolved: list[TopicLabel]
+    mismatched: list[MismatchedTopic]
+
+
+class CustomerView(BaseModel):
+    customer_id: str
+    tier: str | None
+    tier_since: str | None
+    planned_at: str | None
+    tiers: list[TierChange]
+    calls: list[CustomerCall]
+    never_clear: list[OpenTopic]
+    mismatches: list[CallMismatch]
+    followups: list[FollowUpItem]
+    messages: list[MessageView]
+    contact: MaskedContact | None
 
 
 class ContactUpdate(BaseModel):
@@ -47,7 +149,8 @@ async def check_customer_access(book: LoanBookDep, principal: Principal, custome
         raise forbidden(f"customer {customer_id} has no follow-up assigned to you")
 
 
-@router.get("/v1/customers/{customer_id}")
+# `exclude_unset`: a mismatch's figures are sent only where the call's summary kept them, as before.
+@router.get("/v1/customers/{customer_id}", response_model=CustomerView, response_model_exclude_unset=True)
 async def customer_view(customer_id: CustomerIdPath, principal: Viewer, book: LoanBookDep) -> dict[str, Any]:
     """The customer: `calls` (every follow-up call, oldest first, with what each left vague or contradicted),
     `tiers` (the tier over time, with reasons), `never_clear` (topics no later call answered clearly),
@@ -61,7 +164,7 @@ async def customer_view(customer_id: CustomerIdPath, principal: Viewer, book: Lo
     return view
 
 
-@router.get("/v1/customers")
+@router.get("/v1/customers", response_model=CustomerPage)
 async def list_customers(principal: Viewer, book: LoanBookDep, tier: Literal["low", "medium", "high"] | None = None,
                          limit: int = 100, offset: int = 0) -> dict[str, Any]:
     """Customers by tier (highest first), with their open follow-ups; an agent sees only their own customers."""
@@ -71,7 +174,7 @@ async def list_customers(principal: Viewer, book: LoanBookDep, tier: Literal["lo
     return {"total": total, "limit": limit, "offset": offset, "items": items}
 
 
-@router.put("/v1/customers/{customer_id}/contact")
+@router.put("/v1/customers/{customer_id}/contact", response_model=ContactSet)
 async def set_contact(customer_id: CustomerIdPath, body: ContactUpdate, principal: ContactWriter,
                       book: LoanBookDep) -> dict[str, Any]:
     """Set the customer's phone, e-mail and, per channel, consent and opt-out. Stored encrypted; the answer

@@ -27,6 +27,37 @@ class Assignment(BaseModel):
     assignee: AgentId = Field(description="the agent_id who will do the follow-up")
 
 
+class FollowUpItem(BaseModel):
+    """A follow-up as the work queue and the customer page show it (times in UTC with `Z`)."""
+
+    id: str
+    customer_id: str
+    loan_id: str | None
+    due_date: date
+    channel: str
+    reason: str
+    #: The reason as the pages word it (configs/risk.yaml's action text).
+    reason_text: str
+    topics: list[str]
+    topic_names: list[str]
+    status: StatusName
+    assignee: str | None
+    outcome_note: str | None
+    #: The call that closed it, and the call it was planned from.
+    call_id: str | None
+    source_call_id: str | None
+    tier: str | None
+    created_at: str | None
+    updated_at: str | None
+
+
+class FollowUpPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[FollowUpItem]
+
+
 class Outcome(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -35,7 +66,7 @@ class Outcome(BaseModel):
                              "street addresses are masked)")
 
 
-@router.get("/v1/followups")
+@router.get("/v1/followups", response_model=FollowUpPage)
 async def work_queue(principal: Viewer, book: LoanBookDep, due_before: date | None = None,
                      status: list[StatusName] = Query(default=["open", "assigned"]),  # noqa: B008 - FastAPI's way
                      assignee: str | None = None, tier: Literal["low", "medium", "high"] | None = None,
@@ -55,7 +86,7 @@ async def work_queue(principal: Viewer, book: LoanBookDep, due_before: date | No
     return {"total": total, "limit": limit, "offset": offset, "items": items}
 
 
-@router.post("/v1/followups/{followup_id}/assign")
+@router.post("/v1/followups/{followup_id}/assign", response_model=FollowUpItem)
 async def assign(followup_id: str, body: Assignment, principal: Supervisor, book: LoanBookDep) -> dict[str, Any]:
     """Give an open follow-up to an agent (supervisors)."""
     try:
@@ -68,7 +99,7 @@ async def assign(followup_id: str, body: Assignment, principal: Supervisor, book
     return item
 
 
-@router.post("/v1/followups/{followup_id}/outcome")
+@router.post("/v1/followups/{followup_id}/outcome", response_model=FollowUpItem)
 async def outcome(followup_id: str, body: Outcome, principal: Viewer, book: LoanBookDep) -> dict[str, Any]:
     """Record what came of a follow-up: `done`, `unreachable`, `refused` or `cancelled`, with a note. The agent it
     is assigned to records it (supervisors may too)."""

@@ -1,10 +1,6 @@
-"""The outbox: messages to customers, queued in the database with the follow-up that asks for them and delivered
-by a worker: e-mail over SMTP, SMS to the gateway's webhook, letters to the CRM's webhook (docs/outbox.md).
-
-Queuing (`enqueue`) runs in the planner's transaction: the message is rendered from its template at once
-(`messages.py`: only the fields it names, never a personal number), or recorded as `suppressed` with the reason
-(no consent, opted out, no address, no template), so that the customer page says why nothing went. Quiet hours
-(local time of the bank) move `not_before` to their end for SMS and e-mail.
+"""The outbox's delivery: a worker claims a due message from the queue (`outbox_queue.py`), sends it over its
+transport (`transports.py`: e-mail over SMTP, SMS to the gateway's webhook, letters to the CRM's webhook) and records
+the outcome (docs/outbox.md).
 
 Delivery is at least once, with exactly-once left to the receiver by key: every message carries one idempotency
 key, the same on every attempt (a receiver that stored a message and then answered too slowly gets the same key
@@ -20,36 +16,34 @@ audited, without personal data; logs never carry an address or a body.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import json
 import logging
 import secrets
-import smtplib
-import ssl
 import time as monotime
 from collections import Counter as Tally
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
-from email.message import EmailMessage
-from email.utils import format_datetime
-from functools import lru_cache
-from pathlib import Path
-from typing import Literal
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_
 from sqlalchemy.orm import Session
 
 from service.ids import process_name
-from service.loanbook.messages import MessageBook, MessageError, MissingField, PersonalNumber, load_messages, render
-from service.loanbook.repository import Channel, Contact, mask_email, mask_phone, read_contact
+from service.loanbook.outbox_queue import (
+    QUIET_CHANNELS,
+    MessageChannel,
+    Status,
+    masked_address,
+    quiet_until,
+    record_attempt,
+    refusal,
+)
+from service.loanbook.outbox_queue import address_of as _address  # the name `claim` reads it by
+from service.loanbook.repository import read_contact
+from service.loanbook.transports import Attempt, Claimed, SmtpTransport, WebhookTransport
 from service.metrics import OUTBOX
 from service.privacy import RawTextCipher, private_file
-from service.protocol import valid_address
 from service.settings import OutboxSettings, Settings
 from service.store import Store, audit
 from service.store.leases import LeasedRows
@@ -59,334 +53,13 @@ from service.workers.loop import WorkerLoop
 
 log = logging.getLogger(__name__)
 
-Status = Literal["queued", "sending", "sent", "failed", "dead", "suppressed"]
-MessageChannel = Literal["sms", "email", "letter"]
-MESSAGE_CHANNELS: tuple[MessageChannel, ...] = ("sms", "email", "letter")
-#: Channels that reach the customer at once and so keep quiet hours (a letter is printed and posted).
-QUIET_CHANNELS = frozenset({"sms", "email"})
-#: Suppression reasons (also docs/outbox.md).
-SUPPRESSED_REASONS = ("no_contact", "opted_out", "no_consent", "no_address", "no_template", "missing_field",
-                      "personal_number", "template_error")
-#: Receiver answers that are worth another attempt.
-RETRYABLE_HTTP = frozenset({408, 429})
 #: Actor of the outbox's audit entries.
 ACTOR = "outbox"
-
-
-class OutboxError(ValueError):
-    """An operator's request the outbox cannot do (a message that does not exist, or is not dead)."""
-
-
-@dataclass(frozen=True, slots=True)
-class MessageView:
-    """A message as the customer page shows it: no address but the masked one, no personal data in the error."""
-
-    id: str
-    followup_id: str | None
-    action: str
-    channel: str
-    status: str
-    reason: str | None
-    destination_masked: str | None
-    attempts: int
-    created_at: datetime
-    not_before: datetime
-    next_attempt_at: datetime | None
-    sent_at: datetime | None
-    last_error: str | None
-
-
-def _view(m: OutboxMessage) -> MessageView:
-    return MessageView(m.id, m.followup_id, m.action, m.channel, m.status, m.reason, m.destination_masked,
-                       m.attempts or 0, m.created_at, m.not_before, m.next_attempt_at, m.sent_at, m.last_error)
-
-
-# -- pure parts: keys, signatures, quiet hours, back-off -------------------------------------------------------
-
-
-def idempotency_key(followup_id: str | None, channel: str) -> str:
-    """The message's key: derived from (follow-up, channel), so planning twice queues one message; random for a
-    message of no follow-up."""
-    if followup_id is None:
-        return f"m-{secrets.token_hex(16)}"
-    return "f-" + hashlib.sha256(f"{followup_id}\n{channel}".encode()).hexdigest()[:40]
-
-
-def sign(key: bytes, timestamp: str, body: bytes) -> str:
-    """`X-Huifang-Signature`: HMAC-SHA256 over the timestamp, a dot and the exact body bytes."""
-    return "sha256=" + hmac.new(key, timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
-
-
-def _clock(hhmm: str) -> time:
-    hours, minutes = hhmm.split(":")
-    return time(int(hours), int(minutes))
-
-
-def quiet_until(now: datetime, tz: ZoneInfo, quiet_start: str, quiet_end: str) -> datetime:
-    """`now` (naive UTC) if it is outside the quiet hours (local time in `tz`, `quiet_start` to `quiet_end`, which
-    may wrap past midnight), else the end of those quiet hours (naive UTC). Equal start and end: no quiet hours."""
-    start, end = _clock(quiet_start), _clock(quiet_end)
-    if start == end:
-        return now
-    local = now.replace(tzinfo=UTC).astimezone(tz)
-    t = local.time().replace(tzinfo=None)
-    quiet = (start <= t < end) if start < end else (t >= start or t < end)
-    if not quiet:
-        return now
-    day = local.date() if (start < end or t < end) else local.date() + timedelta(days=1)
-    until = datetime.combine(day, end, tzinfo=tz)
-    return until.astimezone(UTC).replace(tzinfo=None)
 
 
 def backoff_s(attempts: int, base_s: float, cap_s: float) -> float:
     """Wait after the `attempts`-th failed attempt: base, 2 x base, 4 x base, ... at most `cap_s`."""
     return float(min(cap_s, base_s * 2 ** max(attempts - 1, 0)))
-
-
-def _naive_utc(at: datetime) -> datetime:
-    return at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo is not None else at
-
-
-# -- queuing -----------------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=8)
-def message_book(path: Path | None) -> MessageBook:
-    """The templates (configs/messages.yaml unless `HUIFANG_OUTBOX__MESSAGES_FILE`), read once per process."""
-    return load_messages(path)
-
-
-def _address(contact: Contact | None, channel: str) -> str | None:
-    if contact is None:
-        return None
-    return {"sms": contact.phone, "email": contact.email}.get(channel)
-
-
-def _masked(channel: str, address: str | None) -> str | None:
-    if channel == "letter":
-        return "CRM"
-    return mask_phone(address) if channel == "sms" else mask_email(address)
-
-
-def refusal(contact: Contact | None, channel: str) -> str | None:
-    """Why a message may not go to this contact over `channel` (a reason of SUPPRESSED_REASONS), or None. A letter
-    is the bank's written notice about the loan contract, posted by the CRM to the address of the loan file: it
-    needs no consent or contact record here, and only an explicit opt-out of letters stops it."""
-    if channel == "letter":
-        return "opted_out" if contact is not None and "letter" in contact.opted_out else None
-    if contact is None:
-        return "no_contact"
-    if channel in contact.opted_out:
-        return "opted_out"
-    if channel not in contact.consent:
-        return "no_consent"
-    address = _address(contact, channel)
-    if not address or not valid_address(channel, address):
-        return "no_address"  # none, or one stored before addresses were checked (a list, a line break)
-    return None
-
-
-def enqueue(s: Session, *, customer_id: str, followup_id: str | None, action: str, channel: Channel,
-            fields: dict[str, str], contact: Contact | None, now: datetime, settings: OutboxSettings, tz: ZoneInfo,
-            cipher: RawTextCipher) -> OutboxMessage:
-    """Queue the message of `action` over `channel` for a customer, in the caller's transaction (`s`; the
-    customer row must exist). Rendered now from the action's template with `fields` (plus the file's bank-wide
-    defaults); a message that may not go is recorded as `suppressed` with the reason. SMS and e-mail queued in
-    quiet hours wait for their end. For a follow-up, idempotent per (followup_id, channel): the message queued
-    before is returned. `now` is naive UTC (as stored) or aware; `fields` may override the defaults."""
-    if channel not in MESSAGE_CHANNELS:
-        raise ValueError(f"the outbox sends sms, email and letter, not {channel!r}")
-    now = _naive_utc(now)
-    key = idempotency_key(followup_id, channel)
-    if followup_id is not None:
-        existing = s.scalar(select(OutboxMessage).where(OutboxMessage.idempotency_key == key))
-        if existing is not None:
-            return existing
-    book = message_book(settings.messages_file)
-    reason = refusal(contact, channel)
-    template = book.template(action, channel)
-    subject = body = None
-    if reason is None and template is None:
-        reason = "no_template"
-    if reason is None and template is not None:
-        try:
-            rendered = render(template, {**book.defaults, **fields})
-            subject, body = rendered.subject, rendered.body
-        except PersonalNumber:
-            reason = "personal_number"
-        except MissingField as e:
-            reason = "missing_field"  # the loan file lacked a figure the template quotes
-            log.info("message %s.%s for customer %s not queued: %s", action, channel, customer_id, e)
-        except MessageError as e:
-            reason = "template_error"
-            log.warning("message %s.%s for customer %s not queued: %s", action, channel, customer_id, e)
-    address = _address(contact, channel) if reason is None else None
-    not_before = quiet_until(now, tz, settings.quiet_start, settings.quiet_end) if channel in QUIET_CHANNELS else now
-    row = OutboxMessage(
-        id=secrets.token_hex(8), customer_id=customer_id, followup_id=followup_id, action=action, channel=channel,
-        status="suppressed" if reason else "queued", reason=reason, idempotency_key=key,
-        destination_encrypted=cipher.seal(address) if address else None,
-        destination_masked=_masked(channel, address) if reason is None else None, subject=subject, body=body,
-        not_before=not_before, attempts=0, next_attempt_at=None if reason else not_before, lease_version=0,
-        created_at=now)
-    s.add(row)  # written with the caller's transaction (a planner queues hundreds per batch: one flush at commit)
-    return row
-
-
-def messages_of(store: Store, customer_id: str) -> list[MessageView]:
-    """The customer's messages, newest first, as the customer page shows them."""
-    with store.session() as s:
-        rows = s.scalars(select(OutboxMessage).where(OutboxMessage.customer_id == customer_id)
-                         .order_by(OutboxMessage.created_at.desc(), OutboxMessage.id))
-        return [_view(m) for m in rows]
-
-
-def get_message(store: Store, message_id: str) -> MessageView | None:
-    with store.session() as s:
-        row = s.get(OutboxMessage, message_id)
-        return _view(row) if row else None
-
-
-def dead_letters(store: Store, limit: int = 100) -> list[MessageView]:
-    """Dead messages, oldest first (an operator's list to look at and requeue)."""
-    with store.session() as s:
-        rows = s.scalars(select(OutboxMessage).where(OutboxMessage.status == "dead")
-                         .order_by(OutboxMessage.created_at, OutboxMessage.id).limit(limit))
-        return [_view(m) for m in rows]
-
-
-def requeue(store: Store, message_id: str, actor: str, settings: OutboxSettings, tz: ZoneInfo) -> MessageView:
-    """A dead (or failed) message queued again with a fresh count of attempts and the same key (a receiver that
-    did get it dedupes); audited as `message_requeued`. Raises `OutboxError` for an unknown id or another
-    status."""
-    now = utcnow()
-    with store.session() as s, s.begin():
-        row = s.get(OutboxMessage, message_id, with_for_update=True)
-        if row is None:
-            raise OutboxError(f"no message {message_id}")
-        if row.status not in ("dead", "failed"):
-            raise OutboxError(f"message {message_id} is {row.status}; only dead or failed messages are requeued")
-        due = quiet_until(now, tz, settings.quiet_start, settings.quiet_end) if row.channel in QUIET_CHANNELS else now
-        row.status, row.reason, row.attempts, row.next_attempt_at = "queued", None, 0, due
-        view, customer_id = _view(row), row.customer_id
-    audit.append(store, "message_requeued", actor, None, {"message_id": view.id, "customer_id": customer_id,
-                                                          "channel": view.channel, "status": "queued", "attempt": 0})
-    return view
-
-
-# -- delivery ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """A message claimed for one attempt: what to send, and the claim (`version`) its outcome is recorded under."""
-
-    id: str
-    customer_id: str
-    action: str
-    channel: str
-    idempotency_key: str
-    subject: str | None
-    body: str
-    created_at: datetime
-    attempt: int
-    version: int
-    #: The address read just now from the customer's contact (None for a letter), or why it may not go.
-    to: str | None
-    refused: str | None
-    #: Why no attempt can be made now (the contact details cannot be read): the attempt counts as failed.
-    problem: str | None = None
-
-
-Outcome = Literal["sent", "retry", "dead"]
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """What one delivery attempt came to; `error` is a short text without personal data (HTTP 503, timeout)."""
-
-    outcome: Outcome
-    error: str | None = None
-    retry_after_s: float | None = None
-
-
-def _webhook_json(m: Claimed) -> bytes:
-    payload = {"id": m.id, "idempotency_key": m.idempotency_key, "customer_id": m.customer_id, "channel": m.channel,
-               "action": m.action, "to": m.to, "subject": m.subject, "body": m.body,
-               "created_at": m.created_at.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")}
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-class WebhookTransport:
-    """A JSON POST to a webhook, signed with HMAC-SHA256 (docs/outbox.md). Thread-safe."""
-
-    def __init__(self, client: httpx.Client, url: str, key: bytes) -> None:
-        self.client, self.url, self.key = client, url, key
-
-    def send(self, m: Claimed) -> Attempt:
-        body = _webhook_json(m)
-        timestamp = str(int(datetime.now(UTC).timestamp()))
-        headers = {"Content-Type": "application/json; charset=utf-8", "Idempotency-Key": m.idempotency_key,
-                   "X-Huifang-Timestamp": timestamp, "X-Huifang-Signature": sign(self.key, timestamp, body),
-                   "X-Huifang-Attempt": str(m.attempt)}
-        try:
-            response = self.client.post(self.url, content=body, headers=headers)
-        except httpx.TimeoutException:
-            return Attempt("retry", "timeout")
-        except httpx.TransportError as e:
-            return Attempt("retry", f"connection error ({type(e).__name__})")
-        code = response.status_code
-        if 200 <= code < 300:
-            return Attempt("sent")
-        if code in RETRYABLE_HTTP or code >= 500:
-            return Attempt("retry", f"HTTP {code}", _retry_after(response.headers.get("Retry-After")))
-        return Attempt("dead", f"HTTP {code}")
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None  # an HTTP date: the back-off applies
-
-
-class SmtpTransport:
-    """E-mail over SMTP (STARTTLS and login when configured), one connection per message. The idempotency key
-    is the Message-ID, so a mail client or the bank's gateway can drop a duplicate of a retried message."""
-
-    def __init__(self, settings: OutboxSettings, password: str | None) -> None:
-        self.settings, self.password = settings, password
-
-    def send(self, m: Claimed) -> Attempt:
-        o = self.settings
-        mail = EmailMessage()
-        mail["From"] = o.mail_from
-        mail["To"] = m.to or ""
-        mail["Subject"] = m.subject or ""
-        mail["Date"] = format_datetime(datetime.now(UTC))
-        mail["Message-ID"] = f"<{m.idempotency_key}@huifang>"
-        mail["X-Huifang-Idempotency-Key"] = m.idempotency_key
-        mail.set_content(m.body, charset="utf-8")
-        assert o.smtp_host is not None  # only claimed when configured
-        try:
-            with smtplib.SMTP(o.smtp_host, o.smtp_port, timeout=o.timeout_s) as smtp:
-                if o.smtp_starttls:
-                    smtp.starttls(context=ssl.create_default_context())
-                if o.smtp_user:
-                    smtp.login(o.smtp_user, self.password or "")
-                smtp.send_message(mail)
-        except smtplib.SMTPRecipientsRefused as e:
-            codes = [code for code, _ in e.recipients.values()]  # the message names the address: not kept
-            return Attempt("retry" if all(400 <= c < 500 for c in codes) else "dead", f"SMTP {codes[0]} recipient")
-        except smtplib.SMTPResponseException as e:
-            # A login refused is the bank's configuration, not the message: tried again, and dead only at the end.
-            permanent = 500 <= e.smtp_code < 600 and not isinstance(e, smtplib.SMTPAuthenticationError)
-            return Attempt("dead" if permanent else "retry", f"SMTP {e.smtp_code}")
-        except TimeoutError:
-            return Attempt("retry", "timeout")
-        except (smtplib.SMTPException, OSError) as e:
-            return Attempt("retry", f"connection error ({type(e).__name__})")
-        return Attempt("sent")
 
 
 def configured_channels(settings: OutboxSettings) -> tuple[MessageChannel, ...]:
@@ -509,7 +182,7 @@ class Outbox:
         values: dict[str, object] = {"status": status, "lease_owner": None, "lease_expires_at": None}
         if status == "sent":
             values.update(sent_at=now, last_error=None, reason=None, next_attempt_at=None,
-                          destination_masked=_masked(m.channel, m.to),
+                          destination_masked=masked_address(m.channel, m.to),
                           destination_encrypted=self.cipher.seal(m.to) if m.to else None)
         elif status == "failed":
             due = now + timedelta(seconds=retry_in_s)
@@ -520,14 +193,9 @@ class Outbox:
             values.update(reason=reason, next_attempt_at=None)
             if error is not None:
                 values["last_error"] = error[:200]
-        with self.store.session() as s, s.begin():
-            done = s.execute(update(OutboxMessage).where(OutboxMessage.id == m.id,
-                                                         OutboxMessage.lease_version == m.version,
-                                                         OutboxMessage.status == "sending").values(**values))
-            if not done.rowcount:  # type: ignore[attr-defined]
-                log.warning("message %s: the claim ran out before the outcome was recorded; the next claim counts",
-                            m.id)
-                return None
+        if not record_attempt(self.store, m.id, m.version, values):
+            log.warning("message %s: the claim ran out before the outcome was recorded; the next claim counts", m.id)
+            return None
         OUTBOX.labels(m.channel, status).inc()
         audit.append(self.store, f"message_{status}", ACTOR, None,
                      {"message_id": m.id, "customer_id": m.customer_id, "channel": m.channel, "status": status,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from huifang_configs import configs_file
+from nlu.report import Report, read_report
 from nlu.script import ScriptError, read_mapping
 
 Tier = Literal["low", "medium", "high"]
@@ -66,25 +67,24 @@ class CallFacts:
                    {str(k): tuple(v) for k, v in (facts.get("actions") or {}).items()})
 
 
-def call_facts(call_id: str, at: datetime, report: Mapping[str, Any]) -> CallFacts:
-    """Reduce a report (nlu.report.Report.to_dict) to the facts the loan book keeps of it."""
+def call_facts(call_id: str, at: datetime, report: Report | Mapping[str, Any]) -> CallFacts:
+    """Reduce a report (typed, or as stored: `nlu.report.read_report` reads it) to the facts the loan book keeps
+    of it."""
+    if not isinstance(report, Report):
+        report = read_report(report)
     unresolved: dict[str, str] = {}
     clear: list[str] = []
     mismatched: list[str] = []
-    for topic in report.get("topics") or ():
-        name, label = str(topic.get("topic")), topic.get("label")
-        if topic.get("mismatch"):
-            mismatched.append(name)
-        if label in VAGUE:
-            unresolved[name] = str(label)
-        elif label == "clear" and not topic.get("mismatch"):
-            clear.append(name)
-    agent = report.get("agent") or {}
-    actions = {str(a["id"]): tuple(str(t) for t in a.get("topics") or ()) for a in report.get("actions") or ()
-               if a.get("id")}
-    tier = str(report.get("tier") or "low")
-    return CallFacts(call_id, at, cast(Tier, tier if tier in TIERS else "low"), int(report.get("risk_score") or 0),
-                     unresolved, tuple(clear), tuple(mismatched), tuple(agent.get("not_asked") or ()), actions)
+    for topic in report.topics:
+        if topic.mismatch:
+            mismatched.append(topic.topic)
+        if topic.label in VAGUE:
+            unresolved[topic.topic] = topic.label
+        elif topic.label == "clear" and not topic.mismatch:
+            clear.append(topic.topic)
+    actions = {a.id: a.topics for a in report.actions if a.id}
+    return CallFacts(call_id, at, report.tier, report.risk_score, unresolved, tuple(clear), tuple(mismatched),
+                     report.agent.not_asked, actions)
 
 
 # -- the bank's calendar -------------------------------------------------------------------------------------

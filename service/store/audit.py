@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -90,10 +91,13 @@ class Verification:
     problems: tuple[str, ...]
 
 
-def verify(store: Store, checkpoints: list[Checkpoint] | None = None) -> Verification:
-    """Walk the chain from the start; check each stored call (report, agent, risk score, tier, answer labels)
-    against its last audited report; with `checkpoints`, the chain must reach every checkpoint and hold the
-    checkpointed hash there."""
+def verify(store: Store, checkpoints: list[Checkpoint] | None = None,
+           labels_of: Callable[[dict[str, Any]], Iterable[tuple[str, str]]] | None = None) -> Verification:
+    """Walk the chain from the start; check each stored call (report, agent, risk score, tier) against its last
+    audited report, and with `labels_of` (the (topic, label) pairs a report's answer rows are made from:
+    `service.reports.answer_labels`, raising ValueError for a report it cannot read; storage does not read
+    reports) its answer rows too; with `checkpoints`, the
+    chain must reach every checkpoint and hold the checkpointed hash there."""
     problems: list[str] = []
     prev, expected_seq, count = GENESIS, 1, 0
     reports: dict[str, str] = {}
@@ -128,8 +132,16 @@ def verify(store: Store, checkpoints: list[Checkpoint] | None = None) -> Verific
                 continue
             if digest(call.report) != reports[call.call_id]:
                 problems.append(f"call {call.call_id}: the stored report differs from the audited one")
-            problems += _columns(call, audited[call.call_id], s.scalars(
-                select(Answer).where(Answer.call_id == call.call_id)).all())
+            problems += _columns(call, audited[call.call_id])
+            if labels_of is not None:
+                rows = s.scalars(select(Answer).where(Answer.call_id == call.call_id)).all()
+                try:
+                    expected = sorted(labels_of(call.report))
+                except ValueError as e:  # the reader refuses it: a report changed since it was audited
+                    problems.append(f"call {call.call_id}: its report cannot be read ({type(e).__name__})")
+                    continue
+                if sorted((a.topic, a.label) for a in rows) != expected:
+                    problems.append(f"call {call.call_id}: its answer labels differ from its report")
     for point in checkpoints or ():
         if point.seq not in hashes:
             problems.append(f"checkpoint of {point.at}: the chain ends before entry {point.seq} it recorded "
@@ -140,14 +152,9 @@ def verify(store: Store, checkpoints: list[Checkpoint] | None = None) -> Verific
     return Verification(not problems, count, tuple(problems))
 
 
-def _columns(call: Call, entry: dict[str, Any], answers: Any) -> list[str]:
-    """Columns that decide who sees a call and how it is listed, against its audited report entry (and the
-    report itself, whose digest is checked): agent, customer and loan, risk score, tier, answer labels."""
-    problems = []
-    for column in ("agent_id", "customer_id", "loan_id", "risk_score", "tier"):
-        if column in entry and getattr(call, column) != entry[column]:
-            problems.append(f"call {call.call_id}: {column} differs from the audited report")
-    expected = sorted((t["topic"], t["label"]) for t in call.report.get("topics", []) if t.get("label"))
-    if sorted((a.topic, a.label) for a in answers) != expected:
-        problems.append(f"call {call.call_id}: its answer labels differ from its report")
-    return problems
+def _columns(call: Call, entry: dict[str, Any]) -> list[str]:
+    """Columns that decide who sees a call and how it is listed, against its audited report entry: agent,
+    customer and loan, risk score, tier."""
+    return [f"call {call.call_id}: {column} differs from the audited report"
+            for column in ("agent_id", "customer_id", "loan_id", "risk_score", "tier")
+            if column in entry and getattr(call, column) != entry[column]]

@@ -8,7 +8,7 @@ schema comes from the Alembic migrations, applied by `migrate()` at start-up.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,12 +20,10 @@ from sqlalchemy import Engine, create_engine, delete, event, func, select, text,
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from nlu.pii import public_loan_file
-from service.coaching import repository as coaching
-from service.loanbook import repository as loanbook
 from service.store.anchor import Anchor
 from service.store.leases import LeasedRows
-from service.store.models import AgentCallStats, Answer, Call, CallSummary, CallVersion, Recording, ReportVersion
+from service.store.models import Answer, Call, CallVersion, Recording, ReportVersion
+from service.store.rows import ReportRow, ReportRows
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: Seconds a claimed job is leased for; its worker renews the lease well before it runs out.
@@ -113,8 +111,10 @@ class LeaseLost(StoreError):
 class Store:
     """Jobs, calls and answers in one database."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, report_rows: Iterable[ReportRows] = ()) -> None:
         self.url = url
+        #: What features derive from each stored report, written in its transaction (`add_report_rows`).
+        self.report_rows: list[ReportRows] = list(report_rows)
         try:
             self.engine: Engine = create_engine(url, pool_pre_ping=True, future=True)
         except (SQLAlchemyError, ImportError, ValueError) as e:
@@ -131,6 +131,20 @@ class Store:
                 cursor.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten, not left in free pages
                 cursor.close()
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def add_report_rows(self, rows: ReportRows) -> None:
+        """Have `rows` written with every report stored from now on (a feature registers at start-up)."""
+        self.report_rows.append(rows)
+
+    def _add_report_rows(self, s: Session, call: Call, row: ReportRow, loan_file: Mapping[str, Any] | None) -> None:
+        """The rows a stored report brings, in its transaction: the answers calls are filtered by, then each
+        registered feature's (`complete_job`, `replace_report`)."""
+        call.answers.extend(Answer(topic=a.topic, label=a.label, confidence=a.confidence, mismatch=a.mismatch,
+                                   start_s=a.start_s, end_s=a.end_s) for a in row.answers)
+        s.add(call)
+        s.flush()  # the call first: no relationship tells the unit of work to insert it before rows naming it
+        for rows in self.report_rows:
+            rows.write(s, call, loan_file)
 
     @property
     def safe_url(self) -> str:
@@ -166,11 +180,13 @@ class Store:
     # -- jobs --------------------------------------------------------------------------------------------
 
     def create_job(self, call_id: str, files: list[dict[str, Any]], loan_file: dict[str, Any] | None,
-                   agent_id: str | None, job_id: str | None = None) -> JobRecord:
-        """A queued job for files already stored under the data directory."""
+                   agent_id: str | None, job_id: str | None = None, created_at: datetime | None = None) -> JobRecord:
+        """A queued job for files already stored under the data directory; `created_at` (naive UTC, default now)
+        is when the call came in, which its stored call keeps (the demo seed dates calls in the past)."""
         with self.session() as s, s.begin():
             row = Recording(id=job_id or secrets.token_hex(8), call_id=call_id, status="queued", progress=0.0,
-                            attempts=0, created_at=utcnow(), files=files, loan_file=loan_file, agent_id=agent_id)
+                            attempts=0, created_at=created_at or utcnow(), files=files, loan_file=loan_file,
+                            agent_id=agent_id)
             s.add(row)
         return _job(row)
 
@@ -252,14 +268,17 @@ class Store:
             job.loan_file, job.files = None, []
             return folder
 
-    def complete_job(self, job_id: str, report: dict[str, Any], agent_id: str | None, audio_dir: str | None,
+    def complete_job(self, job_id: str, row: ReportRow, agent_id: str | None, audio_dir: str | None,
                      audio_expires_at: datetime | None, raw_encrypted: bytes | None = None,
-                     files: list[dict[str, Any]] | None = None, version: int | None = None) -> list[str]:
-        """Store the report (replacing an earlier one of the same call) and mark the job done: one transaction,
-        so a crash leaves either no trace or the whole result. Returns the audio folders of what it replaced
-        (the earlier scoring's recording), which the caller deletes: nothing stored is left unreachable. With
-        `version`, only under that claim: a worker whose job was taken over records nothing (`LeaseLost`), so a
-        job yields one report however often it was started."""
+                     files: list[dict[str, Any]] | None = None, version: int | None = None,
+                     loan_file_kept: dict[str, Any] | None = None) -> list[str]:
+        """Store the report (replacing an earlier one of the same call) with the rows features derive from it
+        (`add_report_rows`), and mark the job done: one transaction, so a crash leaves either no trace or the
+        whole result. Returns the audio folders of what it replaced (the earlier scoring's recording), which the
+        caller deletes: nothing stored is left unreachable. With `version`, only under that claim: a worker whose
+        job was taken over records nothing (`LeaseLost`), so a job yields one report however often it was
+        started. The finished job keeps `loan_file_kept` instead of its loan file (names and addresses were
+        needed only to redact; the caller says what may stay)."""
         with self.session() as s, s.begin():
             job = s.get(Recording, job_id, with_for_update=True)
             if job is None:
@@ -282,28 +301,29 @@ class Store:
                     s.add(CallVersion(call_id=old.call_id, version=earlier, recording_id=old.recording_id,
                                       agent_id=old.agent_id, customer_id=old.customer_id, created_at=old.created_at,
                                       replaced_at=utcnow(), report=kept))
-            for row in superseded:
-                s.delete(row)
+            for earlier_job in superseded:
+                s.delete(earlier_job)
             s.execute(delete(Call).where(Call.call_id == job.call_id))
             s.flush()
             call = Call(call_id=job.call_id, recording_id=job_id, agent_id=agent_id, created_at=job.created_at,
-                        duration_s=float(report["duration_s"]), risk_score=int(report["risk_score"]),
-                        tier=str(report["tier"]), report=report, audio_dir=audio_dir,
-                        audio_expires_at=audio_expires_at, raw_encrypted=raw_encrypted)
-            _add_report_rows(s, call, job.loan_file)
+                        duration_s=row.duration_s, risk_score=row.risk_score, tier=row.tier, report=row.report,
+                        audio_dir=audio_dir, audio_expires_at=audio_expires_at, raw_encrypted=raw_encrypted,
+                        customer_id=_loan_key(job.loan_file, "customer_id"),
+                        loan_id=_loan_key(job.loan_file, "loan_id"))
+            self._add_report_rows(s, call, row, job.loan_file)
             job.status, job.progress, job.finished_at, job.error = "done", 1.0, utcnow(), None
             job.lease_owner, job.lease_expires_at = None, None
             if files is not None:
                 job.files = files  # the stored audio was rewritten (personal data silenced)
-            # Names and addresses were needed only to redact; the finished job keeps the loan's figures.
-            job.loan_file = public_loan_file(job.loan_file)
+            job.loan_file = loan_file_kept
         return sorted(stale)
 
-    def replace_report(self, call_id: str, previous: dict[str, Any], report: dict[str, Any],
-                       reason: str = "rescore") -> int | None:
-        """Make `report` the call's current report, keeping `previous` (the one it was made from) as the call's
-        next earlier version (`report_versions`) with its assessor version; answers, coaching's row and the loan
-        book's summary are rewritten from it as `complete_job` writes them, in one transaction. Returns the kept
+    def replace_report(self, call_id: str, previous: dict[str, Any], row: ReportRow, assessor_version: str,
+                       loan_file: Mapping[str, Any] | None = None, reason: str = "rescore") -> int | None:
+        """Make `row` the call's current report, keeping `previous` (the one it was made from, by
+        `assessor_version`) as the call's next earlier version (`report_versions`); answers and the features'
+        rows are rewritten from it as `complete_job` writes them, in one transaction. The features read the
+        loan file the call's recording kept, or `loan_file` for a call stored without one. Returns the kept
         version's number; None (nothing written) when the call is gone or its report is no longer `previous` (a
         new upload replaced it meanwhile)."""
         with self.session() as s, s.begin():
@@ -312,27 +332,14 @@ class Store:
                 return None
             version = int(s.scalar(select(func.max(ReportVersion.version))
                                    .where(ReportVersion.call_id == call_id)) or 0) + 1
-            s.add(ReportVersion(call_id=call_id, version=version,
-                                assessor_version=str(previous.get("assessor_version") or ""), report=previous,
-                                created_at=utcnow(), reason=reason))
-            summary = s.get(CallSummary, call_id)
-            # Only the call's own summary knows the masked name of a co-borrower or guarantor (their names
-            # were dropped from the stored loan file once redaction was done).
-            name = ((summary.facts.get("loan") or {}).get("name_masked") if summary is not None else None)
-            s.execute(delete(AgentCallStats).where(AgentCallStats.call_id == call_id))
-            s.execute(delete(CallSummary).where(CallSummary.call_id == call_id))
+            s.add(ReportVersion(call_id=call_id, version=version, assessor_version=assessor_version,
+                                report=previous, created_at=utcnow(), reason=reason))
             call.answers.clear()
             s.flush()
-            call.report, call.risk_score, call.tier = report, int(report["risk_score"]), str(report["tier"])
-            call.duration_s = float(report["duration_s"])
+            call.report, call.risk_score, call.tier = row.report, row.risk_score, row.tier
+            call.duration_s = row.duration_s
             recording = s.get(Recording, call.recording_id) if call.recording_id else None
-            _add_report_rows(s, call, recording.loan_file if recording is not None else report.get("loan_file"))
-            s.flush()
-            written = s.get(CallSummary, call_id)
-            if name and written is not None:
-                loan = dict(written.facts.get("loan") or {})
-                loan["name_masked"] = name
-                written.facts = {**written.facts, "loan": loan}
+            self._add_report_rows(s, call, row, recording.loan_file if recording is not None else loan_file)
             return version
 
     def report_versions(self, call_id: str) -> list[ReportVersion]:
@@ -365,6 +372,16 @@ class Store:
             rows = s.scalars(query.order_by(Call.created_at.desc(), Call.call_id)
                              .limit(f.limit).offset(f.offset)).all()
             return list(rows), int(total)
+
+    def call_ids(self, since: datetime | None = None, call_id: str | None = None) -> list[str]:
+        """The ids of stored calls in call-time order: those at or after `since`, or only `call_id`."""
+        query = select(Call.call_id)
+        if call_id is not None:
+            query = query.where(Call.call_id == call_id)
+        if since is not None:
+            query = query.where(Call.created_at >= since)
+        with self.session() as s:
+            return list(s.scalars(query.order_by(Call.created_at, Call.call_id)))
 
     def call_footprint(self, call_id: str) -> Footprint | None:
         """What is stored for a call id (its report and every job), or None when nothing is."""
@@ -427,18 +444,10 @@ class Store:
             count += 1
 
 
-def _add_report_rows(s: Session, call: Call, loan_file: dict[str, Any] | None) -> None:
-    """The rows a stored report brings, in its transaction: the answers calls are filtered by, coaching's row and
-    the loan book's summary (`complete_job`, `replace_report`)."""
-    for topic in call.report["topics"]:
-        if topic.get("label"):
-            span = topic.get("answer_span") or (None, None)
-            call.answers.append(Answer(topic=topic["topic"], label=topic["label"],
-                                       confidence=float(topic.get("confidence") or 0.0),
-                                       mismatch=bool(topic.get("mismatch")), start_s=span[0], end_s=span[1]))
-    s.add(call)
-    coaching.add_call_stats(s, call)
-    loanbook.record_call(s, call, loan_file)
+def _loan_key(loan_file: Mapping[str, Any] | None, key: str) -> str | None:
+    """The customer or loan a job's loan file names (None: none), which the stored call is filed under."""
+    value = (loan_file or {}).get(key)
+    return str(value) if value not in (None, "") else None
 
 
 def _fence(job: Recording, version: int | None) -> None:

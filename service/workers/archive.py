@@ -37,14 +37,11 @@ from typing import Any, Protocol
 
 from nlu.pii import minimal_loan_file
 from pipeline.call import roles_problem
-from pipeline.recording import RecordingScorer
 from service.errors import ServiceError
 from service.ids import process_name
 from service.protocol import LoanFileError, parse_loan_file, valid_call_id
-from service.settings import Settings
 from service.store import JobRecord, Store
-from service.store.anchor import Anchor, load_or_create_key
-from service.workers.jobs import RENEW_EVERY, JobContext, job_context, recording_scorer, renew_lease, run_job
+from service.workers.jobs import RENEW_EVERY, JobContext, renew_lease, run_job
 
 log = logging.getLogger(__name__)
 
@@ -461,30 +458,3 @@ def score_until_drained(store: Store, batch: str, workers: Workers, interval_s: 
                 gone.add(index)
 
 
-# -- what a scoring process loads ----------------------------------------------------------------------
-
-
-def open_store(settings: Settings) -> Store:
-    """The database of these settings, migrated, with the audit chain checkpointed to its file (as the service
-    does): for processes that score outside the service (`score-dir`, `score-archive`, Ray actors)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)  # the embedded database's file lives there
-    store = Store(settings.db_url)
-    store.migrate()
-    store.anchor = Anchor(settings.audit_checkpoints_file, load_or_create_key(settings.audit_key_path))
-    return store
-
-
-def load_scorer(settings: Settings, store_audio: bool = True) -> RecordingScorer:
-    """The service's scorer, its models loaded in this process (once: every job of the process shares it).
-    Without `store_audio` (a user's own file scored in place) no audio is ever rewritten."""
-    from asr.streaming import SileroStep
-    from asr.transcribe import Transcriber
-
-    transcriber = Transcriber(settings.asr_options())
-    transcriber.load()
-    return recording_scorer(settings, transcriber, settings.assessor(), SileroStep(), store_audio)
-
-
-def worker_context(settings: Settings) -> JobContext:
-    """Everything a worker outside the service needs to score queued jobs: the store and the loaded scorer."""
-    return job_context(settings, open_store(settings), load_scorer(settings))

@@ -23,16 +23,13 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 
 from asr.errors import AsrError
-from asr.streaming import VadStep
-from asr.transcribe import Transcriber
-from nlu.assess import Assessor
-from nlu.report import load_risk
-from pipeline.recording import AudioPart, RecordingError, RecordingScorer, Scored
+from nlu.pii import public_loan_file
+from nlu.report import read_report
+from pipeline.recording import AudioPart, RecordingError, Scored
 from service.ids import process_name
-from service.loanbook.book import LoanBook, build_loanbook
 from service.metrics import JOB_DURATION, JOBS
 from service.privacy import RawTextCipher
-from service.settings import Settings
+from service.reports import report_row
 from service.store import JobRecord, Store, audit
 from service.store.store import LEASE_S, LeaseLost, StoreError, folder_of, utcnow
 from service.workers.loop import WorkerLoop
@@ -61,24 +58,6 @@ class JobContext:
     after_report: Callable[[str], object] | None = None
 
 
-def recording_scorer(settings: Settings, transcriber: Transcriber, assessor: Assessor, vad: VadStep,
-                     store_audio: bool = True) -> RecordingScorer:
-    """The scorer of recordings for this configuration (the service's jobs, `huifang score`, `score-dir`).
-    Without `store_audio` (a user's own file, scored in place) the audio is never rewritten."""
-    return RecordingScorer(transcriber, assessor, vad, settings.decode_limits(), settings.dialogue_options(),
-                           load_risk(settings.scoring.risk_file), settings.segment_options(),
-                           settings.privacy.silence_audio and store_audio)
-
-
-def job_context(settings: Settings, store: Store, scorer: RecordingScorer,
-                loanbook: LoanBook | None = None) -> JobContext:
-    """What the job workers (the service's, `huifang score-dir`, archive workers) need, from the settings: each
-    stored report re-plans its customer in the loan book."""
-    cipher = RawTextCipher(settings.raw_key_file) if settings.privacy.keep_raw else None
-    book = loanbook or build_loanbook(settings, store, scorer.assessor)
-    return JobContext(store, settings.data_dir, scorer, settings.scoring.retention_days, cipher, book.plan)
-
-
 def run_job(ctx: JobContext, job: JobRecord) -> None:
     """Score one claimed job and record the outcome (synchronous: call on a worker thread)."""
     # Audio outside the service's own area (an archive scored in place by `huifang score-archive`) is only ever
@@ -95,6 +74,8 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
     began = time.monotonic()
     try:
         scored = ctx.score(job.call_id, parts, job.loan_file, progress)
+        # Read back as every later reader will: a report no reader can read is never stored.
+        typed = read_report(scored.report)
     except (AsrError, RecordingError) as e:
         log.warning("recording %s (call %s) failed: %s", job.id, job.call_id, e)
         _fail(ctx, job, str(e))
@@ -112,8 +93,10 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
     raw = ctx.cipher.encrypt(scored.raw) if ctx.cipher is not None else None
     files = [_current(ctx.data_dir, f) for f in job.files]
     try:
-        stale = _retrying(lambda: ctx.store.complete_job(job.id, report, job.agent_id, audio_dir, expires, raw,
-                                                         files, version=job.lease_version))
+        # Names and addresses were needed only to redact; the finished job keeps the loan's figures.
+        stale = _retrying(lambda: ctx.store.complete_job(job.id, report_row(report), job.agent_id, audio_dir,
+                                                         expires, raw, files, version=job.lease_version,
+                                                         loan_file_kept=public_loan_file(job.loan_file)))
     except LeaseLost as e:
         log.warning("recording %s: %s; this result is dropped", job.id, e)
         JOBS.labels("superseded").inc()
@@ -123,9 +106,8 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
     loan = job.loan_file or {}
     entry = {"recording_id": job.id, "report_sha256": audit.digest(report), "agent_id": job.agent_id,
              "customer_id": loan.get("customer_id"), "loan_id": loan.get("loan_id"),
-             "risk_score": report["risk_score"], "tier": report["tier"],
-             "answers": [{"topic": a["topic"], "label": a["label"], "mismatch": a["mismatch"]}
-                         for a in report.get("answers", [])]}
+             "risk_score": typed.risk_score, "tier": typed.tier,
+             "answers": [{"topic": a.topic, "label": a.label, "mismatch": a.mismatch} for a in typed.answers]}
     _retrying(lambda: audit.append(ctx.store, "report", "scoring", job.call_id, entry))
     customer_id = loan.get("customer_id")
     if ctx.after_report is not None and customer_id:
@@ -135,7 +117,7 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
             log.exception("call %s: could not plan the customer's follow-ups; the next planning run will",
                           job.call_id)
     JOBS.labels("done").inc()
-    log.info("recording %s scored: call %s, risk %s (%s)", job.id, job.call_id, report["risk_score"], report["tier"])
+    log.info("recording %s scored: call %s, risk %s (%s)", job.id, job.call_id, typed.risk_score, typed.tier)
 
 
 #: Seconds between attempts to record an outcome while the database is unreachable.

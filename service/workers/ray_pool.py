@@ -18,12 +18,13 @@ import os
 import time
 from typing import Any
 
+from service.bootstrap import worker_context
 from service.errors import ServiceError
 from service.ids import process_name
 from service.logs import install as install_logging
 from service.settings import Settings
 from service.store import Store
-from service.workers.archive import DrainCounts, drain_queue, worker_context
+from service.workers.archive import DrainCounts, drain_queue
 
 log = logging.getLogger(__name__)
 

@@ -19,12 +19,15 @@ import numpy as np
 from asr.audio import load_call_audio
 from service.errors import ServiceError
 from service.live.session import LiveCalls, LiveSession
+from service.live.sources.base import AudioChunk, AudioSource, CallEnd, CallStart, SourceRecord
 from service.protocol import CloseCode, StartMessage
 
 log = logging.getLogger(__name__)
 
 #: Audio per step of the replay, as a switch would packetise it.
 STEP_S = 0.1
+#: The rate the sample calls are read at (the models' own: nothing is resampled on the way).
+SAMPLE_RATE_HZ = 16000
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,29 @@ def demo_calls(folder: Path) -> dict[str, DemoCall]:
     return calls
 
 
+class DemoSource(AudioSource[np.ndarray]):
+    """A sample call's recording (float32, shape (2, n) at SAMPLE_RATE_HZ, agent then customer) read as a live
+    call: the start with the sample's loan file, the audio in STEP_S chunks of both channels, the end. The
+    recording is a file of the server's own, so a malformed one raises `ValueError` (a fault of the install),
+    not a client's `ServiceError`."""
+
+    def __init__(self, demo: DemoCall, agent_id: str | None = None) -> None:
+        self.demo = demo
+        self.agent_id = agent_id
+
+    def read(self, frame: np.ndarray) -> list[SourceRecord]:
+        """The whole call; the chunks are views of `frame` (no copy of the recording)."""
+        if frame.ndim != 2 or frame.shape[0] != 2:
+            raise ValueError(f"demo call {self.demo.name} must be a two-channel recording")
+        start = StartMessage.model_validate({"type": "start", "sample_rate_hz": SAMPLE_RATE_HZ, "encoding": "pcm16",
+                                             "channels": ["agent", "customer"], "loan_file": self.demo.loan_file,
+                                             "agent_id": self.agent_id})
+        step = int(SAMPLE_RATE_HZ * STEP_S)
+        chunks = [AudioChunk(frame[:, offset: offset + step], SAMPLE_RATE_HZ)
+                  for offset in range(0, frame.shape[1], step)]
+        return [CallStart(start), *chunks, CallEnd()]
+
+
 class DemoPlayer:
     """Replays sample calls as live calls (the console's demo mode); owns the replay tasks."""
 
@@ -74,36 +100,35 @@ class DemoPlayer:
         # The cap holds across replicas (with Redis): a demo decodes like a real call and must not starve them.
         await claims.claim_demo(call_id, self._max_running)
         try:
-            samples = await asyncio.to_thread(load_call_audio, str(demo.audio), 16000)
-            if samples.shape[0] != 2:
-                raise ValueError(f"demo call {demo.name} must be a two-channel recording")
-            start = StartMessage.model_validate({"type": "start", "sample_rate_hz": 16000, "encoding": "pcm16",
-                                                 "channels": ["agent", "customer"], "loan_file": demo.loan_file,
-                                                 "agent_id": agent_id})
-            session = await self._calls.open(call_id, start, None, owner)
+            samples = await asyncio.to_thread(load_call_audio, str(demo.audio), SAMPLE_RATE_HZ)
+            start, *records = DemoSource(demo, agent_id).read(samples)
+            if not isinstance(start, CallStart):
+                raise TypeError("a demo source begins with the call's start")
+            session = await self._calls.open(call_id, start.start, None, owner)
         except BaseException:
             claims.release_demo(call_id)
             raise
-        task = asyncio.create_task(self._play(session, samples, speed))
+        task = asyncio.create_task(self._play(session, records, speed))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(lambda _: claims.release_demo(call_id))
         return call_id
 
     @staticmethod
-    async def _play(session: LiveSession, samples: np.ndarray, speed: float) -> None:
+    async def _play(session: LiveSession, records: list[SourceRecord], speed: float) -> None:
         try:
             await session.ready()
-            step = int(16000 * STEP_S)
+            played = 0  # samples per channel
             began = time.monotonic()
-            for offset in range(0, samples.shape[1], step):
-                if session.stopping:
-                    break  # the server is stopping: end the replay where it is
-                block = np.ascontiguousarray(samples[:, offset: offset + step])
-                await session.feed_block(block)
-                # Real-time pace (or `speed` times it): the latency the agent sees is the product's.
-                due = began + (offset + block.shape[1]) / 16000 / speed
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
+            for record in records:
+                if session.stopping or isinstance(record, CallEnd):
+                    break  # the recording is over, or the server is stopping: end the replay where it is
+                if isinstance(record, AudioChunk):
+                    await session.feed(record)
+                    # Real-time pace (or `speed` times it): the latency the agent sees is the product's.
+                    played += record.samples.shape[-1]
+                    due = began + played / record.sample_rate_hz / speed
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
             await session.end()
         except asyncio.CancelledError:
             raise

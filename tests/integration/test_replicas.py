@@ -1,0 +1,166 @@
+"""Two `huifang serve` replicas behind the shipped nginx configuration, sharing PostgreSQL, Redis, an audio
+volume and their secrets (issue #17 point 8), with the real model: a shared call streamed into the service is
+watched, event for event, from both replicas; recordings uploaded through each are scored once each and their
+audio is served by either; both answer /readyz and /metrics.
+
+Needs PostgreSQL (HUIFANG_TEST_POSTGRES_URL), redis-server and nginx; .ci/run provides all three."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from asr.audio import load_call_audio
+from service.auth import load_or_create_secret
+from service.cli.replay import replay
+from service.privacy import RawTextCipher
+from service.store.anchor import load_or_create_key
+from tests.support.postgres import fresh_postgres_schema
+from tests.support.proxy import front_proxy
+from tests.support.redis_server import RedisServer
+from tests.support.server import INGEST, SUPERVISOR, bearer, free_port, running_server
+
+
+@dataclass
+class Cluster:
+    proxy: str
+    replicas: list[int]
+    metrics: list[int]
+    database_url: str
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, shared_data: Path) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("replicas")
+    secrets = tmp / "secrets"  # what every replica must share: tokens, ticket key, raw-text key, audit key
+    load_or_create_secret(secrets / "ticket.key")
+    RawTextCipher(secrets / "raw-text.key")  # a Fernet key: raw transcripts and customers' contact details
+    load_or_create_key(secrets / "audit-ed25519.key")
+    shared_audio = tmp / "shared-audio"  # the shared volume, mounted as <data dir>/audio on every replica
+    shared_audio.mkdir()
+    ports, metrics = [], []
+    with ExitStack() as stack:
+        database_url = stack.enter_context(fresh_postgres_schema())
+        redis = RedisServer(tmp)
+        redis.start()
+        stack.callback(redis.stop)
+        env = {"HUIFANG_DATABASE_URL": database_url, "HUIFANG_REDIS_URL": redis.url,
+               "HUIFANG_AUTH__TICKET_KEY_FILE": str(secrets / "ticket.key"),
+               "HUIFANG_PRIVACY__KEY_FILE": str(secrets / "raw-text.key"),
+               "HUIFANG_PRIVACY__AUDIT_KEY_FILE": str(secrets / "audit-ed25519.key")}
+        for name in ("a", "b"):
+            data = tmp / name
+            data.mkdir()
+            (data / "audio").symlink_to(shared_audio)
+            metrics.append(free_port())
+            ports.append(stack.enter_context(running_server(data, model_cache, env_extra={
+                **env, "HUIFANG_METRICS__PORT": str(metrics[-1])})))
+        proxy_port = free_port()
+        (tmp / "nginx").mkdir()
+        stack.enter_context(front_proxy(tmp / "nginx", proxy_port, ports))
+        yield Cluster(f"http://127.0.0.1:{proxy_port}", ports, metrics, database_url)
+
+
+def test_both_replicas_are_ready_and_serve_metrics(cluster: Cluster) -> None:
+    for port, metrics_port in zip(cluster.replicas, cluster.metrics, strict=True):
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+        assert ready.status_code == 200, ready.text
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        assert scraped.status_code == 200 and "huifang_live_calls" in scraped.text
+
+
+async def _watch(url: str) -> list[dict[str, Any]]:
+    import websockets
+
+    async with websockets.connect(url, additional_headers=bearer(SUPERVISOR), max_size=2**22) as ws:
+        return [json.loads(m) async for m in ws]
+
+
+@pytest.mark.asyncio
+async def test_a_call_streamed_through_the_proxy_is_watched_identically_from_both_replicas(
+        cluster: Cluster, shared_data: Path) -> None:
+    meta = json.loads((shared_data / "calls" / "call_s01.json").read_text(encoding="utf-8"))
+    audio = load_call_audio(str(shared_data / "calls" / "call_s01.flac"), 16000)
+    call_id = "replicas-live-1"
+    watchers = [asyncio.create_task(_watch(f"ws://127.0.0.1:{port}/v1/calls/{call_id}/events"))
+                for port in cluster.replicas]
+    await asyncio.sleep(1.0)  # both screens wait for the call before it starts
+    streamed = await replay(cluster.proxy.replace("http", "ws") + f"/v1/calls/{call_id}/audio", audio, 16000,
+                            ["agent", "customer"], loan_file=meta["loan_file"], headers=bearer(INGEST))
+    seen = await asyncio.wait_for(asyncio.gather(*watchers), timeout=60)
+    assert streamed.close_code == 1000
+    assert [e["type"] for e in streamed.events][0] == "ready" and streamed.events[-1]["type"] == "end"
+    assert len(streamed.finals()) >= 5 and any(e["type"] == "assessment" for e in streamed.events)
+    # One of the two screens is on the other replica: both see exactly what the call's own socket got.
+    for events in seen:
+        assert events == streamed.events
+    # A screen opened after the end, on either replica, gets the history (no partials).
+    history = [e for e in streamed.events if e["type"] != "partial"]
+    for port in cluster.replicas:
+        assert await _watch(f"ws://127.0.0.1:{port}/v1/calls/{call_id}/events") == history
+
+
+def test_a_call_id_streaming_on_one_replica_is_refused_on_the_other(cluster: Cluster) -> None:
+    import websockets.sync.client as ws_client
+
+    start = json.dumps({"type": "start", "sample_rate_hz": 16000, "encoding": "pcm16", "channels": ["agent"]})
+    a, b = cluster.replicas
+    with ws_client.connect(f"ws://127.0.0.1:{a}/v1/calls/replicas-dup/audio", additional_headers=bearer(INGEST)) \
+            as first:
+        first.send(start)
+        assert json.loads(first.recv(timeout=10))["type"] == "ready"
+        with ws_client.connect(f"ws://127.0.0.1:{b}/v1/calls/replicas-dup/audio",
+                               additional_headers=bearer(INGEST)) as second:
+            second.send(start)
+            refused = json.loads(second.recv(timeout=10))
+        assert refused["type"] == "error" and refused["code"] == "call_in_progress"
+        first.send(json.dumps({"type": "stop"}))
+
+
+def test_recordings_uploaded_through_each_replica_are_scored_once_and_served_by_either(
+        cluster: Cluster, shared_data: Path) -> None:
+    from sqlalchemy import create_engine, func, select
+    from sqlalchemy.orm import Session
+
+    from service.store.models import AuditEntry, Recording
+
+    jobs = {}
+    for i, port in enumerate(cluster.replicas):
+        call_id = f"replicas-rec-{i}"
+        with open(shared_data / "calls" / f"call_s0{i + 2}.flac", "rb") as f:
+            answer = httpx.post(f"http://127.0.0.1:{port}/v1/recordings", headers=bearer(INGEST), timeout=60,
+                                files={"file": (f"call_s0{i + 2}.flac", f, "audio/flac")},
+                                data={"call_id": call_id})
+        assert answer.status_code == 202, answer.text
+        jobs[call_id] = answer.json()["id"]
+    deadline = time.monotonic() + 600
+    for call_id, job_id in jobs.items():
+        while True:
+            status = httpx.get(f"{cluster.proxy}/v1/recordings/{job_id}", headers=bearer(SUPERVISOR),
+                               timeout=10).json()["status"]
+            if status in ("done", "failed"):
+                break
+            assert time.monotonic() < deadline, f"{call_id} not scored in time"
+            time.sleep(1)
+        assert status == "done"
+        for port in cluster.replicas:  # the audio lies on the shared volume: either replica serves it
+            audio = httpx.get(f"http://127.0.0.1:{port}/v1/calls/{call_id}/audio/0", headers=bearer(SUPERVISOR),
+                              timeout=30)
+            assert audio.status_code == 200 and len(audio.content) > 10_000
+    engine = create_engine(cluster.database_url)
+    with Session(engine) as s:
+        for call_id, job_id in jobs.items():
+            reports = s.scalar(select(func.count()).select_from(AuditEntry).where(
+                AuditEntry.kind == "report", AuditEntry.call_id == call_id))
+            attempts = s.scalar(select(Recording.attempts).where(Recording.id == job_id))
+            assert (reports, attempts) == (1, 1)
+    engine.dispose()
