@@ -9,5 +9,7 @@
 - `pages`: `/console` and `/calls`, the HTML pages
 - `transcriptions`: `/v1/audio/transcriptions`, OpenAI-compatible transcription of a file (docs/transcriptions.md)
 
-Routes parse and answer; the work is in `service.live`, `service.workers.jobs`, `pipeline` and `nlu`.
+Routes parse and answer; the work is in `service.live`, `service.workers.jobs`, `pipeline` and `nlu`. A feature's
+routes live in its own folder: `service/loanbook/customers_api.py`, `followups_api.py`,
+`service/coaching/agents_api.py`.
 """
