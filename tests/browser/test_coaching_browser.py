@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from nlu.assess import Assessor
+from service.bootstrap import report_rows
+from service.settings import Settings
 from service.store import Store
 from tests.integration.test_coaching import CLEAN_CALL, GUARANTOR_CALL, _store_call, report_of
 from tests.support.paths import ARTIFACTS
@@ -23,7 +25,8 @@ def test_scorecards_charts_and_moments_in_the_browser(browser, model_cache: Path
     rules = Assessor()
     data = tmp_path / "data"
     with running_server(data, model_cache) as port:
-        store = Store(f"sqlite:///{data / 'huifang.db'}")  # the server's database, migrated by it
+        # The server's database, migrated by it; the features' rows are written as the server writes them.
+        store = Store(f"sqlite:///{data / 'huifang.db'}", report_rows(Settings(data_dir=data)))
         _store_call(store, report_of(rules, GUARANTOR_CALL, "g1"), AGENT_ID)
         _store_call(store, report_of(rules, CLEAN_CALL, "ok1", "borrower", 20.0), AGENT_ID)
         _store_call(store, report_of(rules, CLEAN_CALL, "b1", "borrower", 20.0), "A09")
