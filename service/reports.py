@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from nlu.report import read_report
+from nlu.report import Report, read_report
 from service.store.rows import AnswerRow, ReportRow
 
 
@@ -19,10 +19,11 @@ def answer_labels(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(a.topic, a.label) for a in report_row(report).answers]
 
 
-def report_row(report: Mapping[str, Any]) -> ReportRow:
+def report_row(report: Mapping[str, Any], typed: Report | None = None) -> ReportRow:
     """What storage keeps of `report` (as `nlu.report.Report.to_dict` writes it, read by `read_report`): the
-    JSON as written, its listing columns, and an answer row per topic with a standing label."""
-    typed = read_report(report)
+    JSON as written, its listing columns, and an answer row per topic with a standing label. A caller that has
+    already read it passes `typed`, so it is not read twice."""
+    typed = typed if typed is not None else read_report(report)
     answers = tuple(
         AnswerRow(topic=t.topic, label=t.label, confidence=t.confidence or 0.0, mismatch=t.mismatch is not None,
                   start_s=t.answer_span[0] if t.answer_span else None,

@@ -165,7 +165,7 @@ def rescore(store: Store, assessor: Assessor, dialogue: DialogueOptions, risk: R
         after = read_report(report)
         change = report_change(before, after)
         if not options.dry_run:
-            version = store.replace_report(call_id, previous, report_row(report), before.assessor_version,
+            version = store.replace_report(call_id, previous, report_row(report, after), before.assessor_version,
                                            loan_file=after.loan_file)
             if version is None:
                 superseded += 1

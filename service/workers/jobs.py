@@ -94,8 +94,9 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
     files = [_current(ctx.data_dir, f) for f in job.files]
     try:
         # Names and addresses were needed only to redact; the finished job keeps the loan's figures.
-        stale = _retrying(lambda: ctx.store.complete_job(job.id, report_row(report), job.agent_id, audio_dir,
-                                                         expires, raw, files, version=job.lease_version,
+        row = report_row(report, typed)
+        stale = _retrying(lambda: ctx.store.complete_job(job.id, row, job.agent_id, audio_dir, expires, raw, files,
+                                                         version=job.lease_version,
                                                          loan_file_kept=public_loan_file(job.loan_file)))
     except LeaseLost as e:
         log.warning("recording %s: %s; this result is dropped", job.id, e)
