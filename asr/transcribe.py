@@ -216,7 +216,7 @@ class Transcriber:
             if decoded is None:
                 return None
             raw, avg_logprob, no_speech = decoded.text, decoded.avg_logprob, decoded.no_speech_prob
-        return self._utterance(raw, avg_logprob, no_speech, words, samples.shape[0], channel, offset_s)
+        return self._utterance(raw, avg_logprob, no_speech, words, samples.shape[0], channel, offset_s, beam == 1)
 
     def transcribe_spans(self, spans: Sequence[tuple[np.ndarray, str, float]], beam_size: int | None = None,
                          min_window_s: float | None = None) -> list[Utterance | None]:
@@ -232,15 +232,16 @@ class Transcriber:
             return [self.transcribe_span(samples, channel, offset_s, beam_size, min_window_s)
                     for samples, channel, offset_s in spans]
         assert self._window_decoder is not None
-        decoded = self._window_decoder.decode_batch([samples for samples, _, _ in spans],
-                                                    beam_size or opts.beam_size, min_window_s)
+        beam = beam_size or opts.beam_size
+        decoded = self._window_decoder.decode_batch([samples for samples, _, _ in spans], beam, min_window_s)
         return [
-            self._utterance(d.text, d.avg_logprob, d.no_speech_prob, None, samples.shape[0], channel, offset_s)
+            self._utterance(d.text, d.avg_logprob, d.no_speech_prob, None, samples.shape[0], channel, offset_s,
+                            beam == 1)
             for d, (samples, channel, offset_s) in zip(decoded, spans, strict=True)
         ]
 
     def _utterance(self, raw: str, avg_logprob: float, no_speech: float, words: tuple[Word, ...] | None,
-                   n_samples: int, channel: str, offset_s: float) -> Utterance | None:
+                   n_samples: int, channel: str, offset_s: float, greedy: bool = False) -> Utterance | None:
         """Whisper's raw text to an utterance: no-speech filter, Simplified text, lexicon, hallucinations."""
         opts = self.options
         if no_speech > opts.no_speech_threshold and avg_logprob < opts.log_prob_threshold:
@@ -260,6 +261,7 @@ class Transcriber:
             words=words,
             avg_logprob=float(avg_logprob) if math.isfinite(avg_logprob) else -10.0,
             no_speech_prob=float(no_speech),
+            greedy=greedy,
         )
 
 
@@ -279,7 +281,8 @@ def join_parts(parts: Sequence[Utterance | None], channel: str, start_s: float, 
         return None
     if len(real) == 1:
         only = real[0]
-        return Utterance(channel, start_s, end_s, only.text, only.words, only.avg_logprob, only.no_speech_prob)
+        return Utterance(channel, start_s, end_s, only.text, only.words, only.avg_logprob, only.no_speech_prob,
+                         only.greedy)
     weights = [len(p.text) for p in real]
     words = None if any(p.words is None for p in real) else tuple(w for p in real for w in p.words or ())
     return Utterance(
@@ -290,4 +293,5 @@ def join_parts(parts: Sequence[Utterance | None], channel: str, start_s: float, 
         words=words,
         avg_logprob=sum(p.avg_logprob * w for p, w in zip(real, weights, strict=True)) / sum(weights),
         no_speech_prob=min(p.no_speech_prob for p in real),
+        greedy=any(p.greedy for p in real),
     )

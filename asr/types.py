@@ -47,6 +47,9 @@ class Utterance:
     words: tuple[Word, ...] | None
     avg_logprob: float
     no_speech_prob: float
+    #: Decoded with beam width 1 (a live final decoded greedily while other finals waited is re-decoded after
+    #: the call when the configured beam is wider).
+    greedy: bool = False
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (rounded to milliseconds)."""

@@ -48,6 +48,7 @@ from service.auth import (
 from service.coaching import agents_api as agents
 from service.errors import ServiceError
 from service.ids import process_name
+from service.live.books import BooksOptions, LiveBooks
 from service.live.claims import CallClaims, LocalClaims
 from service.live.engine import LiveEngine
 from service.live.hub import CallHub, EventBus
@@ -207,10 +208,18 @@ async def _attach_storage(state: AppState, stack: AsyncExitStack) -> None:
         # Uploads are scored on the cores live calls decode on: their decodes give way to live finals.
         scheduler = state.calls.engine.scheduler
         scorer = replace(scorer, yield_to=partial(scheduler.yield_to_live, settings.scoring.yield_to_live_s))
-    jobs = JobRunner(bootstrap.job_context(settings, store, scorer, book), settings.scoring.workers,
-                     settings.scoring.lease_s)
+    job_context = bootstrap.job_context(settings, store, scorer, book)
+    jobs = JobRunner(job_context, settings.scoring.workers, settings.scoring.lease_s)
     await jobs.start()
     stack.push_async_callback(jobs.close)
+    # Live calls are stored as they end, by the same code as a scored recording; the sweep stores those whose
+    # replica died (at start-up first: a single box's own last run).
+    books = LiveBooks(job_context, BooksOptions(keep_audio=settings.live.keep_audio, lease_s=settings.live.lease_s,
+                                                audio_flush_s=settings.live.audio_flush_s, risk=scorer.risk,
+                                                sweep_s=min(10.0, settings.live.lease_s / 2)),
+                      state.assessor, bootstrap.dialogue_options(settings))
+    await books.start()
+    stack.push_async_callback(books.close)
     if configured_channels(settings.outbox):  # else messages are queued and wait for a transport
         outbox = await asyncio.to_thread(Outbox.from_settings, store, settings)
         state.outbox = OutboxWorker(outbox, settings.outbox.concurrency, settings.outbox.poll_s)
@@ -221,7 +230,7 @@ async def _attach_storage(state: AppState, stack: AsyncExitStack) -> None:
         planning = asyncio.create_task(_plan_every(book, settings.loanbook.plan_interval_s))
         stack.push_async_callback(_cancel, planning)
     state.store, state.jobs, state.store_error, state.loanbook = store, jobs, None, book
-    state.calls.store, state.calls.loanbook = store, book
+    state.calls.store, state.calls.loanbook, state.calls.books = store, book, books
 
 
 #: Seconds between attempts to reach the database, doubling up to the last.

@@ -298,8 +298,14 @@ class ErrorEvent(BaseModel):
 
 
 class EndEvent(BaseModel):
+    """No more events on this connection. `report_url`: the call was stored (its report is there now).
+    `resumable`: the call was kept open instead (the server is stopping), and a connection with the same call id,
+    to any replica, continues it until its lease runs out (`live.lease_s`)."""
+
     type: Literal["end"] = "end"
     call_id: str
+    report_url: str | None = None
+    resumable: bool = False
 
 
 ServerEvent = Annotated[

@@ -121,6 +121,14 @@ class LiveSettings(BaseModel):
     max_demo_calls: int = Field(2, ge=0, le=32, description="live: console demo replays running at once, for the "
                                 "whole service (all replicas, with Redis; each also counts against its caller's "
                                 "live-call limit)")
+    keep_audio: bool = Field(True, description="live: keep each call's audio as received (personal data silenced, "
+                             "under the recordings' retention) so the report can play it; off for banks that "
+                             "record elsewhere (the report is stored either way)")
+    lease_s: float = Field(60.0, ge=2.0, le=3600.0, description="live: a call's lease on its replica, renewed while "
+                           "it streams; a dropped connection may reconnect and continue the call this long, and a "
+                           "call whose replica died is stored as incomplete once it runs out")
+    audio_flush_s: float = Field(5.0, gt=0.0, le=10.0, description="live: audio kept in memory at most this long "
+                                 "before it is written to disk (what a crash can lose)")
 
 
 class NluSettings(BaseModel):

@@ -32,6 +32,10 @@ class CallSummaryRow(BaseModel):
     tier: str
     labels: dict[str, int]
     report_url: str
+    #: `upload` (a scored recording), `live` (streamed) or `demo` (the console's demo replay).
+    source: str
+    #: False for a live call that did not end cleanly (what was said up to its last final).
+    complete: bool
 
 
 class CallPage(BaseModel):
@@ -88,6 +92,8 @@ class CallReport(ReportBody):
     audio: list[AudioLink]
     created_at: str
     agent_id: str | None
+    source: str
+    complete: bool
 
 
 class RawUtterance(BaseModel):
@@ -134,6 +140,7 @@ async def call_report(call_id: CallIdPath, principal: Viewer, store: StoreDep) -
     await asyncio.to_thread(audit.append, store, "report_read", principal.name, call_id, {"role": principal.role})
     files = await asyncio.to_thread(_audio_files, store, call.recording_id, call.audio_dir)
     return CallReport(**report_body(call.report), created_at=call.created_at.isoformat(), agent_id=call.agent_id,
+                      source=call.source, complete=call.complete,
                       audio=[AudioLink(url=f"/v1/calls/{call_id}/audio/{i}", channels=f["channels"])
                              for i, f in enumerate(files)])
 
@@ -192,7 +199,8 @@ async def list_calls(
     return CallPage(total=total, limit=limit, offset=offset, items=[
         CallSummaryRow(call_id=c.call_id, created_at=c.created_at, agent_id=c.agent_id, duration_s=c.duration_s,
                        risk_score=c.risk_score, tier=c.tier, labels=read_report(c.report).labels,
-                       report_url=f"/v1/calls/{c.call_id}/report") for c in rows])
+                       report_url=f"/v1/calls/{c.call_id}/report", source=c.source, complete=c.complete)
+        for c in rows])
 
 
 @router.get("/v1/calls/{call_id}/raw", response_model=RawTranscript, responses={404: {"description": "not kept"}})

@@ -197,6 +197,8 @@ async def _may_replace(store: Store, settings: Settings, principal: Principal, c
     if (replace_field or "false").lower() not in ("true", "1", "false", "0"):
         raise ServiceError("bad_field", f"replace {replace_field!r}: true or false", 422)
     found = await asyncio.to_thread(store.call_footprint, call_id)
+    if found is not None and "live" in found.pending:
+        raise ServiceError("call_live", f"call {call_id} is streaming live: its report is stored when it ends", 409)
     if found is None or not found.has_report:
         return  # new, or only failed attempts: nothing stored to lose
     keep_until = found.created_at + timedelta(days=settings.scoring.min_retention_days)

@@ -58,11 +58,13 @@ class CoachingRows:
         self.sensitivity = dict(sensitivity)
 
     def write(self, s: Session, call: Call, loan_file: Mapping[str, Any] | None) -> None:
-        """Add the row of `call`, replacing the one of its earlier report."""
+        """Add the row of `call`, replacing the one of its earlier report (none for a demo call)."""
         old = s.get(AgentCallStats, call.call_id)
         if old is not None:
             s.delete(old)
             s.flush()
+        if call.source == "demo":
+            return  # the console's demo replay is nobody's call: it coaches nobody
         s.add(row_of(stats_of(call, self.sensitivity)))
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from asr.streaming import (
 from asr.transcribe import Transcriber, join_parts
 from asr.types import Utterance
 from nlu.dialogue import Turn
-from pipeline.call import CallPipeline
+from pipeline.call import CallPipeline, Final
 from service.live.assist import CallAssist
 from service.live.scheduler import DecodeScheduler
 from service.metrics import FINAL_LATENCY, FINALS
@@ -76,6 +77,21 @@ class LiveEngine:
                                                  self.min_window_s)
 
 
+class CallKeeper(Protocol):
+    """Where a call's audio and finals are kept as they come (service/live/books.py)."""
+
+    offset_s: float
+
+    def earlier_utterances(self, channel: str) -> int:
+        """How many utterances `channel` had on the call's earlier connections."""
+
+    def keep_audio(self, index: int, samples: np.ndarray) -> None:
+        """Audio of channel `index` as received (called on the audio worker thread, in order)."""
+
+    def keep_final(self, final: Final, start_s: float, end_s: float, degraded: bool) -> None:
+        """A final as sent (on the event loop; must not block)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Span:
     """Audio of one final or piece, waiting to be decoded."""
@@ -103,7 +119,7 @@ class LiveCall:
     """The audio side of one call: its channels' endpointers and decodes; finals go through `pipeline`."""
 
     def __init__(self, call_id: str, start: StartMessage, engine: LiveEngine, pipeline: CallPipeline, emit: Emit,
-                 assist: CallAssist | None = None) -> None:
+                 assist: CallAssist | None = None, keeper: CallKeeper | None = None) -> None:
         self.call_id = call_id
         #: The call's text path (redaction, turns), shared with the dialogue.
         self.pipeline = pipeline
@@ -122,11 +138,17 @@ class LiveCall:
         self._overloaded = False
         self._dropped_partials = 0
         self.samples_in = 0
+        #: Where the call's audio and finals are kept as they come (None: nowhere, no database).
+        self.keeper = keeper
+        #: Call time before this connection, and each channel's utterances then: a call continued after a dropped
+        #: connection goes on with its clock and its utterance numbers.
+        self.offset_s = keeper.offset_s if keeper is not None else 0.0
+        self._earlier = {c.name: keeper.earlier_utterances(c.name) for c in self.channels} if keeper else {}
 
     @property
     def duration_s(self) -> float:
-        """Seconds of call audio received so far."""
-        return self.samples_in / self.start.sample_rate_hz
+        """Seconds of call audio so far (with a continued call's earlier connections)."""
+        return self.offset_s + self.samples_in / self.start.sample_rate_hz
 
     async def feed_block(self, block: np.ndarray) -> None:
         """Float32 audio (channels, n) at the call's sample rate (decoded by its source)."""
@@ -153,11 +175,14 @@ class LiveCall:
         requests: list[StreamRequest] = []
         for index, samples in blocks:
             channel = self.channels[index]
+            if self.keeper is not None:
+                self.keeper.keep_audio(index, samples)
             requests.extend(channel.stream.feed(channel.upsample(samples)))
         return requests
 
-    async def finish(self) -> None:
-        """End of audio: close open utterances and wait until every final has been emitted."""
+    async def finish(self, conclude: bool = True) -> None:
+        """End of audio: close open utterances and wait until every final has been emitted; then, when the call
+        is over (`conclude`; not when its connection dropped and it may continue), the dialogue's end."""
         for channel in self.channels:
             for request in channel.stream.finish():
                 self._handle(request)
@@ -165,7 +190,7 @@ class LiveCall:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self._overloaded:  # every final is out: nothing is late any more
             await self._clear_overload("the call ended; every final was sent")
-        if self.assist is not None:
+        if self.assist is not None and conclude:
             await self.assist.finish(self.duration_s)
 
     def cancel(self) -> None:
@@ -273,18 +298,32 @@ class LiveCall:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)  # keep each channel's finals in order
         channel.finalised.add(request.utterance_id)
-        final = self.pipeline.final(channel.name, utterance.text if utterance else "", request.start_s,
-                                    request.end_s, request.utterance_id)
+        start_s, end_s = self.offset_s + request.start_s, self.offset_s + request.end_s
+        final = self.pipeline.final(channel.name, utterance.text if utterance else "", start_s, end_s,
+                                    self._public_id(channel.name, request.utterance_id))
         if not final.text and request.utterance_id not in channel.partial_shown:
             return None  # nothing was said and nothing was shown: no event
         delay_s = time.monotonic() - detected
         FINAL_LATENCY.observe(delay_s)
-        await self._emit(FinalEvent(channel=request.channel, utterance_id=request.utterance_id, text=final.text,
-                                    start_s=request.start_s, end_s=request.end_s))
+        await self._emit(FinalEvent(channel=request.channel, utterance_id=final.utterance_id, text=final.text,
+                                    start_s=start_s, end_s=end_s))
+        if self.keeper is not None and final.text:
+            # Greedy under load while the final beam is wider: re-decoded after the call.
+            degraded = utterance is not None and utterance.greedy and self.engine.final_beam_size > 1
+            self.keeper.keep_final(final, start_s, end_s, degraded)
         self._late.pop(request.utterance_id, None)
         if self._overloaded and not self._late and delay_s <= self.engine.overload_final_delay_s:
             await self._clear_overload("finals are on time again")
         return final.turn
+
+    def _public_id(self, channel: str, utterance_id: str) -> str:
+        """The id an utterance is known by outside (events, turns, storage): numbered after the channel's
+        utterances on earlier connections of the call."""
+        earlier = self._earlier.get(channel, 0)
+        if not earlier:
+            return utterance_id
+        head, _, number = utterance_id.rpartition("-")
+        return f"{head}-{int(number) + earlier}" if number.isdigit() else utterance_id
 
     def _final_overdue(self, utterance_id: str, detected: float) -> None:
         """A final is still not out `overload_final_delay_s` after its utterance ended (a timer callback)."""
@@ -324,9 +363,10 @@ class LiveCall:
             if shown is None:
                 return  # nothing recognisable yet
             channel.partial_shown.add(request.utterance_id)
-            await self._emit(PartialEvent(channel=request.channel, utterance_id=request.utterance_id,
+            await self._emit(PartialEvent(channel=request.channel,
+                                          utterance_id=self._public_id(channel.name, request.utterance_id),
                                           text=self.pipeline.partial(channel.name, shown.text),
-                                          start_s=request.utterance_start_s))
+                                          start_s=self.offset_s + request.utterance_start_s))
 
         self._spawn(deliver())
 

@@ -26,6 +26,7 @@ from nlu.pii import public_loan_file
 from pipeline.call import CallPipeline, assists
 from service.errors import ServiceError, unavailable
 from service.live.assist import CallAssist
+from service.live.books import CallBook, LiveBooks, turns_of
 from service.live.claims import CallClaims, LocalClaims, call_in_progress
 from service.live.engine import LiveCall, LiveEngine
 from service.live.hub import EventBus
@@ -78,14 +79,19 @@ class LiveCalls:
     active: dict[str, str | None] = field(default_factory=dict)
     #: Set when the server stops: sources end their calls cleanly and no new call is accepted.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Where calls are kept as they stream and stored when they end (set with the store; None: not stored).
+    books: LiveBooks | None = None
 
     async def open(self, call_id: str, start: StartMessage, send: Emit | None,
-                   owner: str | None = None, owner_reads_loanbook: bool = False) -> LiveSession:
+                   owner: str | None = None, owner_reads_loanbook: bool = False,
+                   source: str = "live") -> LiveSession:
         """Register and build a call. Its events go to `send` and to the subscribers of
         `/v1/calls/{call_id}/events`; `send` gets the customer's carried-over items only when
-        `owner_reads_loanbook` (the subscribers are the call's agent and supervisors, who may read them). Raises
-        `ServiceError` when the model is missing, the server is stopping, the id is streaming (on any replica) or
-        the owner's token streams its maximum of calls."""
+        `owner_reads_loanbook` (the subscribers are the call's agent and supervisors, who may read them). The
+        call is kept in the books as it streams and stored when it ends, with `source` (`live`, `demo`); a call id
+        whose connection dropped continues. Raises `ServiceError` when the model is missing, the server is
+        stopping, the id is streaming (on any replica) or stored already, or the owner's token streams its
+        maximum of calls."""
         if self.asr_error:
             raise unavailable("asr_unavailable", "speech recognition is not available on this server "
                               "(GET /healthz says why)")
@@ -99,13 +105,31 @@ class LiveCalls:
         except BaseException:
             del self.active[call_id]
             raise
+        book: CallBook | None = None
         try:
-            session = LiveSession(self, call_id, start, send, owner, owner_reads_loanbook)
+            if self.books is not None:
+                book = await self._open_book(call_id, start, source)
+            session = LiveSession(self, call_id, start, send, owner, owner_reads_loanbook, book)
+            await session.restore()
         except BaseException:
+            if book is not None:
+                book.abandon()
             self.close(call_id)
             raise
         self.hub.open(call_id, start.agent_id)
         return session
+
+    async def _open_book(self, call_id: str, start: StartMessage, source: str) -> CallBook | None:
+        """The call's row in the books; None when the database cannot be reached (the call goes on unstored)."""
+        assert self.books is not None
+        try:
+            return await self.books.open(call_id, start, source)
+        except ServiceError:
+            raise
+        except Exception:  # noqa: BLE001 - live calls work without a database; this one is not stored
+            log.exception("call %s: the database cannot be reached; the call goes on but will not be stored",
+                          call_id)
+            return None
 
     async def drain(self, timeout_s: float) -> int:
         """Stop: refuse new calls, have every source end its call (finals flushed, `end` sent), and wait up to
@@ -129,7 +153,7 @@ class LiveSession:
     """One registered live call from `ready` to `close`."""
 
     def __init__(self, calls: LiveCalls, call_id: str, start: StartMessage, send: Emit | None,
-                 owner: str | None, owner_reads_loanbook: bool = False) -> None:
+                 owner: str | None, owner_reads_loanbook: bool = False, book: CallBook | None = None) -> None:
         self._calls = calls
         self.call_id = call_id
         self.start = start
@@ -144,7 +168,9 @@ class LiveSession:
         pipeline = CallPipeline(call_id, start.channels, calls.assessor, loan, calls.options.dialogue)
         assist = (CallAssist(call_id, pipeline, calls.nlu_executor, self.emit)
                   if calls.options.assist and assists(start.channels) else None)
-        self.call = LiveCall(call_id, start, calls.engine, pipeline, self.emit, assist)
+        #: The call's row, audio and finals in the store (None: not kept).
+        self.book = book
+        self.call = LiveCall(call_id, start, calls.engine, pipeline, self.emit, assist, book)
 
     @property
     def duration_s(self) -> float:
@@ -232,24 +258,77 @@ class LiveSession:
             raise ServiceError("call_too_long", f"the call exceeded {max_s:.0f} s of audio", 413,
                                CloseCode.CALL_TOO_LONG)
 
+    @property
+    def settled(self) -> bool:
+        """Whether the call was stored or released on this connection (or is not kept at all)."""
+        return self.book is None or self.book.settled
+
+    async def restore(self) -> None:
+        """A call continued after a dropped connection: its earlier turns go back into the dialogue (no events:
+        they were sent on the earlier connection)."""
+        if self.book is None or not self.book.finals:
+            return
+        pipeline = self.call.pipeline
+
+        def replay() -> None:
+            for turn in turns_of(self.book.finals if self.book else ()):
+                pipeline.add(turn)
+
+        await asyncio.get_running_loop().run_in_executor(self._calls.nlu_executor, replay)
+
     async def end(self) -> None:
-        """End of audio: flush every final and the summary, then the `end` event."""
+        """End of audio: flush every final and the summary, store the call, then the `end` event (with the
+        report's URL once stored)."""
         await self.call.finish()
-        await self.emit(EndEvent(call_id=self.call_id))
+        url = await self._store(complete=True)
+        await self.emit(EndEvent(call_id=self.call_id, report_url=url))
 
     async def fail(self, error: ServiceError) -> None:
-        """The call cannot go on: say why, then flush what was already said (finals, summary)."""
+        """The call cannot go on: say why, flush what was already said (finals, summary), and store it as
+        incomplete."""
         await self.emit(ErrorEvent(code=error.code, message=error.message))
         await self.call.finish()
+        await self._store(complete=False)
 
-    async def flush(self) -> None:
-        """The audio stopped without an end (the client went away): finish quietly for subscribers."""
-        await self.call.finish()
+    async def drop(self, tell: bool = False) -> None:
+        """The connection went (or the server is stopping) before the call's end: flush the finals, and keep the
+        call open for a connection with the same id to continue it, until its lease runs out (then it is stored
+        as incomplete). With `tell`, the caller gets `end` with `resumable`."""
+        await self.call.finish(conclude=False)
+        if self.book is not None:
+            await self.book.release()
+        if tell:
+            await self.emit(EndEvent(call_id=self.call_id, resumable=self.book is not None))
+
+    async def _store(self, complete: bool) -> str | None:
+        """Store the call (the report the live dialogue computed); its report's URL, or None when not stored."""
+        if self.book is None:
+            return None
+        assist = self.call.assist
+        try:
+            stored = await self.book.store_report(self.call.pipeline, self.call.duration_s,
+                                                  assist is not None and not assist.failed, complete)
+        except Exception:  # noqa: BLE001 - the call's finals are in the database: a sweep stores it later
+            log.exception("call %s: storing the call failed; its lease runs out and a sweep stores it", self.call_id)
+            await self._say(ErrorEvent(code="not_stored", message="the call could not be stored now; it will be "
+                                       "stored from what was kept, marked incomplete"))
+            return None
+        return f"/v1/calls/{self.call_id}/report" if stored else None
 
     def close(self) -> None:
-        """Abandon pending work and unregister the call (idempotent)."""
+        """Abandon pending work and unregister the call (idempotent). A call neither stored nor released here
+        (its connection's task was cancelled, or failed) is released in the background: a reconnect continues
+        it, or a sweep stores it once its lease runs out (also if this process dies first)."""
         if self._closed:
             return
         self._closed = True
         self.call.cancel()
+        if self.book is not None and not self.book.settled:
+            task = asyncio.get_running_loop().create_task(self.book.release())
+            _releasing.add(task)
+            task.add_done_callback(_releasing.discard)
         self._calls.close(self.call_id)
+
+
+#: Releases under way after a connection's task was cancelled (kept referenced until done).
+_releasing: set[asyncio.Task[None]] = set()

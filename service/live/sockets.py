@@ -179,10 +179,12 @@ async def run_socket_call(ws: WebSocket, call_id: str, calls: LiveCalls, tokens:
         if (problem := id_problem(call_id, "call")) is not None:
             raise bad_call_id(problem)
         stopped = await stream_source(run, source)
-        if run.session is not None:
+        if run.session is None:
+            await run.conn.emit(EndEvent(call_id=call_id))
+        elif stopped:
             await run.session.end()
         else:
-            await run.conn.emit(EndEvent(call_id=call_id))
+            await run.session.drop()  # gone without an end: a reconnect with the call id continues the call
         if stopped:
             await run.conn.flush_and_close(CloseCode.NORMAL)
     except ServiceError as e:
@@ -194,18 +196,21 @@ async def run_socket_call(ws: WebSocket, call_id: str, calls: LiveCalls, tokens:
         await run.conn.flush_and_close(e.close_code, e.code)
     except SlowConsumer:
         log.warning("call %s: client stopped reading events; closing", call_id)
+        if run.session is not None:
+            await run.session.drop()
         await run.conn.flush_and_close(CloseCode.SLOW_CONSUMER, "slow_consumer")
     except ServerStopping:
-        # What was said is still transcribed and sent, then the client is told to reconnect elsewhere.
+        # What was said is still transcribed and sent, then the client is told to reconnect elsewhere, where the
+        # call continues.
         if run.session is not None:
-            await run.session.end()
+            await run.session.drop(tell=True)
         else:
             await run.conn.emit(ErrorEvent(code="shutting_down", message="this server is shutting down: connect "
                                            "again (to another replica)"))
         await run.conn.flush_and_close(CloseCode.GOING_AWAY, "server shutting down")
     except WebSocketDisconnect:
         if run.session is not None:
-            await run.session.flush()
+            await run.session.drop()
     except Exception:
         log.exception("call %s failed", call_id)
         await run.conn.emit(ErrorEvent(code="internal", message="internal error; the call was closed"))

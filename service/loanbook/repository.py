@@ -499,7 +499,7 @@ class LoanBookRows:
     (service/bootstrap.py)."""
 
     def write(self, s: Session, call: Call, loan_file: Mapping[str, Any] | None) -> None:
-        """Write the summary of `call`, replacing the one of its earlier report."""
+        """Write the summary of `call`, replacing the one of its earlier report (none for a demo call)."""
         old = s.get(CallSummary, call.call_id)
         # Only the call's own summary knows the masked name of a co-borrower or guarantor once the job's loan
         # file lost their names (redaction done): a re-scored report keeps it.
@@ -507,6 +507,8 @@ class LoanBookRows:
         if old is not None:
             s.delete(old)
             s.flush()
+        if call.source == "demo":
+            return  # the console's demo replay re-plans no customer
         summary = record_call(s, call, loan_file)
         if name:
             summary.facts = {**summary.facts, "loan": {**(summary.facts.get("loan") or {}), "name_masked": name}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, Boolean, Date, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -36,6 +36,30 @@ class Recording(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
     lease_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: Where the call's audio came from: `upload` (a recording job), `live` (streamed; the row is the call's lease
+    #: while it streams, status `live`) or `demo` (the console's demo replay, a live call kept out of coaching and
+    #: the loan book).
+    source: Mapped[str] = mapped_column(String(8), default="upload", server_default="upload")
+
+
+class LiveFinal(Base):
+    """A final of a live call, written as it is sent (redacted text), so that a call whose replica died keeps
+    everything said up to its last final. Removed with the call's recording row."""
+
+    __tablename__ = "live_finals"
+
+    recording_id: Mapped[str] = mapped_column(ForeignKey("recordings.id", ondelete="CASCADE"), primary_key=True)
+    #: 1, 2, ... in the order the finals were sent (each channel's in its order; channels interleaved by arrival).
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    channel: Mapped[str] = mapped_column(String(16))
+    utterance_id: Mapped[str] = mapped_column(String(40))
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
+    text: Mapped[str] = mapped_column(Text)
+    #: Personal data was masked in it (its audio is silenced when the call is stored).
+    masked: Mapped[bool] = mapped_column(Boolean)
+    #: Decoded greedily under load instead of with the final beam (re-decoded after the call).
+    degraded: Mapped[bool] = mapped_column(Boolean)
 
 
 class Call(Base):
@@ -59,6 +83,11 @@ class Call(Base):
     #: The customer and loan of the call, from its loan file (None for a call without them).
     customer_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     loan_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: `upload`, `live` or `demo` (as its recording row's `source`).
+    source: Mapped[str] = mapped_column(String(8), default="upload", server_default="upload")
+    #: False for a live call that did not end cleanly (its replica died, the socket dropped and never came back,
+    #: an error ended it): the report holds what was said up to its last final.
+    complete: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     answers: Mapped[list[Answer]] = relationship(back_populates="call", cascade="all, delete-orphan",
                                                  passive_deletes=True)

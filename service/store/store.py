@@ -10,19 +10,19 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, delete, event, func, select, text, update
+from sqlalchemy import Engine, and_, create_engine, delete, event, func, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.store.anchor import Anchor
 from service.store.leases import LeasedRows
-from service.store.models import Answer, Call, CallVersion, Recording, ReportVersion
+from service.store.models import Answer, Call, CallVersion, LiveFinal, Recording, ReportVersion
 from service.store.rows import ReportRow, ReportRows
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -58,6 +58,8 @@ class JobRecord:
     agent_id: str | None
     #: The claim this record was read under: completion and failure must present it (see `Store.claim_next`).
     lease_version: int = 0
+    #: `upload`, `live` or `demo` (`models.Recording.source`).
+    source: str = "upload"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +92,7 @@ def folder_of(files: list[dict[str, Any]] | None) -> str | None:
 
 def _job(r: Recording) -> JobRecord:
     return JobRecord(r.id, r.call_id, r.status, r.progress, r.error, r.created_at, r.started_at, r.finished_at,
-                     list(r.files or []), r.loan_file, r.agent_id, r.lease_version or 0)
+                     list(r.files or []), r.loan_file, r.agent_id, r.lease_version or 0, r.source or "upload")
 
 
 def _read_job(s: Session, job_id: str) -> JobRecord | None:
@@ -104,8 +106,51 @@ JOB_LEASES = LeasedRows(Recording, "running", lambda now: Recording.status == "q
                         (Recording.created_at, Recording.id), lambda now: {"started_at": now})
 
 
+#: Live calls as leased rows (status `live`): the replica streaming a call holds its lease and renews it. A call
+#: whose socket dropped is released (no owner) until its lease runs out, for a reconnect on any replica to take; a
+#: call whose lease ran out (its replica died, or nobody reconnected) is taken by whichever replica looks first and
+#: stored as incomplete (`Store.claim_abandoned_live`).
+LIVE_LEASES = LeasedRows(Recording, "live", lambda now: and_(Recording.status == "live",
+                                                             Recording.lease_owner.is_(None)),
+                         (Recording.created_at, Recording.id))
+
+
 class LeaseLost(StoreError):
     """The job was taken over (its lease expired) or handed back: this worker's outcome is not recorded."""
+
+
+class CallConflict(StoreError):
+    """A live call cannot start under this id: it is stored already, a recording of it is being scored, or it is
+    streaming on another connection (`live`)."""
+
+    def __init__(self, message: str, live: bool = False) -> None:
+        super().__init__(message)
+        self.live = live
+
+
+@dataclass(frozen=True, slots=True)
+class LiveFinalRecord:
+    """A final of a live call as stored while the call streams (`models.LiveFinal`)."""
+
+    seq: int
+    channel: str
+    utterance_id: str
+    start_s: float
+    end_s: float
+    text: str
+    masked: bool
+    degraded: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LiveClaim:
+    """A live call's row as its streaming connection (or the replica storing it) holds it, with the finals earlier
+    connections of the call already wrote (a reconnect continues after them)."""
+
+    job: JobRecord
+    finals: tuple[LiveFinalRecord, ...]
+    #: The call had an earlier connection (this one continues it).
+    resumed: bool = False
 
 
 class Store:
@@ -268,17 +313,91 @@ class Store:
             job.loan_file, job.files = None, []
             return folder
 
+    # -- live calls ----------------------------------------------------------------------------------------
+
+    def open_live(self, call_id: str, owner: str, lease_s: float, files: list[dict[str, Any]],
+                  loan_file: dict[str, Any] | None, agent_id: str | None, source: str,
+                  recording_id: str | None = None) -> LiveClaim:
+        """Hold the row of a live call starting on this connection: a new one, or the call's own row when it was
+        released (its socket dropped) or its lease ran out, so that a reconnect continues the call (the finals
+        already written come back with it). A new row gets `recording_id` (default: a random one). Raises
+        `CallConflict` when the call id is stored already, has a
+        recording queued or being scored, or is held by another connection."""
+        now = utcnow()
+        with self.session() as s, s.begin():
+            if s.get(Call, call_id) is not None:
+                raise CallConflict(f"call {call_id} is stored already: a call id is streamed once")
+            rows = list(s.scalars(select(Recording).where(Recording.call_id == call_id,
+                                                          Recording.status.in_(("queued", "running", "live")))))
+            if any(r.status != "live" for r in rows):
+                raise CallConflict(f"a recording of call {call_id} is being scored")
+            if rows:
+                row = rows[0]
+                if not LIVE_LEASES.take(s, row.id, row.lease_version, owner, lease_s, now):
+                    raise CallConflict(f"call {call_id} is streaming on another connection", live=True)
+                job = _read_job(s, row.id)
+                assert job is not None
+                finals = s.scalars(select(LiveFinal).where(LiveFinal.recording_id == row.id)
+                                   .order_by(LiveFinal.seq)).all()
+                return LiveClaim(job, tuple(_live_final(f) for f in finals), resumed=True)
+            row = Recording(id=recording_id or secrets.token_hex(8), call_id=call_id, status="live", progress=0.0,
+                            attempts=1, created_at=now, started_at=now, files=files, loan_file=loan_file,
+                            agent_id=agent_id, lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s),
+                            lease_version=1, source=source)
+            s.add(row)
+            s.flush()
+            return LiveClaim(_job(row), ())
+
+    def add_live_final(self, recording_id: str, final: LiveFinalRecord) -> None:
+        """Keep a final of a live call as it is sent (what a crash of its replica must not lose)."""
+        with self.session() as s, s.begin():
+            s.add(LiveFinal(recording_id=recording_id, seq=final.seq, channel=final.channel,
+                            utterance_id=final.utterance_id, start_s=final.start_s, end_s=final.end_s,
+                            text=final.text, masked=final.masked, degraded=final.degraded))
+
+    def live_finals(self, recording_id: str) -> list[LiveFinalRecord]:
+        """A live call's finals as written, in order."""
+        with self.session() as s:
+            return [_live_final(f) for f in s.scalars(select(LiveFinal).where(LiveFinal.recording_id == recording_id)
+                                                      .order_by(LiveFinal.seq))]
+
+    def renew_live(self, recording_id: str, owner: str, version: int, lease_s: float) -> bool:
+        """Extend the lease of a live call `owner` streams; False when it is no longer its own."""
+        return LIVE_LEASES.renew(self.session, recording_id, owner, version, lease_s, utcnow)
+
+    def release_live(self, recording_id: str, owner: str, version: int) -> bool:
+        """The call's socket dropped: let a reconnect (on any replica) take the call until its lease runs out,
+        after which it is stored as it stands (`claim_abandoned_live`). False when the lease was not its own."""
+        with self.session() as s, s.begin():
+            result = s.execute(update(Recording).where(
+                Recording.id == recording_id, Recording.lease_owner == owner, Recording.lease_version == version,
+                Recording.status == "live").values(lease_owner=None))
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def claim_abandoned_live(self, owner: str, lease_s: float) -> LiveClaim | None:
+        """Take the oldest live call whose lease ran out (its replica died, or its socket dropped and nobody
+        reconnected in time), to store it as it stands; None when there is none."""
+        def then(s: Session, row_id: str) -> LiveClaim:
+            job = _read_job(s, row_id)
+            assert job is not None
+            finals = s.scalars(select(LiveFinal).where(LiveFinal.recording_id == row_id).order_by(LiveFinal.seq))
+            return LiveClaim(job, tuple(_live_final(f) for f in finals))
+
+        return LIVE_LEASES.claim_next(self.session, owner, lease_s, utcnow, then,
+                                      where=(Recording.status == "live", Recording.lease_expires_at < utcnow()))
+
     def complete_job(self, job_id: str, row: ReportRow, agent_id: str | None, audio_dir: str | None,
                      audio_expires_at: datetime | None, raw_encrypted: bytes | None = None,
                      files: list[dict[str, Any]] | None = None, version: int | None = None,
-                     loan_file_kept: dict[str, Any] | None = None) -> list[str]:
+                     loan_file_kept: dict[str, Any] | None = None, complete: bool = True) -> list[str]:
         """Store the report (replacing an earlier one of the same call) with the rows features derive from it
         (`add_report_rows`), and mark the job done: one transaction, so a crash leaves either no trace or the
         whole result. Returns the audio folders of what it replaced (the earlier scoring's recording), which the
         caller deletes: nothing stored is left unreachable. With `version`, only under that claim: a worker whose
         job was taken over records nothing (`LeaseLost`), so a job yields one report however often it was
         started. The finished job keeps `loan_file_kept` instead of its loan file (names and addresses were
-        needed only to redact; the caller says what may stay)."""
+        needed only to redact; the caller says what may stay). A live call's row is completed the same way
+        (`complete` False: it did not end cleanly)."""
         with self.session() as s, s.begin():
             job = s.get(Recording, job_id, with_for_update=True)
             if job is None:
@@ -309,7 +428,8 @@ class Store:
                         duration_s=row.duration_s, risk_score=row.risk_score, tier=row.tier, report=row.report,
                         audio_dir=audio_dir, audio_expires_at=audio_expires_at, raw_encrypted=raw_encrypted,
                         customer_id=_loan_key(job.loan_file, "customer_id"),
-                        loan_id=_loan_key(job.loan_file, "loan_id"))
+                        loan_id=_loan_key(job.loan_file, "loan_id"), source=job.source or "upload",
+                        complete=complete)
             self._add_report_rows(s, call, row, job.loan_file)
             job.status, job.progress, job.finished_at, job.error = "done", 1.0, utcnow(), None
             job.lease_owner, job.lease_expires_at = None, None
@@ -392,7 +512,7 @@ class Store:
                 return None
             times = [j.created_at for j in jobs] + ([call.created_at] if call else [])
             return Footprint(call_id, min(times), call is not None,
-                             tuple(sorted(j.status for j in jobs if j.status in ("queued", "running"))))
+                             tuple(sorted(j.status for j in jobs if j.status in ("queued", "running", "live"))))
 
     def delete_call(self, call_id: str) -> list[str]:
         """Remove a call's report, answers and every job not running; returns the audio folders they held (the
@@ -401,6 +521,8 @@ class Store:
             jobs = list(s.scalars(select(Recording).where(Recording.call_id == call_id)))
             if any(j.status == "running" for j in jobs):
                 raise StoreError(f"call {call_id} is being scored; delete it when the job has finished")
+            if any(j.status == "live" for j in jobs):
+                raise StoreError(f"call {call_id} is streaming live; delete it once it has ended")
             call = s.get(Call, call_id)
             folders = {f for f in [call.audio_dir if call else None, *(folder_of(j.files) for j in jobs)] if f}
             if call is not None:
@@ -450,7 +572,12 @@ def _loan_key(loan_file: Mapping[str, Any] | None, key: str) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
+def _live_final(f: LiveFinal) -> LiveFinalRecord:
+    return LiveFinalRecord(f.seq, f.channel, f.utterance_id, f.start_s, f.end_s, f.text, f.masked, f.degraded)
+
+
 def _fence(job: Recording, version: int | None) -> None:
-    """Raise `LeaseLost` unless the job is still running under the claim `version` (None: no fencing)."""
-    if version is not None and (job.status != "running" or job.lease_version != version):
+    """Raise `LeaseLost` unless the job is still running (or streaming live) under the claim `version` (None: no
+    fencing)."""
+    if version is not None and (job.status not in ("running", "live") or job.lease_version != version):
         raise LeaseLost(f"job {job.id} was taken over or handed back (claim {version}, now {job.lease_version})")

@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from asr.errors import AsrError
 from nlu.pii import public_loan_file
-from nlu.report import read_report
+from nlu.report import Report, read_report
 from pipeline.recording import AudioPart, RecordingError, Scored
 from service.ids import process_name
 from service.metrics import JOB_DURATION, JOBS
@@ -87,38 +87,50 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
         JOBS.labels("error").inc()
         return
     JOB_DURATION.observe(time.monotonic() - began)
-    audio_dir = folder_of(job.files) if stored else None
-    expires = utcnow() + timedelta(days=ctx.retention_days) if audio_dir else None
-    report = scored.report
     raw = ctx.cipher.encrypt(scored.raw) if ctx.cipher is not None else None
     files = [_current(ctx.data_dir, f) for f in job.files]
+    if file_report(ctx, job, scored.report, typed, raw, files, folder_of(job.files) if stored else None):
+        JOBS.labels("done").inc()
+        log.info("recording %s scored: call %s, risk %s (%s)", job.id, job.call_id, typed.risk_score, typed.tier)
+    else:
+        JOBS.labels("superseded").inc()
+
+
+def file_report(ctx: JobContext, job: JobRecord, report: dict[str, Any], typed: Report, raw: bytes | None,
+                files: list[dict[str, Any]], audio_dir: str | None, complete: bool = True,
+                actor: str = "scoring") -> bool:
+    """Store a call's report under its job (a scored recording, or a live call's row) with everything that
+    follows from it: the features' rows in the same transaction, the earlier scoring's audio removed, the audit
+    entry, and the customer re-planned (not for a `demo` call). `audio_dir` is the call's stored audio folder
+    (None: none kept), which retention expires. Retries while the database is away; returns False when the job
+    was taken over meanwhile (`LeaseLost`: nothing is stored here). Synchronous: call on a worker thread."""
+    expires = utcnow() + timedelta(days=ctx.retention_days) if audio_dir else None
     try:
         # Names and addresses were needed only to redact; the finished job keeps the loan's figures.
         row = report_row(report, typed)
         stale = _retrying(lambda: ctx.store.complete_job(job.id, row, job.agent_id, audio_dir, expires, raw, files,
                                                          version=job.lease_version,
-                                                         loan_file_kept=public_loan_file(job.loan_file)))
+                                                         loan_file_kept=public_loan_file(job.loan_file),
+                                                         complete=complete))
     except LeaseLost as e:
-        log.warning("recording %s: %s; this result is dropped", job.id, e)
-        JOBS.labels("superseded").inc()
-        return
+        log.warning("call %s (job %s): %s; this result is dropped", job.call_id, job.id, e)
+        return False
     for folder in stale:
         remove_audio(ctx.data_dir, folder)  # an earlier scoring of the same call id: nothing points to it now
     loan = job.loan_file or {}
     entry = {"recording_id": job.id, "report_sha256": audit.digest(report), "agent_id": job.agent_id,
              "customer_id": loan.get("customer_id"), "loan_id": loan.get("loan_id"),
-             "risk_score": typed.risk_score, "tier": typed.tier,
+             "risk_score": typed.risk_score, "tier": typed.tier, "source": job.source, "complete": complete,
              "answers": [{"topic": a.topic, "label": a.label, "mismatch": a.mismatch} for a in typed.answers]}
-    _retrying(lambda: audit.append(ctx.store, "report", "scoring", job.call_id, entry))
+    _retrying(lambda: audit.append(ctx.store, "report", actor, job.call_id, entry))
     customer_id = loan.get("customer_id")
-    if ctx.after_report is not None and customer_id:
+    if ctx.after_report is not None and customer_id and job.source != "demo":
         try:
             ctx.after_report(str(customer_id))
         except Exception:  # noqa: BLE001 - the report is stored; the daily plan (`huifang plan`) catches up
             log.exception("call %s: could not plan the customer's follow-ups; the next planning run will",
                           job.call_id)
-    JOBS.labels("done").inc()
-    log.info("recording %s scored: call %s, risk %s (%s)", job.id, job.call_id, typed.risk_score, typed.tier)
+    return True
 
 
 #: Seconds between attempts to record an outcome while the database is unreachable.

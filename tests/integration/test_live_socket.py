@@ -169,7 +169,8 @@ def test_stop_flushes_one_final_per_utterance(client: TestClient, shared_data: P
     assert all(a["end_s"] <= b["start_s"] for a, b in zip(finals, finals[1:], strict=False))
     assert any(abs(f["start_s"] - 9.0) < 0.5 for f in finals)  # the second copy of the clip starts at 9 s
     assert abs(finals[-1]["end_s"] - total_s) < 0.1  # the open utterance was closed at the end of audio
-    assert events[-1] == {"type": "end", "call_id": "c7"}
+    # The call is in the books when its `end` comes (tests/integration/test_live_books.py has the rest).
+    assert events[-1] == {"type": "end", "call_id": "c7", "report_url": "/v1/calls/c7/report", "resumable": False}
 
 
 def test_vanishing_client_leaks_nothing_and_others_keep_working(client: TestClient, shared_data: Path) -> None:

@@ -104,7 +104,7 @@ class DemoPlayer:
             start, *records = DemoSource(demo, agent_id).read(samples)
             if not isinstance(start, CallStart):
                 raise TypeError("a demo source begins with the call's start")
-            session = await self._calls.open(call_id, start.start, None, owner)
+            session = await self._calls.open(call_id, start.start, None, owner, source="demo")
         except BaseException:
             claims.release_demo(call_id)
             raise
