@@ -4,7 +4,7 @@ For N = 1, 2, 4, 8 (both channels of each call), the shared calls of ../shared/d
 websocket exactly as a switch would send them. For every scripted spoken turn the final whose audio overlaps it
 is found; latency is (arrival of that final) - (wall time when the turn's last audio was sent), so it includes
 the endpointing pause. Prints one JSON line per N: p50/p95 latency, partial cadence, lost utterances, dropped
-partials, peak RSS of the server process.
+partials, peak RSS and CPU seconds (start-up included) of the server process.
 
     python -m bench.stream_latency [--calls 1,2,4,8] [--rate 16000] [--workers 1] [--batch 8]
         [--stagger 0]
@@ -147,6 +147,12 @@ def dropped_partials(metrics_port: int) -> int:
                if line.startswith("huifang_dropped_partials_total"))
 
 
+def server_cpu_s(pid: int) -> float:
+    """User plus system CPU seconds the server process has used so far (from /proc, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", default="1,2,4,8")
@@ -179,7 +185,8 @@ def main() -> None:
             record.update({"rate_hz": args.rate, "decode_workers": args.workers,
                            "decode_batch": args.batch, "cpu_threads": args.threads,
                            "final_beam": args.final_beam or 5, "stagger_s": args.stagger,
-                           "server_peak_rss_mb": round(peak_rss_mb(server.pid))})
+                           "server_peak_rss_mb": round(peak_rss_mb(server.pid)),
+                           "server_cpu_s": round(server_cpu_s(server.pid), 1)})
             emit(record)
         finally:
             server.terminate()
