@@ -195,6 +195,12 @@ class Report:
     loan_file: dict[str, Any] | None = None
     #: Where the stored audio was silenced (personal data said there).
     silenced_audio: tuple[SilencedSpan, ...] = ()
+    #: A live call's verdicts as they reached the agent, by topic, when the verdicts above were made after the call
+    #: from utterances re-decoded at full quality (they had been decoded greedily under load); empty when the
+    #: verdicts above are the live ones, or the call was not live.
+    live_labels: dict[str, str] = field(default_factory=dict)
+    #: The utterances re-decoded after the call (their text above is the re-decoded one).
+    redecoded: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: what is stored (`calls.report`) and read back by `read_report`, with `format_version`.

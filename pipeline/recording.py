@@ -26,7 +26,7 @@ from nlu.assess import Assessor
 from nlu.dialogue import DialogueOptions, Turn
 from nlu.pii import normalise_width, public_loan_file, spoken_spans
 from nlu.report import Report, RiskConfig, SilencedSpan
-from pipeline.call import ROLES, CallPipeline, Final, roles_problem
+from pipeline.call import ROLES, CallPipeline, CallRedaction, Final, roles_problem
 
 #: Utterance parts of one channel decoded together after the call (see `transcribe_like_live`).
 _SCORING_BATCH = 8
@@ -279,6 +279,50 @@ def finish_report(pipeline: CallPipeline, turns: list[Turn], duration_s: float, 
                      silenced_audio=tuple(SilencedSpan(str(s["channel"]), float(s["start_s"]), float(s["end_s"]))
                                           for s in silenced))
     return report.to_dict()
+
+
+@dataclass(frozen=True, slots=True)
+class Redo:
+    """An utterance of a stored live call to decode again at full quality (it was decoded greedily under load)."""
+
+    utterance_id: str
+    channel: str
+    start_s: float
+    end_s: float
+
+
+def redecode_report(scorer: RecordingScorer, stored: Report, redo: Sequence[Redo], audio: dict[str, np.ndarray],
+                    loan_file: dict[str, Any] | None) -> dict[str, Any]:
+    """A stored live call's report made again after the call: the utterances in `redo` decoded from the call's
+    stored audio (16 kHz, by channel) with the final beam, as a recording's are, their text redacted (`loan_file`
+    gives the names to mask), and the dialogue replayed over every turn. The report keeps the live verdicts
+    (`live_labels`, as they reached the agent) and says which utterances were re-decoded. Gives way to live calls
+    before each decode (`scorer.yield_to`)."""
+    # Each text is masked on its own (numbers, the loan file's names and addresses). Utterances that had personal
+    # data masked live are not in `redo`: their audio was silenced when stored, and their live text stands.
+    redaction = CallRedaction(ROLES, loan_file)
+    texts: dict[str, str] = {}
+    for item in sorted(redo, key=lambda r: (r.start_s, r.channel)):
+        samples = audio.get(item.channel)
+        if samples is None:
+            continue
+        if scorer.yield_to is not None:
+            scorer.yield_to()
+        clip = samples[int(item.start_s * 16000): int(item.end_s * 16000)]
+        if clip.size == 0:
+            continue
+        u = scorer.transcriber.transcribe_span(clip, item.channel, item.start_s, scorer.segment.beam_size,
+                                               scorer.segment.min_window_s)
+        text, _ = redaction.final(item.channel, u.text if u else "", item.start_s, item.end_s)
+        texts[item.utterance_id] = text
+    turns = [replace(t, text=texts.get(t.utterance_id, t.text)) for t in stored.utterances if t.speaker in ROLES]
+    turns = [t for t in turns if t.text]
+    pipeline = CallPipeline(stored.call_id, ROLES, scorer.assessor, loan_file, scorer.dialogue)
+    report = finish_report(pipeline, turns, stored.duration_s, scorer.risk, loan_file,
+                           [asdict(s) for s in stored.silenced_audio])
+    report["live_labels"] = stored.live_labels or {t.topic: t.label for t in stored.topics if t.label}
+    report["redecoded"] = sorted(texts)
+    return report
 
 
 def rescore_report(stored: Report, assessor: Assessor, dialogue: DialogueOptions,

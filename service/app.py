@@ -188,6 +188,7 @@ def _gauges(state: AppState) -> dict[str, float]:
     if state.store is not None:
         try:
             values["huifang_jobs_queued"] = float(state.store.queued_jobs())
+            values["huifang_redecode_queued"] = float(state.store.queued_jobs("redecode"))
         except Exception:  # noqa: BLE001 - a scrape must not fail with the database
             log.debug("metrics: could not count queued jobs", exc_info=True)
     return values
@@ -216,8 +217,10 @@ async def _attach_storage(state: AppState, stack: AsyncExitStack) -> None:
     # replica died (at start-up first: a single box's own last run).
     books = LiveBooks(job_context, BooksOptions(keep_audio=settings.live.keep_audio, lease_s=settings.live.lease_s,
                                                 audio_flush_s=settings.live.audio_flush_s, risk=scorer.risk,
-                                                sweep_s=min(10.0, settings.live.lease_s / 2)),
+                                                sweep_s=min(10.0, settings.live.lease_s / 2),
+                                                redecode_backlog=settings.live.redecode_backlog),
                       state.assessor, bootstrap.dialogue_options(settings))
+    books.on_queued = jobs.notify
     await books.start()
     stack.push_async_callback(books.close)
     if configured_channels(settings.outbox):  # else messages are queued and wait for a transport

@@ -9,6 +9,7 @@ threads, never on the event loop.
 
 from __future__ import annotations
 
+from functools import partial
 from zoneinfo import ZoneInfo
 
 from asr.domain import load_domain
@@ -20,7 +21,7 @@ from nlu.classifier import load_classifier
 from nlu.dialogue import DialogueOptions
 from nlu.report import load_risk
 from nlu.script import CallScript, load_cues, load_script
-from pipeline.recording import RecordingScorer, SegmentOptions
+from pipeline.recording import RecordingScorer, SegmentOptions, redecode_report
 from service.coaching.repository import CoachingRows
 from service.loanbook.book import LoanBook
 from service.loanbook.outbox_queue import MessageOutbox
@@ -180,7 +181,8 @@ def job_context(settings: Settings, store: Store, scorer: RecordingScorer,
     stored report re-plans its customer in the loan book."""
     cipher = RawTextCipher(settings.raw_key_file) if settings.privacy.keep_raw else None
     book = loanbook or build_loanbook(settings, store, scorer.assessor)
-    return JobContext(store, settings.data_dir, scorer, settings.scoring.retention_days, cipher, book.plan)
+    return JobContext(store, settings.data_dir, scorer, settings.scoring.retention_days, cipher, book.plan,
+                      redecode=partial(redecode_report, scorer))
 
 
 def worker_context(settings: Settings) -> JobContext:

@@ -30,6 +30,14 @@ FINAL_LATENCY = Histogram("huifang_final_latency_seconds", "From the end of an u
                           "final being sent", registry=REGISTRY, buckets=_LATENCY_BUCKETS)
 ASSESSMENTS = Counter("huifang_assessments_total", "Live answer verdicts, by label", ["label"], registry=REGISTRY)
 PROMPTS = Counter("huifang_prompts_total", "Follow-up prompts sent to agents", registry=REGISTRY)
+REDECODED = Counter("huifang_redecoded_utterances_total", "Live finals decoded greedily under load and decoded "
+                    "again at full quality after their call", registry=REGISTRY)
+REDECODE_SKIPPED = Counter("huifang_redecode_skipped_total", "Live calls whose degraded finals were not re-decoded "
+                           "(the re-decode queue was full, or no audio was kept): their live verdicts stand",
+                           registry=REGISTRY)
+LIVE_FINAL_LABELS = Counter("huifang_live_final_labels_total", "Topics of re-decoded live calls, by whether the "
+                            "verdict after the call agrees with the one the agent got live", ["agreed"],
+                            registry=REGISTRY)
 JOBS = Counter("huifang_jobs_total", "Recording jobs finished, by outcome", ["outcome"], registry=REGISTRY)
 JOB_DURATION = Histogram("huifang_job_duration_seconds", "Time to score a recording", registry=REGISTRY,
                          buckets=(5, 15, 30, 60, 120, 300, 600, 1800))
@@ -56,7 +64,9 @@ class StateCollector(Collector):
         for name, help_text in (("huifang_live_calls", "Live calls streaming now"),
                                 ("huifang_decode_queue_depth", "Decodes waiting for a worker"),
                                 ("huifang_dropped_partials_total", "Partials skipped because decoding was busy"),
-                                ("huifang_jobs_queued", "Recording jobs waiting to be scored"),
+                                ("huifang_jobs_queued", "Jobs waiting (recordings to score, live calls to re-decode)"),
+                                ("huifang_redecode_queued", "Live calls waiting for their degraded finals to be "
+                                 "re-decoded"),
                                 ("huifang_draining", "1 while the process is stopping")):
             if name in values:
                 yield GaugeMetricFamily(name, help_text, value=values[name])

@@ -129,6 +129,10 @@ class LiveSettings(BaseModel):
                            "call whose replica died is stored as incomplete once it runs out")
     audio_flush_s: float = Field(5.0, gt=0.0, le=10.0, description="live: audio kept in memory at most this long "
                                  "before it is written to disk (what a crash can lose)")
+    redecode_backlog: int = Field(200, ge=0, le=100_000, description="live: finals decoded greedily under load are "
+                                  "decoded again from the kept audio after the call (jobs below live calls in "
+                                  "priority); a call finding this many such jobs waiting keeps its live verdicts "
+                                  "(0: never re-decode)")
 
 
 class NluSettings(BaseModel):

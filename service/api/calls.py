@@ -74,6 +74,8 @@ class ReportBody(BaseModel):
     risk_version: str
     loan_file: dict[str, Any] | None
     silenced_audio: list[SilencedSpan]
+    live_labels: dict[str, str]
+    redecoded: list[str]
 
 
 def report_body(stored: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from pipeline.call import AGENT, ROLES, CallPipeline, Final, assists
 from pipeline.recording import finish_report
 from service.errors import ServiceError
 from service.ids import process_name
+from service.metrics import REDECODE_SKIPPED
 from service.protocol import CloseCode, StartMessage
 from service.store import Store
 from service.store.store import CallConflict, JobRecord, LeaseLost, LiveClaim, LiveFinalRecord
@@ -62,6 +63,8 @@ class BooksOptions:
     audio_flush_s: float
     risk: RiskConfig
     sweep_s: float = 10.0
+    #: Re-decode jobs waiting beyond which a call's degraded finals are not re-decoded (0: never).
+    redecode_backlog: int = 0
 
 
 class AudioKeeper:
@@ -176,6 +179,8 @@ class LiveBooks:
         self.dialogue = dialogue
         #: This process's name on the live calls it holds.
         self.owner = process_name("live")
+        #: Called when a re-decode job was queued (wakes the job workers).
+        self.on_queued: Callable[[], None] | None = None
         self._sweeper = WorkerLoop("live calls sweep", self._sweep_step, 1, options.sweep_s)
 
     @property
@@ -241,7 +246,7 @@ class LiveBooks:
         silence = silenced_spans(claim.finals)
         report = finish_report(pipeline, turns, duration, self.options.risk, job.loan_file,
                                [{"channel": s.channel, "start_s": s.start_s, "end_s": s.end_s} for s in silence])
-        return self.file(job, report, read_report(report), audio, silence, complete=False)
+        return self.file(job, report, read_report(report), audio, claim.finals, complete=False)
 
     def audio_of(self, job: JobRecord) -> AudioKeeper:
         """Where a live call's audio is kept: the folder, channels and rate its row was opened with."""
@@ -251,17 +256,35 @@ class LiveBooks:
         return AudioKeeper(self.ctx.data_dir, folder, channels, max(rates), self.options.audio_flush_s)
 
     def file(self, job: JobRecord, report: dict[str, Any], typed: Report, audio: AudioKeeper,
-             silence: Sequence[SilencedSpan], complete: bool) -> bool:
-        """Store a live call's report with its audio (worker thread); False when another replica had taken the
-        call over (nothing is stored here then)."""
+             finals: Sequence[LiveFinalRecord], complete: bool) -> bool:
+        """Store a live call's report with its audio (worker thread), and queue the re-decoding of its finals
+        decoded greedily under load; False when another replica had taken the call over (nothing is stored here
+        then)."""
         audio.flush()
         files: list[dict[str, Any]] = []
         if self.options.keep_audio:
-            files = audio.store(silence)
+            files = audio.store(silenced_spans(finals))
         else:
             audio.discard()
-        return file_report(self.ctx, job, report, typed, raw=None, files=files,
-                           audio_dir=str(audio.folder) if files else None, complete=complete, actor=job.source)
+        stored = file_report(self.ctx, job, report, typed, raw=None, files=files,
+                             audio_dir=str(audio.folder) if files else None, complete=complete, actor=job.source)
+        if stored and any(f.degraded and not f.masked for f in finals):
+            self._queue_redecode(job, files)
+        return stored
+
+    def _queue_redecode(self, job: JobRecord, files: list[dict[str, Any]]) -> None:
+        """A job to decode the call's degraded finals again at full quality, unless the queue is full or no audio
+        was kept (then its live verdicts stand, counted)."""
+        backlog = self.options.redecode_backlog
+        if not files or not backlog or self.store.queued_jobs("redecode") >= backlog:
+            REDECODE_SKIPPED.inc()
+            log.info("call %s: its degraded finals are not re-decoded (%s)", job.call_id,
+                     "no audio kept" if not files else "re-decoding is off" if not backlog else "queue full")
+            return
+        # The job keeps the loan file until it is done: re-decoded text is masked with its names.
+        self.store.create_job(job.call_id, files, job.loan_file, job.agent_id, kind="redecode", source=job.source)
+        if self.on_queued is not None:
+            self.on_queued()
 
     def _nothing_to_store(self, job: JobRecord, audio: AudioKeeper, why: str) -> bool:
         audio.discard()
@@ -384,7 +407,7 @@ class CallBook:
             report = finish_report(replay, turns, duration_s, books.options.risk, job.loan_file,
                                    [{"channel": s.channel, "start_s": s.start_s, "end_s": s.end_s}
                                     for s in silence])
-        return books.file(job, report, read_report(report), self.audio, silence, complete)
+        return books.file(job, report, read_report(report), self.audio, self._written, complete)
 
     async def release(self) -> None:
         """The socket dropped: keep what came, and let a reconnect continue the call until its lease runs out."""

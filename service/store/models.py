@@ -40,6 +40,9 @@ class Recording(Base):
     #: while it streams, status `live`) or `demo` (the console's demo replay, a live call kept out of coaching and
     #: the loan book).
     source: Mapped[str] = mapped_column(String(8), default="upload", server_default="upload")
+    #: What the job does: `score` a recording, or `redecode` a stored live call's finals that were decoded greedily
+    #: under load (its `files` are the call's stored audio).
+    kind: Mapped[str] = mapped_column(String(16), default="score", server_default="score")
 
 
 class LiveFinal(Base):

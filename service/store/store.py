@@ -60,6 +60,8 @@ class JobRecord:
     lease_version: int = 0
     #: `upload`, `live` or `demo` (`models.Recording.source`).
     source: str = "upload"
+    #: `score` or `redecode` (`models.Recording.kind`).
+    kind: str = "score"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,8 @@ def folder_of(files: list[dict[str, Any]] | None) -> str | None:
 
 def _job(r: Recording) -> JobRecord:
     return JobRecord(r.id, r.call_id, r.status, r.progress, r.error, r.created_at, r.started_at, r.finished_at,
-                     list(r.files or []), r.loan_file, r.agent_id, r.lease_version or 0, r.source or "upload")
+                     list(r.files or []), r.loan_file, r.agent_id, r.lease_version or 0, r.source or "upload",
+                     r.kind or "score")
 
 
 def _read_job(s: Session, job_id: str) -> JobRecord | None:
@@ -225,13 +228,15 @@ class Store:
     # -- jobs --------------------------------------------------------------------------------------------
 
     def create_job(self, call_id: str, files: list[dict[str, Any]], loan_file: dict[str, Any] | None,
-                   agent_id: str | None, job_id: str | None = None, created_at: datetime | None = None) -> JobRecord:
+                   agent_id: str | None, job_id: str | None = None, created_at: datetime | None = None,
+                   kind: str = "score", source: str = "upload") -> JobRecord:
         """A queued job for files already stored under the data directory; `created_at` (naive UTC, default now)
-        is when the call came in, which its stored call keeps (the demo seed dates calls in the past)."""
+        is when the call came in, which its stored call keeps (the demo seed dates calls in the past). `kind`
+        `redecode` re-decodes a stored live call's degraded finals (`source` says which call it was)."""
         with self.session() as s, s.begin():
             row = Recording(id=job_id or secrets.token_hex(8), call_id=call_id, status="queued", progress=0.0,
                             attempts=0, created_at=created_at or utcnow(), files=files, loan_file=loan_file,
-                            agent_id=agent_id)
+                            agent_id=agent_id, kind=kind, source=source)
             s.add(row)
         return _job(row)
 
@@ -247,10 +252,13 @@ class Store:
                                                     Recording.status.in_(("queued", "running")))).first()
             return _job(row) if row else None
 
-    def queued_jobs(self) -> int:
-        """How many jobs wait to be scored."""
+    def queued_jobs(self, kind: str | None = None) -> int:
+        """How many jobs wait (of `kind`, or of any kind)."""
+        query = select(func.count()).select_from(Recording).where(Recording.status == "queued")
+        if kind is not None:
+            query = query.where(Recording.kind == kind)
         with self.session() as s:
-            return int(s.scalar(select(func.count()).select_from(Recording).where(Recording.status == "queued")) or 0)
+            return int(s.scalar(query) or 0)
 
     def batch_counts(self, id_prefix: str) -> dict[str, int]:
         """Jobs whose id starts with `id_prefix` (one archive's, `service.workers.archive`) by status: queued, running,
@@ -361,6 +369,17 @@ class Store:
             return [_live_final(f) for f in s.scalars(select(LiveFinal).where(LiveFinal.recording_id == recording_id)
                                                       .order_by(LiveFinal.seq))]
 
+    def stored_live_finals(self, call_id: str) -> list[LiveFinalRecord]:
+        """The finals the stored live call `call_id` wrote while it streamed, in order (none for an upload)."""
+        with self.session() as s:
+            row = s.scalars(select(Recording.id).where(Recording.call_id == call_id, Recording.status == "done",
+                                                       Recording.kind == "score",
+                                                       Recording.source.in_(("live", "demo")))).first()
+            if row is None:
+                return []
+            return [_live_final(f) for f in s.scalars(select(LiveFinal).where(LiveFinal.recording_id == row)
+                                                      .order_by(LiveFinal.seq))]
+
     def renew_live(self, recording_id: str, owner: str, version: int, lease_s: float) -> bool:
         """Extend the lease of a live call `owner` streams; False when it is no longer its own."""
         return LIVE_LEASES.renew(self.session, recording_id, owner, version, lease_s, utcnow)
@@ -439,17 +458,31 @@ class Store:
         return sorted(stale)
 
     def replace_report(self, call_id: str, previous: dict[str, Any], row: ReportRow, assessor_version: str,
-                       loan_file: Mapping[str, Any] | None = None, reason: str = "rescore") -> int | None:
+                       loan_file: Mapping[str, Any] | None = None, reason: str = "rescore",
+                       job: JobRecord | None = None) -> int | None:
         """Make `row` the call's current report, keeping `previous` (the one it was made from, by
         `assessor_version`) as the call's next earlier version (`report_versions`); answers and the features'
         rows are rewritten from it as `complete_job` writes them, in one transaction. The features read the
         loan file the call's recording kept, or `loan_file` for a call stored without one. Returns the kept
         version's number; None (nothing written) when the call is gone or its report is no longer `previous` (a
-        new upload replaced it meanwhile)."""
+        new upload replaced it meanwhile). With `job` (a `redecode` job, held under its claim, else `LeaseLost`)
+        the job is finished in the same transaction, done or, when nothing was written, failed; either way it
+        keeps no loan file."""
         with self.session() as s, s.begin():
+            held = None
+            if job is not None:
+                held = s.get(Recording, job.id, with_for_update=True)
+                if held is None:
+                    raise StoreError(f"job {job.id} vanished")
+                _fence(held, job.lease_version)
+                held.lease_owner, held.lease_expires_at, held.loan_file = None, None, None
+                held.finished_at, held.progress = utcnow(), 1.0
+                held.status, held.error = "failed", "the call was deleted or replaced meanwhile"
             call = s.get(Call, call_id, with_for_update=True)
             if call is None or call.report != previous:
                 return None
+            if held is not None:
+                held.status, held.error = "done", None
             version = int(s.scalar(select(func.max(ReportVersion.version))
                                    .where(ReportVersion.call_id == call_id)) or 0) + 1
             s.add(ReportVersion(call_id=call_id, version=version, assessor_version=assessor_version,

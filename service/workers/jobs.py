@@ -20,14 +20,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
+from asr.audio import decode_audio
 from asr.errors import AsrError
 from nlu.pii import public_loan_file
 from nlu.report import Report, read_report
-from pipeline.recording import AudioPart, RecordingError, Scored
+from pipeline.recording import AudioPart, RecordingError, Redo, Scored
 from service.ids import process_name
-from service.metrics import JOB_DURATION, JOBS
+from service.metrics import JOB_DURATION, JOBS, LIVE_FINAL_LABELS, REDECODED
 from service.privacy import RawTextCipher
 from service.reports import report_row
 from service.store import JobRecord, Store, audit
@@ -56,10 +58,16 @@ class JobContext:
     cipher: RawTextCipher | None = None
     #: Called with the customer id of each report stored (the loan book re-plans that customer).
     after_report: Callable[[str], object] | None = None
+    #: Re-decodes a stored live call's degraded finals (`pipeline.recording.redecode_report` with the scorer):
+    #: (stored report, utterances to redo, 16 kHz audio by channel, loan file) -> the new report.
+    redecode: Callable[[Report, list[Redo], dict[str, np.ndarray], dict[str, Any] | None], dict[str, Any]] | None = None
 
 
 def run_job(ctx: JobContext, job: JobRecord) -> None:
     """Score one claimed job and record the outcome (synchronous: call on a worker thread)."""
+    if job.kind == "redecode":
+        run_redecode(ctx, job)
+        return
     # Audio outside the service's own area (an archive scored in place by `huifang score-archive`) is only ever
     # read: never rewritten with personal data silenced, never given a retention expiry, never served or deleted.
     stored = all(stored_audio(ctx.data_dir, f["path"]) for f in job.files)
@@ -131,6 +139,61 @@ def file_report(ctx: JobContext, job: JobRecord, report: dict[str, Any], typed: 
             log.exception("call %s: could not plan the customer's follow-ups; the next planning run will",
                           job.call_id)
     return True
+
+
+def run_redecode(ctx: JobContext, job: JobRecord) -> None:
+    """Decode again, at full quality, the finals a stored live call decoded greedily under load, and store the
+    report that follows (the live verdicts kept in it; the one before kept as an earlier version). Synchronous."""
+    call = ctx.store.get_call(job.call_id)
+    if call is None or ctx.redecode is None:
+        _fail_redecode(ctx, job, "the call is gone" if call is None else "this worker cannot re-decode")
+        return
+    previous = read_report(call.report)
+    redo = [Redo(f.utterance_id, f.channel, f.start_s, f.end_s) for f in ctx.store.stored_live_finals(job.call_id)
+            if f.degraded and not f.masked]
+    try:
+        audio = {name: decode_audio(str(ctx.data_dir / f["path"])).samples[i]
+                 for f in job.files for i, name in enumerate(f["channels"])}
+        report = ctx.redecode(previous, redo, audio, job.loan_file)
+        typed = read_report(report)
+    except Exception as e:  # noqa: BLE001 - the live verdicts stand; the job says why
+        log.exception("call %s: re-decoding its degraded finals failed", job.call_id)
+        _fail_redecode(ctx, job, f"re-decoding failed ({type(e).__name__}); the live verdicts stand")
+        JOBS.labels("error").inc()
+        return
+    try:
+        kept = _retrying(lambda: ctx.store.replace_report(job.call_id, call.report, report_row(report, typed),
+                                                          previous.assessor_version, reason="redecode", job=job))
+    except LeaseLost as e:
+        log.warning("call %s: %s; this re-decoding is dropped", job.call_id, e)
+        JOBS.labels("superseded").inc()
+        return
+    if kept is None:
+        log.info("call %s was deleted or replaced before its re-decoding was stored", job.call_id)
+        return
+    REDECODED.inc(len(typed.redecoded))
+    final = {t.topic: t.label for t in typed.topics if t.label}
+    for topic in set(final) | set(typed.live_labels):
+        LIVE_FINAL_LABELS.labels(str(final.get(topic) == typed.live_labels.get(topic)).lower()).inc()
+    _retrying(lambda: audit.append(ctx.store, "report_redecoded", "scoring", job.call_id, {
+        "report_sha256": audit.digest(report), "redecoded": list(typed.redecoded),
+        "changed": sorted(t for t in set(final) | set(typed.live_labels)
+                          if final.get(t) != typed.live_labels.get(t))}))
+    customer_id = call.customer_id
+    if ctx.after_report is not None and customer_id and job.source != "demo":
+        try:
+            ctx.after_report(str(customer_id))
+        except Exception:  # noqa: BLE001 - the report is stored; the daily plan catches up
+            log.exception("call %s: could not plan the customer's follow-ups", job.call_id)
+    JOBS.labels("done").inc()
+
+
+def _fail_redecode(ctx: JobContext, job: JobRecord, error: str) -> None:
+    """A re-decoding that cannot be done: the job fails, the call's audio (the stored live call's) stays."""
+    try:
+        _retrying(lambda: ctx.store.fail_job(job.id, error, version=job.lease_version))
+    except LeaseLost as e:
+        log.warning("call %s: %s; its failure is not recorded", job.call_id, e)
 
 
 #: Seconds between attempts to record an outcome while the database is unreachable.

@@ -7,6 +7,7 @@ replicas); a replica killed mid-call is in test_faults.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 from pathlib import Path
@@ -232,3 +233,71 @@ def store_of(client: TestClient) -> Any:
     store = state_of(client.app).store  # type: ignore[arg-type]
     assert store is not None
     return store
+
+
+class UnderLoadTranscriber(ScriptedTranscriber):
+    """Live finals come out greedy (decoded under load); decoded again after the call with the final beam, every
+    customer answer turns out to be "记不清了": what the re-decoding job stores is then visible in the labels."""
+
+    def transcribe_span(self, samples: np.ndarray, channel: str, offset_s: float, beam_size: int | None = None,
+                        min_window_s: float | None = None, provisional: bool = False,
+                        abandon: Any = None) -> Any:
+        heard = super().transcribe_span(samples, channel, offset_s, beam_size, min_window_s, provisional, abandon)
+        if heard is None:
+            return None
+        if abandon is not None:  # the live path's decodes (partials, finals decoded early)
+            return dataclasses.replace(heard, greedy=True)
+        return dataclasses.replace(heard, text="记不清了") if channel == "customer" else heard
+
+    def transcribe_spans(self, spans: Any, beam_size: int | None = None,
+                         min_window_s: float | None = None) -> list[Any]:
+        heard = [super(UnderLoadTranscriber, self).transcribe_span(samples, channel, offset_s)
+                 for samples, channel, offset_s in spans]
+        return [dataclasses.replace(u, greedy=True) if u is not None else None for u in heard]
+
+
+def test_finals_decoded_under_load_are_decoded_again_after_the_call(tmp_path: Path,
+                                                                    call_s01: tuple[dict[str, Any], bytes]) -> None:
+    from service.metrics import scrape
+
+    script, pcm = call_s01
+    before = scrape().decode()
+    with tokens_client(tmp_path, TOKENS, UnderLoadTranscriber(script), live={"idle_timeout_s": 5.0}) as client:
+        with client.websocket_connect("/v1/calls/live-b6/audio", headers=bearer(INGEST)) as ws:
+            ws.send_json(_start(script))
+            _send(ws, pcm)
+            ws.send_json({"type": "stop"})
+            events, _ = _events(ws)
+        summary = next(e for e in events if e["type"] == "summary")
+        live = {a["topic"]: a["label"] for a in summary["assessments"]}
+        assert "clear" in live.values()
+        deadline = time.monotonic() + 60
+        while not (report := client.get("/v1/calls/live-b6/report", headers=bearer(SUPERVISOR)).json())["redecoded"]:
+            assert time.monotonic() < deadline, "the degraded finals were not re-decoded"
+            time.sleep(0.2)
+        # The report carries both: the verdicts the agent got live, and the ones from the re-decoded text.
+        assert report["live_labels"] == live
+        customer_ids = {f["utterance_id"] for f in events if f["type"] == "final" and f["channel"] == "customer"
+                        and f["text"]}
+        assert set(report["redecoded"]) >= customer_ids
+        assert all(u["text"] == "记不清了" for u in report["utterances"] if u["channel"] == "customer")
+        assert _labels(report) != live and "omission" in _labels(report).values()
+        assert report["source"] == "live" and report["complete"] is True
+        store = store_of(client)
+        [earlier] = store.report_versions("live-b6")
+        assert earlier.reason == "redecode" and _labels(earlier.report) == live
+        with store.session() as s:  # the job kept the loan file only while it ran
+            from service.store.models import Recording
+
+            jobs = s.scalars(select(Recording).where(Recording.call_id == "live-b6")).all()
+            assert sorted((j.kind, j.status) for j in jobs) == [("redecode", "done"), ("score", "done")]
+            kept = {j.kind: j.loan_file for j in jobs}
+            assert kept["redecode"] is None and "*" in kept["score"]["borrower"]
+    after = scrape().decode()
+
+    def counter(text: str, name: str) -> float:
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+    assert counter(after, "huifang_redecoded_utterances_total") > counter(before, "huifang_redecoded_utterances_total")
+    assert counter(after, 'huifang_live_final_labels_total{agreed="false"}') > counter(
+        before, 'huifang_live_final_labels_total{agreed="false"}')

@@ -1,5 +1,6 @@
-"""Live calls in the books (issue #29): where a stored call came from, whether it ended cleanly, and the finals a
-live call writes as they come (what survives a crash of its replica).
+"""Live calls in the books (issue #29): where a stored call came from, whether it ended cleanly, the finals a
+live call writes as they come (what survives a crash of its replica), and the kind of a job (scoring a recording,
+or re-decoding a live call's degraded finals after it).
 
 Revision ID: 0009
 Revises: 0008
@@ -20,6 +21,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("recordings") as batch:
         batch.add_column(sa.Column("source", sa.String(8), nullable=False, server_default="upload"))
+        batch.add_column(sa.Column("kind", sa.String(16), nullable=False, server_default="score"))
     with op.batch_alter_table("calls") as batch:
         batch.add_column(sa.Column("source", sa.String(8), nullable=False, server_default="upload"))
         batch.add_column(sa.Column("complete", sa.Boolean, nullable=False, server_default=sa.true()))
@@ -44,4 +46,5 @@ def downgrade() -> None:
         batch.drop_column("complete")
         batch.drop_column("source")
     with op.batch_alter_table("recordings") as batch:
+        batch.drop_column("kind")
         batch.drop_column("source")
