@@ -24,12 +24,13 @@ async function load() {
     const vague = ["omission", "unclear", "evasive"].reduce((n, k) => n + (c.labels[k] || 0), 0);
     const tr = document.createElement("tr");
     tr.dataset.callId = c.call_id;
-    tr.innerHTML = `<td><a href="/calls/${encodeURIComponent(c.call_id)}">${esc(c.call_id)}</a></td>
+    tr.dataset.source = c.source;
+    tr.innerHTML = `<td><a href="${reportPath(c.call_id)}">${esc(c.call_id)}</a></td><td class="origin">${sourceHtml(c)}</td>
       <td class="time">${when(c.created_at)}</td><td>${esc(c.agent_id || "—")}</td>
       <td>${Math.round(c.duration_s)} 秒</td><td><span class="pill ${c.tier}">${TIERS[c.tier]} ${c.risk_score}</span></td><td>${vague}</td>`;
     rows.appendChild(tr);
   }
-  if (!body.items.length) rows.innerHTML = '<tr><td colspan="6">没有符合条件的通话</td></tr>';
+  if (!body.items.length) rows.innerHTML = '<tr><td colspan="7">没有符合条件的通话</td></tr>';
   $("page").textContent = `${body.total ? offset + 1 : 0}-${offset + body.items.length} / ${body.total}`;
   $("prev").disabled = offset === 0;
   $("next").disabled = offset + PAGE >= body.total;

@@ -191,7 +191,7 @@ function carriedOver(items) {
     const day = whenDay(item.at);
     // A new tab: the agent is on a live call and keeps this screen.
     const from = item.call_id
-      ? `<a class="from" href="/calls/${encodeURIComponent(item.call_id)}" target="_blank" rel="noopener" title="通话 ${esc(item.call_id)}">${day}通话报告</a>`
+      ? `<a class="from" href="${reportPath(item.call_id)}" target="_blank" rel="noopener" title="通话 ${esc(item.call_id)}">${day}通话报告</a>`
       : "";
     li.innerHTML = `<span class="badge ${esc(item.label)}">${esc(LABELS[item.label] || item.label)}</span>
       <span class="name">${esc(item.name || item.topic)}</span>${from}`;
@@ -227,6 +227,27 @@ function summary(ev) {
     <dt>模糊回答</dt><dd>${ev.vague_answers}</dd>
     <dt>与档案不符</dt><dd>${ev.mismatches}</dd>
     <dt>提示 / 已追问</dt><dd>${ev.prompts.length} / ${followed}</dd>`;
+}
+
+// -- the end of the call ------------------------------------------------------------------------------------
+
+const NOT_STORED = "本通话的报告暂未保存：系统稍后会根据已保存的转写补存，并标为未完整结束。";
+const RESUMABLE = "服务器正在重启，这通电话尚未结束：话务系统重新接入后通话将继续，请稍后刷新本页。";
+
+// `end`: stored (`report_url`: the link to its report page), or kept open for a reconnect (`resumable`, the
+// server is stopping), or neither (a server that keeps no calls, or storing failed: an error said so).
+function ended(ev) {
+  if (ev.resumable) {
+    setStatus("paused", "等待重连");
+    showBanner(RESUMABLE);
+    return;
+  }
+  setStatus("ended", "通话结束");
+  if (ev.report_url) {
+    const link = $("report-link");
+    link.href = reportPath(ev.call_id);
+    link.hidden = false;
+  }
 }
 
 // -- events -------------------------------------------------------------------------------------------------
@@ -270,12 +291,13 @@ function handle(ev) {
       break;
     case "error":
       if (ev.code === "assessment_failed") showBanner("答复评估暂不可用：本通话仅显示转写。", ev.message);
+      else if (ev.code === "not_stored") showBanner(NOT_STORED, ev.message);
       else showBanner("通话处理出错，转写和提示可能不完整。", `${ev.code}: ${ev.message}`);
       break;
     case "end":
       clearBusy();
       state.ended = true;
-      setStatus("ended", "通话结束");
+      ended(ev);
       break;
     default:
       break; // newer event types: ignore

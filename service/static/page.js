@@ -171,3 +171,23 @@ function evidenceHtml(e, mismatch) {
       return "";
   }
 }
+
+// -- where a stored call came from (#29) -------------------------------------------------------------------------
+// `source` and `complete` of /v1/calls and of a report, in the same words on the list and the report page.
+const SOURCES = { upload: "上传录音", live: "实时通话", demo: "演示" };
+const INCOMPLETE = "未完整结束";
+const INCOMPLETE_WHY = "通话未正常结束（连接中断或处理出错），内容截至最后一句转写";
+const DEMO_WHY = "演示通话：样例录音的回放，不是客户的通话，不计入坐席辅导和客户档案";
+
+// The report page of a call (the HTML page, not the JSON API).
+function reportPath(callId) {
+  return `/calls/${encodeURIComponent(callId)}`;
+}
+
+// A call's source as a small label, then "未完整结束" for a call that did not end cleanly (their reasons as
+// tooltips). A demo is marked so that nobody takes it for a customer's call.
+function sourceHtml(call) {
+  const why = call.source === "demo" ? ` title="${esc(DEMO_WHY)}"` : "";
+  const label = `<span class="source ${esc(call.source)}" data-source="${esc(call.source)}"${why}>${esc(SOURCES[call.source] || call.source)}</span>`;
+  return call.complete === false ? `${label}<span class="incomplete" title="${esc(INCOMPLETE_WHY)}">${INCOMPLETE}</span>` : label;
+}

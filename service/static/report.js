@@ -152,6 +152,18 @@ function transcript(utterances) {
   }
 }
 
+// Where the call came from, in the header; a demo or a call that did not end cleanly also said in a sentence
+// above the report, so that nobody reads a demo as a customer's call or a cut-off call as the whole call.
+function callNote(report) {
+  $("source").innerHTML = sourceHtml(report);
+  const notes = [];
+  if (report.source === "demo") notes.push(`${DEMO_WHY}。`);
+  if (report.complete === false) notes.push(`${INCOMPLETE}：${INCOMPLETE_WHY}。`);
+  $("call-note").textContent = notes.join(" ");
+  $("call-note").dataset.demo = String(report.source === "demo");
+  $("call-note").hidden = !notes.length;
+}
+
 async function main() {
   const callId = decodeURIComponent(location.pathname.split("/").pop());
   $("call-id").textContent = callId;
@@ -164,6 +176,7 @@ async function main() {
   const report = await res.json();
   document.title = `回访报告 ${callId}`;
   $("meta").textContent = `${when(report.created_at)} · 坐席 ${report.agent_id || "—"} · 时长 ${clock(report.duration_s)}`;
+  callNote(report);
   $("tech").textContent = `call_id: ${callId}\nassessor_version: ${report.assessor_version || "—"}\ncreated_at: ${report.created_at || "—"} (UTC)`;
   const audio = report.audio && report.audio.length ? await HF.audioUrl(report.audio[0].url) : null;
   if (audio) $("player").src = audio;

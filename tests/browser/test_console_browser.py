@@ -55,6 +55,10 @@ def test_the_console_shows_prompt_cards_and_checklist_for_a_shared_call(
         expect(page.locator("#loan")).to_contain_text("赵*")  # the surname only
         expect(page.locator("#summary-panel")).to_be_visible()
         expect(page.locator("#summary-wait")).to_be_hidden()  # the summary replaced what it said would come
+        # Stored when it ended (#29): the console links to the call's report page (not the JSON API).
+        link = page.locator("#report-link")
+        expect(link).to_have_text("查看报告")
+        expect(link).to_have_attribute("href", "/calls/browser-s03")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "console-call_s03.png"), full_page=True)
         # The answer tags on the customer's bubbles are read whole at every width (issue #27: 收入情况 · 表 / 述不清).
@@ -63,6 +67,20 @@ def test_the_console_shows_prompt_cards_and_checklist_for_a_shared_call(
             audit = page.evaluate(AUDIT_JS, sorted(ALLOWED_LATIN))
             assert not audit["problems"] and not audit["latin"], (width, audit)
             page.screenshot(path=str(ARTIFACTS / f"console-call_s03-{width}.png"), full_page=True)
+
+        # The link opens the stored report of this call, marked as a live call that ended cleanly; the calls
+        # list marks it the same way.
+        link.click()
+        expect(page).to_have_url(f"http://127.0.0.1:{port}/calls/browser-s03")
+        expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=30_000)
+        expect(page.locator("#source .source")).to_have_attribute("data-source", "live")
+        expect(page.locator("#source")).to_have_text("实时通话")
+        expect(page.locator("#call-note")).to_be_hidden()
+        expect(page.locator('#checklist tr[data-topic="overdue"]')).to_contain_text("避而不答")
+        page.goto(f"http://127.0.0.1:{port}/calls")
+        row = page.locator('#calls tr[data-call-id="browser-s03"]')
+        expect(row).to_have_attribute("data-source", "live")
+        expect(row.locator(".origin")).to_have_text("实时通话")
         page.close()
 
 

@@ -21,8 +21,11 @@ from fastapi.testclient import TestClient
 
 from nlu.assess import Assessor
 from nlu.dialogue import Turn
-from nlu.report import score_call
+from nlu.report import read_report, score_call
 from nlu.types import LoanRecord
+from pipeline.recording import Scored
+from service.app import state_of
+from service.workers.jobs import JobContext, file_report
 from tests.integration.test_live_socket import FakeTranscriber
 from tests.integration.test_loanbook import score
 from tests.support.paths import ARTIFACTS
@@ -71,11 +74,25 @@ def _report(call_id: str, turns: list[tuple[Any, ...]], role: str) -> dict[str, 
     return score_call(call_id, [Turn(*t) for t in turns], Assessor(), record, 30.0).to_dict()
 
 
+def _stream_stored(client: TestClient, call_id: str, rep: dict[str, Any], source: str, complete: bool,
+                   agent_id: str) -> None:
+    """Store a report the way a live call's end does (service.live.books: its leased row, then file_report), with
+    `source` (live or demo) and `complete`; no customer in the loan file, so the loan book is not touched."""
+    state = state_of(client.app)
+    store = state.store
+    assert store is not None
+    claim = store.open_live(call_id, "pages-test", 60.0, [], {**LOAN, "role": "borrower"}, agent_id, source)
+    ctx = JobContext(store, state.settings.data_dir, lambda *_: Scored(rep, []), 30.0)
+    assert file_report(ctx, claim.job, rep, read_report(rep), raw=None, files=[], audio_dir=None, complete=complete,
+                       actor=source)
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """The app under uvicorn with the tokens of tests.support.server (the agent is A08) and a small loan book: C100
     with a vague guarantor's call and a call that contradicted the loan file (both A08's), C200 with a clean call
-    (A09's) and C300's evasive call (A08's); C100's second call assigned to A08."""
+    (A09's) and C300's evasive call (A08's); C100's second call assigned to A08. Then two calls streamed live
+    (#29): A09's cut off midway (stored incomplete) and A08's demo replay, the newest call."""
     with served_app(tmp_path_factory.mktemp("pages"), FakeTranscriber()) as (base, app):
         client = TestClient(app)  # never entered: `score` reads the app's state through it
         assert httpx.put(f"{base}/v1/customers/C100/contact", headers=bearer(INGEST),
@@ -85,6 +102,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 ("c200-1", CLEAN, "borrower", "C200", "A09"), ("c300-1", WRONG_DAY, "borrower", "C300", AGENT_ID)):
             loan = {**LOAN, "role": role, "customer_id": customer, "loan_id": f"L{customer[1:]}"}
             score(client, call_id, _report(call_id, turns, role), loan=loan, agent_id=agent)
+        _stream_stored(client, "live-cut-1", _report("live-cut-1", VAGUE[:4], "borrower"), "live", False, "A09")
+        _stream_stored(client, "demo-call_s03-1", _report("demo-call_s03-1", CLEAN, "borrower"), "demo", True,
+                       AGENT_ID)
         queue = httpx.get(f"{base}/v1/followups", params={"customer_id": "C100"}, headers=bearer(SUPERVISOR)).json()
         second = next(f for f in queue["items"] if f["channel"] == "call")
         assert httpx.post(f"{base}/v1/followups/{second['id']}/assign", json={"assignee": AGENT_ID},
@@ -252,6 +272,35 @@ def test_the_report_speaks_chinese_and_keeps_technical_words_under_details(brows
     expect(page.locator("body")).to_have_attribute("data-not-found", "true", timeout=30_000)
     expect(page.locator("#banner")).to_contain_text("未找到坐席 NOPE")
     expect(page.locator("#card")).to_be_hidden()
+    page.close()
+
+
+@pytest.mark.browser
+def test_a_demo_and_a_cut_off_call_are_marked_on_the_list_and_the_report(browser, site: Site) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{site.base}/calls#token={SUPERVISOR}")
+    _ready(page)
+    for call_id, source, label in (("c100-1", "upload", "上传录音"), ("live-cut-1", "live", "实时通话未完整结束"),
+                                   ("demo-call_s03-1", "demo", "演示")):
+        row = page.locator(f'#calls tr[data-call-id="{call_id}"]')
+        expect(row).to_have_attribute("data-source", source)
+        expect(row.locator(".origin")).to_have_text(label)
+    # Nobody takes the demo for a customer's call, nor a cut-off call for the whole call.
+    page.goto(f"{site.base}/calls/demo-call_s03-1")
+    _ready(page)
+    expect(page.locator("#source")).to_have_text("演示")
+    expect(page.locator("#call-note")).to_contain_text("不是客户的通话")
+    page.goto(f"{site.base}/calls/live-cut-1")
+    _ready(page)
+    expect(page.locator("#source")).to_have_text("实时通话未完整结束")
+    expect(page.locator("#call-note")).to_contain_text("内容截至最后一句转写")
+    expect(page.locator("#call-note")).not_to_contain_text("演示")
+    page.goto(f"{site.base}/calls/c100-1")
+    _ready(page)
+    expect(page.locator("#source")).to_have_text("上传录音")
+    expect(page.locator("#call-note")).to_be_hidden()
     page.close()
 
 
