@@ -96,6 +96,9 @@ class CallReport(ReportBody):
     agent_id: str | None
     source: str
     complete: bool
+    #: A job of the call is queued or running: its live finals being re-decoded, or a replacing upload being
+    #: scored (the report may still change).
+    reprocessing: bool
 
 
 class RawUtterance(BaseModel):
@@ -141,8 +144,9 @@ async def call_report(call_id: CallIdPath, principal: Viewer, store: StoreDep) -
         raise _not_found(detail)
     await asyncio.to_thread(audit.append, store, "report_read", principal.name, call_id, {"role": principal.role})
     files = await asyncio.to_thread(_audio_files, store, call.recording_id, call.audio_dir)
+    pending = await asyncio.to_thread(store.active_job_for, call_id)
     return CallReport(**report_body(call.report), created_at=call.created_at.isoformat(), agent_id=call.agent_id,
-                      source=call.source, complete=call.complete,
+                      source=call.source, complete=call.complete, reprocessing=pending is not None,
                       audio=[AudioLink(url=f"/v1/calls/{call_id}/audio/{i}", channels=f["channels"])
                              for i, f in enumerate(files)])
 
