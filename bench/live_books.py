@@ -93,11 +93,13 @@ async def stream_one(port: int, http: Any, call: dict[str, Any], audio: np.ndarr
     ends = [(e, t) for e, t in zip(result.events, result.arrival, strict=True) if e.get("type") == "end"]
     end_event, end_at = ends[-1] if ends else ({}, None)
     summaries = [t for e, t in zip(result.events, result.arrival, strict=True) if e.get("type") == "summary"]
+    concluded = summaries[-1] if summaries else None
     return {"call": call["id"], "call_id": call_id, "audio_s": round(audio_s, 1), "close_code": result.close_code,
             "store_delay_s": round(appeared - stopped, 3) if appeared is not None else None,
             "end_event_s": round(end_at - stopped, 3) if end_at is not None else None,
             # The storing's own share: from the dialogue's summary (every final out) to the call being listed.
-            "listed_after_summary_s": round(appeared - summaries[-1], 3) if appeared is not None and summaries else None,
+            "listed_after_summary_s": (round(appeared - concluded, 3)
+                                       if appeared is not None and concluded is not None else None),
             "end_report_url": end_event.get("report_url"),
             "finals": sum(1 for e in result.finals() if e["text"])}
 
