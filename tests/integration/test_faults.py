@@ -1,6 +1,7 @@
 """Faults a live service meets (issue #16 point 12): the server stopped with calls on the line, recording jobs
-in flight when it stops, and the database gone during a live call. (A decoder failing for one utterance and a
-screen that stops reading are in test_live_socket.py and test_live_assist.py.)"""
+in flight when it stops, the database gone during a live call, and a replica killed mid-call (issue #29: the call
+is stored as incomplete by the next replica). (A decoder failing for one utterance and a screen that stops reading
+are in test_live_socket.py and test_live_assist.py.)"""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import pytest
 
 from service.auth import write_tokens_file
 from tests.integration.test_live_socket import START, _speech, _stereo_pcm16
-from tests.support.server import free_port, wait_healthy
+from tests.support.server import SUPERVISOR, bearer, free_port, wait_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 INGEST = "f-ingest"
@@ -78,6 +80,143 @@ async def test_sigterm_ends_live_calls_cleanly_before_the_server_stops(tmp_path:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+#: A replica with a short lease and audio flushed often, whose recogniser says the shared call's script text.
+_REPLICA = """
+import json
+import sys
+from pathlib import Path
+
+from service.server import serve
+from service.settings import Settings
+from tests.integration.test_live_assist import ScriptedTranscriber
+
+script = json.loads(Path(sys.argv[5]).read_text(encoding="utf-8"))
+serve(Settings(data_dir=Path(sys.argv[1]), port=int(sys.argv[2]), auth={"tokens_file": sys.argv[3]},
+               metrics={"port": int(sys.argv[4])}, live={"lease_s": 2.0, "audio_flush_s": 0.5}),
+      ScriptedTranscriber(script))
+"""
+
+
+def _replica(tmp_path: Path, name: str, tokens: Path, script: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A `serve` process on the test's one data directory (SQLite), on a new port, healthy."""
+    port = free_port()
+    log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - the process writes it until it ends
+    proc = subprocess.Popen([sys.executable, "-c", _REPLICA, str(tmp_path / "data"), str(port), str(tokens),
+                             str(free_port()), str(script)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        wait_healthy(proc, port, 60)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, port
+
+
+def _log_tail(tmp_path: Path, name: str) -> str:
+    return (tmp_path / f"{name}.log").read_text(encoding="utf-8", errors="replace")[-3000:]
+
+
+@pytest.mark.asyncio
+async def test_a_replica_killed_mid_call_leaves_the_call_stored_incomplete(tmp_path: Path,
+                                                                          shared_data: Path) -> None:
+    """SIGKILL with a call on the line, after finals were sent and more audio came: the next replica on the same
+    database stores the call once its lease runs out, marked incomplete, with every final the switch got, its
+    audio as flushed, and its audit entry (issue #29: nothing said before the crash is lost)."""
+    import httpx
+    import websockets
+    from sqlalchemy import select
+
+    from asr.audio import decode_audio
+    from service.store import Store
+    from service.store.models import AuditEntry
+    from tests.integration.test_live_assist import _call
+    from tests.integration.test_live_books import _start
+
+    script, pcm = _call(shared_data, "call_s01")
+    tokens = tmp_path / "tokens.yaml"
+    write_tokens_file(tokens, {INGEST: ("ingest", None), SUPERVISOR: ("supervisor", None)})
+    script_path = shared_data / "calls" / "call_s01.json"
+    frame = 12800  # 200 ms of 16 kHz stereo pcm16
+    # The agent's opening and the customer's first answer, with the pause after it (two finals at least).
+    first = int(15.0 * 16000) * 4
+    more = int(3.0 * 16000) * 4  # then the agent's next turn starts: audio the killed replica had in hand
+
+    proc, port = _replica(tmp_path, "first", tokens, script_path)
+    finals: list[dict[str, Any]] = []
+    try:
+        ws = await websockets.connect(f"ws://127.0.0.1:{port}/v1/calls/killed/audio",
+                                      additional_headers={"Authorization": f"Bearer {INGEST}"})
+        await ws.send(json.dumps(_start(script)))
+        assert json.loads(await ws.recv())["type"] == "ready"
+        for i in range(0, first, frame):
+            await ws.send(pcm[i: i + frame])
+        while len(finals) < 2:
+            event = json.loads(await asyncio.wait_for(ws.recv(), 60))
+            if event["type"] == "final" and event["text"]:
+                finals.append(event)
+        for i in range(first, first + more, frame):  # at the pace of the line
+            await ws.send(pcm[i: i + frame])
+            await asyncio.sleep(0.2)
+        while True:  # whatever else the replica sent before it dies counts as received
+            try:
+                event = json.loads(await asyncio.wait_for(ws.recv(), 0.5))
+            except TimeoutError:
+                break
+            if event["type"] == "final" and event["text"]:
+                finals.append(event)
+        proc.kill()
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        await ws.close()  # no closing handshake comes from a killed process: this only ends the client's side
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    second, port = _replica(tmp_path, "second", tokens, script_path)
+    try:
+        supervisor = bearer(SUPERVISOR)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=supervisor, timeout=10) as http:
+            deadline = time.monotonic() + 60
+            while not (listed := (await http.get("/v1/calls")).json())["items"]:
+                assert second.poll() is None, _log_tail(tmp_path, "second")
+                assert time.monotonic() < deadline, "the killed replica's call was not stored:\n" + \
+                    _log_tail(tmp_path, "second")
+                await asyncio.sleep(0.2)
+            assert [(c["call_id"], c["source"], c["complete"]) for c in listed["items"]] == [
+                ("killed", "live", False)]
+            report = (await http.get("/v1/calls/killed/report")).json()
+            assert report["source"] == "live" and report["complete"] is False
+            # Every final the switch got, in order, with its text: up to the last one, nothing is lost.
+            stored = {u["utterance_id"]: u for u in report["utterances"]}
+            for final in finals:
+                assert final["utterance_id"] in stored, (final, list(stored))
+                assert stored[final["utterance_id"]]["text"] == final["text"]
+            starts = [u["start_s"] for u in report["utterances"]]
+            assert starts == sorted(starts)
+            # Both channels' audio as flushed before the kill (at most `audio_flush_s` short of what the
+            # replica had taken in, which runs past the last final), served and with the agent's speech in it.
+            assert [a["channels"] for a in report["audio"]] == [["agent"], ["customer"]]
+            last_end_s = max(f["end_s"] for f in finals)
+            for link in report["audio"]:
+                served = await http.get(link["url"])
+                assert served.status_code == 200
+                path = tmp_path / f"{link['channels'][0]}.flac"
+                path.write_bytes(served.content)
+                audio = decode_audio(str(path))
+                assert last_end_s - 0.5 <= audio.duration_s <= (first + more) / 4 / 16000 + 0.01
+            assert float(np.abs(decode_audio(str(tmp_path / "agent.flac")).samples).max()) > 0.05
+        # The audit log has the stored report (written by the replica that stored it).
+        store = Store(f"sqlite:///{tmp_path / 'data' / 'huifang.db'}")
+        with store.session() as s:
+            entries = s.scalars(select(AuditEntry).where(AuditEntry.kind == "report",
+                                                         AuditEntry.call_id == "killed")).all()
+        assert len(entries) == 1 and entries[0].actor == "live"
+    finally:
+        second.terminate()
+        second.wait(timeout=30)
 
 
 @pytest.mark.asyncio
