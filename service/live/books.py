@@ -20,6 +20,7 @@ data masked silenced whole, unless `keep_audio` is off (the report is stored eit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -39,6 +40,7 @@ from pipeline.call import AGENT, ROLES, CallPipeline, Final, assists
 from pipeline.recording import finish_report
 from service.errors import ServiceError
 from service.ids import process_name
+from service.live.claims import call_in_progress
 from service.metrics import REDECODE_SKIPPED
 from service.protocol import CloseCode, StartMessage
 from service.store import Store
@@ -50,6 +52,8 @@ log = logging.getLogger(__name__)
 
 #: A call's lease is renewed at this fraction of its length (two missed renewals still leave it the replica's).
 RENEW_EVERY = 1 / 3
+#: Attempts this process makes at storing an abandoned call before it marks it failed.
+SWEEP_TRIES = 3
 #: Raw audio as kept while a call streams: little-endian 16-bit samples, one file per channel.
 _SAMPLE = np.dtype("<i2")
 
@@ -181,6 +185,8 @@ class LiveBooks:
         self.owner = process_name("live")
         #: Called when a re-decode job was queued (wakes the job workers).
         self.on_queued: Callable[[], None] | None = None
+        #: Failed attempts to store an abandoned call, by its row.
+        self._failures: dict[str, int] = {}
         self._sweeper = WorkerLoop("live calls sweep", self._sweep_step, 1, options.sweep_s)
 
     @property
@@ -207,7 +213,8 @@ class LiveBooks:
             claim = await asyncio.to_thread(self.store.open_live, call_id, self.owner, self.options.lease_s, files,
                                             loan, start.agent_id, source, recording_id)
         except CallConflict as e:
-            raise call_stored(call_id, str(e)) from e
+            # Streaming on another connection: retry later (the call continues); stored: give up.
+            raise (call_in_progress(call_id) if e.live else call_stored(call_id, str(e))) from e
         job = claim.job
         book = CallBook(self, job, self.audio_of(job), claim.finals)
         if claim.resumed:
@@ -228,9 +235,24 @@ class LiveBooks:
         claim = await asyncio.to_thread(self.store.claim_abandoned_live, self.owner, self.options.lease_s)
         if claim is None:
             return False
+        job = claim.job
         log.warning("call %s: its live connection ended without storing it (replica gone or never reconnected); "
-                    "storing what it said up to its last final", claim.job.call_id)
-        await asyncio.to_thread(self.store_abandoned, claim)
+                    "storing what it said up to its last final", job.call_id)
+        try:
+            await asyncio.to_thread(self.store_abandoned, claim)
+        except Exception:
+            # Taken again once this claim's lease runs out; a call that cannot be stored at all is given up on,
+            # not retried for ever.
+            self._failures[job.id] = failures = self._failures.get(job.id, 0) + 1
+            if failures >= SWEEP_TRIES:
+                log.exception("call %s could not be stored after %d tries; marked failed", job.call_id, failures)
+                with contextlib.suppress(LeaseLost):
+                    await asyncio.to_thread(self.store.fail_job, job.id, "the live call could not be stored",
+                                            job.lease_version)
+                self._failures.pop(job.id, None)
+                return True
+            raise
+        self._failures.pop(job.id, None)
         return True
 
     def store_abandoned(self, claim: LiveClaim) -> bool:
@@ -309,7 +331,8 @@ class CallBook:
     #: Seconds of call audio before this connection (a reconnect continues the call's clock).
     offset_s: float = 0.0
     _written: list[LiveFinalRecord] = field(default_factory=list)
-    _queue: asyncio.Queue[LiveFinalRecord | None] = field(default_factory=asyncio.Queue)
+    _queue: asyncio.Queue[tuple[LiveFinalRecord, asyncio.Future[None]] | None] = field(
+        default_factory=asyncio.Queue)
     _writer: asyncio.Task[None] | None = None
     _heartbeat: asyncio.Task[None] | None = None
     #: Set when the lease was lost (another replica took the call): nothing more is written here.
@@ -336,15 +359,22 @@ class CallBook:
         """Audio of channel `index` as received (the call's audio worker thread)."""
         self.audio.add(index, samples)
 
-    def keep_final(self, final: Final, start_s: float, end_s: float, degraded: bool) -> None:
-        """A final as sent: written in order by a background task (never delays the call's events)."""
+    def keep_final(self, final: Final, start_s: float, end_s: float, degraded: bool) -> asyncio.Future[None]:
+        """A final about to be sent: written in order by a background task; the future is done once it is (or
+        once writing it failed: the report is stored from memory at the end)."""
         record = LiveFinalRecord(len(self._written) + 1, final.channel, final.utterance_id, start_s, end_s,
                                  final.text, bool(final.masked), degraded)
         self._written.append(record)
-        self._queue.put_nowait(record)
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.settled:
+            written.set_result(None)
+        else:
+            self._queue.put_nowait((record, written))
+        return written
 
     async def _write_finals(self) -> None:
-        while (record := await self._queue.get()) is not None:
+        while (item := await self._queue.get()) is not None:
+            record, written = item
             for attempt in range(3):
                 try:
                     await asyncio.to_thread(self.store.add_live_final, self.job.id, record)
@@ -353,6 +383,8 @@ class CallBook:
                     log.warning("call %s: could not write final %d (attempt %d)", self.job.call_id, record.seq,
                                 attempt + 1, exc_info=True)
                     await asyncio.sleep(1.0)
+            if not written.done():
+                written.set_result(None)
 
     async def _renew(self) -> None:
         lease_s = self.books.options.lease_s

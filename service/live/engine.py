@@ -77,6 +77,10 @@ class LiveEngine:
                                                  self.min_window_s)
 
 
+#: Longest a final waits for its own write to the database before it is sent anyway.
+KEEP_FINAL_WAIT_S = 0.25
+
+
 class CallKeeper(Protocol):
     """Where a call's audio and finals are kept as they come (service/live/books.py)."""
 
@@ -88,8 +92,8 @@ class CallKeeper(Protocol):
     def keep_audio(self, index: int, samples: np.ndarray) -> None:
         """Audio of channel `index` as received (called on the audio worker thread, in order)."""
 
-    def keep_final(self, final: Final, start_s: float, end_s: float, degraded: bool) -> None:
-        """A final as sent (on the event loop; must not block)."""
+    def keep_final(self, final: Final, start_s: float, end_s: float, degraded: bool) -> asyncio.Future[None]:
+        """A final about to be sent (on the event loop; must not block): done once it is written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,14 +307,16 @@ class LiveCall:
                                     self._public_id(channel.name, request.utterance_id))
         if not final.text and request.utterance_id not in channel.partial_shown:
             return None  # nothing was said and nothing was shown: no event
+        if self.keeper is not None and final.text:
+            # Greedy under load while the final beam is wider: re-decoded after the call.
+            degraded = utterance is not None and utterance.greedy and self.engine.final_beam_size > 1
+            written = self.keeper.keep_final(final, start_s, end_s, degraded)
+            # Kept before anyone sees it, so a crash loses no final shown; a slow database delays it a moment only.
+            await asyncio.wait({written}, timeout=KEEP_FINAL_WAIT_S)
         delay_s = time.monotonic() - detected
         FINAL_LATENCY.observe(delay_s)
         await self._emit(FinalEvent(channel=request.channel, utterance_id=final.utterance_id, text=final.text,
                                     start_s=start_s, end_s=end_s))
-        if self.keeper is not None and final.text:
-            # Greedy under load while the final beam is wider: re-decoded after the call.
-            degraded = utterance is not None and utterance.greedy and self.engine.final_beam_size > 1
-            self.keeper.keep_final(final, start_s, end_s, degraded)
         self._late.pop(request.utterance_id, None)
         if self._overloaded and not self._late and delay_s <= self.engine.overload_final_delay_s:
             await self._clear_overload("finals are on time again")

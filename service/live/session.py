@@ -81,6 +81,8 @@ class LiveCalls:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     #: Where calls are kept as they stream and stored when they end (set with the store; None: not stored).
     books: LiveBooks | None = None
+    #: Calls whose connection's task was cancelled, being released in the background (a reconnect waits for it).
+    releasing: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     async def open(self, call_id: str, start: StartMessage, send: Emit | None,
                    owner: str | None = None, owner_reads_loanbook: bool = False,
@@ -122,6 +124,8 @@ class LiveCalls:
     async def _open_book(self, call_id: str, start: StartMessage, source: str) -> CallBook | None:
         """The call's row in the books; None when the database cannot be reached (the call goes on unstored)."""
         assert self.books is not None
+        if (pending := self.releasing.get(call_id)) is not None:
+            await asyncio.gather(pending, return_exceptions=True)  # the dropped connection lets go first
         try:
             return await self.books.open(call_id, start, source)
         except ServiceError:
@@ -325,10 +329,6 @@ class LiveSession:
         self.call.cancel()
         if self.book is not None and not self.book.settled:
             task = asyncio.get_running_loop().create_task(self.book.release())
-            _releasing.add(task)
-            task.add_done_callback(_releasing.discard)
+            self._calls.releasing[self.call_id] = task
+            task.add_done_callback(lambda _: self._calls.releasing.pop(self.call_id, None))
         self._calls.close(self.call_id)
-
-
-#: Releases under way after a connection's task was cancelled (kept referenced until done).
-_releasing: set[asyncio.Task[None]] = set()

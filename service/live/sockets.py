@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -116,6 +116,8 @@ class SocketCall:
         self._tickets = tickets
         #: One wait on the server's stop for the socket's life, not one per message.
         self._stop = asyncio.ensure_future(calls.stopping.wait())
+        #: The code the client closed with (set on disconnect; None: no close frame).
+        self.close_code: int | None = None
 
     def close(self) -> None:
         self._stop.cancel()
@@ -154,6 +156,7 @@ class SocketCall:
             raise late or ServiceError("idle_timeout", f"no message for {idle:.0f} s")
         message = receive.result()
         if message["type"] == "websocket.disconnect":
+            self.close_code = message.get("code")
             return None
         text = message.get("text")
         if text is not None and len(text) > MAX_TEXT_BYTES:
@@ -178,14 +181,14 @@ async def run_socket_call(ws: WebSocket, call_id: str, calls: LiveCalls, tokens:
     try:
         if (problem := id_problem(call_id, "call")) is not None:
             raise bad_call_id(problem)
-        stopped = await stream_source(run, source)
+        ending = await stream_source(run, source)
         if run.session is None:
             await run.conn.emit(EndEvent(call_id=call_id))
-        elif stopped:
-            await run.session.end()
+        elif ending == "lost":
+            await run.session.drop()  # the line went dead: a reconnect with the call id continues the call
         else:
-            await run.session.drop()  # gone without an end: a reconnect with the call id continues the call
-        if stopped:
+            await run.session.end()
+        if ending == "stop":
             await run.conn.flush_and_close(CloseCode.NORMAL)
     except ServiceError as e:
         if run.session is not None:
@@ -228,10 +231,17 @@ def _frame(message: MutableMapping[str, Any]) -> WireFrame:
     return data if data is not None else message.get("text") or ""
 
 
-async def stream_source(run: SocketCall, source: AudioSource[WireFrame]) -> bool:
+#: Close codes a client ends a call with by closing the socket (normal closure, or a close frame without a code):
+#: FreeSWITCH's `uuid_audio_stream stop` ends a call so. Any other way a connection ends (1001 going away, 1006 no
+#: close frame: a dead line, a restarting proxy) leaves the call open for a reconnect.
+CLOSES_THAT_END = (1000, 1005)
+
+
+async def stream_source(run: SocketCall, source: AudioSource[WireFrame]) -> Literal["stop", "closed", "lost"]:
     """One path for every socket's audio, whatever its wire format: the source turns each message into records
-    (start, audio, end) and this feeds them to the call. True: the source ended the call; False: the client
-    disconnected.
+    (start, audio, end) and this feeds them to the call. Returns how the audio ended: `stop` (the source's end),
+    `closed` (the client closed the socket normally: also the call's end) or `lost` (the connection went
+    otherwise: the call may continue on a new connection).
 
     Who is streaming is checked before anything is read, unless the source's credentials come in its start
     (Twilio cannot send a header): then a socket without a valid start within `start_timeout_s` is closed.
@@ -250,7 +260,7 @@ async def stream_source(run: SocketCall, source: AudioSource[WireFrame]) -> bool
         else:
             message = await run.receive(active_until)
         if message is None:
-            return False  # a plain disconnect is also an end
+            return "closed" if run.close_code in CLOSES_THAT_END else "lost"
         records = source.read(_frame(message))
         for record in records:
             if isinstance(record, CallStart):
@@ -258,7 +268,7 @@ async def stream_source(run: SocketCall, source: AudioSource[WireFrame]) -> bool
                     run.authorize(record.token)
                 session = await run.begin(record.start)
             elif isinstance(record, CallEnd):
-                return True
+                return "stop"
             elif session is not None:
                 await session.feed(record)
                 run.check_limits()

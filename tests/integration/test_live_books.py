@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from service.app import state_of
 from service.protocol import CloseCode
 from service.store.models import AgentCallStats, CallSummary
 from tests.integration.test_live_assist import ScriptedTranscriber, _call
-from tests.support.server import ADMIN, AGENT_ID, INGEST, SUPERVISOR, audited, bearer, tokens_client
+from tests.support.server import ADMIN, AGENT_ID, INGEST, SUPERVISOR, audited, bearer, served_app, tokens_client
 
 TOKENS = {INGEST: ("ingest", None), SUPERVISOR: ("supervisor", None), ADMIN: ("admin", None)}
 FRAME = 12800  # 200 ms of 16 kHz stereo pcm16
@@ -136,6 +137,7 @@ def test_a_dropped_connection_continues_the_call_on_reconnect(tmp_path: Path,
             first = []
             while len([e for e in first if e["type"] == "final"]) < 3:
                 first.append(ws.receive_json())
+            ws.close(code=1001)  # the line went away (not a normal close, which ends the call)
         # The socket dropped without `stop`: nothing is stored yet, and the same id continues the call.
         calls = state_of(client.app).calls  # type: ignore[arg-type]
         deadline = time.monotonic() + 60  # the audio already sent is processed first
@@ -187,6 +189,7 @@ def test_a_dropped_call_nobody_continues_is_stored_incomplete(tmp_path: Path,
                 event = ws.receive_json()
                 if event["type"] == "final" and event["text"]:
                     finals.append(event)
+            ws.close(code=1006)  # no close frame: a dead line
         deadline = time.monotonic() + 30
         while not (listed := client.get("/v1/calls", headers=bearer(SUPERVISOR)).json())["items"]:
             assert time.monotonic() < deadline, "the abandoned call was not stored"
@@ -301,3 +304,28 @@ def test_finals_decoded_under_load_are_decoded_again_after_the_call(tmp_path: Pa
     assert counter(after, "huifang_redecoded_utterances_total") > counter(before, "huifang_redecoded_utterances_total")
     assert counter(after, 'huifang_live_final_labels_total{agreed="false"}') > counter(
         before, 'huifang_live_final_labels_total{agreed="false"}')
+
+
+def test_a_normal_close_without_stop_ends_the_call(tmp_path: Path, call_s01: tuple[dict[str, Any], bytes]) -> None:
+    """FreeSWITCH's `uuid_audio_stream stop` closes the socket (1000) instead of sending `stop`: the call ends and is
+    stored at once, complete. (A real socket: TestClient's sessions do not pass a client's close on.)"""
+    import httpx
+    import websockets.sync.client as ws_client
+
+    script, pcm = call_s01
+    with served_app(tmp_path, ScriptedTranscriber(script)) as (base, _):
+        url = base.replace("http://", "ws://") + "/v1/calls/live-b7/audio"
+        with ws_client.connect(url, additional_headers=bearer(INGEST), max_size=2**22) as ws:
+            ws.send(json.dumps(_start(script)))
+            assert json.loads(ws.recv(timeout=30))["type"] == "ready"
+            quarter = len(pcm) // 4 // 4 * 4
+            for i in range(0, quarter, FRAME):
+                ws.send(pcm[i: i + FRAME])
+            while json.loads(ws.recv(timeout=60))["type"] != "final":
+                pass
+            ws.close(code=1000)
+        deadline = time.monotonic() + 60
+        while not (listed := httpx.get(f"{base}/v1/calls", headers=bearer(SUPERVISOR), timeout=10).json())["items"]:
+            assert time.monotonic() < deadline, "the closed call was not stored"
+            time.sleep(0.1)
+        assert [(c["call_id"], c["complete"]) for c in listed["items"]] == [("live-b7", True)]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from asr.audio import load_call_audio
@@ -107,6 +108,67 @@ async def test_a_call_streamed_through_the_proxy_is_watched_identically_from_bot
     history = [e for e in streamed.events if e["type"] != "partial"]
     for port in cluster.replicas:
         assert await _watch(f"ws://127.0.0.1:{port}/v1/calls/{call_id}/events") == history
+    # In the books as it ended (issue #29), on the shared database: either replica lists it as live and serves
+    # its report and audio (the shared volume).
+    assert streamed.events[-1]["report_url"] == f"/v1/calls/{call_id}/report"
+    for port in cluster.replicas:
+        base = f"http://127.0.0.1:{port}"
+        listed = httpx.get(f"{base}/v1/calls", headers=bearer(SUPERVISOR), timeout=10).json()["items"]
+        assert [(c["source"], c["complete"]) for c in listed if c["call_id"] == call_id] == [("live", True)]
+        report = httpx.get(f"{base}/v1/calls/{call_id}/report", headers=bearer(SUPERVISOR), timeout=10).json()
+        assert len(report["utterances"]) >= len(streamed.finals()) - 1 and len(report["audio"]) == 2
+        for link in report["audio"]:
+            assert httpx.get(base + link["url"], headers=bearer(SUPERVISOR), timeout=30).status_code == 200
+
+
+async def _stream_part(url: str, start: dict[str, Any], pcm: bytes, stop: bool) -> list[dict[str, Any]]:
+    """Stream `pcm` on a new connection; with `stop` end the call and read to the close, else drop the socket
+    once a final came back (the line went dead mid-call). Retries while the id is still held by the connection
+    that dropped (its replica has not noticed yet)."""
+    import websockets
+
+    for _ in range(60):
+        async with websockets.connect(url, additional_headers=bearer(INGEST), max_size=2**22) as ws:
+            await ws.send(json.dumps(start))
+            first = json.loads(await ws.recv())
+            if first["type"] == "error" and first["code"] == "call_in_progress":
+                await asyncio.sleep(0.5)
+                continue
+            assert first["type"] == "ready", first
+            for i in range(0, len(pcm), 12800):
+                await ws.send(pcm[i: i + 12800])
+            events = [first]
+            if stop:
+                await ws.send(json.dumps({"type": "stop"}))
+                events += [json.loads(m) async for m in ws]
+                return events
+            while not any(e["type"] == "final" and e["text"] for e in events):
+                events.append(json.loads(await asyncio.wait_for(ws.recv(), timeout=120)))
+            await ws.close(code=1001)  # the switch went away (a normal close would end the call)
+            return events
+    raise AssertionError("the call id stayed held")
+
+
+@pytest.mark.asyncio
+async def test_a_call_dropped_on_one_replica_continues_on_the_other(cluster: Cluster, shared_data: Path) -> None:
+    meta = json.loads((shared_data / "calls" / "call_s02.json").read_text(encoding="utf-8"))
+    audio = load_call_audio(str(shared_data / "calls" / "call_s02.flac"), 16000)
+    pcm = (np.clip(audio.T.reshape(-1), -1, 1) * 32767).astype("<i2").tobytes()
+    cut = len(pcm) // 2 // 4 * 4
+    start = {"type": "start", "sample_rate_hz": 16000, "encoding": "pcm16", "channels": ["agent", "customer"],
+             "loan_file": meta["loan_file"]}
+    a, b = cluster.replicas
+    call_id = "replicas-reconnect"
+    first = await _stream_part(f"ws://127.0.0.1:{a}/v1/calls/{call_id}/audio", start, pcm[:cut], stop=False)
+    second = await _stream_part(f"ws://127.0.0.1:{b}/v1/calls/{call_id}/audio", start, pcm[cut:], stop=True)
+    assert second[-1]["type"] == "end" and second[-1]["report_url"] == f"/v1/calls/{call_id}/report"
+    report = httpx.get(f"{cluster.proxy}/v1/calls/{call_id}/report", headers=bearer(SUPERVISOR), timeout=10).json()
+    said = [e for e in first + second if e["type"] == "final" and e["text"]]
+    ids = [u["utterance_id"] for u in report["utterances"]]
+    # One call: what both connections said, each utterance once, on one clock.
+    assert {e["utterance_id"] for e in said} <= set(ids) and len(ids) == len(set(ids))
+    assert [u["start_s"] for u in report["utterances"]] == sorted(u["start_s"] for u in report["utterances"])
+    assert report["complete"] and report["source"] == "live"
 
 
 def test_a_call_id_streaming_on_one_replica_is_refused_on_the_other(cluster: Cluster) -> None:
