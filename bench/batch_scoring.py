@@ -5,7 +5,9 @@ uploaded at once (stereo FLAC with its loan file) and the wall time until all re
 hour and the real-time factor (wall time / audio duration; 2 channels per call). With `--consistency` each call
 is also streamed through the live socket (at real-time pace, two at a time) and, for every scripted customer
 answer, the post-call label is compared with the live label (the last revision of the assessment for that
-question and topic).
+question and topic); then each live call as stored (once finals decoded greedily under load are re-decoded) is
+compared topic by topic with its scored recording (`stored_vs_recording`), and the re-decoded calls' final labels
+with the ones the agent got live (`live_vs_final`).
 
     python -m bench.batch_scoring [--workers 1,2] [--consistency]
 """
@@ -68,6 +70,46 @@ def post_call_labels(call: dict[str, Any], report: dict[str, Any]) -> list[str |
     return out
 
 
+def _topic_labels(report: dict[str, Any]) -> dict[str, str]:
+    return {t["topic"]: t["label"] for t in report["topics"] if t["label"]}
+
+
+def _agree(a: dict[str, str], b: dict[str, str]) -> tuple[int, int]:
+    topics = set(a) | set(b)
+    return sum(a.get(t) == b.get(t) for t in topics), len(topics)
+
+
+def stored_agreement(base: str, calls: list[dict[str, Any]], workers: int) -> dict[str, Any]:
+    """The live calls as stored (issue #29), once any re-decoding of their degraded finals is done: their topic
+    labels against the scored recordings', and the re-decoded calls' final labels against the live ones."""
+    import httpx
+
+    stored = same = live_same = live_total = redecoded = 0
+    topics = 0
+    for call in calls:
+        deadline = time.monotonic() + 600
+        while True:
+            got = httpx.get(f"{base}/v1/calls/{call['id']}-live/report", headers=AUTH, timeout=30)
+            if got.status_code == 200 and not got.json()["reprocessing"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        if got.status_code != 200:
+            continue
+        live = got.json()
+        stored += 1
+        scored = httpx.get(f"{base}/v1/calls/{call['id']}-w{workers}/report", headers=AUTH, timeout=30).json()
+        agreed, n = _agree(_topic_labels(live), _topic_labels(scored))
+        same, topics = same + agreed, topics + n
+        if live["redecoded"]:
+            redecoded += 1
+            agreed, n = _agree(_topic_labels(live), live["live_labels"])
+            live_same, live_total = live_same + agreed, live_total + n
+    return {"bench": "batch_scoring", "live_calls_stored": stored, "of": len(calls),
+            "stored_vs_recording": round(same / topics, 3) if topics else None, "topics": topics,
+            "calls_redecoded": redecoded,
+            "live_vs_final": round(live_same / live_total, 3) if live_total else None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", default="1,2", help="worker counts to measure, comma-separated")
@@ -118,6 +160,7 @@ def main() -> None:
                         same += a == b
                     emit({"call": call["id"], "post_call": after, "live": live_labels})
                 emit({"bench": "batch_scoring", "consistency": round(same / total, 3), "answers": total})
+                emit(stored_agreement(base, calls, workers))
         finally:
             server.terminate()
             server.wait(timeout=30)
