@@ -49,8 +49,15 @@ run: install
 	@$(BIN)/huifang serve
 
 # The whole suite: lint, types and tests of every kind, the same here and in CI (.ci/run).
+# Two pytest processes, one per core of a 2-core machine: the integration tests (servers, databases, the real
+# model), and beside them the unit and browser tests, whose output follows once both are done. Both must pass.
 test: lint types
-	$(BIN)/python -m pytest
+	@$(BIN)/python -m pytest tests/unit tests/browser -p no:cacheprovider > $(VENV)/test-beside.log 2>&1 & \
+	beside=$$!; \
+	$(BIN)/python -m pytest tests/integration; integration=$$?; \
+	wait $$beside; others=$$?; \
+	echo "== unit and browser tests (run beside the integration tests) =="; cat $(VENV)/test-beside.log; \
+	test $$integration = 0 -a $$others = 0
 
 # One kind of test (tests/README.md says which is which), after the same install as `make test`:
 # unit in a minute or two, integration (the app, databases, servers, the real Whisper model), browser (Chromium).
