@@ -69,3 +69,24 @@ def test_a_feature_that_fails_leaves_no_report_behind(tmp_path: Path) -> None:
     after = store.get_job(job.id)
     assert after is not None and after.status == "running" and after.loan_file == {"customer_id": "K2"}
     store.close()
+
+
+def test_a_demo_call_is_stored_without_coaching_or_loan_book_rows(tmp_path: Path) -> None:
+    """The console's demo replay is stored like any live call, marked `demo`: nobody's scorecard counts it and no
+    customer is re-planned from it (issue #29); the same report as a live call has both rows."""
+    from service.bootstrap import report_rows
+    from service.settings import Settings
+    from service.store.models import AgentCallStats
+
+    store = _store(tmp_path, *report_rows(Settings(data_dir=tmp_path)))
+    loan = {"customer_id": "K1", "loan_id": "L1"}
+    for call_id, source in (("demo-1", "demo"), ("live-1", "live")):
+        claim = store.open_live(call_id, "replica", 60.0, [], loan, "A1", source)
+        store.complete_job(claim.job.id, report_row(stored_report(call_id, labels={"loan_term": "clear"})), "A1",
+                           None, None, version=claim.job.lease_version, loan_file_kept=loan)
+    with store.session() as s:
+        demo, live = s.get(Call, "demo-1"), s.get(Call, "live-1")
+        assert demo is not None and live is not None and (demo.source, live.source) == ("demo", "live")
+        assert s.get(AgentCallStats, "demo-1") is None and s.get(CallSummary, "demo-1") is None
+        assert s.get(AgentCallStats, "live-1") is not None and s.get(CallSummary, "live-1") is not None
+    store.close()
