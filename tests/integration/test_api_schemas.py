@@ -67,7 +67,7 @@ def test_a_report_stored_before_format_versions_is_sent_as_it_was_stored(client:
     _store(client, old)
     sent = client.get(f"/v1/calls/{old['call_id']}/report", headers=bearer("sup")).json()
     assert sent.pop("audio") == [] and sent.pop("agent_id") == "A1" and sent.pop("created_at")
-    assert (sent.pop("source"), sent.pop("complete")) == ("upload", True)
+    assert (sent.pop("source"), sent.pop("complete"), sent.pop("reprocessing")) == ("upload", True, False)
     assert (sent.pop("live_labels"), sent.pop("redecoded")) == ({}, [])  # not a live call: nothing re-decoded
     assert sent == old
     _store(client, stored_report(old["call_id"]))  # a newer scoring (format 2) replaces it
