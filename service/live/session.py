@@ -7,7 +7,8 @@ claims it (`CallClaims`: the id free on every replica, the token's call limit), 
 `LiveSession`. Every source's audio arrives as the same `AudioChunk`s (service/live/sources/). Every event of
 the session goes to the caller's `send` (its socket; None for the demo), to the call's subscribers on the
 `EventBus`, and (verdicts only) to the audit log. A session is used as: `ready()`, `feed()` with
-`check_limits()` after each, then `end()` or `fail()`, and always `close()`.
+`check_limits()` after each, then `end()` (stored), `fail()` (stored, incomplete) or `drop()` (kept
+open for a reconnect), and always `close()`.
 """
 
 from __future__ import annotations
