@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-from starlette.websockets import WebSocketDisconnect
 
 from service.app import state_of
 from service.protocol import CloseCode
 from service.store.models import AgentCallStats, CallSummary
 from tests.integration.test_live_assist import ScriptedTranscriber, _call
+from tests.integration.test_live_assist import _drain as _events
 from tests.support.server import ADMIN, AGENT_ID, INGEST, SUPERVISOR, audited, bearer, served_app, tokens_client
 
 TOKENS = {INGEST: ("ingest", None), SUPERVISOR: ("supervisor", None), ADMIN: ("admin", None)}
@@ -37,15 +37,6 @@ def _start(script: dict[str, Any]) -> dict[str, Any]:
     return {"type": "start", "sample_rate_hz": 16000, "encoding": "pcm16", "channels": ["agent", "customer"],
             "loan_file": {**script["loan_file"], "customer_id": CUSTOMER, "loan_id": "L-LIVE-01"},
             "agent_id": AGENT_ID}
-
-
-def _events(ws: Any) -> tuple[list[dict[str, Any]], int]:
-    events = []
-    try:
-        while True:
-            events.append(ws.receive_json())
-    except WebSocketDisconnect as closed:
-        return events, closed.code
 
 
 def _send(ws: Any, pcm: bytes) -> None:
