@@ -352,8 +352,10 @@ class CallBook:
         self._heartbeat = asyncio.create_task(self._renew())
 
     def earlier_utterances(self, channel: str) -> int:
-        """How many utterances `channel` had before this connection (utterance ids continue after them)."""
-        return sum(1 for f in self.finals if f.channel == channel)
+        """The highest utterance number `channel` reached before this connection (utterance ids continue after
+        it; utterances that held no speech were never written, so this is not a count)."""
+        numbers = [f.utterance_id.rpartition("-")[2] for f in self.finals if f.channel == channel]
+        return max((int(n) for n in numbers if n.isdigit()), default=0)
 
     def keep_audio(self, index: int, samples: np.ndarray) -> None:
         """Audio of channel `index` as received (the call's audio worker thread)."""

@@ -8,10 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from asr.audio import decode_audio
 from nlu.report import SilencedSpan
-from service.live.books import AudioKeeper, silenced_spans, turns_of
+from service.live.books import AudioKeeper, CallBook, silenced_spans, turns_of
 from service.store.store import LiveFinalRecord
 
 RATE = 8000
@@ -78,3 +79,17 @@ def test_turns_and_silenced_spans_of_written_finals() -> None:
         ("agent-1", "agent", "您的贷款金额是多少？"), ("customer-2", "customer", "五十万"),
         ("customer-3", "customer", "我的手机号是[手机号]")]
     assert silenced_spans(finals) == [SilencedSpan("customer", 6.0, 7.5)]
+
+
+@pytest.mark.asyncio
+async def test_a_reconnect_numbers_utterances_after_the_highest_written() -> None:
+    """Utterances that held no speech are never written: numbering continues after the highest id, not the count,
+    so no id of the earlier connection comes again."""
+    written = (LiveFinalRecord(1, "agent", "agent-1", 0.0, 1.0, "喂", False, False),
+               LiveFinalRecord(2, "agent", "agent-4", 5.0, 6.0, "您好", False, False),  # agent-2, -3 were empty
+               LiveFinalRecord(3, "customer", "customer-1", 6.5, 7.0, "嗯", False, False))
+    book = CallBook(books=None, job=None, audio=None, finals=written)  # type: ignore[arg-type]
+    try:
+        assert [book.earlier_utterances(c) for c in ("agent", "customer", "ch3")] == [4, 1, 0]
+    finally:
+        await book._settle()
