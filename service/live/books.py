@@ -377,7 +377,7 @@ class CallBook:
     async def _write_finals(self) -> None:
         while (item := await self._queue.get()) is not None:
             record, written = item
-            for attempt in range(3):
+            for attempt in range(0 if self.lost else 3):  # another replica took the call: it writes no more here
                 try:
                     await asyncio.to_thread(self.store.add_live_final, self.job.id, record)
                     break
