@@ -345,9 +345,7 @@ class Store:
                     raise CallConflict(f"call {call_id} is streaming on another connection", live=True)
                 job = _read_job(s, row.id)
                 assert job is not None
-                finals = s.scalars(select(LiveFinal).where(LiveFinal.recording_id == row.id)
-                                   .order_by(LiveFinal.seq)).all()
-                return LiveClaim(job, tuple(_live_final(f) for f in finals), resumed=True)
+                return LiveClaim(job, _finals_of(s, row.id), resumed=True)
             row = Recording(id=recording_id or secrets.token_hex(8), call_id=call_id, status="live", progress=0.0,
                             attempts=1, created_at=now, started_at=now, files=files, loan_file=loan_file,
                             agent_id=agent_id, lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s),
@@ -363,22 +361,13 @@ class Store:
                             utterance_id=final.utterance_id, start_s=final.start_s, end_s=final.end_s,
                             text=final.text, masked=final.masked, degraded=final.degraded))
 
-    def live_finals(self, recording_id: str) -> list[LiveFinalRecord]:
-        """A live call's finals as written, in order."""
-        with self.session() as s:
-            return [_live_final(f) for f in s.scalars(select(LiveFinal).where(LiveFinal.recording_id == recording_id)
-                                                      .order_by(LiveFinal.seq))]
-
     def stored_live_finals(self, call_id: str) -> list[LiveFinalRecord]:
         """The finals the stored live call `call_id` wrote while it streamed, in order (none for an upload)."""
         with self.session() as s:
             row = s.scalars(select(Recording.id).where(Recording.call_id == call_id, Recording.status == "done",
                                                        Recording.kind == "score",
                                                        Recording.source.in_(("live", "demo")))).first()
-            if row is None:
-                return []
-            return [_live_final(f) for f in s.scalars(select(LiveFinal).where(LiveFinal.recording_id == row)
-                                                      .order_by(LiveFinal.seq))]
+            return list(_finals_of(s, row)) if row is not None else []
 
     def renew_live(self, recording_id: str, owner: str, version: int, lease_s: float) -> bool:
         """Extend the lease of a live call `owner` streams; False when it is no longer its own."""
@@ -399,8 +388,7 @@ class Store:
         def then(s: Session, row_id: str) -> LiveClaim:
             job = _read_job(s, row_id)
             assert job is not None
-            finals = s.scalars(select(LiveFinal).where(LiveFinal.recording_id == row_id).order_by(LiveFinal.seq))
-            return LiveClaim(job, tuple(_live_final(f) for f in finals))
+            return LiveClaim(job, _finals_of(s, row_id))
 
         return LIVE_LEASES.claim_next(self.session, owner, lease_s, utcnow, then,
                                       where=(Recording.status == "live", Recording.lease_expires_at < utcnow()))
@@ -605,8 +593,11 @@ def _loan_key(loan_file: Mapping[str, Any] | None, key: str) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
-def _live_final(f: LiveFinal) -> LiveFinalRecord:
-    return LiveFinalRecord(f.seq, f.channel, f.utterance_id, f.start_s, f.end_s, f.text, f.masked, f.degraded)
+def _finals_of(s: Session, recording_id: str) -> tuple[LiveFinalRecord, ...]:
+    """The finals a live call's row `recording_id` has written, in order."""
+    return tuple(LiveFinalRecord(f.seq, f.channel, f.utterance_id, f.start_s, f.end_s, f.text, f.masked, f.degraded)
+                 for f in s.scalars(select(LiveFinal).where(LiveFinal.recording_id == recording_id)
+                                    .order_by(LiveFinal.seq)))
 
 
 def _fence(job: Recording, version: int | None) -> None:
