@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +45,11 @@ from service.metrics import REDECODE_SKIPPED
 from service.protocol import CloseCode, StartMessage
 from service.store import Store
 from service.store.store import CallConflict, JobRecord, LeaseLost, LiveClaim, LiveFinalRecord
-from service.workers.jobs import JobContext, file_report, remove_audio
+from service.workers.jobs import RENEW_EVERY, JobContext, fail_for_good, file_report
 from service.workers.loop import WorkerLoop
 
 log = logging.getLogger(__name__)
 
-#: A call's lease is renewed at this fraction of its length (two missed renewals still leave it the replica's).
-RENEW_EVERY = 1 / 3
 #: Attempts this process makes at storing an abandoned call before it marks it failed.
 SWEEP_TRIES = 3
 #: Raw audio as kept while a call streams: little-endian 16-bit samples, one file per channel.
@@ -257,18 +255,32 @@ class LiveBooks:
 
     def store_abandoned(self, claim: LiveClaim) -> bool:
         """Store a call from its written finals and kept audio, marked incomplete (worker thread)."""
-        job = claim.job
-        audio = self.audio_of(job)
+        audio = self.audio_of(claim.job)
         duration = max(audio.seconds(), max((f.end_s for f in claim.finals), default=0.0))
-        turns = turns_of(claim.finals)
+        return self.store_call(claim.job, audio, claim.finals, duration, complete=False)
+
+    def store_call(self, job: JobRecord, audio: AudioKeeper, finals: Sequence[LiveFinalRecord], duration_s: float,
+                   complete: bool, live: CallPipeline | None = None) -> bool:
+        """Store a call from its finals (worker thread): the report of its `live` dialogue when that was stepped
+        with every turn, else the turns replayed as a recording's are. A call in which nothing was said, or
+        without agent and customer channels, is not stored (its row fails, its audio goes). False when nothing
+        was stored."""
+        turns = turns_of(finals)
         if not turns or not assists(audio.channels):
-            return self._nothing_to_store(job, audio, "nothing was said" if assists(audio.channels) else
-                                          "a call without agent and customer channels")
-        pipeline = CallPipeline(job.call_id, ROLES, self.assessor, job.loan_file, self.dialogue)
-        silence = silenced_spans(claim.finals)
-        report = finish_report(pipeline, turns, duration, self.options.risk, job.loan_file,
-                               [{"channel": s.channel, "start_s": s.start_s, "end_s": s.end_s} for s in silence])
-        return self.file(job, report, read_report(report), audio, claim.finals, complete=False)
+            audio.discard()
+            fail_for_good(self.ctx, job, "nothing was said" if assists(audio.channels) else
+                          "a call without agent and customer channels")
+            log.info("call %s: nothing stored", job.call_id)
+            return False
+        silence = silenced_spans(finals)
+        if live is not None and len(live.turns) == len(turns):
+            report = replace(live.report(duration_s, self.options.risk), loan_file=public_loan_file(job.loan_file),
+                             silenced_audio=tuple(silence)).to_dict()
+        else:
+            replay = CallPipeline(job.call_id, ROLES, self.assessor, job.loan_file, self.dialogue)
+            report = finish_report(replay, turns, duration_s, self.options.risk, job.loan_file,
+                                   [asdict(s) for s in silence])
+        return self.file(job, report, read_report(report), audio, finals, complete)
 
     def audio_of(self, job: JobRecord) -> AudioKeeper:
         """Where a live call's audio is kept: the folder, channels and rate its row was opened with."""
@@ -308,15 +320,6 @@ class LiveBooks:
         if self.on_queued is not None:
             self.on_queued()
 
-    def _nothing_to_store(self, job: JobRecord, audio: AudioKeeper, why: str) -> bool:
-        audio.discard()
-        try:
-            folder = self.store.fail_job(job.id, why, version=job.lease_version)
-        except LeaseLost:
-            return False
-        remove_audio(self.ctx.data_dir, folder)
-        log.info("call %s: nothing stored (%s)", job.call_id, why)
-        return False
 
 
 @dataclass
@@ -423,25 +426,9 @@ class CallBook:
         """Store the call: from the live dialogue (`live_dialogue`: it was stepped with every turn) or, when it
         was not (assistance off or failed), by replaying the call's turns. False when nothing was stored."""
         await self._settle()
-        return await asyncio.to_thread(self._store, pipeline, duration_s, live_dialogue, complete)
+        return await asyncio.to_thread(self.books.store_call, self.job, self.audio, self._written, duration_s,
+                                       complete, pipeline if live_dialogue else None)
 
-    def _store(self, pipeline: CallPipeline, duration_s: float, live_dialogue: bool, complete: bool) -> bool:
-        books, job = self.books, self.job
-        channels = list(self.audio.channels)
-        turns = turns_of(self._written)
-        if not turns or not assists(channels):
-            why = "nothing was said" if assists(channels) else "a call without agent and customer channels"
-            return books._nothing_to_store(job, self.audio, why)
-        silence = silenced_spans(self._written)
-        if live_dialogue and len(turns) == len(pipeline.turns):
-            report = replace(pipeline.report(duration_s, books.options.risk), loan_file=public_loan_file(job.loan_file),
-                             silenced_audio=tuple(silence)).to_dict()
-        else:
-            replay = CallPipeline(job.call_id, ROLES, books.assessor, job.loan_file, books.dialogue)
-            report = finish_report(replay, turns, duration_s, books.options.risk, job.loan_file,
-                                   [{"channel": s.channel, "start_s": s.start_s, "end_s": s.end_s}
-                                    for s in silence])
-        return books.file(job, report, read_report(report), self.audio, self._written, complete)
 
     async def release(self) -> None:
         """The socket dropped: keep what came, and let a reconnect continue the call until its lease runs out."""

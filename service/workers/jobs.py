@@ -86,12 +86,12 @@ def run_job(ctx: JobContext, job: JobRecord) -> None:
         typed = read_report(scored.report)
     except (AsrError, RecordingError) as e:
         log.warning("recording %s (call %s) failed: %s", job.id, job.call_id, e)
-        _fail(ctx, job, str(e))
+        fail_for_good(ctx, job, str(e))
         JOBS.labels("failed").inc()
         return
     except Exception as e:  # noqa: BLE001 - one bad recording must not stop the workers
         log.exception("recording %s (call %s) failed", job.id, job.call_id)
-        _fail(ctx, job, f"internal error while scoring ({type(e).__name__})")
+        fail_for_good(ctx, job, f"internal error while scoring ({type(e).__name__})")
         JOBS.labels("error").inc()
         return
     JOB_DURATION.observe(time.monotonic() - began)
@@ -131,14 +131,18 @@ def file_report(ctx: JobContext, job: JobRecord, report: dict[str, Any], typed: 
              "risk_score": typed.risk_score, "tier": typed.tier, "source": job.source, "complete": complete,
              "answers": [{"topic": a.topic, "label": a.label, "mismatch": a.mismatch} for a in typed.answers]}
     _retrying(lambda: audit.append(ctx.store, "report", actor, job.call_id, entry))
-    customer_id = loan.get("customer_id")
-    if ctx.after_report is not None and customer_id and job.source != "demo":
-        try:
-            ctx.after_report(str(customer_id))
-        except Exception:  # noqa: BLE001 - the report is stored; the daily plan (`huifang plan`) catches up
-            log.exception("call %s: could not plan the customer's follow-ups; the next planning run will",
-                          job.call_id)
+    _replan(ctx, job, loan.get("customer_id"))
     return True
+
+
+def _replan(ctx: JobContext, job: JobRecord, customer_id: Any) -> None:
+    """Re-plan the customer of a call whose report was just stored (not for a `demo` call, nor without one)."""
+    if ctx.after_report is None or not customer_id or job.source == "demo":
+        return
+    try:
+        ctx.after_report(str(customer_id))
+    except Exception:  # noqa: BLE001 - the report is stored; the daily plan (`huifang plan`) catches up
+        log.exception("call %s: could not plan the customer's follow-ups; the next planning run will", job.call_id)
 
 
 def run_redecode(ctx: JobContext, job: JobRecord) -> None:
@@ -146,7 +150,8 @@ def run_redecode(ctx: JobContext, job: JobRecord) -> None:
     report that follows (the live verdicts kept in it; the one before kept as an earlier version). Synchronous."""
     call = ctx.store.get_call(job.call_id)
     if call is None or ctx.redecode is None:
-        _fail_redecode(ctx, job, "the call is gone" if call is None else "this worker cannot re-decode")
+        fail_for_good(ctx, job, "the call is gone" if call is None else "this worker cannot re-decode",
+                      keep_audio=True)
         return
     previous = read_report(call.report)
     redo = [Redo(f.utterance_id, f.channel, f.start_s, f.end_s) for f in ctx.store.stored_live_finals(job.call_id)
@@ -158,7 +163,7 @@ def run_redecode(ctx: JobContext, job: JobRecord) -> None:
         typed = read_report(report)
     except Exception as e:  # noqa: BLE001 - the live verdicts stand; the job says why
         log.exception("call %s: re-decoding its degraded finals failed", job.call_id)
-        _fail_redecode(ctx, job, f"re-decoding failed ({type(e).__name__}); the live verdicts stand")
+        fail_for_good(ctx, job, f"re-decoding failed ({type(e).__name__}); the live verdicts stand", keep_audio=True)
         JOBS.labels("error").inc()
         return
     try:
@@ -179,21 +184,8 @@ def run_redecode(ctx: JobContext, job: JobRecord) -> None:
         "report_sha256": audit.digest(report), "redecoded": list(typed.redecoded),
         "changed": sorted(t for t in set(final) | set(typed.live_labels)
                           if final.get(t) != typed.live_labels.get(t))}))
-    customer_id = call.customer_id
-    if ctx.after_report is not None and customer_id and job.source != "demo":
-        try:
-            ctx.after_report(str(customer_id))
-        except Exception:  # noqa: BLE001 - the report is stored; the daily plan catches up
-            log.exception("call %s: could not plan the customer's follow-ups", job.call_id)
+    _replan(ctx, job, call.customer_id)
     JOBS.labels("done").inc()
-
-
-def _fail_redecode(ctx: JobContext, job: JobRecord, error: str) -> None:
-    """A re-decoding that cannot be done: the job fails, the call's audio (the stored live call's) stays."""
-    try:
-        _retrying(lambda: ctx.store.fail_job(job.id, error, version=job.lease_version))
-    except LeaseLost as e:
-        log.warning("call %s: %s; its failure is not recorded", job.call_id, e)
 
 
 #: Seconds between attempts to record an outcome while the database is unreachable.
@@ -216,14 +208,16 @@ def _retrying(write: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def _fail(ctx: JobContext, job: JobRecord, error: str) -> None:
-    """A job that failed for good keeps no personal data: its audio and loan file go, the error stays."""
+def fail_for_good(ctx: JobContext, job: JobRecord, error: str, keep_audio: bool = False) -> None:
+    """A job that failed for good keeps no personal data: its loan file goes, and its audio unless `keep_audio`
+    (a re-decoding's audio is the stored call's); the error stays."""
     try:
         folder = _retrying(lambda: ctx.store.fail_job(job.id, error, version=job.lease_version))
     except LeaseLost as e:
-        log.warning("recording %s: %s; its failure is not recorded", job.id, e)
+        log.warning("call %s (job %s): %s; its failure is not recorded", job.call_id, job.id, e)
         return
-    remove_audio(ctx.data_dir, folder)
+    if not keep_audio:
+        remove_audio(ctx.data_dir, folder)
 
 
 def _current(data_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
