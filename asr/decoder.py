@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from asr import cpu
+
 #: Whisper's mel frames per second (10 ms hop) and the largest window its positional embedding covers.
 FRAMES_PER_S = 100
 MAX_FRAMES = 3000
@@ -142,7 +144,8 @@ class WindowDecoder:
 
     def _features(self, samples: np.ndarray) -> np.ndarray:
         # The last frame only covers the STFT padding; faster-whisper drops it too, and keeping it changed results.
-        features: np.ndarray = self.model.feature_extractor(samples)[:, :-1][:, :MAX_FRAMES]
+        with cpu.phase("features"):
+            features: np.ndarray = self.model.feature_extractor(samples)[:, :-1][:, :MAX_FRAMES]
         return features
 
     def _encode(self, features: np.ndarray, frames: int, to_cpu: bool = False) -> Any:
@@ -150,10 +153,11 @@ class WindowDecoder:
 
         padded = np.pad(features, ((0, 0), (0, frames - features.shape[-1])))
         model = self.model.model
-        return model.encode(
-            ctranslate2.StorageView.from_array(np.ascontiguousarray(padded[np.newaxis], dtype=np.float32)),
-            to_cpu=to_cpu or (model.device == "cuda" and len(model.device_index) > 1),
-        )
+        with cpu.phase("encoder"):
+            return model.encode(
+                ctranslate2.StorageView.from_array(np.ascontiguousarray(padded[np.newaxis], dtype=np.float32)),
+                to_cpu=to_cpu or (model.device == "cuda" and len(model.device_index) > 1),
+            )
 
     def _max_length(self, n_samples: int) -> int:
         return min(_MAX_LENGTH, len(self._prompt) + token_budget(n_samples))
@@ -165,10 +169,13 @@ class WindowDecoder:
                                       "sampling_temperature": temperature}
         else:
             kwargs = {"beam_size": beam_size}
-        results = self.model.model.generate(
-            encoded, [self._prompt] * batch, max_length=max_length, return_scores=True,
-            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=[-1], **kwargs,
-        )
+        # The first pass and Whisper's retries at higher temperatures are counted apart: retries are the price of
+        # loops and low confidence, not of the utterance's length.
+        with cpu.phase("decoder" if temperature == 0 else "fallback"):
+            results = self.model.model.generate(
+                encoded, [self._prompt] * batch, max_length=max_length, return_scores=True,
+                return_no_speech_prob=True, suppress_blank=True, suppress_tokens=[-1], **kwargs,
+            )
         decoded = []
         for result in results:
             tokens = [t for t in result.sequences_ids[0] if t < self._tokenizer.eot]

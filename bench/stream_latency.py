@@ -7,7 +7,7 @@ the endpointing pause. Prints one JSON line per N: p50/p95 latency, partial cade
 partials, peak RSS and CPU seconds (start-up included) of the server process.
 
     python -m bench.stream_latency [--calls 1,2,4,8] [--rate 16000] [--workers 1] [--batch 8]
-        [--stagger 0]
+        [--stagger 0] [--first 1]
 
 All calls start at the same instant by default, so that their opening greetings (11 s in every shared call)
 end together: the worst case. `--stagger S` starts call i at i*S seconds, as calls arrive in a contact centre.
@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -107,10 +108,14 @@ async def _replay_after(delay_s: float, url: str, audio: np.ndarray, rate: int) 
                         encoding="pcm16" if rate == 16000 else "mulaw", realtime=True)
 
 
-async def run_level(n: int, calls: list[Path], url: str, rate: int, stagger_s: float) -> dict[str, Any]:
-    chosen = [calls[i % len(calls)] for i in range(n)]
+async def run_level(n: int, calls: list[Path], url: str, rate: int, stagger_s: float,
+                    offset: int = 0) -> dict[str, Any]:
+    """N calls streamed together (the shared calls from the `offset`-th on, round the list), scored."""
+    chosen = [calls[(offset + i) % len(calls)] for i in range(n)]
     audios = [load_call_audio(str(p.with_suffix(".flac")), rate) for p in chosen]
-    tasks = [_replay_after(i * stagger_s, f"{url}/v1/calls/bench-{n}-{i}/audio", audio, rate)
+    # Live calls are stored when they end (#29): ids new to the data directory, or a rerun is refused as a repeat.
+    run = secrets.token_hex(3)
+    tasks = [_replay_after(i * stagger_s, f"{url}/v1/calls/bench-{run}-{n}-{i}/audio", audio, rate)
              for i, audio in enumerate(audios)]
     results = await asyncio.gather(*tasks)
     latencies: list[float] = []
@@ -163,6 +168,8 @@ def main() -> None:
     parser.add_argument("--final-beam", type=int, default=None, help="HUIFANG_LIVE__FINAL_BEAM_SIZE")
     parser.add_argument("--stagger", type=float, default=0.0,
                         help="call i starts i * STAGGER seconds after the first (0: all at once, the worst case)")
+    parser.add_argument("--first", type=int, default=1, help="the first shared call streamed (1: call_s01; 6 with "
+                        "--calls 6 streams s06-s11)")
     parser.add_argument("--verbose", action="store_true", help="per-turn latency on stderr")
     args = parser.parse_args()
     global VERBOSE
@@ -178,13 +185,15 @@ def main() -> None:
         port, metrics_port = free_port(), free_port()
         server = start_server(port, {**env, "HUIFANG_METRICS__PORT": str(metrics_port)})
         try:
-            record = asyncio.run(run_level(n, calls, f"ws://127.0.0.1:{port}", args.rate, args.stagger))
+            record = asyncio.run(run_level(n, calls, f"ws://127.0.0.1:{port}", args.rate, args.stagger,
+                                           args.first - 1))
             # Partials skipped for want of a free decode worker: the server's own count (a fresh server per level;
             # `overload` events no longer report them, issue #27).
             record["dropped_partials"] = dropped_partials(metrics_port)
             record.update({"rate_hz": args.rate, "decode_workers": args.workers,
                            "decode_batch": args.batch, "cpu_threads": args.threads,
                            "final_beam": args.final_beam or 5, "stagger_s": args.stagger,
+                           "first_call": f"call_s{args.first:02d}",
                            "server_peak_rss_mb": round(peak_rss_mb(server.pid)),
                            "server_cpu_s": round(server_cpu_s(server.pid), 1)})
             emit(record)

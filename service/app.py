@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -17,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from asr.cpu import LEDGER
 from asr.errors import AsrError
 from asr.streaming import SileroStep
 from asr.transcribe import Transcriber
@@ -61,7 +63,7 @@ from service.loanbook import customers_api as customers
 from service.loanbook import followups_api as followups
 from service.loanbook.book import LoanBook
 from service.loanbook.outbox import Outbox, OutboxWorker, configured_channels
-from service.metrics import ERRORS, REGISTRY, StateCollector
+from service.metrics import ERRORS, REGISTRY, CpuCollector, StateCollector
 from service.privacy import make_private
 from service.settings import Settings, get_settings
 from service.state import AppState
@@ -148,6 +150,9 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
     collector = StateCollector(lambda: _gauges(state))
     REGISTRY.register(collector)
     stack.callback(REGISTRY.unregister, collector)
+    cpu = CpuCollector(LEDGER, threading.get_native_id())  # started on the event loop's thread
+    REGISTRY.register(cpu)
+    stack.callback(REGISTRY.unregister, cpu)
     try:
         await _attach_storage(state, stack)
     except StoreError as e:

@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+
+from asr.cpu import Ledger, thread_cpu_s
 
 #: The process's metrics (one registry, so that tests and the metrics port see the same series).
 REGISTRY = CollectorRegistry()
@@ -49,6 +51,9 @@ BUS_ERRORS = Counter("huifang_bus_errors_total", "Event bus and call claim failu
 OUTBOX = Counter("huifang_outbox_messages_total", "Outbox delivery attempts by channel and the status they left "
                  "the message in (sent, failed: tried again later, dead, suppressed)", ["channel", "status"],
                  registry=REGISTRY)
+#: The call audio the live path's CPU (asr.cpu.LEDGER) was spent on.
+LIVE_AUDIO = Counter("huifang_live_audio_seconds_total", "Seconds of live call audio received (per call, not per "
+                     "channel)", registry=REGISTRY)
 ERRORS = Counter("huifang_errors_total", "Refusals and failures reported to clients, by code", ["code"],
                  registry=REGISTRY)
 
@@ -70,6 +75,25 @@ class StateCollector(Collector):
                                 ("huifang_draining", "1 while the process is stopping")):
             if name in values:
                 yield GaugeMetricFamily(name, help_text, value=values[name])
+
+
+class CpuCollector(Collector):
+    """Where the live path's CPU goes (`LEDGER`), and the event loop thread's own CPU, read at scrape time."""
+
+    def __init__(self, ledger: Ledger, loop_thread: int) -> None:
+        self._ledger = ledger
+        self._loop_thread = loop_thread
+
+    def collect(self) -> Iterable[Metric]:
+        work = CounterMetricFamily("huifang_live_cpu_seconds", "CPU seconds of live recognition, by work (final, "
+                                   "partial_shown, partial_wasted, prefetch_used, prefetch_wasted, listen, text, "
+                                   "assess, keep; recording: decodes outside live calls; idle: decoding threads "
+                                   "between decodes) and phase", labels=["work", "phase"])
+        for (name, phase), seconds in sorted(self._ledger.snapshot().items()):
+            work.add_metric([name, phase], seconds)
+        yield work
+        yield CounterMetricFamily("huifang_event_loop_cpu_seconds", "CPU seconds of the event loop's thread",
+                                  value=thread_cpu_s(self._loop_thread))
 
 
 def scrape() -> bytes:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import asdict
 from typing import Any
 
+from asr.cpu import LEDGER
 from nlu.dialogue import CallSummary, ChecklistItem, Turn, Verdict
 from pipeline.call import CallPipeline
 from service.metrics import ASSESSMENTS, PROMPTS
@@ -123,8 +125,10 @@ class CallAssist:
 
     def _run(self, fn: Callable[..., list[Verdict]], args: tuple[Any, ...]) -> tuple[list[Verdict],
                                                                                    tuple[ChecklistItem, ...] | None]:
+        began = time.thread_time()
         verdicts = fn(*args)
         checklist = self.pipeline.checklist()
+        LEDGER.add("assess", "nlu", time.thread_time() - began)  # the answer classifier runs in this thread
         if checklist == self._checklist:
             return verdicts, None
         self._checklist = checklist

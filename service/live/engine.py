@@ -19,6 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
+from asr.cpu import LEDGER, Account, Tab
 from asr.streaming import (
     ChannelStream,
     FinalRequest,
@@ -36,7 +37,7 @@ from nlu.dialogue import Turn
 from pipeline.call import CallPipeline, Final
 from service.live.assist import CallAssist
 from service.live.scheduler import DecodeScheduler
-from service.metrics import FINAL_LATENCY, FINALS
+from service.metrics import FINAL_LATENCY, FINALS, LIVE_AUDIO
 from service.protocol import (
     Emit,
     ErrorEvent,
@@ -73,8 +74,11 @@ class LiveEngine:
         and the queue must stay short."""
         width = 1 if len(spans) > 1 or self.scheduler.backlog > 0 else self.final_beam_size
         FINALS.labels("greedy" if width == 1 else "beam").inc(len(spans))
-        return self.transcriber.transcribe_spans([(s.audio, s.channel, s.start_s) for s in spans], width,
-                                                 self.min_window_s)
+        with LEDGER.job(Account()) as account:
+            decoded = self.transcriber.transcribe_spans([(s.audio, s.channel, s.start_s) for s in spans], width,
+                                                        self.min_window_s)
+        LEDGER.charge("final", account)
+        return decoded
 
 
 #: Longest a final waits for its own write to the database before it is sent anyway.
@@ -114,7 +118,8 @@ class _Channel:
     finalised: set[str] = field(default_factory=set)
     partial_shown: set[str] = field(default_factory=set)
     #: Early decodes keyed by (utterance id, start, end); used when the final's tail is exactly that audio.
-    prefetched: dict[tuple[str, float, float], asyncio.Future[Utterance | None]] = field(default_factory=dict)
+    prefetched: dict[tuple[str, float, float], tuple[asyncio.Future[Utterance | None], Tab]] = field(
+        default_factory=dict)
     #: Decodes of the pieces of utterances still open or not yet final, in order, by utterance id.
     pieces: dict[str, list[asyncio.Future[Utterance | None]]] = field(default_factory=dict)
 
@@ -177,11 +182,20 @@ class LiveCall:
 
     def _process(self, blocks: list[tuple[int, np.ndarray]]) -> list[StreamRequest]:
         requests: list[StreamRequest] = []
+        keep_s = 0.0
+        began = time.thread_time()
         for index, samples in blocks:
             channel = self.channels[index]
             if self.keeper is not None:
+                kept = time.thread_time()
                 self.keeper.keep_audio(index, samples)
+                keep_s += time.thread_time() - kept
             requests.extend(channel.stream.feed(channel.upsample(samples)))
+        LEDGER.add("listen", "vad", time.thread_time() - began - keep_s)  # resampling, Silero, endpointing
+        if keep_s:
+            LEDGER.add("keep", "audio", keep_s)
+        if blocks and blocks[0][0] == 0:
+            LIVE_AUDIO.inc(len(blocks[0][1]) / self.start.sample_rate_hz)
         return requests
 
     async def finish(self, conclude: bool = True) -> None:
@@ -192,6 +206,10 @@ class LiveCall:
                 self._handle(request)
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        for channel in self.channels:  # pauses that no final followed (the call ended in speech)
+            for _, tab in channel.prefetched.values():
+                tab.settle("prefetch_wasted")
+            channel.prefetched.clear()
         if self._overloaded:  # every final is out: nothing is late any more
             await self._clear_overload("the call ended; every final was sent")
         if self.assist is not None and conclude:
@@ -221,10 +239,11 @@ class LiveCall:
             self._partial(channel, request)
         elif isinstance(request, PrefetchRequest):
             # Only on idle capacity, like a partial: a prefetch must never delay anybody's final.
-            future = self.engine.scheduler.offer_partial(self._decode_job(request, self.engine.final_beam_size),
-                                                         count_drop=False)
+            tab = Tab(LEDGER)
+            future = self.engine.scheduler.offer_partial(
+                self._decode_job(request, self.engine.final_beam_size, tab), count_drop=False)
             if future is not None:
-                channel.prefetched[(request.utterance_id, request.start_s, request.end_s)] = future
+                channel.prefetched[(request.utterance_id, request.start_s, request.end_s)] = (future, tab)
 
     def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -237,7 +256,7 @@ class LiveCall:
         return engine.scheduler.submit_batchable(_Span(request.audio, request.channel, request.start_s),
                                                  engine.decode_finals)
 
-    def _decode_job(self, request: StreamRequest, beam: int) -> Callable[[], Utterance | None]:
+    def _decode_job(self, request: StreamRequest, beam: int, tab: Tab) -> Callable[[], Utterance | None]:
         transcriber, window, scheduler = self.engine.transcriber, self.engine.min_window_s, self.engine.scheduler
         # A partial is shown for a second at most: one decoding pass, no temperature retries (those cost up
         # to 20 s on a looping window, during which nobody's final could run).
@@ -252,8 +271,9 @@ class LiveCall:
             width = 1 if scheduler.backlog > 0 else beam
             if not provisional:  # a final's audio decoded ahead (prefetch)
                 FINALS.labels("greedy" if width == 1 else "beam").inc()
-            return transcriber.transcribe_span(request.audio, request.channel, request.start_s, width, window,
-                                               provisional=provisional, abandon=finals_waiting)
+            with tab.running():
+                return transcriber.transcribe_span(request.audio, request.channel, request.start_s, width, window,
+                                                   provisional=provisional, abandon=finals_waiting)
 
         return job
 
@@ -280,9 +300,15 @@ class LiveCall:
     async def _decode_and_emit(self, channel: _Channel, request: FinalRequest, previous: asyncio.Task[None] | None,
                                detected: float) -> Turn | None:
         key = (request.utterance_id, request.tail_start_s, request.end_s)
-        future = channel.prefetched.pop(key, None)
+        ahead = channel.prefetched.pop(key, None)
+        future = None
+        if ahead is not None:
+            future, tab = ahead
+            tab.settle("prefetch_used")
         for stale in [k for k in channel.prefetched if k[0] == request.utterance_id]:
-            channel.prefetched.pop(stale).cancel()  # the speaker went on after that pause
+            stale_future, stale_tab = channel.prefetched.pop(stale)  # the speaker went on after that pause
+            stale_future.cancel()
+            stale_tab.settle("prefetch_wasted")
         tail = request.tail()
         if future is None and len(tail) > 0:
             tail_request = FinalRequest(request.channel, request.utterance_id, request.tail_start_s, request.end_s,
@@ -303,8 +329,10 @@ class LiveCall:
             await asyncio.gather(previous, return_exceptions=True)  # keep each channel's finals in order
         channel.finalised.add(request.utterance_id)
         start_s, end_s = self.offset_s + request.start_s, self.offset_s + request.end_s
+        began = time.thread_time()
         final = self.pipeline.final(channel.name, utterance.text if utterance else "", start_s, end_s,
                                     self._public_id(channel.name, request.utterance_id))
+        LEDGER.add("text", "final", time.thread_time() - began)  # redaction and the turn
         if not final.text and request.utterance_id not in channel.partial_shown:
             return None  # nothing was said and nothing was shown: no event
         if self.keeper is not None and final.text:
@@ -347,32 +375,43 @@ class LiveCall:
         await self._emit(OverloadClearedEvent(message=message))
 
     def _partial(self, channel: _Channel, request: PartialRequest) -> None:
-        future = self.engine.scheduler.offer_partial(self._decode_job(request, self.engine.partial_beam_size))
+        tab = Tab(LEDGER)
+        future = self.engine.scheduler.offer_partial(self._decode_job(request, self.engine.partial_beam_size, tab))
         if future is None:
             # Normal whenever a final is decoding (partials run on idle capacity only): counted, not announced.
             self._dropped_partials += 1
             return
 
         async def deliver() -> None:
+            shown = False
+            try:
+                shown = await show()
+            finally:
+                tab.settle("partial_shown" if shown else "partial_wasted")
+
+        async def show() -> bool:
             try:
                 utterance = await future
             except Exception:
                 log.debug("call %s: partial decode failed", self.call_id, exc_info=True)
-                return  # the final will report it if the utterance cannot be decoded at all
+                return False  # the final will report it if the utterance cannot be decoded at all
             if request.utterance_id in channel.finalised:
-                return  # the final overtook it
+                return False  # the final overtook it
             pieces = channel.pieces.get(request.utterance_id, [])
             if not all(p.done() and not p.cancelled() and p.exception() is None for p in pieces):
-                return  # the utterance's earlier pieces are not decoded yet: the next partial will show them
-            shown = join_parts([*(p.result() for p in pieces), utterance], request.channel,
-                               request.utterance_start_s, request.end_s)
-            if shown is None:
-                return  # nothing recognisable yet
+                return False  # the utterance's earlier pieces are not decoded yet: the next partial shows them
+            joined = join_parts([*(p.result() for p in pieces), utterance], request.channel,
+                                request.utterance_start_s, request.end_s)
+            if joined is None:
+                return False  # nothing recognisable yet (or the partial gave way to a final)
             channel.partial_shown.add(request.utterance_id)
+            began = time.thread_time()
+            text = self.pipeline.partial(channel.name, joined.text)
+            LEDGER.add("text", "partial", time.thread_time() - began)
             await self._emit(PartialEvent(channel=request.channel,
                                           utterance_id=self._public_id(channel.name, request.utterance_id),
-                                          text=self.pipeline.partial(channel.name, shown.text),
-                                          start_s=self.offset_s + request.utterance_start_s))
+                                          text=text, start_s=self.offset_s + request.utterance_start_s))
+            return True
 
         self._spawn(deliver())
 

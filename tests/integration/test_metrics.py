@@ -41,6 +41,12 @@ def test_a_call_shows_in_the_metrics_without_its_ids(tmp_path: Path, shared_data
     assert _value(after, "huifang_final_latency_seconds_count") > _value(before, "huifang_final_latency_seconds_count")
     assert _value(after, "huifang_finals_decoded_total") > _value(before, "huifang_finals_decoded_total")
     assert "huifang_decode_wait_seconds_bucket" in after
+    # Where the CPU went (asr/cpu.py): the VAD of this call's audio, against the seconds of audio it had.
+    audio_s = _value(after, "huifang_live_audio_seconds_total") - _value(before, "huifang_live_audio_seconds_total")
+    assert abs(audio_s - len(audio) / 4 / 16000) < 0.1
+    vad = 'huifang_live_cpu_seconds_total{phase="vad",work="listen"}'
+    assert _value(after, vad) > _value(before, vad)
+    assert _value(after, "huifang_event_loop_cpu_seconds_total") > 0
     assert 'huifang_errors_total{code="unauthorized"}' in after
     assert "process_resident_memory_bytes" in after
     assert "metrics-call-7" not in after and "A-metrics" not in after
