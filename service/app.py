@@ -51,6 +51,7 @@ from service.coaching import agents_api as agents
 from service.errors import ServiceError
 from service.ids import process_name
 from service.live.books import BooksOptions, LiveBooks
+from service.live.capacity import LiveLoad, LoadBoard, LocalBoard, RedisLoadBoard, live_capacity, process_cores
 from service.live.claims import CallClaims, LocalClaims
 from service.live.engine import LiveEngine
 from service.live.hub import CallHub, EventBus
@@ -135,11 +136,12 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
                         final_beam_size=settings.live.final_beam_size, min_window_s=settings.live.min_window_s,
                         overload_final_delay_s=settings.live.overload_final_delay_s)
     assessor, classifier_error = await _assessor(settings)
-    hub, claims = await _bus(settings, stack)
+    hub, claims, board = await _bus(settings, stack)
+    load = _load(settings, board)
     live_calls = LiveCalls(engine, hub, assessor, nlu_executor, LiveOptions(
         assist=settings.nlu.assist, dialogue=bootstrap.dialogue_options(settings),
         max_calls_per_token=settings.auth.max_calls_per_token, max_call_s=settings.live.max_call_s),
-        asr_error=asr_error, claims=claims)
+        asr_error=asr_error, claims=claims, load=load, board=board)
     demos = DemoPlayer(live_calls, settings.live.max_demo_calls)
     stack.callback(demos.close)
     watchers = Watchers(settings.auth.max_watchers_per_token, settings.live.events_wait_s)
@@ -165,31 +167,50 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
     return state
 
 
-async def _bus(settings: Settings, stack: AsyncExitStack) -> tuple[EventBus, CallClaims]:
-    """The events bus and call claims: in this process, or shared by replicas through Redis
+def _load(settings: Settings, board: LoadBoard) -> LiveLoad:
+    """This process's live-call capacity (`live.capacity`), told to the other replicas through `board`."""
+    cores = process_cores()
+    capacity = live_capacity(settings.live.capacity, settings.live.calls_per_core, cores)
+    log.info("live calls: capacity %s (%s; %.2g cores, %.2g calls per core)",
+             "unlimited" if capacity is None else capacity, settings.live.capacity, cores,
+             settings.live.calls_per_core)
+    load = LiveLoad(capacity, board=board)
+    if isinstance(board, RedisLoadBoard):
+        board.load = load
+        board.changed()
+    return load
+
+
+async def _bus(settings: Settings, stack: AsyncExitStack) -> tuple[EventBus, CallClaims, LoadBoard]:
+    """The events bus, call claims and live loads: in this process, or shared by replicas through Redis
     (`HUIFANG_REDIS_URL`). Redis need not be up yet: the bus connects when it can and `/readyz` says until then."""
     if not settings.redis_url:
-        return CallHub(), LocalClaims()
+        return CallHub(), LocalClaims(), LocalBoard()
     redis = connect(settings.redis_url)
     stack.push_async_callback(redis.aclose)
     replica = process_name()
     hub = RedisHub(redis, replica, prefix=settings.redis_prefix, live_ttl_s=settings.live.max_call_s,
                    keep_s=settings.live.events_keep_s)
     claims = RedisClaims(redis, replica, prefix=settings.redis_prefix)
-    for part in (hub, claims):
+    board = RedisLoadBoard(redis, replica, prefix=settings.redis_prefix)
+    for part in (hub, claims, board):
         await part.start()
         stack.push_async_callback(part.stop)
-    log.info("live calls' events and claims shared through Redis as replica %s", replica)
-    return hub, claims
+    log.info("live calls' events, claims and loads shared through Redis as replica %s", replica)
+    return hub, claims, board
 
 
 def _gauges(state: AppState) -> dict[str, float]:
     """What the metrics read from the running process at scrape time (on the metrics server's thread)."""
     scheduler = state.calls.engine.scheduler
-    values = {"huifang_live_calls": float(len(state.calls.active)),
+    load = state.calls.load
+    values = {"huifang_live_calls:decoded": float(load.decoded),
+              "huifang_live_calls:record_only": float(load.record_only),
               "huifang_decode_queue_depth": float(scheduler.backlog),
               "huifang_dropped_partials_total": float(scheduler.dropped_partials),
               "huifang_draining": float(state.calls.stopping.is_set())}
+    if load.capacity is not None:
+        values["huifang_live_capacity"] = float(load.capacity)
     if state.store is not None:
         try:
             values["huifang_jobs_queued"] = float(state.store.queued_jobs())

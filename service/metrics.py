@@ -54,6 +54,9 @@ OUTBOX = Counter("huifang_outbox_messages_total", "Outbox delivery attempts by c
 #: The call audio the live path's CPU (asr.cpu.LEDGER) was spent on.
 LIVE_AUDIO = Counter("huifang_live_audio_seconds_total", "Seconds of live call audio received (per call, not per "
                      "channel)", registry=REGISTRY)
+LIVE_ADMISSIONS = Counter("huifang_live_admissions_total", "Live calls admitted at the websocket upgrade, by outcome: "
+                          "decoded here, redirected (503: this replica was full and another had room) or "
+                          "record_only (no replica had room: scored after the call)", ["outcome"], registry=REGISTRY)
 ERRORS = Counter("huifang_errors_total", "Refusals and failures reported to clients, by code", ["code"],
                  registry=REGISTRY)
 
@@ -66,7 +69,15 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         values = self._read()
-        for name, help_text in (("huifang_live_calls", "Live calls streaming now"),
+        calls = GaugeMetricFamily("huifang_live_calls", "Live calls streaming now, by mode: decoded live, or "
+                                  "record_only (beyond capacity: scored after the call)", labels=["mode"])
+        for mode in ("decoded", "record_only"):
+            if f"huifang_live_calls:{mode}" in values:
+                calls.add_metric([mode], values[f"huifang_live_calls:{mode}"])
+        if calls.samples:
+            yield calls
+        for name, help_text in (("huifang_live_capacity", "Live calls this process decodes at once "
+                                 "(live.capacity; absent: no limit)"),
                                 ("huifang_decode_queue_depth", "Decodes waiting for a worker"),
                                 ("huifang_dropped_partials_total", "Partials skipped because decoding was busy"),
                                 ("huifang_jobs_queued", "Jobs waiting (recordings to score, live calls to re-decode)"),

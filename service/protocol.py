@@ -139,6 +139,17 @@ class ReadyEvent(BaseModel):
     carried_over: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class RecordOnlyEvent(BaseModel):
+    """Sent right after `ready` when the call is recorded only: every server was decoding its capacity of live
+    calls, so this one gets no live transcript, verdicts or prompts. Its audio is kept, and when it ends it is
+    scored as a recording (its report then at `/v1/calls/{call_id}/report`). A reconnect continues it recorded
+    only."""
+
+    type: Literal["record_only"] = "record_only"
+    call_id: str
+    message: str
+
+
 class PartialEvent(BaseModel):
     """The utterance so far, while the speaker is still talking. Replaced by later partials and the final."""
 
@@ -309,8 +320,8 @@ class EndEvent(BaseModel):
 
 
 ServerEvent = Annotated[
-    ReadyEvent | PartialEvent | FinalEvent | OverloadEvent | OverloadClearedEvent | AssessmentEvent | PromptEvent
-    | ChecklistEvent | SummaryEvent | ErrorEvent | EndEvent,
+    ReadyEvent | RecordOnlyEvent | PartialEvent | FinalEvent | OverloadEvent | OverloadClearedEvent | AssessmentEvent
+    | PromptEvent | ChecklistEvent | SummaryEvent | ErrorEvent | EndEvent,
     Field(discriminator="type"),
 ]
 

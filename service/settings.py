@@ -129,10 +129,24 @@ class LiveSettings(BaseModel):
                            "call whose replica died is stored as incomplete once it runs out")
     audio_flush_s: float = Field(5.0, gt=0.0, le=10.0, description="live: audio kept in memory at most this long "
                                  "before it is written to disk (what a crash can lose)")
+    capacity: str = Field("auto", pattern=r"^(auto|off|[1-9][0-9]{0,4})$", description="live: calls this "
+                          "process decodes at once: `auto` (`calls_per_core` x the cores it may use, its CPU "
+                          "affinity lowered by a container's CPU quota; at least 1), `off` (no limit) or a number. "
+                          "A call beyond it goes to a replica with room (503 at the upgrade, for the front proxy "
+                          "to retry) or, when none has room, is recorded only and scored after the call")
+    calls_per_core: float = Field(1.0, gt=0.0, le=64.0, description="live: calls one core decodes at full "
+                                  "quality, for `capacity` `auto` (the measured figure: docs/benchmarks.md)")
     redecode_backlog: int = Field(200, ge=0, le=100_000, description="live: finals decoded greedily under load are "
                                   "decoded again from the kept audio after the call (jobs below live calls in "
                                   "priority); a call finding this many such jobs waiting keeps its live verdicts "
                                   "(0: never re-decode)")
+
+
+    @field_validator("capacity", mode="before")
+    @classmethod
+    def _capacity_text(cls, value: Any) -> Any:
+        """A number of calls may be given as a number (`live={"capacity": 4}`)."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class NluSettings(BaseModel):

@@ -1,5 +1,6 @@
 """`/healthz` (liveness: the process is up and its speech model loaded) and `/readyz` (readiness: also its
-database, its event bus, and not stopping) for load balancers and orchestrators."""
+database, its event bus, and not stopping; with how full it is of live calls) for load balancers and
+orchestrators."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.requests import HTTPConnection
 
 from service.api.deps import State
@@ -28,6 +29,16 @@ class HealthDetail(BaseModel):
     database_url: str | None
 
 
+class LiveLoadInfo(BaseModel):
+    """This replica's live calls against its capacity. A full replica is still ready: it serves HTTP, and sends
+    new live calls on to a replica with room (or records them)."""
+
+    calls: int = Field(description="calls decoded live now (demo replays included)")
+    record_only: int = Field(description="calls recorded only now (beyond capacity: scored after the call)")
+    capacity: int | None = Field(description="calls decoded at once (live.capacity); null: no limit")
+    full: bool = Field(description="new calls are not decoded here")
+
+
 class Health(BaseModel):
     """What both probes answer (200 or 503). `warning` only when degraded; `detail` only for an admin token."""
 
@@ -38,6 +49,8 @@ class Health(BaseModel):
     error: str | None
     warning: str | None = None
     detail: HealthDetail | None = None
+    #: /readyz only.
+    live: LiveLoadInfo | None = None
 
 
 #: The body is the same with either status; 503 says the probe failed.
@@ -45,13 +58,16 @@ _PROBE: dict[str, Any] = {"response_model": Health,
                           "responses": {503: {"model": Health, "description": "not live / not ready"}}}
 
 
-def _body(state: AppState, conn: HTTPConnection, problems: list[str], ok: bool) -> JSONResponse:
+def _body(state: AppState, conn: HTTPConnection, problems: list[str], ok: bool,
+          live: LiveLoadInfo | None = None) -> JSONResponse:
     """The answer both probes share. Anyone may ask, so it names no file or database location; an admin token
     also gets `detail`, the full reasons."""
     model = PurePath(state.settings.asr.model).name
     body = Health(status="ok" if ok and state.classifier_error is None else "degraded", asr_model=model,
                   database=state.store.engine.dialect.name if state.store is not None else None,
                   assessor_version=state.assessor.version, error="; ".join(problems) or None)
+    if live is not None:
+        body.live = live
     if state.classifier_error is not None:
         # Serving: answers are assessed by the rules alone.
         body.warning = "the learned answer classifier cannot be loaded: answers are assessed by the rules alone"
@@ -81,7 +97,8 @@ async def healthz(state: State, conn: HTTPConnection) -> JSONResponse:
 @router.get("/readyz", **_PROBE)
 async def readyz(state: State, conn: HTTPConnection) -> JSONResponse:
     """Readiness: 200 when this replica should get traffic: model loaded, database reachable, the event bus
-    (Redis, when configured) reachable, not stopping."""
+    (Redis, when configured) reachable, not stopping. `live` says how full it is of live calls (a full replica is
+    still ready: it sends new calls on, or records them)."""
     problems = _model_problems(state)
     if state.store_error:
         problems.append("the database is not available")
@@ -90,4 +107,6 @@ async def readyz(state: State, conn: HTTPConnection) -> JSONResponse:
         problems.append(f"the event bus is not available ({bus})")
     if state.calls.stopping.is_set():
         problems.append("the server is stopping")
-    return _body(state, conn, problems, not problems)
+    load = state.calls.load
+    live = LiveLoadInfo(calls=load.decoded, record_only=load.record_only, capacity=load.capacity, full=load.full)
+    return _body(state, conn, problems, not problems, live)

@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 SWEEP_TRIES = 3
 #: Raw audio as kept while a call streams: little-endian 16-bit samples, one file per channel.
 _SAMPLE = np.dtype("<i2")
+#: The file beside a call's kept audio that says the call was recorded only (service/live/capacity.py).
+RECORD_ONLY_MARK = "record_only"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +153,24 @@ class AudioKeeper:
     def discard(self) -> None:
         for index in range(len(self.channels)):
             self.path(index).unlink(missing_ok=True)
+
+    @property
+    def _record_only_mark(self) -> Path:
+        return self.data_dir / self.folder / RECORD_ONLY_MARK
+
+    @property
+    def record_only(self) -> bool:
+        """Whether the call was recorded only on some connection (it is scored from its audio after the call)."""
+        return self._record_only_mark.exists()
+
+    def mark_record_only(self) -> None:
+        """Mark the call as recorded only, beside its audio: a reconnect on any replica, or the sweep storing it
+        after its replica died, scores it from the audio rather than from finals it does not have."""
+        self._record_only_mark.parent.mkdir(parents=True, exist_ok=True)
+        self._record_only_mark.touch()
+
+    def unmark_record_only(self) -> None:
+        self._record_only_mark.unlink(missing_ok=True)
 
 
 def silenced_spans(finals: Sequence[LiveFinalRecord]) -> list[SilencedSpan]:
@@ -254,8 +274,11 @@ class LiveBooks:
         return True
 
     def store_abandoned(self, claim: LiveClaim) -> bool:
-        """Store a call from its written finals and kept audio, marked incomplete (worker thread)."""
+        """Store a call from its written finals and kept audio, marked incomplete (worker thread); a call that
+        was recorded only is queued to be scored from its audio instead."""
         audio = self.audio_of(claim.job)
+        if audio.record_only:
+            return self.queue_recorded(claim.job, audio)
         duration = max(audio.seconds(), max((f.end_s for f in claim.finals), default=0.0))
         return self.store_call(claim.job, audio, claim.finals, duration, complete=False)
 
@@ -281,6 +304,31 @@ class LiveBooks:
             report = finish_report(replay, turns, duration_s, self.options.risk, job.loan_file,
                                    [asdict(s) for s in silence])
         return self.file(job, report, read_report(report), audio, finals, complete)
+
+    def queue_recorded(self, job: JobRecord, audio: AudioKeeper) -> bool:
+        """A call recorded only (no replica had room to decode it live): its audio is stored as received (one
+        FLAC per channel, whatever `keep_audio` says: it is all there is of the call) and its row queued as a
+        `score` job, which a worker scores as an uploaded recording (report, rows, re-planning; personal data
+        silenced in the audio). A call with no audio is not stored. False when nothing was queued (worker
+        thread)."""
+        audio.flush()
+        audio.align()
+        files = audio.store(())
+        if not files:
+            audio.unmark_record_only()
+            fail_for_good(self.ctx, job, "no audio was received")
+            log.info("call %s (recorded only): no audio, nothing stored", job.call_id)
+            return False
+        try:
+            self.store.queue_live(job.id, job.lease_version, files)
+        except LeaseLost as e:
+            log.warning("call %s: %s; it is not queued here", job.call_id, e)
+            return False
+        audio.unmark_record_only()
+        log.info("call %s (recorded only) queued to be scored from its audio", job.call_id)
+        if self.on_queued is not None:
+            self.on_queued()
+        return True
 
     def audio_of(self, job: JobRecord) -> AudioKeeper:
         """Where a live call's audio is kept: the folder, channels and rate its row was opened with."""
@@ -429,6 +477,12 @@ class CallBook:
         return await asyncio.to_thread(self.books.store_call, self.job, self.audio, self._written, duration_s,
                                        complete, pipeline if live_dialogue else None)
 
+
+    async def queue_recorded(self) -> bool:
+        """Store a call recorded only: its audio, and its row queued to be scored (`LiveBooks.queue_recorded`).
+        False when nothing was queued."""
+        await self._settle()
+        return await asyncio.to_thread(self.books.queue_recorded, self.job, self.audio)
 
     async def release(self) -> None:
         """The socket dropped: keep what came, and let a reconnect continue the call until its lease runs out."""

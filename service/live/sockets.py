@@ -19,13 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from service.auth import Principal, Role, TicketBook, TokenRegistry, authenticate
 from service.errors import ServiceError, bad_call_id
 from service.ids import id_problem
+from service.live.capacity import RETRY_AFTER_S, Seat
 from service.live.hub import EventBus
-from service.live.session import LiveCalls, LiveSession
+from service.live.session import CallSession, LiveCalls
 from service.live.sources.base import AudioSource, CallEnd, CallStart, WireFrame
 from service.metrics import ERRORS
 from service.protocol import CloseCode, EndEvent, ErrorEvent, StartMessage, dump
@@ -104,11 +106,13 @@ class SocketCall:
     """One audio socket: its connection, who is streaming, and the session once the call has started."""
 
     def __init__(self, ws: WebSocket, call_id: str, calls: LiveCalls, tokens: TokenRegistry,
-                 limits: SocketLimits, tickets: TicketBook | None = None) -> None:
+                 limits: SocketLimits, tickets: TicketBook | None = None, seat: Seat | None = None) -> None:
         self.ws = ws
         self.call_id = call_id
         self.conn = Connection(ws)
-        self.session: LiveSession | None = None
+        self.session: CallSession | None = None
+        #: The call's place in this process's load, taken at the upgrade (`admit_socket`).
+        self.seat = seat
         self.principal: Principal | None = None
         self.limits = limits
         self._calls = calls
@@ -121,6 +125,8 @@ class SocketCall:
 
     def close(self) -> None:
         self._stop.cancel()
+        if self.seat is not None:
+            self.seat.release()
 
     def authorize(self, token: str | None = None) -> None:
         """The socket's token (header, one the protocol carries, or a `?ticket=` for this call) must be an
@@ -128,13 +134,14 @@ class SocketCall:
         self.principal = authenticate(self._tokens, self.ws.headers, self.ws.query_params, INGEST_ROLES, token,
                                       self._tickets, self.call_id)
 
-    async def begin(self, start: StartMessage) -> LiveSession:
+    async def begin(self, start: StartMessage) -> CallSession:
         """Open the call and tell the client it is ready."""
         if self.principal is None:
             self.authorize()
         owner = self.principal.name if self.principal else None
         reads_loanbook = self.principal is not None and self.principal.role in ("supervisor", "admin")
-        self.session = await self._calls.open(self.call_id, start, self.conn.emit, owner, reads_loanbook)
+        self.session = await self._calls.open(self.call_id, start, self.conn.emit, owner, reads_loanbook,
+                                              seat=self.seat)
         await self.session.ready()
         return self.session
 
@@ -171,13 +178,38 @@ class SocketCall:
             self.session.check_limits()
 
 
+async def admit_socket(ws: WebSocket, calls: LiveCalls) -> Seat | None:
+    """Admit a call's socket before accepting it (`LiveCalls.admit`): its seat in this process's load, or None
+    when the upgrade was answered 503 `at_capacity` (this process is full and another replica has room: the
+    front proxy tries the next one, `proxy_next_upstream http_503`). Only a server that can answer an upgrade
+    with an HTTP response sends a call on; otherwise a call beyond capacity is recorded only here."""
+    can_deny = "websocket.http.response" in ws.scope.get("extensions", {})
+    _, seat = await calls.admit(can_redirect=can_deny)
+    if seat is not None:
+        return seat
+    log.info("at capacity (%s live calls): the call's upgrade is answered 503 for another replica",
+             calls.load.capacity)
+    await ws.send_denial_response(JSONResponse(
+        {"code": "at_capacity", "message": f"this server is decoding its capacity of live calls "
+         f"({calls.load.capacity}) and another has room: connect again (the front proxy does so at once)"},
+        status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}))
+    return None
+
+
 async def run_socket_call(ws: WebSocket, call_id: str, calls: LiveCalls, tokens: TokenRegistry,
                           limits: SocketLimits, source: AudioSource[WireFrame],
                           tickets: TicketBook | None = None) -> None:
-    """Accept, stream the call from `source` (a new one per socket), and turn every way a call can end (the
-    source's end, a disconnect, an error) into a clean close."""
-    await ws.accept()
-    run = SocketCall(ws, call_id, calls, tokens, limits, tickets)
+    """Admit (or send on to another replica), accept, stream the call from `source` (a new one per socket), and
+    turn every way a call can end (the source's end, a disconnect, an error) into a clean close."""
+    seat = await admit_socket(ws, calls)
+    if seat is None:
+        return
+    try:
+        await ws.accept()
+    except BaseException:
+        seat.release()
+        raise
+    run = SocketCall(ws, call_id, calls, tokens, limits, tickets, seat)
     try:
         if (problem := id_problem(call_id, "call")) is not None:
             raise bad_call_id(problem)
@@ -250,7 +282,7 @@ async def stream_source(run: SocketCall, source: AudioSource[WireFrame]) -> Lite
     limits = run.limits
     if not source.token_in_start:
         run.authorize()
-    session: LiveSession | None = None
+    session: CallSession | None = None
     start_by = time.monotonic() + limits.start_timeout_s if source.start_deadline else math.inf
     no_start = ServiceError("start_timeout", f"no valid start message within {limits.start_timeout_s:.0f} s")
     active_until = time.monotonic() + limits.idle_timeout_s

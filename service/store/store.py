@@ -382,6 +382,18 @@ class Store:
                 Recording.status == "live").values(lease_owner=None))
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
+    def queue_live(self, recording_id: str, version: int, files: list[dict[str, Any]]) -> None:
+        """A live call that was recorded only (no replica had room to decode it), its audio stored as `files`:
+        its row becomes a queued `score` job, scored as an uploaded recording is (its `source` stays). Raises
+        `LeaseLost` unless the row is still live under the claim `version`."""
+        with self.session() as s, s.begin():
+            job = s.get(Recording, recording_id, with_for_update=True)
+            if job is None or job.status != "live":
+                raise LeaseLost(f"live call {recording_id} is no longer live")
+            _fence(job, version)
+            job.status, job.files, job.progress, job.kind = "queued", files, 0.0, "score"
+            job.lease_owner, job.lease_expires_at = None, None
+
     def claim_abandoned_live(self, owner: str, lease_s: float) -> LiveClaim | None:
         """Take the oldest live call whose lease ran out (its replica died, or its socket dropped and nobody
         reconnected in time), to store it as it stands; None when there is none."""

@@ -65,7 +65,7 @@ async def test_sigterm_ends_live_calls_cleanly_before_the_server_stops(tmp_path:
             await asyncio.sleep(0.5)
             # The metrics port (not the API's) sees the call; no call id is a label.
             scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
-            assert "huifang_live_calls 1.0" in scraped and "on-the-line" not in scraped
+            assert 'huifang_live_calls{mode="decoded"} 1.0' in scraped and "on-the-line" not in scraped
             assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 404
             proc.send_signal(signal.SIGTERM)
             events = [json.loads(m) async for m in ws]

@@ -18,7 +18,7 @@ import numpy as np
 
 from asr.audio import load_call_audio
 from service.errors import ServiceError
-from service.live.session import LiveCalls, LiveSession
+from service.live.session import CallSession, LiveCalls
 from service.live.sources.base import AudioChunk, AudioSource, CallEnd, CallStart, SourceRecord
 from service.protocol import CloseCode, StartMessage
 
@@ -115,7 +115,7 @@ class DemoPlayer:
         return call_id
 
     @staticmethod
-    async def _play(session: LiveSession, records: list[SourceRecord], speed: float) -> None:
+    async def _play(session: CallSession, records: list[SourceRecord], speed: float) -> None:
         try:
             await session.ready()
             played = 0  # samples per channel
