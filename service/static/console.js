@@ -18,6 +18,7 @@ const state = {
   prompts: 0,
   audioS: 0,
   ended: false,
+  recordOnly: false,        // the call is recorded only (`record_only`): no live transcript or prompts
 };
 
 function setStatus(kind, text) {
@@ -231,6 +232,10 @@ function summary(ev) {
 
 // -- the end of the call ------------------------------------------------------------------------------------
 
+// `record_only`: every server was decoding its capacity of live calls, so this call gets no live transcript,
+// verdicts or prompts; it is scored as a recording after it ends.
+const RECORD_ONLY = "坐席提示暂不可用：本通话仅录音，结束后评分。";
+const RECORD_ONLY_ENDED = "本通话仅录音：系统正在评分，完成后可在通话列表中查看报告。";
 const NOT_STORED = "本通话的报告暂未保存：系统稍后会根据已保存的转写补存，并标为未完整结束。";
 const RESUMABLE = "服务器正在重启，这通电话尚未结束：话务系统重新接入后通话将继续，请稍后刷新本页。";
 
@@ -243,6 +248,7 @@ function ended(ev) {
     return;
   }
   setStatus("ended", "通话结束");
+  if (state.recordOnly) showBanner(RECORD_ONLY_ENDED);
   if (ev.report_url) {
     const link = $("report-link");
     link.href = reportPath(ev.call_id);
@@ -260,6 +266,11 @@ function handle(ev) {
       setStatus("live", "通话中");
       loanPanel(ev.loan_file);
       carriedOver(ev.carried_over || []);
+      break;
+    case "record_only":
+      state.recordOnly = true;
+      setStatus("recording", "仅录音");
+      showBanner(RECORD_ONLY, ev.message);
       break;
     case "partial":
       if (!state.finals.has(ev.utterance_id)) utterance(ev.utterance_id, ev.channel, ev.text, ev.start_s, true);

@@ -1,7 +1,8 @@
 """Two `huifang serve` replicas behind the shipped nginx configuration, sharing PostgreSQL, Redis, an audio
 volume and their secrets (issue #17 point 8), with the real model: a shared call streamed into the service is
 watched, event for event, from both replicas; recordings uploaded through each are scored once each and their
-audio is served by either; both answer /readyz and /metrics.
+audio is served by either; both answer /readyz and /metrics. Each replica decodes one live call at once (issue
+#30): with one full a new call goes to the other through nginx, with both full it is recorded and scored after.
 
 Needs PostgreSQL (HUIFANG_TEST_POSTGRES_URL), redis-server and nginx; .ci/run provides all three."""
 
@@ -11,7 +12,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, shared_
         env = {"HUIFANG_DATABASE_URL": database_url, "HUIFANG_REDIS_URL": redis.url,
                "HUIFANG_AUTH__TICKET_KEY_FILE": str(secrets / "ticket.key"),
                "HUIFANG_PRIVACY__KEY_FILE": str(secrets / "raw-text.key"),
-               "HUIFANG_PRIVACY__AUDIT_KEY_FILE": str(secrets / "audit-ed25519.key")}
+               "HUIFANG_PRIVACY__AUDIT_KEY_FILE": str(secrets / "audit-ed25519.key"),
+               "HUIFANG_LIVE__CAPACITY": "1"}
         for name in ("a", "b"):
             data = tmp / name
             data.mkdir()
@@ -226,3 +228,64 @@ def test_recordings_uploaded_through_each_replica_are_scored_once_and_served_by_
             attempts = s.scalar(select(Recording.attempts).where(Recording.id == job_id))
             assert (reports, attempts) == (1, 1)
     engine.dispose()
+
+
+def _live_load(port: int) -> dict[str, Any]:
+    load: dict[str, Any] = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).json()["live"]
+    return load
+
+
+async def _hold(url: str, stack: AsyncExitStack) -> Any:
+    """A call that streams no audio, held open until `stack` closes (it takes a replica's one live seat)."""
+    import websockets
+
+    ws = await stack.enter_async_context(websockets.connect(url, additional_headers=bearer(INGEST)))
+    await ws.send(json.dumps({"type": "start", "sample_rate_hz": 16000, "encoding": "pcm16",
+                              "channels": ["agent", "customer"]}))
+    first = json.loads(await ws.recv())
+    assert first["type"] == "ready", first
+    return ws
+
+
+@pytest.mark.asyncio
+async def test_a_call_goes_to_the_replica_with_room_and_is_recorded_when_none_has(
+        cluster: Cluster, shared_data: Path) -> None:
+    import websockets
+
+    a, b = cluster.replicas
+    proxy = cluster.proxy.replace("http", "ws")
+    meta = json.loads((shared_data / "calls" / "call_s03.json").read_text(encoding="utf-8"))
+    audio = load_call_audio(str(shared_data / "calls" / "call_s03.flac"), 16000)[:, : 20 * 16000]
+    pcm = (np.clip(audio.T.reshape(-1), -1, 1) * 32767).astype("<i2").tobytes()
+    async with AsyncExitStack() as stack:
+        await _hold(f"ws://127.0.0.1:{a}/v1/calls/replicas-full-a/audio", stack)
+        assert _live_load(a)["full"] and not _live_load(b)["full"]
+        # Through nginx, whichever replica it picks first: A answers 503 (B has room) and nginx tries B.
+        await _hold(f"{proxy}/v1/calls/replicas-moved/audio", stack)
+        assert [_live_load(p)["calls"] for p in (a, b)] == [1, 1]
+        await asyncio.sleep(0.5)  # both loads published (at once on each admission; this is margin)
+        # Both full: the call is taken record-only by the replica it reaches, its audio kept.
+        async with websockets.connect(f"{proxy}/v1/calls/replicas-recorded/audio", additional_headers=bearer(INGEST),
+                                      max_size=2**22) as ws:
+            await ws.send(json.dumps({"type": "start", "sample_rate_hz": 16000, "encoding": "pcm16",
+                                      "channels": ["agent", "customer"], "loan_file": meta["loan_file"]}))
+            ready, told = json.loads(await ws.recv()), json.loads(await ws.recv())
+            assert ready["type"] == "ready" and told["type"] == "record_only"
+            assert sorted(_live_load(p)["record_only"] for p in (a, b)) == [0, 1]
+            for i in range(0, len(pcm), 12800):
+                await ws.send(pcm[i: i + 12800])
+            await ws.send(json.dumps({"type": "stop"}))
+            rest = [json.loads(m) async for m in ws]
+        assert [e["type"] for e in rest] == ["end"] and ws.close_code == 1000
+    # Scored after the call by a job worker of either replica, from the kept audio, with the real model.
+    deadline = time.monotonic() + 300
+    while (answer := httpx.get(f"{cluster.proxy}/v1/calls/replicas-recorded/report", headers=bearer(SUPERVISOR),
+                               timeout=10)).status_code != 200:
+        assert time.monotonic() < deadline, answer.text
+        await asyncio.sleep(1)
+    report = answer.json()
+    assert report["source"] == "live" and report["utterances"] and len(report["audio"]) == 2
+    assert abs(report["duration_s"] - 20) < 0.5
+    for port in cluster.replicas:
+        load = _live_load(port)
+        assert (load["calls"], load["record_only"], load["capacity"]) == (0, 0, 1)
