@@ -176,3 +176,23 @@ def test_a_recorded_call_nobody_continues_is_scored_from_its_audio(
         # calls' audio is not (keep_audio off): it is all there is of the call.
         report = _scored(client, "cap-lost")
         assert report["source"] == "live" and report["utterances"] and report["audio"]
+
+
+def test_a_demo_replay_takes_a_decoded_seat_and_none_beyond_capacity(
+        tmp_path: Path, call_s01: tuple[dict[str, Any], bytes]) -> None:
+    script, _ = call_s01
+    with _client(tmp_path, script, capacity=1) as client:
+        started = client.post("/v1/demo/calls", headers=bearer(SUPERVISOR), json={"speed": 4})
+        assert started.status_code == 202, started.text
+        assert client.get("/readyz").json()["live"]["calls"] == 1
+        # A demo decodes like a real call: none beyond capacity (it is not worth a real call's latency).
+        refused = client.post("/v1/demo/calls", headers=bearer(SUPERVISOR), json={"speed": 4})
+        assert refused.status_code == 503 and refused.json()["code"] == "at_capacity"
+        assert refused.headers["retry-after"]
+        # And a real call while the demo plays is recorded only.
+        with client.websocket_connect("/v1/calls/cap-after-demo/audio", headers=bearer(INGEST)) as ws:
+            ws.send_json(_start(script))
+            assert [ws.receive_json()["type"], ws.receive_json()["type"]] == ["ready", "record_only"]
+            ws.send_json({"type": "stop"})
+            events, _ = _events(ws)
+        assert [e["type"] for e in events] == ["end"]
