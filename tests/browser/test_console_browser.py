@@ -134,3 +134,39 @@ def test_the_report_page_of_a_scored_shared_call(browser, model_cache: Path, tmp
         row.locator("a").click()
         expect(page).to_have_url(f"{base}/calls/report-s09")
         page.close()
+
+
+@pytest.mark.browser
+def test_the_console_says_when_a_call_is_recorded_only(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A server at its capacity of one live call takes the next record-only: the agent's screen says so (no
+    prompts will come, the call is scored after it ends) and, at the end, that it is being scored."""
+    import websockets.sync.client as ws_client
+    from playwright.sync_api import expect
+
+    from tests.integration.test_live_socket import FakeTranscriber
+    from tests.support.server import served_app
+
+    start = json.dumps({"type": "start", "sample_rate_hz": 16000, "encoding": "pcm16",
+                        "channels": ["agent", "customer"]})
+    with served_app(tmp_path, FakeTranscriber(), capacity=1) as (base, _):
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{base}/console?call=recorded-1#token={SUPERVISOR}")
+        expect(page.locator("#status")).to_have_attribute("data-state", "waiting")
+        sockets = base.replace("http", "ws")
+        with ws_client.connect(f"{sockets}/v1/calls/holding-1/audio", additional_headers=bearer(INGEST)) as hold:
+            hold.send(start)  # the server's one decoded call
+            assert json.loads(hold.recv(timeout=10))["type"] == "ready"
+            with ws_client.connect(f"{sockets}/v1/calls/recorded-1/audio",
+                                   additional_headers=bearer(INGEST)) as call:
+                call.send(start)
+                assert [json.loads(call.recv(timeout=10))["type"] for _ in range(2)] == ["ready", "record_only"]
+                expect(page.locator("#status")).to_have_attribute("data-state", "recording")
+                expect(page.locator("#status")).to_have_text("仅录音")
+                expect(page.locator("#banner")).to_contain_text("坐席提示暂不可用：本通话仅录音，结束后评分")
+                call.send(b"\x00\x00" * 2 * 16000)  # a second of silence on both channels
+                call.send(json.dumps({"type": "stop"}))
+                assert json.loads(call.recv(timeout=30))["type"] == "end"
+            expect(page.locator("#status")).to_have_attribute("data-state", "ended")
+            expect(page.locator("#banner")).to_contain_text("系统正在评分")
+            hold.send(json.dumps({"type": "stop"}))
+        page.close()

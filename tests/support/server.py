@@ -89,9 +89,10 @@ def running_server(data_dir: Path, model_cache: Path, timeout_s: float = 120,
 
 
 @contextmanager
-def served_app(tmp: Path, transcriber: Any) -> Iterator[tuple[str, FastAPI]]:
+def served_app(tmp: Path, transcriber: Any, **live: Any) -> Iterator[tuple[str, FastAPI]]:
     """`create_app` under uvicorn in a thread, with the four role tokens of this module (the agent is AGENT_ID)
-    and `transcriber`, its loan book started: (base URL, app). For browser tests, which need a real socket."""
+    and `transcriber`, its loan book started, and `live` settings: (base URL, app). For browser tests, which
+    need a real socket."""
     import threading
 
     import uvicorn
@@ -102,7 +103,7 @@ def served_app(tmp: Path, transcriber: Any) -> Iterator[tuple[str, FastAPI]]:
     tokens = tmp / "tokens.yaml"
     write_tokens_file(tokens, {INGEST: ("ingest", None), AGENT: ("agent", AGENT_ID),
                                SUPERVISOR: ("supervisor", None), ADMIN: ("admin", None)})
-    settings = Settings(data_dir=tmp / "data", auth={"tokens_file": tokens}, live={"idle_timeout_s": 120.0})
+    settings = Settings(data_dir=tmp / "data", auth={"tokens_file": tokens}, live={"idle_timeout_s": 120.0, **live})
     app = create_app(settings, transcriber=transcriber)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
