@@ -235,13 +235,13 @@ class RedisLoadBoard:
     LOAD_TTL_S unless renewed) and `{prefix}:loads` (the set of replicas that published; a member whose key
     expired is dropped by the next reader)."""
 
-    def __init__(self, redis: aioredis.Redis, replica: str, read: LiveLoad | None = None, *,
+    def __init__(self, redis: aioredis.Redis, replica: str, load: LiveLoad | None = None, *,
                  prefix: str = "huifang") -> None:
         self._redis = redis
         self.replica = replica
         self.prefix = prefix
         #: The load published (set by the app once it is built).
-        self.load = read
+        self.load = load
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
