@@ -94,7 +94,7 @@ class Transcriber:
                 self.model_path = resolve_model(o.model, o.model_cache_dir)
                 try:
                     self._model = WhisperModel(self.model_path, device=o.device, compute_type=o.compute_type,
-                                               cpu_threads=o.cpu_threads)
+                                               cpu_threads=o.cpu_threads, num_workers=o.num_workers)
                 except (RuntimeError, ValueError, OSError) as e:
                     raise AsrError(f"cannot load speech model from {self.model_path}: {e}") from e
                 log.info("loaded Whisper model %s (%s)", self.model_path, o.compute_type)

@@ -47,6 +47,8 @@ def asr_options(settings: Settings) -> AsrOptions:
         device=a.device,
         compute_type=a.compute_type,
         cpu_threads=a.cpu_threads,
+        # As many decodes at once as the live pool starts: with one, a second worker's decode would only wait.
+        num_workers=settings.live.decode_workers,
         language=a.language,
         beam_size=t.beam_size,
         min_silence_ms=t.min_silence_ms,

@@ -33,10 +33,12 @@ def test_coaching_weighs_topics_with_the_script_of_the_settings_it_was_built_fro
 
 
 def test_options_come_from_the_settings_sections_that_name_them(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, live={"min_silence_ms": 450, "final_beam_size": 3},
+    settings = Settings(data_dir=tmp_path, live={"min_silence_ms": 450, "final_beam_size": 3, "decode_workers": 2},
                         asr={"vad_threshold": 0.4}, audio={"max_file_mb": 7})
     segment = bootstrap.segment_options(settings)
     assert segment.stream.min_silence_ms == 450 and segment.stream.vad_threshold == 0.4
     assert segment.beam_size == 3
     assert bootstrap.decode_limits(settings).max_file_bytes == 7 << 20
     assert bootstrap.asr_options(settings).model_cache_dir == str(tmp_path / "models")
+    # Two decode workers need two CTranslate2 replicas, or the second one's decodes only wait for the first's.
+    assert bootstrap.asr_options(settings).num_workers == 2
