@@ -134,6 +134,7 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
                         vad_executor=vad_executor, stream_options=bootstrap.stream_options(settings),
                         partial_beam_size=settings.live.partial_beam_size,
                         final_beam_size=settings.live.final_beam_size, min_window_s=settings.live.min_window_s,
+                        partial_window_s=settings.live.partial_window_s,
                         overload_final_delay_s=settings.live.overload_final_delay_s)
     assessor, classifier_error = await _assessor(settings)
     hub, claims, board = await _bus(settings, stack)

@@ -67,6 +67,9 @@ class LiveEngine:
     #: Skipped partials are not: partials run only on idle capacity, so one busy decode worker skips some on
     #: every call, idle server or not.
     overload_final_delay_s: float = 2.0
+    #: Shortest encoder window of partials (finals and decodes ahead use `min_window_s`: the same text as after
+    #: the call).
+    partial_window_s: float = 5.0
 
     def decode_finals(self, spans: Sequence[_Span]) -> list[Utterance | None]:
         """Finals (and pieces of finals) of any calls that waited together, decoded in one batch (in a decode
@@ -257,10 +260,11 @@ class LiveCall:
                                                  engine.decode_finals)
 
     def _decode_job(self, request: StreamRequest, beam: int, tab: Tab) -> Callable[[], Utterance | None]:
-        transcriber, window, scheduler = self.engine.transcriber, self.engine.min_window_s, self.engine.scheduler
+        transcriber, scheduler = self.engine.transcriber, self.engine.scheduler
         # A partial is shown for a second at most: one decoding pass, no temperature retries (those cost up
         # to 20 s on a looping window, during which nobody's final could run).
         provisional = isinstance(request, PartialRequest)
+        window = self.engine.partial_window_s if provisional else self.engine.min_window_s
 
         def finals_waiting() -> bool:  # a partial yields to them after its encoder pass instead of decoding on
             return scheduler.backlog > 0
