@@ -47,8 +47,9 @@ def asr_options(settings: Settings) -> AsrOptions:
         device=a.device,
         compute_type=a.compute_type,
         cpu_threads=a.cpu_threads,
-        # As many decodes at once as the live pool starts: with one, a second worker's decode would only wait.
-        num_workers=settings.live.decode_workers,
+        # A decode at once for each live decode worker and each scoring worker: with fewer, a live final waits
+        # inside CTranslate2 for a recording's whole batch (seconds) instead of sharing the cores with it.
+        num_workers=settings.live.decode_workers + settings.scoring.workers,
         language=a.language,
         beam_size=t.beam_size,
         min_silence_ms=t.min_silence_ms,

@@ -40,5 +40,6 @@ def test_options_come_from_the_settings_sections_that_name_them(tmp_path: Path) 
     assert segment.beam_size == 3
     assert bootstrap.decode_limits(settings).max_file_bytes == 7 << 20
     assert bootstrap.asr_options(settings).model_cache_dir == str(tmp_path / "models")
-    # Two decode workers need two CTranslate2 replicas, or the second one's decodes only wait for the first's.
-    assert bootstrap.asr_options(settings).num_workers == 2
+    # A CTranslate2 replica per live decode worker and per scoring worker: otherwise a second worker's decodes only
+    # wait for the first's, and a live final for a recording's whole batch.
+    assert bootstrap.asr_options(settings).num_workers == 2 + settings.scoring.workers
