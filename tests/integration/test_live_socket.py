@@ -363,3 +363,41 @@ def test_finals_that_end_together_are_decoded_as_one_batch(tmp_path: Path, share
     finals = [e for e in events if e["type"] == "final"]
     assert sorted((f["channel"], f["text"]) for f in finals) == [("agent", "agent说"), ("customer", "customer说")]
     assert ["agent", "customer"] in [sorted(b) for b in transcriber.batches], transcriber.batches
+
+
+class WindowRecordingTranscriber(FakeTranscriber):
+    """Records the shortest encoder window each kind of decode asked for."""
+
+    def __init__(self) -> None:
+        self.windows: list[tuple[str, float | None]] = []
+
+    def transcribe_span(self, samples: np.ndarray, channel: str, offset_s: float, beam_size: int | None = None,
+                        min_window_s: float | None = None, provisional: bool = False,
+                        abandon: Any = None) -> Utterance | None:
+        self.windows.append(("partial" if provisional else "ahead", min_window_s))
+        return super().transcribe_span(samples, channel, offset_s)
+
+    def transcribe_spans(self, spans: Any, beam_size: int | None = None,
+                         min_window_s: float | None = None) -> list[Utterance | None]:
+        self.windows.append(("final", min_window_s))
+        return [super(WindowRecordingTranscriber, self).transcribe_span(s, c, o) for s, c, o in spans]
+
+
+def test_partials_are_encoded_at_their_own_shorter_window_and_finals_at_the_finals(tmp_path: Path,
+                                                                                  shared_data: Path) -> None:
+    transcriber = WindowRecordingTranscriber()
+    app = create_app(Settings(data_dir=tmp_path, live={"prefetch_silence_ms": 0}),
+                     transcriber=transcriber)  # type: ignore[arg-type]
+    audio = _stereo_pcm16(np.concatenate([np.zeros(16000, dtype=np.float32), _speech(shared_data),
+                                          np.zeros(2 * 16000, dtype=np.float32)]))
+    with authed(app) as client, client.websocket_connect("/v1/calls/windows/audio") as ws:
+        ws.send_json(START)
+        assert ws.receive_json()["type"] == "ready"
+        for i in range(0, len(audio), 3200):  # 0.1 s at a time: partials come every second of speech
+            ws.send_bytes(audio[i : i + 3200])
+        ws.send_json({"type": "stop"})
+        events = _drain(ws)
+    assert any(e["type"] == "partial" for e in events)
+    kinds = {kind: {w for k, w in transcriber.windows if k == kind} for kind in ("partial", "final")}
+    # The shipped defaults: partials 5 s (provisional, half the encoder time), finals 10 s (as after the call).
+    assert kinds == {"partial": {5.0}, "final": {10.0}}, transcriber.windows
