@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,6 +33,19 @@ def bench_tokens_env(data_dir: str | Path) -> dict[str, str]:
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     write_tokens_file(path, {BENCH_TOKEN: ("admin", None)})
     return {"HUIFANG_AUTH__TOKENS_FILE": str(path)}
+
+
+def fresh_data_dir(prefix: str = "huifang-bench-") -> str:
+    """A new, empty data directory that reuses the already joined speech model (HUIFANG_DATA_DIR's, or the
+    default data directory's). Each measured server gets one: a server started on an earlier run's data finds
+    its queued jobs (live calls to re-decode, recordings to score) and runs them beside the calls measured."""
+    from service.settings import Settings
+
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    models = Settings().data_dir / "models"
+    if models.is_dir():
+        (data_dir / "models").symlink_to(models)
+    return str(data_dir)
 
 
 def emit(record: dict[str, object]) -> None:

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
-import tempfile
 
 import httpx
 
-from bench._common import emit, require_shared
+from bench._common import emit, fresh_data_dir, require_shared
 from bench.stream_latency import free_port, run_level, start_server
 
 _SAMPLE = re.compile(r'^(huifang_live_cpu_seconds_total)\{phase="([^"]+)",work="([^"]+)"\} (\S+)$|'
@@ -66,10 +64,10 @@ def main() -> None:
     parser.add_argument("--first", type=int, default=1, help="the first shared call streamed (1: call_s01)")
     args = parser.parse_args()
     calls = sorted(require_shared("calls").glob("call_s*.json"))
-    env = {"HUIFANG_DATA_DIR": os.environ.get("HUIFANG_DATA_DIR", tempfile.mkdtemp(prefix="huifang-bench-"))}
     for n in (int(x) for x in args.calls.split(",")):
         port, metrics_port = free_port(), free_port()
-        server = start_server(port, {**env, "HUIFANG_METRICS__PORT": str(metrics_port)})
+        server = start_server(port, {"HUIFANG_DATA_DIR": fresh_data_dir(),
+                                     "HUIFANG_METRICS__PORT": str(metrics_port)})
         try:
             before = read_ledger(metrics_port)
             record = asyncio.run(run_level(n, calls, f"ws://127.0.0.1:{port}", 16000, 0.0, args.first - 1))

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from asr.audio import load_call_audio
-from bench._common import AUTH, bench_tokens_env, emit, require_shared
+from bench._common import AUTH, bench_tokens_env, emit, fresh_data_dir, require_shared
 from service.cli.replay import ReplayResult, replay
 from tools.cer import corpus_cer
 
@@ -187,13 +187,13 @@ def main() -> None:
     calls = sorted(require_shared("calls").glob("call_s*.json"))
     env = {"HUIFANG_LIVE__CAPACITY": args.capacity, "HUIFANG_LIVE__DECODE_WORKERS": str(args.workers),
            "HUIFANG_ASR__CPU_THREADS": str(args.threads),
-           "HUIFANG_LIVE__DECODE_BATCH": str(args.batch),
-           "HUIFANG_DATA_DIR": os.environ.get("HUIFANG_DATA_DIR", tempfile.mkdtemp(prefix="huifang-bench-"))}
+           "HUIFANG_LIVE__DECODE_BATCH": str(args.batch)}
     if args.final_beam:
         env["HUIFANG_LIVE__FINAL_BEAM_SIZE"] = str(args.final_beam)
     for n in (int(x) for x in args.calls.split(",")):
         port, metrics_port = free_port(), free_port()
-        server = start_server(port, {**env, "HUIFANG_METRICS__PORT": str(metrics_port)})
+        server = start_server(port, {**env, "HUIFANG_METRICS__PORT": str(metrics_port),
+                                     "HUIFANG_DATA_DIR": fresh_data_dir()})
         try:
             record = asyncio.run(run_level(n, calls, f"ws://127.0.0.1:{port}", args.rate, args.stagger,
                                            args.first - 1))
