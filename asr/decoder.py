@@ -117,11 +117,11 @@ class WindowDecoder:
                      min_window_s: float | None = None) -> list[Decoded]:
         """Decode several utterances (of different calls, say) with one pass of the text decoder.
 
-        The autoregressive decoder gains most from a batch (one batched search over four utterances cost 1.28 s
-        against 2.9 s one after the other), and on a machine with AVX2 only the encoder gains too (four 10 s
-        windows: 1.31 s as a batch, 1.85 s one by one; on an AVX-512 machine it did not). So the utterances are
-        encoded together at the window of the longest and decoded by one `generate` call. Utterances that need
-        Whisper's temperature fallback (loops, low confidence) then retry one by one, as in `decode`.
+        On two CPU cores the encoder is compute-bound (a batch is no faster than its items one by one) but the
+        autoregressive decoder is not: one batched search over four utterances cost 1.28 s against 2.9 s one
+        after the other. So each utterance is encoded on its own, at the window of the longest, and their
+        encoder outputs are stacked for one `generate` call. Utterances that need Whisper's temperature
+        fallback (loops, low confidence) then retry one by one, as in `decode`.
         """
         import ctranslate2
 
@@ -132,8 +132,8 @@ class WindowDecoder:
         window_s = self.min_window_s if min_window_s is None else min_window_s
         features = [self._features(samples) for samples in batch]
         frames = max(window_frames(f.shape[-1], window_s) for f in features)
-        stacked = self._encode_many(features, frames)
-        encoded = np.split(np.asarray(stacked), len(batch))
+        encoded = [np.asarray(self._encode(f, frames, to_cpu=True)) for f in features]
+        stacked = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.concatenate(encoded)))
         max_length = max(self._max_length(samples.shape[0]) for samples in batch)
         firsts = self._generate(stacked, len(batch), max_length, 0.0, beam_size)
         return [
@@ -158,15 +158,6 @@ class WindowDecoder:
                 ctranslate2.StorageView.from_array(np.ascontiguousarray(padded[np.newaxis], dtype=np.float32)),
                 to_cpu=to_cpu or (model.device == "cuda" and len(model.device_index) > 1),
             )
-
-    def _encode_many(self, features: Sequence[np.ndarray], frames: int) -> Any:
-        """Encoder outputs of several utterances at one window, in one batch (on the CPU, to be split)."""
-        import ctranslate2
-
-        padded = np.stack([np.pad(f, ((0, 0), (0, frames - f.shape[-1]))) for f in features])
-        with cpu.phase("encoder"):
-            return self.model.model.encode(
-                ctranslate2.StorageView.from_array(np.ascontiguousarray(padded, dtype=np.float32)), to_cpu=True)
 
     def _max_length(self, n_samples: int) -> int:
         return min(_MAX_LENGTH, len(self._prompt) + token_budget(n_samples))
