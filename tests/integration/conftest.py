@@ -1,4 +1,5 @@
-"""Fixtures of the integration tests: an empty PostgreSQL schema and started apps with a scripted recogniser."""
+"""Fixtures of the integration tests: an empty PostgreSQL schema, a Redis server, and started apps with a scripted
+recogniser."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.support.postgres import fresh_postgres_schema
+from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture()
@@ -16,6 +18,15 @@ def postgres_schema() -> Iterator[str]:
     """`fresh_postgres_schema` for one test."""
     with fresh_postgres_schema() as url:
         yield url
+
+
+@pytest.fixture()
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A password-protected redis-server of the test's own (stopped at its end)."""
+    server = RedisServer(tmp_path, password="s3cret-pw")
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture()

@@ -6,22 +6,13 @@ redis-server."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from service.live.capacity import LOAD_TTL_S, LiveLoad, RedisLoadBoard
 from service.live.redis_bus import connect
 from tests.support.redis_server import RedisServer
-
-
-@pytest.fixture()
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path, password="s3cret-pw")
-    server.start()
-    yield server
-    server.stop()
 
 
 async def _until(board: RedisLoadBoard, room: bool, timeout_s: float = 5.0) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,14 +17,6 @@ from service.errors import ServiceError
 from service.live.hub import Subscription
 from service.live.redis_bus import RedisClaims, RedisHub, connect
 from tests.support.redis_server import RedisServer
-
-
-@pytest.fixture()
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path, password="s3cret-pw")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest_asyncio.fixture()
