@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
 from service.app import state_of
+from service.live.capacity import LocalBoard
 from service.metrics import scrape
 from service.protocol import CloseCode
 from tests.integration.test_live_assist import _call
@@ -116,20 +117,11 @@ def test_a_call_beyond_capacity_is_recorded_and_scored_after_the_call(
     assert _admissions("record_only") == recorded_before + 1
 
 
-class _RoomElsewhere:
+class _RoomElsewhere(LocalBoard):
     """The load board of a cluster where another replica has room (the seam the Redis board fills)."""
-
-    def changed(self) -> None:
-        return None
 
     async def others_have_room(self) -> bool | None:
         return True
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
 
 
 def test_a_full_replica_answers_the_upgrade_503_when_another_has_room(
@@ -137,7 +129,7 @@ def test_a_full_replica_answers_the_upgrade_503_when_another_has_room(
     script, _ = call_s01
     redirected_before = _admissions("redirected")
     with _client(tmp_path, script, capacity=1) as client:
-        state_of(client.app).calls.board = _RoomElsewhere()  # type: ignore[arg-type]
+        state_of(client.app).calls.board = _RoomElsewhere()
         with client.websocket_connect("/v1/calls/cap-here/audio", headers=bearer(INGEST)) as first:
             first.send_json(_start(script))
             assert first.receive_json()["type"] == "ready"
