@@ -90,7 +90,9 @@ async def _last(redis: aioredis.Redis, key: str) -> str:
 
 
 async def _xread(redis: aioredis.Redis, streams: dict[str, str]) -> list[tuple[str, list[Entry]]]:
-    answer = await redis.xread(cast(Any, streams), count=BATCH, block=BLOCK_MS)
+    # Never block past the next lost-call check: the check runs between reads, so a longer block would stretch
+    # `LOST_AFTER` checks well past LOST_AFTER * LOST_CHECK_S.
+    answer = await redis.xread(cast(Any, streams), count=BATCH, block=min(BLOCK_MS, int(LOST_CHECK_S * 1000)))
     return cast(list[tuple[str, list[Entry]]], answer or [])
 
 
