@@ -302,3 +302,53 @@ class ReportVersion(Base):
     #: When this report stopped being the current one (naive UTC).
     created_at: Mapped[datetime] = mapped_column(DateTime)
     reason: Mapped[str] = mapped_column(String(16))  # rescore | replace
+
+
+class CallNote(Base):
+    """A supervisor's note to the agent of a live call (issue #31): sent to the agent's console as a
+    `supervisor_note` event, kept with the call (its report shows them) and audited. `text` is redacted before it
+    is stored. Notes outlive the call's recording row: they are the supervisor's record, not the call's data."""
+
+    __tablename__ = "call_notes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(String(128), index=True)
+    #: The call's agent when the note was written: who besides supervisors may read it.
+    agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    author: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class PromptFeedback(Base):
+    """An agent's verdict on one prompt of a call (issue #31): `asked_again` (已追问) or `disputed` (提示有误,
+    `reason` clear or wrong_topic, an optional redacted `note`). One per prompt (call, question, topic); a dispute
+    waits in the review queue (`review_status` open) until a supervisor upholds it (the assessor was wrong; the
+    stored verdict is corrected to `reviewer_label`) or overturns it. `question_text` and `answer_text` are the
+    redacted utterances the prompt was about, kept for the review and for `huifang export-feedback`."""
+
+    __tablename__ = "prompt_feedback"
+    __table_args__ = (Index("ix_prompt_feedback_prompt", "call_id", "question_utterance_id", "topic", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(String(128), index=True)
+    question_utterance_id: Mapped[str] = mapped_column(String(40))
+    topic: Mapped[str] = mapped_column(String(32), index=True)
+    #: The assessor's label and prompt as shown, and what produced them.
+    label: Mapped[str] = mapped_column(String(16))
+    prompt_text: Mapped[str] = mapped_column(Text)
+    assessor_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    verdict: Mapped[str] = mapped_column(String(16))  # asked_again | disputed
+    reason: Mapped[str | None] = mapped_column(String(16), nullable=True)  # clear | wrong_topic
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    question_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    answer_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    author: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    review_status: Mapped[str] = mapped_column(String(16), index=True)  # none | open | upheld | overturned
+    reviewer: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    reviewer_label: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    reviewer_topic: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    review_note: Mapped[str | None] = mapped_column(Text, nullable=True)
