@@ -1,9 +1,10 @@
 """The HTML pages (static HTML and JavaScript, no build step): the landing page `/` with the pages a token may
-open, the agent console `/console`, the scored calls `/calls`, `/calls/{call_id}`, the coaching scorecards
-`/agents`, `/agents/{agent_id}`, and the loan book's customers `/customers`, `/customers/{customer_id}` and
-follow-up work queue `/followups`; the API's own docs `/docs` with Swagger UI served from this process (a bank's
-network seldom reaches a CDN). They call the JSON API with the token they were opened with; `GET /v1/me` tells
-them who that is, which pages they may open and the bank's time zone they show times in."""
+open, the agent console `/console`, the supervisors' wallboard of the calls in progress `/live`, the scored calls
+`/calls`, `/calls/{call_id}`, the coaching scorecards `/agents`, `/agents/{agent_id}`, and the loan book's
+customers `/customers`, `/customers/{customer_id}` and follow-up work queue `/followups`; the API's own docs `/docs`
+with Swagger UI served from this process (a bank's network seldom reaches a CDN). They call the JSON API with the
+token they were opened with; `GET /v1/me` tells them who that is, which pages they may open and the bank's time zone
+they show times in."""
 
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ class PageLink:
 PAGES: tuple[PageLink, ...] = (
     PageLink("/console", "坐席控制台", "通话中的实时转写、追问提示和核对清单；没有接入话务系统时可回放演示通话。",
              ("agent", "supervisor")),
+    PageLink("/live", "实时看板", "进行中的每通电话一张卡片，按实时风险排序；需要关注的回答即时提醒，点开只读查看。",
+             ("supervisor",)),
     PageLink("/calls", "通话记录", "已评分的通话：按日期、风险等级、回答类型和坐席筛选，打开每通电话的报告。",
              ("agent", "supervisor")),
     PageLink("/customers", "客户", "按风险等级排列的客户，每位客户的等级变化、未说清的问题、历次通话和跟进。",
@@ -121,6 +124,12 @@ async def console() -> FileResponse:
     """The agent's view of one live call: `/console?call=ID` watches a call, `/console?demo=1` replays a
     sample call."""
     return _page("console.html")
+
+
+@router.get("/live", include_in_schema=False)
+async def live_page() -> FileResponse:
+    """The wallboard: a tile per call in progress, sorted by live risk, alerts until acknowledged (supervisors)."""
+    return _page("live.html")
 
 
 @router.get("/calls", include_in_schema=False)

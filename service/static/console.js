@@ -9,6 +9,10 @@ const ROLES = { borrower: "借款人", coborrower: "共同还款人", guarantor:
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
+// `?watch=1` (a supervisor from the wallboard, /live): the call is shown read-only. Whatever the agent acts on in
+// this page is marked `agent-only` and hidden in this mode (console.css), so a supervisor's screen never acts for the
+// agent.
+const READ_ONLY = params.get("watch") === "1";
 
 const state = {
   callId: null,
@@ -317,6 +321,10 @@ function handle(ev) {
 
 async function watch(callId) {
   state.callId = callId;
+  if (READ_ONLY) {
+    document.body.dataset.mode = "watch";
+    $("watch-mode").hidden = false;
+  }
   $("call-id").textContent = callId;
   $("start").hidden = true;
   $("console").hidden = false;
