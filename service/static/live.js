@@ -104,6 +104,8 @@ function drawTile(entry) {
   const { el, data } = entry;
   el.dataset.state = data.state;
   el.dataset.tier = data.risk ? data.risk.tier : "";
+  el.dataset.score = data.risk ? String(data.risk.score) : "";
+  el.dataset.seq = String(data.seq ?? "");
   setText(el.querySelector(".agent"), data.agent_id ? `坐席 ${data.agent_id}` : "坐席未登记");
   setText(el.querySelector(".call-id"), data.call_id);
   const risk = el.querySelector(".risk");
@@ -155,8 +157,12 @@ function drawAlerts(entry) {
 
 // -- the board ---------------------------------------------------------------------------------------------------
 
-// Highest live risk first; calls not yet scored after the scored ones; then the longest running first.
+// Calls in progress before the ended ones (kept a minute for their last state and open alerts); within each, the
+// highest live risk first, calls not yet scored after the scored ones, then the longest running first.
 function compareTiles(x, y) {
+  const ex = x.data.state === "ended" ? 1 : 0;
+  const ey = y.data.state === "ended" ? 1 : 0;
+  if (ex !== ey) return ex - ey;
   const rx = x.data.risk ? x.data.risk.score : -1;
   const ry = y.data.risk ? y.data.risk.score : -1;
   if (rx !== ry) return ry - rx;
@@ -226,6 +232,11 @@ function resync(calls, alerts) {
   floor.alerts = new Map(alerts.map((a) => [a.alert_id, a]));
   const seen = new Set();
   for (const tile of calls) {
+    // The server keeps ended calls longer than the page shows them: one this page already let go stays gone.
+    const ended = tile.state === "ended" ? parseTime(tile.updated_at) : null;
+    const known = floor.tiles.get(tile.call_id);
+    if (ended && Date.now() - ended.getTime() > KEEP_ENDED_MS && !known
+        && !(tile.alerts || []).some((id) => floor.alerts.has(id))) continue;
     upsertTile(tile, true);
     seen.add(tile.call_id);
   }
@@ -293,6 +304,13 @@ function handle(msg) {
 async function acknowledge(alertId, button) {
   button.disabled = true;
   const res = await HF.api(`/v1/live/alerts/${encodeURIComponent(alertId)}/ack`, { method: "POST" });
+  if (res.status === 404) {
+    // The call left the floor meanwhile (the server forgets ended calls after a while): nothing left to confirm.
+    floor.alerts.delete(alertId);
+    for (const entry of floor.tiles.values()) drawAlerts(entry);
+    arrange();
+    return;
+  }
   if (!res.ok) {
     button.disabled = false;
     await refusedBanner(res, "确认提醒");

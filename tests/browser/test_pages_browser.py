@@ -343,6 +343,11 @@ def test_a_new_user_clicks_from_the_landing_page_to_every_kind_of_page(browser, 
     page.locator("#demo-link").click()
     expect(page.locator("#status")).to_have_attribute("data-state", re.compile("waiting|live"), timeout=30_000)
     expect(page.locator("#summary-wait")).to_be_visible()  # says what the summary will show
+    # The wallboard of the calls in progress: the demo call is one of them.
+    expect(page).to_have_url(re.compile(r"\?call=demo-"))
+    demo_call = page.url.split("?call=")[1]
+    _follow(page, page.locator("#sitenav a", has_text="实时看板"), f"{site.base}/live")
+    expect(page.locator(f'.tile[data-call-id="{demo_call}"]')).to_be_visible()
     # The calls, one report.
     _follow(page, page.locator("#sitenav a", has_text="通话记录"), f"{site.base}/calls")
     _follow(page, page.locator('#calls tr[data-call-id="c100-1"] a'), f"{site.base}/calls/c100-1")
@@ -362,7 +367,7 @@ def test_a_new_user_clicks_from_the_landing_page_to_every_kind_of_page(browser, 
     expect(page.locator('#figures tr[data-figure="calls"] .value')).to_have_text("3")
     # Home again.
     _follow(page, page.locator("#sitenav a.brand"), f"{site.base}/")
-    expect(page.locator("#pages li")).to_have_count(6)  # five pages and the API's docs
+    expect(page.locator("#pages li")).to_have_count(7)  # six pages and the API's docs
     assert watch.take() == []
     page.close()
 
