@@ -17,9 +17,10 @@ Prints one JSON line per result:
 - `tile_lag`: p95 and max of the page's own record (window.__floorLag: Date.now() when a tile update was drawn
   minus the message's `sent_at`), for the updates of the measuring window.
 - `floor_cpu`: the server process's CPU seconds per second (/proc) over the same window of the same load run
-  twice, once with the wallboard open and once with nobody watching; the difference per call, in % of a core.
-  The floor's per-call bookkeeping that runs whether or not anyone watches is in both runs: where the server has
-  a switch for the floor, set it for the second run with `--unwatched-env HUIFANG_X=...` to measure that too.
+  three times: with the floor switched off (the live path's calls into service/floor/ made no-ops), on with
+  nobody watching (its bookkeeping: tiles, alerts), on with the wallboard open (the feed as well); per call, in %
+  of a core. The live risk score is computed in the calls' NLU step whether or not the floor runs (the console's
+  `risk` event): it is in all three.
 - `note_delivery`: p95 and max from POST /v1/calls/{id}/notes to the `supervisor_note` event on that call's
   events socket, when the server has the notes API (else the line says it was not measured).
 """
@@ -52,6 +53,8 @@ FRAME_S = 0.2
 STEP = 16
 #: A window is speech when any sample in it reaches this level (the codes start at 16 / 32768).
 GATE = 8 / 32768
+#: Set to `off` in the environment of `--serve`: the floor is switched off (the baseline run).
+FLOOR_SWITCH = "BENCH_FLOOR"
 #: The browser the bench drives (Debian's Chromium, as the browser tests).
 CHROMIUM = os.environ.get("HUIFANG_CHROMIUM", "/usr/bin/chromium")
 
@@ -109,6 +112,13 @@ def serve(port: int, texts_path: Path) -> None:
 
     texts = json.loads(texts_path.read_text(encoding="utf-8"))
     app_module.SileroStep = LevelGate  # type: ignore[misc,assignment]  # the engine builds its VAD from this name
+    if os.environ.get(FLOOR_SWITCH) == "off":
+        # The baseline: the live path's three calls into the floor (service/floor/floor.py) do nothing, so no
+        # tile is folded, no alert raised, nothing published.
+        from service.floor import Floor
+
+        for name in ("open", "observe", "close"):
+            setattr(Floor, name, lambda self, *args, **kwargs: None)
     app = app_module.create_app(Settings(), transcriber=CodeReader(texts))  # type: ignore[arg-type]
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=1 << 20)
 
@@ -203,30 +213,44 @@ class Run:
 
 
 async def _notes(base: str, ws_base: str, call_ids: list[str], until: float) -> list[float] | None:
-    """Notes to calls in turn until `until`: the time from each POST to its event on the call's events socket.
-    None when the server has no notes API."""
+    """Notes to calls in turn until `until`: the time from each POST to its event (matched by note id) on the
+    call's events socket; a note whose event did not come within 10 s counts as 10 s. None when the server has no
+    notes API."""
     import httpx
     from websockets.asyncio.client import connect
 
     out: list[float] = []
     async with httpx.AsyncClient(base_url=base, headers=AUTH, timeout=10) as client:
+        paths = (await client.get("/openapi.json")).json()["paths"]
+        if "post" not in paths.get("/v1/calls/{call_id}/notes", {}):
+            return None
         i = 0
         while time.monotonic() < until:
             call_id = call_ids[i % len(call_ids)]
             i += 1
             async with connect(f"{ws_base}/v1/calls/{call_id}/events", additional_headers=AUTH, max_size=None) as ws:
+                seen: dict[int, float] = {}
+
+                async def read(ws: Any = ws, seen: dict[int, float] = seen) -> None:
+                    with contextlib.suppress(Exception):
+                        async for raw in ws:
+                            event = json.loads(raw)
+                            if event.get("type") == "supervisor_note":
+                                seen[int(event["note_id"])] = time.monotonic()
+
+                reader = asyncio.create_task(read())
                 await asyncio.sleep(0.5)  # past the call's history, replayed on connect
-                text = f"请核实担保意愿（{i}）"
                 sent = time.monotonic()
-                res = await client.post(f"/v1/calls/{call_id}/notes", json={"text": text})
-                if res.status_code in (404, 405):
-                    return None
+                res = await client.post(f"/v1/calls/{call_id}/notes", json={"text": "请再核实担保人的担保意愿"})
+                if res.status_code in (404, 409):  # that call has just ended
+                    reader.cancel()
+                    continue
                 res.raise_for_status()
-                while True:
-                    event = json.loads(await asyncio.wait_for(ws.recv(), 10))
-                    if event.get("type") == "supervisor_note" and event.get("text") == text:
-                        out.append((time.monotonic() - sent) * 1000)
-                        break
+                note_id = int(res.json()["note_id"])
+                while note_id not in seen and time.monotonic() - sent < 10:
+                    await asyncio.sleep(0.005)
+                reader.cancel()
+                out.append((seen.get(note_id, sent + 10) - sent) * 1000)
             await asyncio.sleep(1.0)
     return out
 
@@ -303,8 +327,6 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--call-s", type=float, default=150.0, help="seconds each simulated call streams")
     parser.add_argument("--window", default="30:130", help="measured seconds from the first call's start, A:B")
-    parser.add_argument("--unwatched-env", action="append", default=[],
-                        help="NAME=VALUE for the server of the run nobody watches (a switch for the floor)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--texts", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -318,10 +340,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="huifang-bench-floor-"))
     texts_path = work / "texts.json"
     texts_path.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
-    unwatched_env = dict(kv.split("=", 1) for kv in args.unwatched_env)
 
     runs: dict[str, Run] = {}
-    for tag, watched, env in (("unwatched", False, unwatched_env), ("watched", True, {})):
+    for tag, watched, env in (("off", False, {FLOOR_SWITCH: "off"}), ("unwatched", False, {}),
+                              ("watched", True, {})):
         data_dir = work / tag
         data_dir.mkdir()
         port = free_port()
@@ -332,17 +354,21 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=60)
 
-    watched, unwatched = runs["watched"], runs["unwatched"]
+    off, unwatched, watched = runs["off"], runs["unwatched"], runs["watched"]
     common = {"bench": "floor", "calls": args.calls, "window_s": b - a, "load_avg_1m": round(os.getloadavg()[0], 2)}
     lags = watched.lags_ms
     emit({**common, "result": "tile_lag", "updates": len(lags), "tiles_on_board": watched.calls_on_board,
           "p95_ms": round(_p95(lags), 1), "max_ms": round(max(lags), 1) if lags else None,
           "median_ms": round(statistics.median(lags), 1) if lags else None})
-    extra = (watched.cpu_s_per_s - unwatched.cpu_s_per_s) / args.calls
-    emit({**common, "result": "floor_cpu", "watched_cpu_s_per_s": round(watched.cpu_s_per_s, 3),
-          "unwatched_cpu_s_per_s": round(unwatched.cpu_s_per_s, 3), "per_call_pct_of_core": round(100 * extra, 2),
-          "how": "server process /proc CPU over the window, wallboard open minus nobody watching"
-                 + (f" (unwatched run with {sorted(unwatched_env)})" if unwatched_env else "")})
+
+    def per_call(more: Run, less: Run) -> float:
+        return round(100 * (more.cpu_s_per_s - less.cpu_s_per_s) / args.calls, 2)
+
+    emit({**common, "result": "floor_cpu", "cpu_s_per_s": {k: round(r.cpu_s_per_s, 3) for k, r in runs.items()},
+          "per_call_pct_of_core": per_call(watched, off), "bookkeeping_pct": per_call(unwatched, off),
+          "watching_pct": per_call(watched, unwatched),
+          "how": "server process CPU (/proc) over the window, the same load three times: floor switched off, on "
+                 "with nobody watching, on with the wallboard open; per call = (watched - off) / calls"})
     notes = watched.notes_ms
     if notes is None:
         emit({**common, "result": "note_delivery", "measured": False,
