@@ -59,7 +59,7 @@ function buildTile(callId) {
     <div class="cover"><div class="progress" aria-hidden="true"><div class="bar"></div></div><span class="cover-text"></span></div>
     <div class="vague">${VAGUE.map(([k, name]) => `<span class="chip ${k}" data-label="${k}">${name} <b>0</b></span>`).join("")}</div>
     <div class="last-prompt"></div>
-    <ul class="tile-alerts"></ul>`;
+    <ul class="tile-alerts" aria-live="assertive" aria-relevant="additions" aria-label="待确认提醒"></ul>`;
   // Anywhere on the tile but its buttons opens the call, as its link does (the link is there for the keyboard).
   el.addEventListener("click", (e) => {
     if (e.target.closest("button, a")) return;
@@ -221,10 +221,7 @@ function addAlert(a) {
   if (!a.acknowledged_at && !(entry.data.alerts || []).includes(a.alert_id)) {
     entry.data = { ...entry.data, alerts: [...(entry.data.alerts || []), a.alert_id] };
   }
-  drawAlerts(entry);
-  if (!a.acknowledged_at && !known) {
-    setText($("announce"), `新提醒：${entry.data.agent_id ? `坐席 ${entry.data.agent_id} 的` : ""}通话，${a.title}`);
-  }
+  drawAlerts(entry); // the tile's list of alerts is a live region: a screen reader reads a new one out
 }
 
 // A snapshot is the whole floor: tiles and alerts not in it are gone.
