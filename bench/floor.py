@@ -297,7 +297,10 @@ async def measure(port: int, pid: int, scripts: list[Script], calls: int, call_s
 
 
 def _p95(values: list[float]) -> float:
-    return statistics.quantiles(values, n=20)[-1] if len(values) >= 2 else (values[0] if values else float("nan"))
+    """The 95th percentile, within the values seen (never extrapolated past the largest)."""
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=20, method="inclusive")[-1]
 
 
 def start(port: int, texts_path: Path, data_dir: Path, env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -375,7 +378,8 @@ def main() -> None:
               "why": "the server has no POST /v1/calls/{call_id}/notes"})
     else:
         emit({**common, "result": "note_delivery", "measured": True, "notes": len(notes),
-              "p95_ms": round(_p95(notes), 1) if notes else None, "max_ms": round(max(notes), 1) if notes else None})
+              "p95_ms": round(_p95(notes), 1) if notes else None, "max_ms": round(max(notes), 1) if notes else None,
+              "median_ms": round(statistics.median(notes), 1) if notes else None})
 
 
 if __name__ == "__main__":
