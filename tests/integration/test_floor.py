@@ -89,6 +89,7 @@ def client(tmp_path: Path, shared_data: Path) -> Iterator[TestClient]:
 def test_a_live_call_shows_on_the_floor_raises_an_alert_and_its_ack_is_audited_and_broadcast(
         client: TestClient, shared_data: Path) -> None:
     script, pcm = _call(shared_data)
+    raised_before = _metric("huifang_floor_alerts_total", rule="guarantor_hedged")
     with client.websocket_connect("/v1/live/events", headers=bearer(SUPERVISOR)) as board:
         first = board.receive_json()
         assert first["type"] == "snapshot" and first["calls"] == [] and first["alerts"] == []
@@ -113,6 +114,10 @@ def test_a_live_call_shows_on_the_floor_raises_an_alert_and_its_ack_is_audited_a
             hedged = next(a for a in alerts if a["rule"] == "guarantor_hedged")
             assert hedged["call_id"] == "floor-1" and hedged["topic"] == "guarantor" and hedged["title"]
             assert hedged["alert_id"] in tile["alerts"]
+            # Prometheus: raised and open, by rule (the registry is the process's: compared, not absolute).
+            assert _metric("huifang_floor_alerts_total", rule="guarantor_hedged") >= raised_before + 1
+            open_before_ack = _metric("huifang_floor_alerts_open", rule="guarantor_hedged")
+            assert open_before_ack >= 1
             # Acknowledged mid-call: audited, off the tile, told to the wallboard.
             acked = client.post(f"/v1/live/alerts/{hedged['alert_id']}/ack", headers=bearer(SUPERVISOR))
             assert acked.status_code == 200, acked.text
@@ -120,6 +125,7 @@ def test_a_live_call_shows_on_the_floor_raises_an_alert_and_its_ack_is_audited_a
             again = client.post(f"/v1/live/alerts/{hedged['alert_id']}/ack", headers=bearer(ADMIN))
             assert again.status_code == 200 and again.json()["acknowledged_by"] == "supervisor-2"
             _until(lambda: _tile(client, "floor-1"), lambda t: t is not None and hedged["alert_id"] not in t["alerts"])
+            assert _metric("huifang_floor_alerts_open", rule="guarantor_hedged") == open_before_ack - 1
             call.send_json({"type": "stop"})
             with pytest.raises(WebSocketDisconnect):
                 while True:
@@ -141,6 +147,12 @@ def test_a_live_call_shows_on_the_floor_raises_an_alert_and_its_ack_is_audited_a
     assert entry.call_id == "floor-1" and entry.actor == "supervisor-2"
     assert json.loads(entry.payload)["alert_id"] == hedged["alert_id"]
     assert client.post("/v1/live/alerts/floor-1:nothing/ack", headers=bearer(SUPERVISOR)).status_code == 404
+
+
+def _metric(name: str, **labels: str) -> float:
+    from service.metrics import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def _closed_with(client: TestClient, url: str, code: int, **kwargs: Any) -> None:
