@@ -225,3 +225,54 @@ def test_a_tile_record_has_the_contracts_keys() -> None:
     keys = set(Tile("c", None, 0.0).to_json(0.0))
     assert keys == {"call_id", "agent_id", "customer", "loan", "started_at", "duration_s", "state", "checklist",
                     "vague", "risk", "last_prompt", "alerts", "seq", "updated_at"}
+
+
+class _Peers:
+    """A shared bus stand-in whose other replica has died: nothing comes, and no call of theirs is claimed."""
+
+    shared = True
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def publish(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    async def start(self, deliver: Any) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def held(self, call_ids: list[str]) -> list[bool]:
+        return [False] * len(call_ids)
+
+    async def check(self) -> str | None:
+        return None
+
+
+@pytest.mark.asyncio
+async def test_the_calls_of_a_replica_that_died_leave_the_board_and_acks_reach_the_owner() -> None:
+    peers = _Peers()
+    floor = Floor(RULES, peers, "replica-b")  # type: ignore[arg-type]
+    wallboard = floor.board.subscribe()
+    dead = new_tile("c-dead", None, 0.0).to_json(1.0)
+    floor.receive({"type": "call_started", "call_id": "c-dead", "tile": dead}, "replica-a")
+    floor.receive({"type": "alert", "call_id": "c-dead", "alert": raised(
+        "c-dead", assessment("overdue", "evasive"), RULES, 1.0)[0].to_json()}, "replica-a")
+    # This replica's own call: it is never checked against the claims.
+    floor.open("c-own", None)
+    floor.observe("c-own", assessment("guarantor", "evasive"))
+    [own_alert] = [a for a in floor.board.alerts.values() if a.call_id == "c-own"]
+    assert {m["type"] for m in peers.sent} == {"call_started", "alert", "tile"}
+    # An acknowledgement made on another replica reaches the owner: the tile without it goes out to the others.
+    peers.sent.clear()
+    floor.receive({"type": "alert_ack", "call_id": "c-own", "alert": own_alert.acknowledged(
+        "supervisor-a", 2.0).to_json()}, "replica-a")
+    assert [(m["type"], m["tile"]["alerts"]) for m in peers.sent] == [("tile", [])]
+    for _ in range(3):
+        await floor._check_lost()
+    assert [t["call_id"] for t in floor.board.calls(5.0)] == ["c-own"]
+    assert all(a.call_id != "c-dead" for a in floor.board.alerts.values())
+    lost = [m for m in _messages(wallboard) if m["type"] == "call_ended"]
+    assert [(m["call_id"], m["lost"], m["tile"]["state"]) for m in lost] == [("c-dead", True, "ended")]
