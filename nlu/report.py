@@ -283,24 +283,59 @@ def score_call(call_id: str, turns: list[Turn], assessor: Assessor, loan: LoanRe
 def build_report(call_id: str, turns: list[Turn], dialogue: CallDialogue, assessor: Assessor, duration_s: float,
                  risk: RiskConfig) -> Report:
     """Turn the dialogue's verdicts into the report (score, contributions, actions)."""
-    summary = dialogue.summary()
-    by_id = {t.utterance_id: t for t in turns}
-    by_topic = {v.topic: v for v in summary.verdicts}
-    topics = tuple(topic_result(item.topic, item.name, item.times_asked, by_topic.get(item.topic), by_id)
-                   for item in summary.checklist)
-    names = {t.id: t.name for t in assessor.script.topics.values()}
-    if assessor.script.other is not None:
-        names[assessor.script.other.id] = assessor.script.other.name
-    answers = tuple(_answer_record(v, by_id, names.get(v.topic, v.topic)) for v in dialogue.answers())
-    scored = score_topics(topics, answers, assessor.script, risk,
-                          (CALLBACK_KEY,) if summary.callback_requested else ())
+    standing = _standing(turns, dialogue, assessor.script)
+    scored = score_topics(standing.topics, standing.answers, assessor.script, risk, standing.call_keys)
     labels: dict[str, int] = {}
     for result in scored.topics:
         if result.label:
             labels[result.label] = labels.get(result.label, 0) + 1
     return Report(call_id, duration_s, tuple(sorted(turns, key=lambda t: t.start_s)), scored.topics, scored.score,
-                  scored.tier, scored.contributions, _agent(summary, scored.topics), scored.actions, answers, labels,
-                  assessor.version, risk.version)
+                  scored.tier, scored.contributions, _agent(standing.summary, scored.topics), scored.actions,
+                  standing.answers, labels, assessor.version, risk.version)
+
+
+@dataclass(frozen=True, slots=True)
+class _Standing:
+    """What a dialogue's verdicts so far amount to before scoring: the report's and the live risk's one input."""
+
+    summary: CallSummary
+    topics: tuple[TopicResult, ...]
+    answers: tuple[AnswerRecord, ...]
+    call_keys: tuple[str, ...]
+
+
+def _standing(turns: list[Turn], dialogue: CallDialogue, script: CallScript) -> _Standing:
+    summary = dialogue.summary()
+    by_id = {t.utterance_id: t for t in turns}
+    by_topic = {v.topic: v for v in summary.verdicts}
+    topics = tuple(topic_result(item.topic, item.name, item.times_asked, by_topic.get(item.topic), by_id)
+                   for item in summary.checklist)
+    names = {t.id: t.name for t in script.topics.values()}
+    if script.other is not None:
+        names[script.other.id] = script.other.name
+    answers = tuple(_answer_record(v, by_id, names.get(v.topic, v.topic)) for v in dialogue.answers())
+    return _Standing(summary, topics, answers, (CALLBACK_KEY,) if summary.callback_requested else ())
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRisk:
+    """A call's risk score (0-100) and tier as it stands."""
+
+    score: int
+    tier: Tier
+
+
+def live_risk(turns: list[Turn], dialogue: CallDialogue, script: CallScript, risk: RiskConfig,
+              ended: bool) -> LiveRisk:
+    """The risk of a call from its answers so far, by the report's own code and weights (`build_report` scores
+    the same standing verdicts with `score_topics`). While the call goes on (`ended` False) a topic not asked
+    yet adds nothing: the agent may still ask it, and a call just begun is not a risk for what it has not come
+    to. Once it ended, such topics count as the report counts them, so the live risk at the end of a call is its
+    report's score and tier. Pure."""
+    standing = _standing(turns, dialogue, script)
+    topics = standing.topics if ended else tuple(t for t in standing.topics if t.asked)
+    scored = score_topics(topics, standing.answers, script, risk, standing.call_keys)
+    return LiveRisk(scored.score, scored.tier)
 
 
 @dataclass(frozen=True, slots=True)

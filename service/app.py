@@ -24,12 +24,14 @@ from asr.streaming import SileroStep
 from asr.transcribe import Transcriber
 from nlu.assess import Assessor
 from nlu.classifier import ClassifierUnavailableError
+from nlu.report import load_risk
 from service import bootstrap
 from service.api import (
     assess,
     calls,
     calls_ws,
     demo,
+    floor,
     health,
     pages,
     recordings,
@@ -49,6 +51,7 @@ from service.auth import (
 )
 from service.coaching import agents_api as agents
 from service.errors import ServiceError
+from service.floor import Floor, FloorBus, LocalFloorBus, RedisFloorBus, load_alert_rules
 from service.ids import process_name
 from service.live.books import BooksOptions, LiveBooks
 from service.live.capacity import LiveLoad, LoadBoard, LocalBoard, RedisLoadBoard, live_capacity, process_cores
@@ -92,7 +95,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
     app.add_middleware(JsonBodyGuard)  # inside the security headers (_harden), which its refusals carry too
     _harden(app, settings)
     for module in (health, calls_ws, assess, pages, demo, recordings, calls, tickets, transcriptions, agents,
-                   customers, followups):
+                   customers, followups, floor):
         app.include_router(module.router)
     app.mount(pages.SWAGGER_URL, StaticFiles(directory=pages.SWAGGER_DIR), name="swagger-ui")  # before /static
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
@@ -137,17 +140,19 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
                         partial_window_s=settings.live.partial_window_s,
                         overload_final_delay_s=settings.live.overload_final_delay_s)
     assessor, classifier_error = await _assessor(settings)
-    hub, claims, board = await _bus(settings, stack)
+    hub, claims, board, floor_bus = await _bus(settings, stack)
     load = _load(settings, board)
+    live_floor = await _floor(settings, assessor, floor_bus, stack)
     live_calls = LiveCalls(engine, hub, assessor, nlu_executor, LiveOptions(
         assist=settings.nlu.assist, dialogue=bootstrap.dialogue_options(settings),
-        max_calls_per_token=settings.auth.max_calls_per_token, max_call_s=settings.live.max_call_s),
-        asr_error=asr_error, claims=claims, load=load, board=board)
+        max_calls_per_token=settings.auth.max_calls_per_token, max_call_s=settings.live.max_call_s,
+        risk=await asyncio.to_thread(load_risk, settings.scoring.risk_file)),
+        asr_error=asr_error, claims=claims, load=load, board=board, floor=live_floor)
     demos = DemoPlayer(live_calls, settings.live.max_demo_calls)
     stack.callback(demos.close)
     watchers = Watchers(settings.auth.max_watchers_per_token, settings.live.events_wait_s)
     state = AppState(settings=settings, tokens=tokens, dev_token=dev_token, tickets=ticket_book, transcriber=asr,
-                     assessor=assessor, calls=live_calls, hub=hub, demos=demos, watchers=watchers,
+                     assessor=assessor, calls=live_calls, hub=hub, floor=live_floor, demos=demos, watchers=watchers,
                      nlu_executor=nlu_executor, store=None, jobs=None, asr_error=asr_error,
                      classifier_error=classifier_error, store_error="not connected yet")
     collector = StateCollector(lambda: _gauges(state))
@@ -182,11 +187,25 @@ def _load(settings: Settings, board: LoadBoard) -> LiveLoad:
     return load
 
 
-async def _bus(settings: Settings, stack: AsyncExitStack) -> tuple[EventBus, CallClaims, LoadBoard]:
-    """The events bus, call claims and live loads: in this process, or shared by replicas through Redis
-    (`HUIFANG_REDIS_URL`). Redis need not be up yet: the bus connects when it can and `/readyz` says until then."""
+async def _floor(settings: Settings, assessor: Assessor, bus: FloorBus, stack: AsyncExitStack) -> Floor:
+    """The supervisors' floor, its alert rules checked against the call script (a bad file stops start-up)."""
+    script = assessor.script
+    topics = set(script.topics) | ({script.other.id} if script.other is not None else set())
+    rules = await asyncio.to_thread(load_alert_rules, settings.floor.alerts_file, topics)
+    replica = bus.replica if isinstance(bus, RedisFloorBus) else process_name()
+    live_floor = Floor(rules, bus, replica, tile_interval_s=settings.floor.tile_interval_s,
+                       keep_ended_s=settings.floor.keep_ended_s, refresh_s=settings.floor.refresh_s)
+    await live_floor.start()
+    stack.push_async_callback(live_floor.stop)
+    return live_floor
+
+
+async def _bus(settings: Settings, stack: AsyncExitStack) -> tuple[EventBus, CallClaims, LoadBoard, FloorBus]:
+    """The events bus, call claims, live loads and the floor's messages: in this process, or shared by replicas
+    through Redis (`HUIFANG_REDIS_URL`). Redis need not be up yet: the bus connects when it can and `/readyz`
+    says until then."""
     if not settings.redis_url:
-        return CallHub(), LocalClaims(), LocalBoard()
+        return CallHub(), LocalClaims(), LocalBoard(), LocalFloorBus()
     redis = connect(settings.redis_url)
     stack.push_async_callback(redis.aclose)
     replica = process_name()
@@ -198,7 +217,9 @@ async def _bus(settings: Settings, stack: AsyncExitStack) -> tuple[EventBus, Cal
         await part.start()
         stack.push_async_callback(part.stop)
     log.info("live calls' events, claims and loads shared through Redis as replica %s", replica)
-    return hub, claims, board
+    # Started and stopped with the floor that reads it (`_floor`).
+    floor_bus = RedisFloorBus(redis, replica, prefix=settings.redis_prefix, history=settings.floor.history)
+    return hub, claims, board, floor_bus
 
 
 def _gauges(state: AppState) -> dict[str, float]:

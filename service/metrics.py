@@ -3,7 +3,8 @@ default, `HUIFANG_METRICS__HOST/PORT`), never on the API's.
 
 Counters and histograms are updated where things happen (decode scheduler, live calls, assistance, jobs,
 errors); gauges that are a count of something the process holds (live calls, decode backlog, queued jobs) are
-read at scrape time from the application state. No label carries a call id, an agent id or any text: the label
+read at scrape time from the application state, except the floor's open alerts, kept as they are raised and
+acknowledged. No label carries a call id, an agent id or any text: the label
 values are small fixed sets (search mode, verdict label, outcome, error code).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -57,6 +58,10 @@ LIVE_AUDIO = Counter("huifang_live_audio_seconds_total", "Seconds of live call a
 LIVE_ADMISSIONS = Counter("huifang_live_admissions_total", "Live calls admitted at the websocket upgrade, by outcome: "
                           "decoded here, redirected (503: this replica was full and another had room) or "
                           "record_only (no replica had room: scored after the call)", ["outcome"], registry=REGISTRY)
+FLOOR_ALERTS = Counter("huifang_floor_alerts_total", "Alerts raised on the supervisors' live floor, by rule "
+                       "(configs/alerts.yaml), counted by the replica streaming the call", ["rule"], registry=REGISTRY)
+FLOOR_ALERTS_OPEN = Gauge("huifang_floor_alerts_open", "Alerts not yet acknowledged on the calls this replica "
+                          "streams, by rule (summed over replicas: the floor's)", ["rule"], registry=REGISTRY)
 ERRORS = Counter("huifang_errors_total", "Refusals and failures reported to clients, by code", ["code"],
                  registry=REGISTRY)
 

@@ -278,6 +278,17 @@ class ChecklistEvent(BaseModel):
     coverage: float
 
 
+class RiskEvent(BaseModel):
+    """The call's risk as it stands, sent when it changes: the report's score (0-100) and tier (low, medium,
+    high) computed with the report's weights (configs/risk.yaml) from the verdicts so far. While the call goes on,
+    topics not yet asked add nothing; the last one, sent as the call ends, counts them as the report does, so it
+    equals the stored report's score and tier."""
+
+    type: Literal["risk"] = "risk"
+    score: float = Field(..., ge=0, le=100)
+    tier: Literal["low", "medium", "high"]
+
+
 class PromptSummary(BaseModel):
     topic: str
     label: str
@@ -321,7 +332,7 @@ class EndEvent(BaseModel):
 
 ServerEvent = Annotated[
     ReadyEvent | RecordOnlyEvent | PartialEvent | FinalEvent | OverloadEvent | OverloadClearedEvent | AssessmentEvent
-    | PromptEvent | ChecklistEvent | SummaryEvent | ErrorEvent | EndEvent,
+    | PromptEvent | ChecklistEvent | RiskEvent | SummaryEvent | ErrorEvent | EndEvent,
     Field(discriminator="type"),
 ]
 

@@ -282,6 +282,23 @@ class CoachingSettings(BaseModel):
                                     "configs/coaching.yaml)")
 
 
+class FloorSettings(BaseModel):
+    """The supervisors' live floor (`GET /v1/live/calls`, `/v1/live/events`, the wallboard `/live`;
+    docs/floor.md)."""
+
+    alerts_file: Path | None = Field(None, description="serve: which answers raise an alert on the floor (default "
+                                     "configs/alerts.yaml)")
+    tile_interval_s: float = Field(0.2, ge=0.05, le=5.0, description="serve: a call's tile is sent to the "
+                                   "wallboards at most once per this long, and never later than this after it "
+                                   "changed (alerts, starts and ends at once)")
+    keep_ended_s: float = Field(300.0, ge=0.0, le=86400.0, description="serve: an ended call's tile (and its "
+                                "alerts) stays on the floor this long")
+    history: int = Field(10_000, ge=100, le=1_000_000, description="serve: with Redis, floor messages kept in the "
+                         "shared stream (MAXLEN) for replicas starting up")
+    refresh_s: float = Field(30.0, ge=1.0, le=3600.0, description="serve: with Redis, each replica republishes its "
+                             "calls' tiles and open alerts this often (so the stream's history holds every call)")
+
+
 class AudioLimits(BaseModel):
     """Bounds on uploaded or transcribed recordings."""
 
@@ -328,6 +345,7 @@ class Settings(BaseSettings):
     loanbook: LoanBookSettings = LoanBookSettings()
     outbox: OutboxSettings = OutboxSettings()
     coaching: CoachingSettings = CoachingSettings()
+    floor: FloorSettings = FloorSettings()
     database_url: str | None = Field(None, description="SQLAlchemy URL; default a SQLite file in the data dir")
     redis_url: str | None = Field(None, description="serve: Redis shared by replicas (redis:// or rediss://, password "
                                   "and database in the URL) for live calls' events and claims; none: one process")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from asr.transcribe import Transcriber
 from nlu.assess import Assessor
 from service.auth import TicketBook, TokenRegistry
+from service.floor import Floor
 from service.live.hub import EventBus
 from service.live.session import LiveCalls
 from service.live.sockets import Watchers
@@ -35,6 +36,8 @@ class AppState:
     calls: LiveCalls
     #: Live calls' events: in this process, or through Redis for every replica.
     hub: EventBus
+    #: Every live call of every replica as supervisors see it (service/floor/).
+    floor: Floor
     demos: DemoPlayer
     #: Event streams open per token.
     watchers: Watchers

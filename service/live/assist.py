@@ -3,7 +3,8 @@
 `CallAssist` steps the dialogue of the call's `pipeline.call.CallPipeline` for the event loop: turns reach it in
 the order their utterances ended (decoding may finish them out of order, and an answer must never reach the
 dialogue before the question it answers), each step runs on a worker thread, one at a time per call, and its
-verdicts become protocol events. If the NLU stage fails, the call degrades to transcript only (one `error`
+verdicts become protocol events, with the call's risk as it stands (`risk`, by the report's own code) when it
+changed. If the NLU stage fails, the call degrades to transcript only (one `error`
 event, code `assessment_failed`); the socket and other calls go on.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 
 from asr.cpu import LEDGER
 from nlu.dialogue import CallSummary, ChecklistItem, Turn, Verdict
+from nlu.report import LiveRisk, RiskConfig, live_risk
 from pipeline.call import CallPipeline
 from service.metrics import ASSESSMENTS, PROMPTS
 from service.protocol import (
@@ -31,6 +33,7 @@ from service.protocol import (
     MismatchInfo,
     PromptEvent,
     PromptSummary,
+    RiskEvent,
     SlotValue,
     SummaryEvent,
 )
@@ -38,11 +41,16 @@ from service.protocol import (
 log = logging.getLogger(__name__)
 
 
+#: What one dialogue step produced: its verdicts, the checklist when it changed, the risk when it changed.
+_Stepped = tuple[list[Verdict], tuple[ChecklistItem, ...] | None, LiveRisk | None]
+
 
 class CallAssist:
-    """The NLU side of one live call (its pipeline must have a dialogue: agent and customer channels)."""
+    """The NLU side of one live call (its pipeline must have a dialogue: agent and customer channels). With
+    `risk` (the report's weights), the call's live risk is computed after each step that made verdicts."""
 
-    def __init__(self, call_id: str, pipeline: CallPipeline, executor: Executor, emit: Emit) -> None:
+    def __init__(self, call_id: str, pipeline: CallPipeline, executor: Executor, emit: Emit,
+                 risk: RiskConfig | None = None) -> None:
         self.call_id = call_id
         self.pipeline = pipeline
         self._names = pipeline.topic_names
@@ -50,6 +58,9 @@ class CallAssist:
         self._emit = emit
         self._lock = asyncio.Lock()  # one dialogue step at a time, in the order they were asked for
         self._checklist: tuple[ChecklistItem, ...] | None = None
+        self._risk = risk
+        #: The risk last sent (read and written by the worker thread's step only).
+        self._sent_risk: LiveRisk | None = None
         #: The step of the last final handed over: the next one waits for it (endpoint order).
         self._last: asyncio.Future[None] | None = None
         #: Finals handed over whose turn has not reached the dialogue yet.
@@ -87,21 +98,21 @@ class CallAssist:
         await self._step(self.pipeline.tick, now_s)
 
     async def finish(self, duration_s: float) -> None:
-        """End of the call: last silence check, then the summary."""
-        await self._step(self.pipeline.finish, duration_s)
+        """End of the call: last silence check, the risk as the report counts it, then the summary."""
+        await self._step(self.pipeline.finish, duration_s, ended=True)
         if self.failed:
             return
         summary = self.pipeline.summary()
         if summary is not None:
             await self._emit(self._summary_event(summary, duration_s))
 
-    async def _step(self, fn: Callable[..., list[Verdict]], *args: Any) -> None:
+    async def _step(self, fn: Callable[..., list[Verdict]], *args: Any, ended: bool = False) -> None:
         if self.failed:
             return
         async with self._lock:
             loop = asyncio.get_running_loop()
             try:
-                verdicts, checklist = await loop.run_in_executor(self._executor, self._run, fn, args)
+                verdicts, checklist, risk = await loop.run_in_executor(self._executor, self._run, fn, args, ended)
             except Exception:
                 # The NLU must never take the call down: keep the transcript flowing and say so once.
                 log.exception("call %s: assessment failed; continuing with transcripts only", self.call_id)
@@ -122,17 +133,31 @@ class CallAssist:
                                              answer_end_s=verdict.answer_end_s))
         if checklist is not None and (summary := self.pipeline.summary()) is not None:
             await self._emit(ChecklistEvent(items=[_item(i) for i in checklist], coverage=summary.coverage))
+        if risk is not None:
+            await self._emit(RiskEvent(score=risk.score, tier=risk.tier))
 
-    def _run(self, fn: Callable[..., list[Verdict]], args: tuple[Any, ...]) -> tuple[list[Verdict],
-                                                                                   tuple[ChecklistItem, ...] | None]:
+    def _run(self, fn: Callable[..., list[Verdict]], args: tuple[Any, ...], ended: bool) -> _Stepped:
         began = time.thread_time()
         verdicts = fn(*args)
         checklist = self.pipeline.checklist()
+        risk = self._risk_now(ended) if verdicts or ended else None
         LEDGER.add("assess", "nlu", time.thread_time() - began)  # the answer classifier runs in this thread
         if checklist == self._checklist:
-            return verdicts, None
+            return verdicts, None, risk
         self._checklist = checklist
-        return verdicts, checklist
+        return verdicts, checklist, risk
+
+    def _risk_now(self, ended: bool) -> LiveRisk | None:
+        """The call's risk after this step when it differs from the one last sent (worker thread). Only verdicts
+        move it (and the end of the call), so steps without any skip it."""
+        dialogue = self.pipeline.dialogue
+        if self._risk is None or dialogue is None:
+            return None
+        now = live_risk(self.pipeline.turns, dialogue, self.pipeline.assessor.script, self._risk, ended)
+        if now == self._sent_risk:
+            return None
+        self._sent_risk = now
+        return now
 
     def _assessment_event(self, verdict: Verdict) -> AssessmentEvent:
         a = verdict.assessment

@@ -8,7 +8,8 @@ token's call limit), builds the call's `CallPipeline`, its `LiveCall` (audio -> 
 (dialogue -> prompts), and returns a `LiveSession`, or for a call recorded only a `RecordOnlySession` (its audio
 kept, scored after the call). Every source's audio arrives as the same `AudioChunk`s (service/live/sources/).
 Every event of the session goes to the caller's `send` (its socket; None for the demo), to the call's
-subscribers on the `EventBus`, and (verdicts only) to the audit log. A session is used as: `ready()`, `feed()`
+subscribers on the `EventBus`, to the supervisors' floor (service/floor/: the call's tile), and (verdicts only)
+to the audit log. A session is used as: `ready()`, `feed()`
 with `check_limits()` after each, then `end()` (stored), `fail()` (stored, incomplete) or `drop()` (kept open
 for a reconnect), and always `close()`.
 """
@@ -26,8 +27,10 @@ from pydantic import BaseModel
 from nlu.assess import Assessor
 from nlu.dialogue import DialogueOptions
 from nlu.pii import public_loan_file
+from nlu.report import RiskConfig
 from pipeline.call import CallPipeline, assists
 from service.errors import ServiceError, unavailable
+from service.floor import Floor
 from service.live.assist import CallAssist
 from service.live.books import CallBook, LiveBooks, turns_of
 from service.live.capacity import (
@@ -70,6 +73,8 @@ class LiveOptions:
     dialogue: DialogueOptions
     max_calls_per_token: int
     max_call_s: float
+    #: The report's risk weights: with them, a call's risk as it stands is sent (`risk`) as its answers come.
+    risk: RiskConfig | None = None
 
 
 @dataclass
@@ -100,6 +105,8 @@ class LiveCalls:
     load: LiveLoad = field(default_factory=lambda: LiveLoad(None))
     #: The other replicas' loads (Redis): whether a call this process has no room for can go elsewhere.
     board: LoadBoard = field(default_factory=LocalBoard)
+    #: The supervisors' floor: every call's tile, fed with its events (service/floor/).
+    floor: Floor = field(default_factory=Floor)
 
     async def admit(self, can_redirect: bool = True) -> tuple[Admission, Seat | None]:
         """Where a new call on a socket goes (`capacity.admit`), with its seat in this process's load (None when
@@ -173,6 +180,7 @@ class LiveCalls:
             self.close(call_id)
             raise
         self.hub.open(call_id, start.agent_id)
+        self.floor.open(call_id, start.agent_id)
         return session
 
     @staticmethod
@@ -216,6 +224,7 @@ class LiveCalls:
         owner = self.active.pop(call_id)
         self.claims.release(call_id, owner)
         self.hub.close(call_id)
+        self.floor.close(call_id)
 
 
 class CallSession:
@@ -277,6 +286,7 @@ class CallSession:
         if self._send is not None:
             await self._send(to_caller or event)
         self._calls.hub.publish(self.call_id, dump(event), str(getattr(event, "type", "")))
+        self._calls.floor.observe(self.call_id, event)
 
     async def ready(self) -> None:
         """Tell the caller and subscribers the call is open (with the loan file as agents may see it). What the
@@ -372,7 +382,7 @@ class LiveSession(CallSession):
                  seat: Seat | None = None) -> None:
         super().__init__(calls, call_id, start, send, owner, owner_reads_loanbook, book, seat)
         pipeline = CallPipeline(call_id, start.channels, calls.assessor, self._loan, calls.options.dialogue)
-        assist = (CallAssist(call_id, pipeline, calls.nlu_executor, self.emit)
+        assist = (CallAssist(call_id, pipeline, calls.nlu_executor, self.emit, calls.options.risk)
                   if calls.options.assist and assists(start.channels) else None)
         self.call = LiveCall(call_id, start, calls.engine, pipeline, self.emit, assist, book)
 

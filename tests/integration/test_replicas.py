@@ -123,6 +123,35 @@ async def test_a_call_streamed_through_the_proxy_is_watched_identically_from_bot
             assert httpx.get(base + link["url"], headers=bearer(SUPERVISOR), timeout=30).status_code == 200
 
 
+@pytest.mark.asyncio
+async def test_a_call_streamed_into_one_replica_is_on_the_other_replicas_floor(cluster: Cluster,
+                                                                                shared_data: Path) -> None:
+    """Issue #31: the supervisors' floor fans in through Redis: B's wallboard socket and B's `GET /v1/live/calls`
+    show a call streamed into A, with its tile and the alert a hedged guarantor consent raises."""
+    import websockets
+
+    meta = json.loads((shared_data / "calls" / "call_s05.json").read_text(encoding="utf-8"))
+    audio = load_call_audio(str(shared_data / "calls" / "call_s05.flac"), 16000)[:, : 24 * 16000]
+    a, b = cluster.replicas
+    call_id = "replicas-floor"
+    async with websockets.connect(f"ws://127.0.0.1:{b}/v1/live/events", additional_headers=bearer(SUPERVISOR),
+                                  max_size=2**22) as board:
+        assert json.loads(await board.recv())["type"] == "snapshot"
+        streamed = await replay(f"ws://127.0.0.1:{a}/v1/calls/{call_id}/audio", audio, 16000, ["agent", "customer"],
+                                loan_file=meta["loan_file"], headers=bearer(INGEST))
+        assert streamed.close_code == 1000
+        seen: list[dict[str, Any]] = []
+        while not any(m["type"] == "call_ended" and m["call_id"] == call_id for m in seen):
+            seen.append(json.loads(await asyncio.wait_for(board.recv(), timeout=30)))
+    mine = [m for m in seen if m.get("call_id") == call_id]
+    assert mine[0]["type"] == "call_started" and mine[-1]["tile"]["state"] == "ended"
+    assert any(m["type"] == "alert" and m["alert"]["rule"] == "guarantor_hedged" for m in mine)
+    listed = httpx.get(f"http://127.0.0.1:{b}/v1/live/calls", headers=bearer(SUPERVISOR), timeout=10).json()
+    tile = next(t for t in listed["calls"] if t["call_id"] == call_id)
+    assert tile["customer"] == "刘*" and tile["risk"] is not None and sum(tile["vague"].values()) >= 1
+    assert any(x["call_id"] == call_id and x["rule"] == "guarantor_hedged" for x in listed["alerts"])
+
+
 async def _stream_part(url: str, start: dict[str, Any], pcm: bytes, stop: bool) -> list[dict[str, Any]]:
     """Stream `pcm` on a new connection; with `stop` end the call and read to the close, else drop the socket
     once a final came back (the line went dead mid-call). Retries while the id is still held by the connection
