@@ -196,7 +196,9 @@ function upsertTile(data, force) {
   }
   entry.data = data;
   entry.receivedAt = Date.now();
-  entry.endedAt = data.state === "ended" ? entry.endedAt || Date.now() : null;
+  // When it ended: the tile's own last change (a snapshot may bring a call that ended a while ago), else now.
+  const endedAt = data.state === "ended" ? (parseTime(data.updated_at) || new Date()).getTime() : null;
+  entry.endedAt = data.state === "ended" ? entry.endedAt || Math.min(endedAt, Date.now()) : null;
   drawTile(entry);
   return true;
 }
