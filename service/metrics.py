@@ -57,6 +57,12 @@ LIVE_AUDIO = Counter("huifang_live_audio_seconds_total", "Seconds of live call a
 LIVE_ADMISSIONS = Counter("huifang_live_admissions_total", "Live calls admitted at the websocket upgrade, by outcome: "
                           "decoded here, redirected (503: this replica was full and another had room) or "
                           "record_only (no replica had room: scored after the call)", ["outcome"], registry=REGISTRY)
+NOTES = Counter("huifang_supervisor_notes_total", "Supervisors' notes sent to agents during live calls",
+                registry=REGISTRY)
+LISTEN_IN = Counter("huifang_listen_in_total", "Times a supervisor started listening in on a live call",
+                    registry=REGISTRY)
+LISTEN_SKIPPED = Counter("huifang_listen_in_skipped_seconds_total", "Seconds of audio skipped for listeners that "
+                         "fell behind (they jump to the live edge)", registry=REGISTRY)
 ERRORS = Counter("huifang_errors_total", "Refusals and failures reported to clients, by code", ["code"],
                  registry=REGISTRY)
 

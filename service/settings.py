@@ -282,6 +282,13 @@ class CoachingSettings(BaseModel):
                                     "configs/coaching.yaml)")
 
 
+class FloorSettings(BaseModel):
+    """The supervisors' floor (docs/floor.md): what they may do during live calls."""
+
+    listen_in: bool = Field(True, description="floor: supervisors may listen in on live calls (监听, "
+                            "`/v1/calls/{id}/listen`, audited); false for banks whose policy forbids it")
+
+
 class AudioLimits(BaseModel):
     """Bounds on uploaded or transcribed recordings."""
 
@@ -328,6 +335,7 @@ class Settings(BaseSettings):
     loanbook: LoanBookSettings = LoanBookSettings()
     outbox: OutboxSettings = OutboxSettings()
     coaching: CoachingSettings = CoachingSettings()
+    floor: FloorSettings = FloorSettings()
     database_url: str | None = Field(None, description="SQLAlchemy URL; default a SQLite file in the data dir")
     redis_url: str | None = Field(None, description="serve: Redis shared by replicas (redis:// or rediss://, password "
                                   "and database in the URL) for live calls' events and claims; none: one process")
