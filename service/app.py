@@ -31,6 +31,8 @@ from service.api import (
     calls_ws,
     demo,
     health,
+    listen,
+    notes,
     pages,
     recordings,
     tickets,
@@ -55,7 +57,8 @@ from service.live.capacity import LiveLoad, LoadBoard, LocalBoard, RedisLoadBoar
 from service.live.claims import CallClaims, LocalClaims
 from service.live.engine import LiveEngine
 from service.live.hub import CallHub, EventBus
-from service.live.redis_bus import RedisClaims, RedisHub, connect
+from service.live.listen import RedisAudioRelay
+from service.live.redis_bus import RedisClaims, RedisHub, connect, live_key
 from service.live.scheduler import DecodeScheduler
 from service.live.session import LiveCalls, LiveOptions
 from service.live.sockets import Watchers
@@ -92,7 +95,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
     app.add_middleware(JsonBodyGuard)  # inside the security headers (_harden), which its refusals carry too
     _harden(app, settings)
     for module in (health, calls_ws, assess, pages, demo, recordings, calls, tickets, transcriptions, agents,
-                   customers, followups):
+                   customers, followups, notes, listen):
         app.include_router(module.router)
     app.mount(pages.SWAGGER_URL, StaticFiles(directory=pages.SWAGGER_DIR), name="swagger-ui")  # before /static
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
@@ -143,6 +146,12 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
         assist=settings.nlu.assist, dialogue=bootstrap.dialogue_options(settings),
         max_calls_per_token=settings.auth.max_calls_per_token, max_call_s=settings.live.max_call_s),
         asr_error=asr_error, claims=claims, load=load, board=board)
+    if isinstance(hub, RedisHub):
+        # Listening in on a call streamed by another replica: its audio through Redis while someone listens.
+        relay = RedisAudioRelay(hub.redis, live_calls.taps, prefix=settings.redis_prefix,
+                                live_key=partial(live_key, settings.redis_prefix))
+        await relay.start()
+        stack.push_async_callback(relay.stop)
     demos = DemoPlayer(live_calls, settings.live.max_demo_calls)
     stack.callback(demos.close)
     watchers = Watchers(settings.auth.max_watchers_per_token, settings.live.events_wait_s)

@@ -43,6 +43,7 @@ from service.live.capacity import (
 from service.live.claims import CallClaims, LocalClaims, call_in_progress
 from service.live.engine import LiveCall, LiveEngine
 from service.live.hub import EventBus
+from service.live.listen import ListenTaps
 from service.live.sources.base import AudioChunk
 from service.loanbook.book import LoanBook, update_contact_from_loan_file
 from service.metrics import ERRORS
@@ -100,6 +101,8 @@ class LiveCalls:
     load: LiveLoad = field(default_factory=lambda: LiveLoad(None))
     #: The other replicas' loads (Redis): whether a call this process has no room for can go elsewhere.
     board: LoadBoard = field(default_factory=LocalBoard)
+    #: Supervisors listening in on this process's calls (and, through Redis, on other replicas').
+    taps: ListenTaps = field(default_factory=ListenTaps)
 
     async def admit(self, can_redirect: bool = True) -> tuple[Admission, Seat | None]:
         """Where a new call on a socket goes (`capacity.admit`), with its seat in this process's load (None when
@@ -173,6 +176,7 @@ class LiveCalls:
             self.close(call_id)
             raise
         self.hub.open(call_id, start.agent_id)
+        self.taps.open(call_id, start.sample_rate_hz, start.channels)
         return session
 
     @staticmethod
@@ -216,6 +220,7 @@ class LiveCalls:
         owner = self.active.pop(call_id)
         self.claims.release(call_id, owner)
         self.hub.close(call_id)
+        self.taps.close(call_id)
 
 
 class CallSession:
@@ -383,6 +388,7 @@ class LiveSession(CallSession):
 
     async def feed(self, audio: AudioChunk) -> None:
         self._check_rate(audio)
+        self._calls.taps.feed(self.call_id, audio)
         if audio.channel is None:
             await self.call.feed_block(audio.samples)
         else:
@@ -474,6 +480,7 @@ class RecordOnlySession(CallSession):
 
     async def feed(self, audio: AudioChunk) -> None:
         self._check_rate(audio)
+        self._calls.taps.feed(self.call_id, audio)
         # Appending is a small write now and then (every `audio_flush_s`): off the event loop all the same.
         await asyncio.to_thread(self._keep, audio)
 
