@@ -85,7 +85,12 @@ async def listen(ws: WebSocket, call_id: str, state: State) -> None:
         if state.store is None:
             raise unavailable("storage_unavailable", "listening in is audited, and the database cannot be reached")
         store = state.store
-        listener, fmt, remote = await _open(state, call_id)
+        state.watchers.take(principal.name)  # a listening counts as one of the token's streams
+        try:
+            listener, fmt, remote = await _open(state, call_id)
+        except BaseException:
+            state.watchers.release(principal.name)
+            raise
     except ServiceError as e:
         ERRORS.labels(e.code).inc()
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
@@ -102,6 +107,7 @@ async def listen(ws: WebSocket, call_id: str, state: State) -> None:
             await state.calls.taps.relay.unlisten(listener)
         else:
             state.calls.taps.unlisten(listener)
+        state.watchers.release(principal.name)
         await _audit(store, principal, call_id, {"event": "stop", "listened_s": round(time.monotonic() - started, 1),
                                                  "skipped_s": round(listener.skipped_s, 1)})
         if ws.client_state == WebSocketState.CONNECTED:

@@ -399,9 +399,8 @@ function supervisorNote(ev) {
   card.className = "note-card";
   card.dataset.noteId = ev.note_id;
   card.setAttribute("role", "alert");
-  const at = new Date(ev.at);
-  const when = isNaN(at) ? "" : at.toLocaleTimeString("zh-CN", { hour: "2-digit", minute: "2-digit" });
-  card.innerHTML = `<div class="note-head"><b>主管提示</b><span class="note-meta">${esc(ev.author)} ${when}</span>
+  const at = when(ev.at).split(" ").pop(); // the time of day, in the bank's zone as every time on the page
+  card.innerHTML = `<div class="note-head"><b>主管提示</b><span class="note-meta">${esc(ev.author)} ${esc(at)}</span>
     <button type="button" class="note-dismiss" title="关闭">知道了</button></div><div class="note-text"></div>`;
   card.querySelector(".note-text").textContent = ev.text;
   card.querySelector(".note-dismiss").onclick = () => card.remove();
