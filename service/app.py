@@ -33,6 +33,8 @@ from service.api import (
     demo,
     floor,
     health,
+    listen,
+    notes,
     pages,
     recordings,
     tickets,
@@ -58,7 +60,8 @@ from service.live.capacity import LiveLoad, LoadBoard, LocalBoard, RedisLoadBoar
 from service.live.claims import CallClaims, LocalClaims
 from service.live.engine import LiveEngine
 from service.live.hub import CallHub, EventBus
-from service.live.redis_bus import RedisClaims, RedisHub, connect
+from service.live.listen import RedisAudioRelay
+from service.live.redis_bus import RedisClaims, RedisHub, connect, live_key
 from service.live.scheduler import DecodeScheduler
 from service.live.session import LiveCalls, LiveOptions
 from service.live.sockets import Watchers
@@ -95,7 +98,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
     app.add_middleware(JsonBodyGuard)  # inside the security headers (_harden), which its refusals carry too
     _harden(app, settings)
     for module in (health, calls_ws, assess, pages, demo, recordings, calls, tickets, transcriptions, agents,
-                   customers, followups, floor):
+                   customers, followups, floor, notes, listen):
         app.include_router(module.router)
     app.mount(pages.SWAGGER_URL, StaticFiles(directory=pages.SWAGGER_DIR), name="swagger-ui")  # before /static
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
@@ -148,6 +151,12 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
         max_calls_per_token=settings.auth.max_calls_per_token, max_call_s=settings.live.max_call_s,
         risk=await asyncio.to_thread(load_risk, settings.scoring.risk_file)),
         asr_error=asr_error, claims=claims, load=load, board=board, floor=live_floor)
+    if isinstance(hub, RedisHub):
+        # Listening in on a call streamed by another replica: its audio through Redis while someone listens.
+        relay = RedisAudioRelay(hub.redis, live_calls.taps, prefix=settings.redis_prefix,
+                                live_key=partial(live_key, settings.redis_prefix))
+        await relay.start()
+        stack.push_async_callback(relay.stop)
     demos = DemoPlayer(live_calls, settings.live.max_demo_calls)
     stack.callback(demos.close)
     watchers = Watchers(settings.auth.max_watchers_per_token, settings.live.events_wait_s)

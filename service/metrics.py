@@ -62,6 +62,12 @@ FLOOR_ALERTS = Counter("huifang_floor_alerts_total", "Alerts raised on the super
                        "(configs/alerts.yaml), counted by the replica streaming the call", ["rule"], registry=REGISTRY)
 FLOOR_ALERTS_OPEN = Gauge("huifang_floor_alerts_open", "Alerts not yet acknowledged on the calls this replica "
                           "streams, by rule (summed over replicas: the floor's)", ["rule"], registry=REGISTRY)
+NOTES = Counter("huifang_supervisor_notes_total", "Supervisors' notes sent to agents during live calls",
+                registry=REGISTRY)
+LISTEN_IN = Counter("huifang_listen_in_total", "Times a supervisor started listening in on a live call",
+                    registry=REGISTRY)
+LISTEN_SKIPPED = Counter("huifang_listen_in_skipped_seconds_total", "Seconds of audio skipped for listeners that "
+                         "fell behind (they jump to the live edge)", registry=REGISTRY)
 ERRORS = Counter("huifang_errors_total", "Refusals and failures reported to clients, by code", ["code"],
                  registry=REGISTRY)
 

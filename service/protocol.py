@@ -330,9 +330,35 @@ class EndEvent(BaseModel):
     resumable: bool = False
 
 
+class SupervisorNoteEvent(BaseModel):
+    """A supervisor's note to the call's agent (`POST /v1/calls/{call_id}/notes`), redacted as it was stored; it
+    stays in the call's history, so a screen opened later shows it too."""
+
+    type: Literal["supervisor_note"] = "supervisor_note"
+    note_id: int
+    text: str
+    #: The supervisor's name (their token's).
+    author: str
+    #: When it was written (ISO 8601, UTC).
+    at: str
+
+
+class ListenFormat(BaseModel):
+    """First frame of a listening socket (`/v1/calls/{call_id}/listen`, not a call event): the binary frames
+    after it are the call's audio as little-endian PCM16 at `sample_rate_hz`, `channels` interleaved in the
+    order of `roles`. Sent again if the format changes (a call continued with other parameters)."""
+
+    type: Literal["listen_format"] = "listen_format"
+    call_id: str
+    sample_rate_hz: int
+    channels: int
+    roles: list[str]
+    encoding: Literal["pcm16"] = "pcm16"
+
+
 ServerEvent = Annotated[
     ReadyEvent | RecordOnlyEvent | PartialEvent | FinalEvent | OverloadEvent | OverloadClearedEvent | AssessmentEvent
-    | PromptEvent | ChecklistEvent | RiskEvent | SummaryEvent | ErrorEvent | EndEvent,
+    | PromptEvent | ChecklistEvent | RiskEvent | SummaryEvent | ErrorEvent | EndEvent | SupervisorNoteEvent,
     Field(discriminator="type"),
 ]
 

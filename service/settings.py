@@ -283,8 +283,8 @@ class CoachingSettings(BaseModel):
 
 
 class FloorSettings(BaseModel):
-    """The supervisors' live floor (`GET /v1/live/calls`, `/v1/live/events`, the wallboard `/live`;
-    docs/floor.md)."""
+    """The supervisors' live floor (`GET /v1/live/calls`, `/v1/live/events`, the wallboard `/live`) and what
+    they may do during live calls (docs/floor.md)."""
 
     alerts_file: Path | None = Field(None, description="serve: which answers raise an alert on the floor (default "
                                      "configs/alerts.yaml)")
@@ -297,6 +297,8 @@ class FloorSettings(BaseModel):
                          "shared stream (MAXLEN) for replicas starting up")
     refresh_s: float = Field(30.0, ge=1.0, le=3600.0, description="serve: with Redis, each replica republishes its "
                              "calls' tiles and open alerts this often (so the stream's history holds every call)")
+    listen_in: bool = Field(True, description="floor: supervisors may listen in on live calls (监听, "
+                            "`/v1/calls/{id}/listen`, audited); false for banks whose policy forbids it")
 
 
 class AudioLimits(BaseModel):

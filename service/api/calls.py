@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from nlu.report import Action, AgentReview, AnswerRecord, Contribution, SilencedSpan, Tier, TopicResult, read_report
 from service.api.deps import MAX_OFFSET, Admin, CallIdPath, SettingsDep, StoreDep, Viewer, checked_id
+from service.api.notes import NoteOut, report_notes
 from service.errors import ServiceError, forbidden
 from service.ids import MAX_LENGTH
 from service.privacy import RawTextCipher
@@ -99,6 +100,8 @@ class CallReport(ReportBody):
     #: A job of the call is queued or running: its live finals being re-decoded, or a replacing upload being
     #: scored (the report may still change).
     reprocessing: bool
+    #: Supervisors' notes to the agent during the call (主管提示), oldest first.
+    notes: list[NoteOut] = []
 
 
 class RawUtterance(BaseModel):
@@ -145,8 +148,9 @@ async def call_report(call_id: CallIdPath, principal: Viewer, store: StoreDep) -
     await asyncio.to_thread(audit.append, store, "report_read", principal.name, call_id, {"role": principal.role})
     files = await asyncio.to_thread(_audio_files, store, call.recording_id, call.audio_dir)
     pending = await asyncio.to_thread(store.active_job_for, call_id)
+    notes = await asyncio.to_thread(report_notes, store, call_id)
     return CallReport(**report_body(call.report), created_at=call.created_at.isoformat(), agent_id=call.agent_id,
-                      source=call.source, complete=call.complete, reprocessing=pending is not None,
+                      source=call.source, complete=call.complete, reprocessing=pending is not None, notes=notes,
                       audio=[AudioLink(url=f"/v1/calls/{call_id}/audio/{i}", channels=f["channels"])
                              for i, f in enumerate(files)])
 

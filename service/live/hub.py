@@ -9,6 +9,9 @@ partials, so a console opened mid-call shows the transcript and prompts so far),
 stream ends after `end`. A subscriber may connect before the call starts and waits for it. Each subscriber has a
 bounded queue: one that stops reading is dropped, never slowing the call or other subscribers. Ended calls keep
 their history for a while (`keep_ended`) so a screen opened just after the call still shows it.
+
+Events from outside the call (a supervisor's note) are `post`ed: from any replica, into the call's feed on the
+replica that streams it, so they sit in its history in order like the call's own events.
 """
 
 from __future__ import annotations
@@ -47,6 +50,18 @@ class Subscription:
             self.overflowed = True  # the queue is full, so the sender is not waiting: it sees this next
 
 
+@dataclass(frozen=True, slots=True)
+class Streaming:
+    """A call that a replica sharing the bus streams now, and its agent (None: the call named none)."""
+
+    call_id: str
+    agent_id: str | None
+
+
+class BusUnavailable(Exception):
+    """The bus cannot answer now (its Redis is unreachable)."""
+
+
 class EventBus(Protocol):
     """Where a live call's events go and where its screens read them. `open`, `publish` and `close` are called
     from the event loop by the call and never wait; `subscribe` returns at once and fills the subscription's
@@ -64,6 +79,14 @@ class EventBus(Protocol):
     def subscribe(self, call_id: str, agent_id: str | None = None) -> Subscription:
         """Watch a call: history, then live events, then the end of the stream (`None`). With `agent_id`, only a
         call assigned to that agent (otherwise the subscription comes back `forbidden`)."""
+
+    async def streaming(self, call_id: str) -> Streaming | None:
+        """The call if some replica streams it now, else None. Raises `BusUnavailable`."""
+
+    async def post(self, call_id: str, text: str, kind: str) -> bool:
+        """An event from outside the call (a supervisor's note), posted on any replica: it joins the call's feed
+        (live and history) on the replica that streams the call. False when no replica streams it. Raises
+        `BusUnavailable`."""
 
     def unsubscribe(self, sub: Subscription) -> None:
         """The subscriber went away."""
@@ -154,6 +177,17 @@ class CallHub:
         else:
             feed.subscribers.add(sub)
         return sub
+
+    async def streaming(self, call_id: str) -> Streaming | None:
+        feed = self._feeds.get(call_id)
+        return Streaming(call_id, feed.agent_id) if feed is not None and feed.live else None
+
+    async def post(self, call_id: str, text: str, kind: str) -> bool:
+        feed = self._feeds.get(call_id)
+        if feed is None or not feed.live:
+            return False
+        self.publish(call_id, text, kind)
+        return True
 
     def unsubscribe(self, sub: Subscription) -> None:
         feed = self._feeds.get(sub.call_id)

@@ -13,6 +13,11 @@ Writes never wait on Redis: the call's `publish` puts the entry on a bounded in-
 task sends in order, pipelined. Reads are multiplexed: one XREAD per process blocks on every followed stream
 plus a wake-up stream of this replica (written when a screen starts following a new call).
 
+Posted events (a supervisor's note written on any replica): the replica that streams the call (its claim says
+which) is sent the event on its inbox stream (`{prefix}:inbox:{replica}`, read with the wake-up stream), and
+publishes it into the call's stream itself. Only that replica writes a call's stream, so entry ids stay its own
+and in order (an id made elsewhere, by another clock, could be refused or refuse the call's next entries).
+
 Claims: `{prefix}:live:{call_id}` (which replica streams the call) and `{prefix}:owner:{token}` (a sorted set
 of the token's live calls, scored by expiry) are taken by one Lua script, so two replicas never both accept a
 call id or a token's call past its limit; `{prefix}:demos` counts demo replays the same way. Claims are leases
@@ -38,7 +43,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service.live.claims import LocalClaims, call_in_progress, too_many_calls, too_many_demos
-from service.live.hub import Subscription
+from service.live.hub import BusUnavailable, Streaming, Subscription
 from service.metrics import BUS_DELAY, BUS_ERRORS
 from service.protocol import ErrorEvent, dump
 
@@ -64,6 +69,9 @@ LOST_AFTER = 3
 
 #: Seconds a claim waits for Redis while it is known to be unreachable.
 CLAIM_TIMEOUT_DOWN_S = 0.3
+
+#: Entries kept in a replica's inbox of posted events (it reads them as they come; this bounds a dead one's).
+INBOX_LIMIT = 1000
 
 #: Stream entry kinds besides the events' own types.
 OPEN, END = "__open__", "__end__"
@@ -157,6 +165,8 @@ class RedisHub:
         self._joins: set[asyncio.Task[None]] = set()
         self._wake_key = f"{prefix}:wake:{replica}"
         self._wake_id = "$"
+        self._inbox_key = self.inbox_key(replica)
+        self._inbox_id = "$"
         #: Why events cannot go through Redis now (write or read side), or None.
         self.write_problem: str | None = None
         self.read_problem: str | None = None
@@ -164,6 +174,15 @@ class RedisHub:
 
     def _stream(self, call_id: str) -> str:
         return f"{self.prefix}:events:{call_id}"
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The client the bus reads and writes with (shared with the listening relay)."""
+        return self._redis
+
+    def inbox_key(self, replica: str) -> str:
+        """The stream of events posted to `replica`'s calls from other replicas."""
+        return f"{self.prefix}:inbox:{replica}"
 
     def _agent_key(self, call_id: str) -> str:
         return f"{self.prefix}:agent:{call_id}"
@@ -196,6 +215,39 @@ class RedisHub:
     def close(self, call_id: str) -> None:
         self._queue(END, call_id, {})
         self._clock.pop(call_id, None)
+
+    async def streaming(self, call_id: str) -> Streaming | None:
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.get(live_key(self.prefix, call_id))
+            pipe.get(self._agent_key(call_id))
+            holder, agent = await asyncio.wait_for(pipe.execute(), COMMAND_TIMEOUT_S)
+        except (RedisError, OSError, TimeoutError) as e:
+            raise BusUnavailable(f"Redis unreachable: {type(e).__name__}") from e
+        if holder is None:
+            return None
+        return Streaming(call_id, str(agent) if agent else None)
+
+    async def post(self, call_id: str, text: str, kind: str) -> bool:
+        try:
+            holder = await asyncio.wait_for(self._redis.get(live_key(self.prefix, call_id)), COMMAND_TIMEOUT_S)
+            if holder is None:
+                return False
+            if holder == self.replica:
+                return self._post_here(call_id, text, kind)
+            inbox = self.inbox_key(str(holder))
+            await asyncio.wait_for(self._redis.xadd(inbox, {"c": call_id, "t": text, "k": kind},
+                                                    maxlen=INBOX_LIMIT, approximate=True), COMMAND_TIMEOUT_S)
+            await asyncio.wait_for(self._redis.expire(inbox, 86400), COMMAND_TIMEOUT_S)
+        except (RedisError, OSError, TimeoutError) as e:
+            raise BusUnavailable(f"Redis unreachable: {type(e).__name__}") from e
+        return True
+
+    def _post_here(self, call_id: str, text: str, kind: str) -> bool:
+        if call_id not in self._clock:
+            return False  # ended meanwhile
+        self.publish(call_id, text, kind)
+        return True
 
     # -- the writer ---------------------------------------------------------------------------------------------
 
@@ -348,7 +400,7 @@ class RedisHub:
                 checked = asyncio.get_running_loop().time()
                 with contextlib.suppress(RedisError, OSError):
                     await self._check_lost()
-            streams = {self._wake_key: self._wake_id}
+            streams = {self._wake_key: self._wake_id, self._inbox_key: self._inbox_id}
             streams |= {self._stream(cid): f.last_id for cid, f in self._follows.items() if f.last_id is not None}
             try:
                 answer = await _xread(reader, streams)
@@ -367,6 +419,13 @@ class RedisHub:
             for key, entries in answer:
                 if key == self._wake_key:
                     self._wake_id = entries[-1][0]
+                    continue
+                if key == self._inbox_key:
+                    self._inbox_id = entries[-1][0]
+                    for _, posted in entries:
+                        if not self._post_here(posted.get("c", ""), posted.get("t", ""), posted.get("k", "")):
+                            log.info("event bus: an event posted to call %s came after it ended here",
+                                     posted.get("c"))
                     continue
                 found = self._follows.get(key[len(self.prefix) + len(":events:"):])
                 if found is None or found.last_id is None:
@@ -418,6 +477,7 @@ class RedisHub:
         # The wake-up stream is read from its current end; "$" on the first XREAD means "only newer".
         with contextlib.suppress(RedisError, OSError):
             self._wake_id = await _last(self._redis, self._wake_key)
+            self._inbox_id = await _last(self._redis, self._inbox_key)
         self._tasks = [asyncio.create_task(self._write_loop()), asyncio.create_task(self._read_loop())]
 
     async def stop(self) -> None:

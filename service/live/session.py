@@ -46,6 +46,7 @@ from service.live.capacity import (
 from service.live.claims import CallClaims, LocalClaims, call_in_progress
 from service.live.engine import LiveCall, LiveEngine
 from service.live.hub import EventBus
+from service.live.listen import ListenTaps
 from service.live.sources.base import AudioChunk
 from service.loanbook.book import LoanBook, update_contact_from_loan_file
 from service.metrics import ERRORS
@@ -107,6 +108,8 @@ class LiveCalls:
     board: LoadBoard = field(default_factory=LocalBoard)
     #: The supervisors' floor: every call's tile, fed with its events (service/floor/).
     floor: Floor = field(default_factory=Floor)
+    #: Supervisors listening in on this process's calls (and, through Redis, on other replicas').
+    taps: ListenTaps = field(default_factory=ListenTaps)
 
     async def admit(self, can_redirect: bool = True) -> tuple[Admission, Seat | None]:
         """Where a new call on a socket goes (`capacity.admit`), with its seat in this process's load (None when
@@ -181,6 +184,7 @@ class LiveCalls:
             raise
         self.hub.open(call_id, start.agent_id)
         self.floor.open(call_id, start.agent_id)
+        self.taps.open(call_id, start.sample_rate_hz, start.channels)
         return session
 
     @staticmethod
@@ -225,6 +229,7 @@ class LiveCalls:
         self.claims.release(call_id, owner)
         self.hub.close(call_id)
         self.floor.close(call_id)
+        self.taps.close(call_id)
 
 
 class CallSession:
@@ -393,6 +398,7 @@ class LiveSession(CallSession):
 
     async def feed(self, audio: AudioChunk) -> None:
         self._check_rate(audio)
+        self._calls.taps.feed(self.call_id, audio)
         if audio.channel is None:
             await self.call.feed_block(audio.samples)
         else:
@@ -484,6 +490,7 @@ class RecordOnlySession(CallSession):
 
     async def feed(self, audio: AudioChunk) -> None:
         self._check_rate(audio)
+        self._calls.taps.feed(self.call_id, audio)
         # Appending is a small write now and then (every `audio_flush_s`): off the event loop all the same.
         await asyncio.to_thread(self._keep, audio)
 

@@ -309,6 +309,9 @@ function handle(ev) {
       else if (ev.code === "not_stored") showBanner(NOT_STORED, ev.message);
       else showBanner("通话处理出错，转写和提示可能不完整。", `${ev.code}: ${ev.message}`);
       break;
+    case "supervisor_note":
+      supervisorNote(ev);
+      break;
     case "end":
       clearBusy();
       state.ended = true;
@@ -328,6 +331,7 @@ async function watch(callId) {
   $("call-id").textContent = callId;
   $("start").hidden = true;
   $("console").hidden = false;
+  offerListening(callId);
   setStatus("waiting", "等待通话");
   const ws = await HF.socket(`/v1/calls/${encodeURIComponent(callId)}/events`, callId);
   if (!ws) {
@@ -391,6 +395,91 @@ async function showStart() {
     $("demo-list").textContent = "演示通话不可用";
   }
   document.body.dataset.ready = "true";
+}
+
+// -- the supervisor's side: notes to the agent (主管提示) and listening in (监听) ---------------------------------
+
+// A note from a supervisor: a card above the call that stays until the agent dismisses it. A screen opened later
+// gets the call's notes again with its history; each is shown once.
+function supervisorNote(ev) {
+  if (document.querySelector(`.note-card[data-note-id="${ev.note_id}"]`)) return;
+  const card = document.createElement("div");
+  card.className = "note-card";
+  card.dataset.noteId = ev.note_id;
+  card.setAttribute("role", "alert");
+  const at = when(ev.at).split(" ").pop(); // the time of day, in the bank's zone as every time on the page
+  card.innerHTML = `<div class="note-head"><b>主管提示</b><span class="note-meta">${esc(ev.author)} ${esc(at)}</span>
+    <button type="button" class="note-dismiss" title="关闭">知道了</button></div><div class="note-text"></div>`;
+  card.querySelector(".note-text").textContent = ev.text;
+  card.querySelector(".note-dismiss").onclick = () => card.remove();
+  $("notes").prepend(card);
+}
+
+// Listening in: the call's audio (PCM16 frames on /v1/calls/{id}/listen) played with WebAudio about
+// LISTEN_DELAY_S behind, so that frames arriving unevenly still play without gaps. Supervisors only, and only
+// where the server allows it (GET /v1/listen-in).
+const LISTEN_DELAY_S = 0.8;
+const LISTEN_MAX_AHEAD_S = 2.5; // scheduled further ahead than this: the listener fell behind, start again
+
+const listening = { ws: null, ctx: null, format: null, playAt: 0 };
+
+async function offerListening(callId) {
+  const me = await NAV.me;
+  if (!me || !["supervisor", "admin"].includes(me.role)) return;
+  const res = await HF.api("/v1/listen-in");
+  if (!res.ok || !(await res.json()).enabled) return;
+  const button = $("listen-btn");
+  button.hidden = false;
+  button.onclick = () => (listening.ws ? stopListening() : startListening(callId));
+}
+
+async function startListening(callId) {
+  const button = $("listen-btn");
+  listening.ctx = new AudioContext();
+  listening.playAt = 0;
+  const ws = await HF.socket(`/v1/calls/${encodeURIComponent(callId)}/listen`, callId);
+  if (!ws) return stopListening();
+  ws.binaryType = "arraybuffer";
+  listening.ws = ws;
+  button.textContent = "停止监听";
+  button.dataset.state = "on";
+  ws.onmessage = (msg) => {
+    if (typeof msg.data !== "string") return playFrame(msg.data);
+    const ev = JSON.parse(msg.data);
+    if (ev.type === "listen_format") listening.format = ev;
+    else if (ev.type === "error") showBanner("无法监听这通电话。", `${ev.code}: ${ev.message}`);
+  };
+  ws.onclose = () => stopListening();
+}
+
+function playFrame(data) {
+  const fmt = listening.format, ctx = listening.ctx;
+  if (!fmt || !ctx) return;
+  const pcm = new Int16Array(data);
+  const frames = pcm.length / fmt.channels;
+  if (!frames) return;
+  const buffer = ctx.createBuffer(fmt.channels, frames, fmt.sample_rate_hz);
+  for (let c = 0; c < fmt.channels; c++) {
+    const out = buffer.getChannelData(c);
+    for (let i = 0; i < frames; i++) out[i] = pcm[i * fmt.channels + c] / 32768;
+  }
+  const now = ctx.currentTime;
+  if (listening.playAt < now || listening.playAt > now + LISTEN_MAX_AHEAD_S) listening.playAt = now + LISTEN_DELAY_S;
+  const source = ctx.createBufferSource();
+  source.buffer = buffer;
+  source.connect(ctx.destination);
+  source.start(listening.playAt);
+  listening.playAt += buffer.duration;
+}
+
+function stopListening() {
+  const button = $("listen-btn");
+  const { ws, ctx } = listening;
+  Object.assign(listening, { ws: null, ctx: null, format: null, playAt: 0 });
+  if (ws && ws.readyState <= 1) ws.close(1000);
+  if (ctx) ctx.close();
+  button.textContent = "监听";
+  button.dataset.state = "off";
 }
 
 NAV.me.then(() => {

@@ -152,6 +152,19 @@ function transcript(utterances) {
   }
 }
 
+// Supervisors' notes to the agent during the call (主管提示), oldest first; the panel only when there are any.
+function supervisorNotes(notes) {
+  const ul = $("notes");
+  for (const n of notes) {
+    const li = document.createElement("li");
+    li.dataset.noteId = n.note_id;
+    li.innerHTML = `<span class="note-meta">${esc(when(n.at))} · ${esc(n.author)}</span> <span class="note-text"></span>`;
+    li.querySelector(".note-text").textContent = n.text;
+    ul.appendChild(li);
+  }
+  $("notes-panel").hidden = !notes.length;
+}
+
 // Where the call came from, in the header; a demo or a call that did not end cleanly also said in a sentence
 // above the report, so that nobody reads a demo as a customer's call or a cut-off call as the whole call.
 function callNote(report) {
@@ -192,6 +205,7 @@ async function main() {
   checklist(report.topics);
   otherAnswers(report.answers || []);
   transcript(report.utterances);
+  supervisorNotes(report.notes || []);
   // #t=START-END (the coaching pages' links to a moment): cue the player there and play it if the browser lets us.
   const cue = (new URLSearchParams(location.hash.slice(1)).get("t") || "").split("-").map(Number);
   if (cue.length === 2 && cue.every(Number.isFinite)) {

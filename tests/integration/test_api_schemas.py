@@ -69,6 +69,7 @@ def test_a_report_stored_before_format_versions_is_sent_as_it_was_stored(client:
     assert sent.pop("audio") == [] and sent.pop("agent_id") == "A1" and sent.pop("created_at")
     assert (sent.pop("source"), sent.pop("complete"), sent.pop("reprocessing")) == ("upload", True, False)
     assert (sent.pop("live_labels"), sent.pop("redecoded")) == ({}, [])  # not a live call: nothing re-decoded
+    assert sent.pop("notes") == []  # no supervisor wrote to the agent during it
     assert sent == old
     _store(client, stored_report(old["call_id"]))  # a newer scoring (format 2) replaces it
     [version] = client.get(f"/v1/calls/{old['call_id']}/versions", headers=bearer("adm")).json()["versions"]
