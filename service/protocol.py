@@ -284,6 +284,7 @@ class PromptSummary(BaseModel):
     text: str
     at_s: float
     followed_up: bool
+    question_utterance_id: str | None = None
 
 
 class SummaryEvent(BaseModel):
@@ -319,9 +320,21 @@ class EndEvent(BaseModel):
     resumable: bool = False
 
 
+class PromptFeedbackEvent(BaseModel):
+    """An agent's verdict on a prompt of the call (`POST /v1/calls/{call_id}/prompts/feedback`, issue #31): the
+    call's other screens mark the card of (`question_utterance_id`, `topic`) too. `verdict` asked_again (已追问) or
+    disputed (提示有误, `reason` clear or wrong_topic)."""
+
+    type: Literal["prompt_feedback"] = "prompt_feedback"
+    question_utterance_id: str
+    topic: str
+    verdict: Literal["asked_again", "disputed"]
+    reason: Literal["clear", "wrong_topic"] | None = None
+
+
 ServerEvent = Annotated[
     ReadyEvent | RecordOnlyEvent | PartialEvent | FinalEvent | OverloadEvent | OverloadClearedEvent | AssessmentEvent
-    | PromptEvent | ChecklistEvent | SummaryEvent | ErrorEvent | EndEvent,
+    | PromptEvent | ChecklistEvent | SummaryEvent | ErrorEvent | EndEvent | PromptFeedbackEvent,
     Field(discriminator="type"),
 ]
 
