@@ -49,6 +49,7 @@ from service.auth import (
 )
 from service.coaching import agents_api as agents
 from service.errors import ServiceError
+from service.feedback import api as feedback
 from service.ids import process_name
 from service.live.books import BooksOptions, LiveBooks
 from service.live.capacity import LiveLoad, LoadBoard, LocalBoard, RedisLoadBoard, live_capacity, process_cores
@@ -92,7 +93,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
     app.add_middleware(JsonBodyGuard)  # inside the security headers (_harden), which its refusals carry too
     _harden(app, settings)
     for module in (health, calls_ws, assess, pages, demo, recordings, calls, tickets, transcriptions, agents,
-                   customers, followups):
+                   customers, followups, feedback):
         app.include_router(module.router)
     app.mount(pages.SWAGGER_URL, StaticFiles(directory=pages.SWAGGER_DIR), name="swagger-ui")  # before /static
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")

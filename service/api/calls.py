@@ -14,6 +14,9 @@ from pydantic import BaseModel
 from nlu.report import Action, AgentReview, AnswerRecord, Contribution, SilencedSpan, Tier, TopicResult, read_report
 from service.api.deps import MAX_OFFSET, Admin, CallIdPath, SettingsDep, StoreDep, Viewer, checked_id
 from service.errors import ServiceError, forbidden
+from service.feedback.api import FeedbackItem
+from service.feedback.api import item as feedback_item
+from service.feedback.repository import call_feedback
 from service.ids import MAX_LENGTH
 from service.privacy import RawTextCipher
 from service.store import CallFilter, Store, StoreError, audit
@@ -99,6 +102,8 @@ class CallReport(ReportBody):
     #: A job of the call is queued or running: its live finals being re-decoded, or a replacing upload being
     #: scored (the report may still change).
     reprocessing: bool
+    #: Agents' verdicts on the call's prompts (issue #31), each with its review: shown beside the prompt.
+    prompt_feedback: list[FeedbackItem] = []
 
 
 class RawUtterance(BaseModel):
@@ -145,8 +150,10 @@ async def call_report(call_id: CallIdPath, principal: Viewer, store: StoreDep) -
     await asyncio.to_thread(audit.append, store, "report_read", principal.name, call_id, {"role": principal.role})
     files = await asyncio.to_thread(_audio_files, store, call.recording_id, call.audio_dir)
     pending = await asyncio.to_thread(store.active_job_for, call_id)
+    verdicts = await asyncio.to_thread(call_feedback, store, call_id)
     return CallReport(**report_body(call.report), created_at=call.created_at.isoformat(), agent_id=call.agent_id,
                       source=call.source, complete=call.complete, reprocessing=pending is not None,
+                      prompt_feedback=[feedback_item(v) for v in verdicts],
                       audio=[AudioLink(url=f"/v1/calls/{call_id}/audio/{i}", channels=f["channels"])
                              for i, f in enumerate(files)])
 
