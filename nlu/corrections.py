@@ -78,7 +78,9 @@ def _correct(report: Report, topics: list[TopicResult], answers: list[AnswerReco
         if t.topic != c.topic or t.label is None or not _same_question(span, t.question_span):
             continue
         if target == c.topic:
-            topics[i] = replace(t, label=c.label, stated=None)  # what it states is read again by score_topics
+            # The assessor's evidence argued for its own label (the version kept has it); what the answer states
+            # is read again by score_topics.
+            topics[i] = replace(t, label=c.label, confidence=None, evidence=(), stated=None)
             continue
         # The question did not ask this topic: its verdict falls back to the topic's last other answer, if any.
         earlier = [a for a in answers if a.topic == c.topic]

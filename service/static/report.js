@@ -177,6 +177,14 @@ function promptsPanel(report) {
   }
 }
 
+// A verdict a supervisor corrected on review says so in the checklist.
+function markCorrected(feedback) {
+  for (const f of feedback.filter((x) => x.review_status === "upheld")) {
+    const cell = document.querySelector(`#checklist tr[data-topic="${CSS.escape(f.reviewer_topic || f.topic)}"] td:nth-child(3)`);
+    if (cell && !cell.querySelector(".corrected")) cell.insertAdjacentHTML("beforeend", '<div class="hint corrected">主管复核更正</div>');
+  }
+}
+
 function transcript(utterances) {
   const box = $("transcript");
   for (const u of utterances) {
@@ -228,6 +236,7 @@ async function main() {
   checklist(report.topics);
   otherAnswers(report.answers || []);
   promptsPanel(report);
+  markCorrected(report.prompt_feedback || []);
   transcript(report.utterances);
   // #t=START-END (the coaching pages' links to a moment): cue the player there and play it if the browser lets us.
   const cue = (new URLSearchParams(location.hash.slice(1)).get("t") || "").split("-").map(Number);
