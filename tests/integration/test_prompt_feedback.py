@@ -70,9 +70,11 @@ def _store_call(client: TestClient, call_id: str, script: dict[str, Any], agent_
     return report
 
 
-@pytest.fixture()
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    with tokens_client(tmp_path, TOKENS, FakeTranscriber()) as c:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
+    """The app with TOKENS on SQLite, and on PostgreSQL (the row locks of verdicts and reviews)."""
+    database = {} if request.param == "sqlite" else {"database_url": request.getfixturevalue("postgres_schema")}
+    with tokens_client(tmp_path, TOKENS, FakeTranscriber(), **database) as c:
         yield c
 
 
