@@ -23,6 +23,7 @@ from service.feedback import repository as feedback
 from service.feedback.prompts import PromptFacts, live_report, prompt_in_report
 from service.feedback.repository import MAX_NOTE, FeedbackError, FeedbackRecord, Reason, Verdict
 from service.feedback.review import review
+from service.live.hub import CallHub
 from service.metrics import PROMPT_FEEDBACK, PROMPT_REVIEWS
 from service.protocol import PromptFeedbackEvent, dump
 from service.state import AppState
@@ -86,11 +87,18 @@ class FeedbackSaved(FeedbackItem):
     replaced: bool
 
 
-def tell_screens(state: AppState, call_id: str, event: PromptFeedbackEvent) -> None:
-    """The call's other screens learn that the card was marked, through the call's event feed. With Redis
-    (`HUIFANG_REDIS_URL`) any replica appends to the call's stream, wherever the call streams; the in-process
-    bus reaches the screens of this process, which is every screen when there is one replica."""
+def tell_screens(state: AppState, call_id: str, event: PromptFeedbackEvent) -> bool:
+    """The call's other screens learn that the card was marked, through the call's event feed; whether it was
+    published. The in-process bus (one replica) carries it to every screen. Through Redis only the replica that
+    streams the call publishes to its stream: entries carry ids its writer stamps from its own clock
+    (service/live/redis_bus.py), so an entry appended by another replica whose clock runs ahead would make the
+    call's next events collide with it and be refused; elsewhere the clicking screen marks its own card, and the
+    report shows the verdict. (Switched to the bus's way of publishing to a call streamed elsewhere once the bus
+    has one.)"""
+    if not isinstance(state.hub, CallHub) and call_id not in state.calls.active:
+        return False
     state.hub.publish(call_id, dump(event), event.type)
+    return True
 
 
 def _find(store: Store, state: AppState, call_id: str, body: FeedbackBody,

@@ -284,3 +284,31 @@ def test_a_verdict_during_the_live_call_reaches_its_screens_and_waits_for_the_re
         assert [json.loads(e.payload)["verdict"] for e in audited(client, "prompt_feedback")] == ["disputed"]
         store = state_of(client.app).store  # type: ignore[arg-type]
         assert isinstance(store, Store) and len(store.report_versions("live1")) == 1
+
+
+def test_with_redis_the_mark_reaches_a_screen_through_the_calls_stream(tmp_path: Path, shared_data: Path,
+                                                                       redis_server: Any) -> None:
+    """Replicas sharing Redis: the replica streaming the call appends the mark to the call's stream, which every
+    replica's screens read."""
+    script, pcm = _call(shared_data, "call_s03")
+    with (tokens_client(tmp_path, TOKENS, ScriptedTranscriber(script), redis_url=redis_server.url) as client,
+          client.websocket_connect("/v1/calls/r1/events", headers=bearer("sup")) as screen,
+          client.websocket_connect("/v1/calls/r1/audio", headers=bearer("ing")) as ws):
+        ws.send_json({"type": "start", "sample_rate_hz": 16000, "encoding": "pcm16", "agent_id": "A1",
+                      "channels": ["agent", "customer"], "loan_file": LOAN})
+        for i in range(0, len(pcm), 12800):
+            ws.send_bytes(pcm[i: i + 12800])
+        prompt = _until(ws, "prompt")[-1]
+        assert _feedback(client, "a1", "r1", question_utterance_id=prompt["question_utterance_id"],
+                         topic=prompt["topic"], verdict="asked_again").status_code == 200
+        ws.send_json({"type": "stop"})
+        with pytest.raises(WebSocketDisconnect):
+            while True:
+                ws.receive_json()
+        seen = []
+        with pytest.raises(WebSocketDisconnect):
+            while True:
+                seen.append(screen.receive_json())
+    marks = [e for e in seen if e["type"] == "prompt_feedback"]
+    assert [(m["question_utterance_id"], m["topic"], m["verdict"], m["reason"]) for m in marks] == [
+        (prompt["question_utterance_id"], prompt["topic"], "asked_again", None)]
