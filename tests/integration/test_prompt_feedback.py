@@ -191,7 +191,8 @@ def test_review_upheld_corrects_report_risk_and_plan_overturned_changes_nothing_
     done = client.post(f"/v1/reviews/{overturned['id']}", headers=bearer("adm"),
                        json={"decision": "overturn", "label": "evasive"})
     assert done.status_code == 200 and done.json()["report_version"] is None
-    assert store.get_call("c1").report == kept_report and len(store.report_versions("c1")) == 1  # type: ignore[union-attr]
+    assert store.get_call("c1").report == kept_report  # type: ignore[union-attr]
+    assert len(store.report_versions("c1")) == 1
     assert client.get("/v1/reviews", headers=bearer("sup")).json()["total"] == 0
     assert client.get("/v1/reviews?status=overturned", headers=bearer("sup")).json()["items"][0]["id"] == (
         overturned["id"])
@@ -227,6 +228,11 @@ def test_review_upheld_corrects_report_risk_and_plan_overturned_changes_nothing_
     extra = [r for r in results if r["set"] == "extra:feedback.jsonl"]
     assert {r["system"] for r in extra} == {"rules", "default"} and all(r["answers"] == 2 for r in extra)
     assert all(0.0 <= r["macro_f1"] <= 1.0 and "topic_accuracy" in r for r in extra)
+
+    # The verdicts keep the call's redacted question and answer: they go when the customer is erased.
+    assert client.delete("/v1/customers/C1", headers=bearer("adm")).status_code in (200, 204)
+    assert client.get("/v1/reviews?status=upheld", headers=bearer("sup")).json()["total"] == 0
+    assert export_command(state.settings, None, out) == 0 and out.read_text(encoding="utf-8") == ""
 
 
 def _until(ws: Any, kind: str) -> list[dict[str, Any]]:
@@ -284,6 +290,9 @@ def test_a_verdict_during_the_live_call_reaches_its_screens_and_waits_for_the_re
         assert [json.loads(e.payload)["verdict"] for e in audited(client, "prompt_feedback")] == ["disputed"]
         store = state_of(client.app).store  # type: ignore[arg-type]
         assert isinstance(store, Store) and len(store.report_versions("live1")) == 1
+        # Deleting the call deletes the verdicts on its prompts (they keep its redacted question and answer).
+        assert client.delete("/v1/calls/live1", headers=bearer("adm")).status_code == 204
+        assert client.get("/v1/reviews?status=upheld", headers=bearer("sup")).json()["total"] == 0
 
 
 def test_with_redis_the_mark_reaches_a_screen_through_the_calls_stream(tmp_path: Path, shared_data: Path,
