@@ -28,7 +28,11 @@ Systems: `rules` (HUIFANG_NLU__CLASSIFIER=none), `learned` (the head alone, argm
 F1, topic accuracy (question detection, no topic given), share of clear answers flagged. Then latency per
 assessment (p50/p95, one core) and resident memory before/after loading the learned model.
 
-    python -m bench.nlu_eval [--no-asr] [--no-groups] [--classifier PATH] [--bootstrap 2000]
+- `extra:NAME` (`--extra FILE`, repeatable): a file of the same format, e.g. a bank's reviewed disputes of prompts
+  (`huifang export-feedback --out FILE`): the assessor measured on the bank's own customers. With `--extra` only
+  those files are scored (a bank's machine has no ../shared/data): each system's line, as for the sets above.
+
+    python -m bench.nlu_eval [--no-asr] [--no-groups] [--classifier PATH] [--bootstrap 2000] [--extra FILE]
 """
 
 from __future__ import annotations
@@ -265,6 +269,9 @@ def main() -> None:
     parser.add_argument("--classifier", default="default", help="learned model to measure (as the setting)")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap rounds for the intervals")
     parser.add_argument("--latency-only", action="store_true", help="only the cost: memory and latency")
+    parser.add_argument("--extra", action="append", default=[], metavar="FILE", type=Path,
+                        help="score only this JSON-lines file of nlu_dev's format (huifang export-feedback); "
+                        "repeatable")
     args = parser.parse_args()
     from nlu.classifier import load_classifier
 
@@ -277,6 +284,10 @@ def main() -> None:
     systems = {"rules": Assessor(), "default": Assessor(classifier=learned)}
     default = systems["default"]
 
+    if args.extra:
+        for path in args.extra:
+            score_file(f"extra:{path.name}", read_jsonl(path), systems, args.bootstrap)
+        return
     corpus_dir = ROOT / "corpus"
     test = read_jsonl(corpus_dir / "test.jsonl")
     if args.latency_only:
@@ -348,6 +359,19 @@ def main() -> None:
                   vague_answers=sum(r["label"] != "clear" for r in asr_pairs), vague_missed=missed)
 
     latency(systems, test, cores)
+
+
+def score_file(name: str, rows: list[dict[str, Any]], systems: dict[str, Assessor], rounds: int) -> None:
+    """A labelled set of nlu_dev's format scored by each system, as the named sets are (an empty set: one line
+    saying so)."""
+    if not rows:
+        emit({"set": name, "answers": 0})
+        return
+    for system, assessor in systems.items():
+        labels, topics, unsure = assess_rows_evidence(assessor, rows)
+        score(name, system, rows, labels, topics, rounds=rounds, no_evidence=unsure)
+    if systems["default"].classifier is not None:
+        score(name, "learned", rows, learned_labels(systems["default"], rows), None)
 
 
 def latency(systems: dict[str, Assessor], test: list[dict[str, Any]], cores: int | None) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from nlu.assess import Assessor, PromptLimiter
@@ -86,6 +86,9 @@ class PromptRecord:
     text: str
     at_s: float
     followed_up: bool
+    #: The question the prompted answer answered (with `topic`, what names the prompt: an agent's verdict on it,
+    #: issue #31); None in reports stored before it was kept.
+    question_utterance_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +313,8 @@ class CallDialogue:
             (before.assessment.mismatch is None) == (assessment.mismatch is None))
         if assessment.prompt and not repeats and self._limiter.allow(end_s):
             prompt = assessment.prompt
-            self._prompts.append(PromptRecord(topic, assessment.label, prompt, end_s, False))
+            self._prompts.append(PromptRecord(topic, assessment.label, prompt, end_s, False,
+                                             question.turn.utterance_id))
         verdict = Verdict(question.turn.utterance_id, ids, topic, assessment, end_s, prompt,
                           before.revision + 1 if before else 0)
         self._by_question[key] = verdict
@@ -319,7 +323,7 @@ class CallDialogue:
 
     def _mark_followed_up(self, topic: str, at_s: float) -> None:
         self._prompts = [
-            PromptRecord(p.topic, p.label, p.text, p.at_s, True)
+            replace(p, followed_up=True)
             if p.topic == topic and not p.followed_up and p.at_s <= at_s else p
             for p in self._prompts
         ]

@@ -445,7 +445,7 @@ def _agent(summary: CallSummary, topics: tuple[TopicResult, ...]) -> AgentReview
 
 #: Call-level keys an action's `when` may name, with the evidence shown for them.
 CALLBACK_KEY = "call.callback"
-_CALL_EVIDENCE = {CALLBACK_KEY: "开场询问是否方便时，客户表示现在不方便"}
+CALL_EVIDENCE = {CALLBACK_KEY: "开场询问是否方便时，客户表示现在不方便"}
 
 
 def _actions(topics: tuple[TopicResult, ...], risk: RiskConfig, call_keys: tuple[str, ...] = ()) -> tuple[
@@ -463,7 +463,7 @@ def _actions(topics: tuple[TopicResult, ...], risk: RiskConfig, call_keys: tuple
         matched = [r for key, r in keys if any(fnmatch.fnmatchcase(key, str(p)) for p in spec["when"])]
         for key in call_keys:  # 不方便 to the opening: the call is to be made again (no topic, no span)
             if key in spec["when"]:
-                actions.append(Action(str(spec["id"]), str(spec["text"]), (), (_CALL_EVIDENCE[key],), ()))
+                actions.append(Action(str(spec["id"]), str(spec["text"]), (), (CALL_EVIDENCE[key],), ()))
         if not matched:
             continue
         evidence = tuple(dict.fromkeys(

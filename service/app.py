@@ -53,6 +53,7 @@ from service.auth import (
 )
 from service.coaching import agents_api as agents
 from service.errors import ServiceError
+from service.feedback import api as feedback
 from service.floor import Floor, FloorBus, LocalFloorBus, RedisFloorBus, load_alert_rules
 from service.ids import process_name
 from service.live.books import BooksOptions, LiveBooks
@@ -98,7 +99,7 @@ def create_app(settings: Settings | None = None, transcriber: Transcriber | None
     app.add_middleware(JsonBodyGuard)  # inside the security headers (_harden), which its refusals carry too
     _harden(app, settings)
     for module in (health, calls_ws, assess, pages, demo, recordings, calls, tickets, transcriptions, agents,
-                   customers, followups, floor, notes, listen):
+                   customers, followups, floor, notes, listen, feedback):
         app.include_router(module.router)
     app.mount(pages.SWAGGER_URL, StaticFiles(directory=pages.SWAGGER_DIR), name="swagger-ui")  # before /static
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")

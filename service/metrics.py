@@ -32,7 +32,13 @@ FINALS = Counter("huifang_finals_decoded_total", "Finals (and pieces of finals) 
 FINAL_LATENCY = Histogram("huifang_final_latency_seconds", "From the end of an utterance being detected to its "
                           "final being sent", registry=REGISTRY, buckets=_LATENCY_BUCKETS)
 ASSESSMENTS = Counter("huifang_assessments_total", "Live answer verdicts, by label", ["label"], registry=REGISTRY)
-PROMPTS = Counter("huifang_prompts_total", "Follow-up prompts sent to agents", registry=REGISTRY)
+PROMPTS = Counter("huifang_prompts_total", "Follow-up prompts sent to agents, by topic and the assessor's label",
+                  ["topic", "label"], registry=REGISTRY)
+PROMPT_FEEDBACK = Counter("huifang_prompt_feedback_total", "Agents' verdicts on prompts (asked_again, disputed), by "
+                          "topic, the assessor's label and the dispute's reason (- for none)",
+                          ["topic", "label", "verdict", "reason"], registry=REGISTRY)
+PROMPT_REVIEWS = Counter("huifang_prompt_reviews_total", "Disputed prompts reviewed (upheld, overturned), by topic "
+                         "and the assessor's label", ["topic", "label", "decision"], registry=REGISTRY)
 REDECODED = Counter("huifang_redecoded_utterances_total", "Live finals decoded greedily under load and decoded "
                     "again at full quality after their call", registry=REGISTRY)
 REDECODE_SKIPPED = Counter("huifang_redecode_skipped_total", "Live calls whose degraded finals were not re-decoded "

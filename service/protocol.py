@@ -295,6 +295,7 @@ class PromptSummary(BaseModel):
     text: str
     at_s: float
     followed_up: bool
+    question_utterance_id: str | None = None
 
 
 class SummaryEvent(BaseModel):
@@ -356,9 +357,22 @@ class ListenFormat(BaseModel):
     encoding: Literal["pcm16"] = "pcm16"
 
 
+class PromptFeedbackEvent(BaseModel):
+    """An agent's verdict on a prompt of the call (`POST /v1/calls/{call_id}/prompts/feedback`, issue #31): the
+    call's other screens mark the card of (`question_utterance_id`, `topic`) too. `verdict` asked_again (已追问) or
+    disputed (提示有误, `reason` clear or wrong_topic)."""
+
+    type: Literal["prompt_feedback"] = "prompt_feedback"
+    question_utterance_id: str
+    topic: str
+    verdict: Literal["asked_again", "disputed"]
+    reason: Literal["clear", "wrong_topic"] | None = None
+
+
 ServerEvent = Annotated[
     ReadyEvent | RecordOnlyEvent | PartialEvent | FinalEvent | OverloadEvent | OverloadClearedEvent | AssessmentEvent
-    | PromptEvent | ChecklistEvent | RiskEvent | SummaryEvent | ErrorEvent | EndEvent | SupervisorNoteEvent,
+    | PromptEvent | ChecklistEvent | RiskEvent | SummaryEvent | ErrorEvent | EndEvent | SupervisorNoteEvent
+    | PromptFeedbackEvent,
     Field(discriminator="type"),
 ]
 

@@ -22,6 +22,7 @@ from nlu.assess import Assessor
 from nlu.dialogue import DialogueOptions
 from nlu.report import Report, ReportFormatError, RiskConfig, read_report
 from pipeline.recording import rescore_report
+from service.feedback.repository import with_reviews
 from service.reports import report_row
 from service.store import Store, audit
 from service.store.models import Call
@@ -158,7 +159,9 @@ def rescore(store: Store, assessor: Assessor, dialogue: DialogueOptions, risk: R
             skipped += 1
             continue
         try:
-            report = rescore_report(before, assessor, dialogue, risk)
+            # Disputes a supervisor upheld stay corrected under any assessor (issue #31).
+            report = with_reviews(store, call_id, rescore_report(before, assessor, dialogue, risk), assessor.script,
+                                  risk)
         except (KeyError, TypeError, ValueError) as e:  # e.g. a loan file the dialogue cannot read
             failed.append((call_id, f"cannot re-score the stored report ({type(e).__name__}: {e})"))
             continue
@@ -170,7 +173,7 @@ def rescore(store: Store, assessor: Assessor, dialogue: DialogueOptions, risk: R
             if version is None:
                 superseded += 1
                 continue
-            _audit(store, call, report, after, before, version)
+            audit_report(store, call, report, after, before, version)
             if call.customer_id:
                 customers.add(call.customer_id)
         changes.append(change)
@@ -192,13 +195,14 @@ def rescore(store: Store, assessor: Assessor, dialogue: DialogueOptions, risk: R
     return result
 
 
-def _audit(store: Store, call: Call, stored: dict[str, Any], report: Report, previous: Report,
-           version: int) -> None:
-    """The re-scored report's audit entry: what every stored report gets (workers/jobs.py), and what it replaced."""
-    audit.append(store, "report", ACTOR, call.call_id, {
+def audit_report(store: Store, call: Call, stored: dict[str, Any], report: Report, previous: Report,
+                 version: int, reason: str = "rescore", actor: str = ACTOR) -> None:
+    """A replacing report's audit entry: what every stored report gets (workers/jobs.py), why it replaced the
+    one before (`reason`: rescore, or review: a supervisor upheld a dispute of a prompt) and what it replaced."""
+    audit.append(store, "report", actor, call.call_id, {
         "recording_id": call.recording_id, "report_sha256": audit.digest(stored), "agent_id": call.agent_id,
         "customer_id": call.customer_id, "loan_id": call.loan_id, "risk_score": report.risk_score,
         "tier": report.tier, "answers": [{"topic": a.topic, "label": a.label, "mismatch": a.mismatch}
-                                         for a in report.answers], "reason": "rescore",
+                                         for a in report.answers], "reason": reason,
         "assessor_version": report.assessor_version, "risk_version": report.risk_version,
         "previous_version": version, "previous_assessor_version": previous.assessor_version})

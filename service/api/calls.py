@@ -15,6 +15,9 @@ from nlu.report import Action, AgentReview, AnswerRecord, Contribution, Silenced
 from service.api.deps import MAX_OFFSET, Admin, CallIdPath, SettingsDep, StoreDep, Viewer, checked_id
 from service.api.notes import NoteOut, report_notes
 from service.errors import ServiceError, forbidden
+from service.feedback.api import FeedbackItem
+from service.feedback.api import item as feedback_item
+from service.feedback.repository import call_feedback
 from service.ids import MAX_LENGTH
 from service.privacy import RawTextCipher
 from service.store import CallFilter, Store, StoreError, audit
@@ -102,6 +105,8 @@ class CallReport(ReportBody):
     reprocessing: bool
     #: Supervisors' notes to the agent during the call (主管提示), oldest first.
     notes: list[NoteOut] = []
+    #: Agents' verdicts on the call's prompts (issue #31), each with its review: shown beside the prompt.
+    prompt_feedback: list[FeedbackItem] = []
 
 
 class RawUtterance(BaseModel):
@@ -149,8 +154,10 @@ async def call_report(call_id: CallIdPath, principal: Viewer, store: StoreDep) -
     files = await asyncio.to_thread(_audio_files, store, call.recording_id, call.audio_dir)
     pending = await asyncio.to_thread(store.active_job_for, call_id)
     notes = await asyncio.to_thread(report_notes, store, call_id)
+    verdicts = await asyncio.to_thread(call_feedback, store, call_id)
     return CallReport(**report_body(call.report), created_at=call.created_at.isoformat(), agent_id=call.agent_id,
                       source=call.source, complete=call.complete, reprocessing=pending is not None, notes=notes,
+                      prompt_feedback=[feedback_item(v) for v in verdicts],
                       audio=[AudioLink(url=f"/v1/calls/{call_id}/audio/{i}", channels=f["channels"])
                              for i, f in enumerate(files)])
 

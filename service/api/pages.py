@@ -1,10 +1,10 @@
 """The HTML pages (static HTML and JavaScript, no build step): the landing page `/` with the pages a token may
 open, the agent console `/console`, the supervisors' wallboard of the calls in progress `/live`, the scored calls
-`/calls`, `/calls/{call_id}`, the coaching scorecards `/agents`, `/agents/{agent_id}`, and the loan book's
-customers `/customers`, `/customers/{customer_id}` and follow-up work queue `/followups`; the API's own docs `/docs`
-with Swagger UI served from this process (a bank's network seldom reaches a CDN). They call the JSON API with the
-token they were opened with; `GET /v1/me` tells them who that is, which pages they may open and the bank's time zone
-they show times in."""
+`/calls`, `/calls/{call_id}`, the coaching scorecards `/agents`, `/agents/{agent_id}`, the review queue of disputed
+prompts `/reviews`, and the loan book's customers `/customers`, `/customers/{customer_id}` and follow-up work queue
+`/followups`; the API's own docs `/docs` with Swagger UI served from this process (a bank's network seldom reaches a
+CDN). They call the JSON API with the token they were opened with; `GET /v1/me` tells them who that is, which pages
+they may open and the bank's time zone they show times in."""
 
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ PAGES: tuple[PageLink, ...] = (
     PageLink("/followups", "跟进任务", "二次回访、短信、邮件和信函的工作队列：分配、登记结果、查看逾期。",
              ("agent", "supervisor")),
     PageLink("/agents", "坐席辅导", "每位坐席与团队中位数的比较、趋势和最值得复盘的通话。", ("supervisor",)),
+    PageLink("/reviews", "提示复核", "坐席认为有误的提示：查看问答，维持或纠正评估结论，纠正后风险评分随之更新。",
+             ("supervisor",)),
 )
 #: An agent's own scorecard, in place of the list of all agents that only supervisors may open.
 OWN_SCORECARD = "我的辅导", "本人与团队中位数的比较、趋势和最值得复盘的通话。"
@@ -154,6 +156,13 @@ async def agents_page() -> FileResponse:
 async def agent_page(agent_id: str) -> FileResponse:
     """One agent's scorecard: trends, coverage per topic, prompts followed, the moments to listen to."""
     return _page("agents.html")
+
+
+@router.get("/reviews", include_in_schema=False)
+async def reviews_page() -> FileResponse:
+    """The review queue of disputed prompts (supervisors): question, answer, the assessor's label and prompt, the
+    agent's reason; uphold or overturn with a label."""
+    return _page("reviews.html")
 
 
 @router.get("/customers", include_in_schema=False)

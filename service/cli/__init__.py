@@ -2,7 +2,8 @@
 streams one through the live socket (the client in `service.cli.replay`), `score` / `score-dir` score recorded
 calls (`service.cli.score`), `score-archive` scores an archive through the job queue, here or on Ray
 (`service.cli.archive`), `plan` (the loan book's daily planning), `demo-seed` (a synthetic loan book), `audit
-verify`, `coaching rebuild`, `outbox` and `token` for operators.
+verify`, `coaching rebuild`, `outbox` and `token` for operators, `rescore`, and `export-feedback` (reviewed
+disputes of prompts as an evaluation set, `service.cli.feedback`).
 
 Errors a user can fix (bad audio, limits, missing model, bad arguments) print one line and exit with code 2;
 tracebacks are for bugs only.
@@ -364,9 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--if-empty", action="store_true", help="do nothing (and succeed) when calls are stored")
     ds.set_defaults(func=cmd_demo_seed)
 
+    from service.cli.feedback import register as register_feedback
     from service.cli.rescore import register as register_rescore
 
     register_rescore(sub)
+    register_feedback(sub)
     return parser
 
 

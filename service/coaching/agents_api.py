@@ -35,6 +35,16 @@ _CSV: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/csv": {}}, "description": "JSON, or with format=csv a spreadsheet"}}
 
 
+class PromptVerdicts(BaseModel):
+    """An agent's verdicts on their calls' prompts given in the period (issue #31): asked again (已追问), disputed
+    (提示有误), and of those disputed, upheld and overturned by a reviewer so far."""
+
+    asked_again: int
+    disputed: int
+    upheld: int
+    overturned: int
+
+
 class AgentRow(BaseModel):
     agent_id: str
     figures: FigureValues
@@ -42,6 +52,7 @@ class AgentRow(BaseModel):
     vs_median: FigureValues
     url: str
     page: str
+    prompt_verdicts: PromptVerdicts
 
 
 class Scoreboard(BaseModel):
@@ -123,6 +134,7 @@ class AgentCard(BaseModel):
     moments: dict[str, list[MomentLink]]
     calls: list[CardCall]
     calls_total: int
+    prompt_verdicts: PromptVerdicts
     review: list[ReviewItem]
 
 

@@ -5,6 +5,8 @@ A period (day, week, month) is a span of the bank's calendar (`HUIFANG_LOANBOOK_
 UTC bounds for the query. The all-agents scoreboard is one GROUP BY over typed columns; one agent's card also
 reads that agent's rows for the period (per-topic coverage, the moments behind each figure, the coaching list).
 Every figure is `service.coaching.figures.figures` of a sum, so the scoreboard, the card and the pure functions agree.
+Beside the figures, each agent's verdicts on prompts in the period (`prompt_verdicts`: asked again, disputed, and
+of those upheld and overturned by a reviewer), counted from `prompt_feedback` (issue #31).
 Synchronous: the routes call these from a worker thread.
 """
 
@@ -33,6 +35,7 @@ from service.coaching.figures import (
     team_median,
 )
 from service.coaching.repository import agent_calls, agent_totals, period_totals
+from service.feedback.repository import FeedbackCounts, agent_feedback
 from service.spreadsheet import csv_text
 from service.store.store import Store
 
@@ -92,9 +95,11 @@ def scoreboard(store: Store, w: Window, sort: SortKey = "agent_id", descending: 
     if descending:
         present = [a for a in order if _sort_value(cards[a], a, sort)[0] == 0][::-1]
         order = present + [a for a in order if a not in set(present)]
+    verdicts = agent_feedback(store, w.start_utc, w.end_utc)
     return {**_period_json(w), "sort": sort, "order": "desc" if descending else "asc", "team_median": median,
             "agents": [{"agent_id": a, "figures": cards[a].as_dict(), "vs_median": _versus(cards[a], median),
-                        "url": f"/v1/agents/{a}", "page": f"/agents/{a}"} for a in order]}
+                        "url": f"/v1/agents/{a}", "page": f"/agents/{a}",
+                        "prompt_verdicts": asdict(verdicts.get(a, FeedbackCounts()))} for a in order]}
 
 
 def _versus(card: Figures, median: dict[str, float | None]) -> dict[str, float | None]:
@@ -139,6 +144,8 @@ def agent_card(store: Store, agent_id: str, w: Window, rules: CoachingRules,
         "topics": [asdict(t) for t in per_topic(calls)],
         "moments": {figure: found.get(kind, []) for figure, kind in MOMENTS_OF.items()},
         "calls": [_call_json(c) for c in calls[::-1][:MAX_LISTED]], "calls_total": len(calls),
+        "prompt_verdicts": asdict(agent_feedback(store, w.start_utc, w.end_utc, agent_id).get(agent_id,
+                                                                                              FeedbackCounts())),
         "review": [{"call_id": r.call_id, "at": r.at.isoformat(), "points": r.points, "url": f"/calls/{r.call_id}",
                     "findings": [{**asdict(f), "url": _listen_url(r.call_id, f.start_s, f.end_s)}
                                  for f in r.findings]} for r in reviews],

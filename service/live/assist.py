@@ -124,7 +124,7 @@ class CallAssist:
             ASSESSMENTS.labels(verdict.assessment.label).inc()
             await self._emit(self._assessment_event(verdict))
             if verdict.prompt:
-                PROMPTS.inc()
+                PROMPTS.labels(verdict.topic, verdict.assessment.label).inc()
                 assessment = verdict.assessment
                 await self._emit(PromptEvent(text=verdict.prompt, topic=verdict.topic,
                                              topic_name=self._names.get(verdict.topic, verdict.topic),

@@ -20,7 +20,16 @@ from nlu.report import read_report
 from service.loanbook.policy import OPEN, Plan, Status, call_facts
 from service.privacy import RawTextCipher
 from service.store import Store
-from service.store.models import Call, CallSummary, CallVersion, Customer, CustomerTier, FollowUp, Recording
+from service.store.models import (
+    Call,
+    CallSummary,
+    CallVersion,
+    Customer,
+    CustomerTier,
+    FollowUp,
+    PromptFeedback,
+    Recording,
+)
 from service.store.store import utcnow
 
 Channel = Literal["call", "sms", "email", "letter"]
@@ -488,6 +497,7 @@ def erase_customer(store: Store, customer_id: str) -> tuple[list[str], list[str]
         s.execute(delete(CallSummary).where(CallSummary.customer_id == customer_id))
         s.execute(delete(CallVersion).where(or_(CallVersion.customer_id == customer_id,
                                                 CallVersion.call_id.in_(call_ids))))
+        s.execute(delete(PromptFeedback).where(PromptFeedback.call_id.in_(call_ids)))  # their answers, redacted
         s.delete(customer)  # follow-ups, messages and tier history cascade
         return sorted(c.call_id for c in calls), sorted(folders)
 

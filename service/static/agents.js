@@ -88,7 +88,7 @@ function renderBoard(body) {
     const tr = document.createElement("tr");
     tr.dataset.agent = a.agent_id;
     const link = document.createElement("td");
-    link.innerHTML = `<a href="/agents/${encodeURIComponent(a.agent_id)}">${esc(a.agent_id)}</a>`;
+    link.innerHTML = `<a href="/agents/${encodeURIComponent(a.agent_id)}">${esc(a.agent_id)}</a>${verdictsLine(a.prompt_verdicts)}`;
     tr.appendChild(link);
     for (const [k, [, kind]] of Object.entries(FIGURES)) {
       const td = document.createElement("td");
@@ -124,6 +124,25 @@ function renderFigures() {
     rows.appendChild(tr);
   }
   rows.querySelectorAll("button.listen").forEach((b) => b.addEventListener("click", () => showMoments(b.dataset.figure)));
+  verdictRows(rows, card.prompt_verdicts);
+}
+
+// The agent's verdicts on prompts in the period (issue #31): disputed, of which a reviewer upheld (the assessor
+// was wrong) and overturned, and asked again. Counts, not figures against the median: beside them, not among them.
+function verdictsLine(v) {
+  if (!v || !(v.disputed || v.asked_again)) return "";
+  return `<div class="hint verdicts">提示有误 ${v.disputed}（采纳 ${v.upheld}）· 已追问 ${v.asked_again}</div>`;
+}
+
+function verdictRows(rows, v) {
+  if (!v) return;
+  const items = [["提示有误（坐席反馈）", v.disputed], ["其中复核采纳", v.upheld], ["其中维持原评估", v.overturned], ["已追问（坐席反馈）", v.asked_again]];
+  for (const [name, n] of items) {
+    const tr = document.createElement("tr");
+    tr.dataset.verdicts = name;
+    tr.innerHTML = `<td>${name}</td><td class="value">${n}</td><td>—</td><td>—</td><td></td>`;
+    rows.appendChild(tr);
+  }
 }
 
 function showMoments(figure) {

@@ -147,6 +147,7 @@ function promptCard(p) {
       <span class="time">${clock(p.answer_end_s)}</span></div>
     <div class="say">${esc(p.text)}</div>
     <div class="answer">${a ? answerHtml(a) : ""}</div>${whyHtml(a)}`;
+  feedbackBar(card, p);
   state.prompts += 1;
   $("prompt-count").textContent = state.prompts;
 }
@@ -162,6 +163,73 @@ function resolveCard(a) {
   if (answer) answer.innerHTML = answerHtml(a);
   card.querySelector(".why")?.remove();
   if (answer) answer.insertAdjacentHTML("afterend", whyHtml(a));
+}
+
+// -- the agent's verdict on a prompt (issue #31) -------------------------------------------------------------
+// 已追问 (asked again) or 提示有误 (the answer was in fact clear, or the topic was wrong; an optional note) on each
+// card: POST /v1/calls/{id}/prompts/feedback, which looks the prompt up itself; the call's other screens hear it
+// as a `prompt_feedback` event and mark the card too (markCard).
+
+const VERDICTS = { asked_again: "已追问", disputed: "提示有误" };
+const REASONS = { clear: "回答其实清楚", wrong_topic: "话题判断错误" };
+const feedbackGiven = new Map(); // question_utterance_id|topic -> {verdict, reason}: kept when a card is redrawn
+
+function feedbackBar(card, p) {
+  const key = `${p.question_utterance_id}|${p.topic}`;
+  const bar = document.createElement("div");
+  bar.className = "feedback";
+  bar.innerHTML = `<button type="button" class="fb-asked">已追问</button>
+    <button type="button" class="fb-dispute">提示有误</button>
+    <form class="fb-form" hidden>
+      <label><input type="radio" name="reason" value="clear" checked> ${REASONS.clear}</label>
+      <label><input type="radio" name="reason" value="wrong_topic"> ${REASONS.wrong_topic}</label>
+      <input name="note" maxlength="500" placeholder="备注（可选）" autocomplete="off">
+      <button type="submit">提交</button>
+    </form>
+    <span class="fb-state" role="status"></span>`;
+  card.appendChild(bar);
+  const form = bar.querySelector(".fb-form");
+  bar.querySelector(".fb-asked").onclick = () => sendFeedback(card, p, { verdict: "asked_again" });
+  bar.querySelector(".fb-dispute").onclick = () => { form.hidden = !form.hidden; };
+  form.onsubmit = (e) => {
+    e.preventDefault();
+    const note = form.elements.note.value.trim();
+    sendFeedback(card, p, { verdict: "disputed", reason: form.elements.reason.value, note: note || null });
+  };
+  if (feedbackGiven.has(key)) showVerdict(card, feedbackGiven.get(key));
+}
+
+async function sendFeedback(card, p, verdict) {
+  const res = await HF.api(`/v1/calls/${encodeURIComponent(state.callId)}/prompts/feedback`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ question_utterance_id: p.question_utterance_id, topic: p.topic, ...verdict }),
+  });
+  if (!res.ok) {
+    const shown = card.querySelector(".fb-state");
+    const body = await res.json().catch(() => ({}));
+    shown.textContent = res.status === 409 ? "该提示已由主管复核，不能再更改" : `提交失败：${body.detail || res.status}`;
+    shown.dataset.error = "true";
+    return;
+  }
+  markCard({ question_utterance_id: p.question_utterance_id, topic: p.topic, verdict: verdict.verdict, reason: verdict.reason || null });
+}
+
+function markCard(ev) {
+  const key = `${ev.question_utterance_id}|${ev.topic}`;
+  feedbackGiven.set(key, ev);
+  const card = state.cards.get(key);
+  if (card) showVerdict(card, ev);
+}
+
+function showVerdict(card, ev) {
+  card.dataset.feedback = ev.verdict;
+  const bar = card.querySelector(".feedback");
+  if (!bar) return;
+  bar.querySelector(".fb-form").hidden = true;
+  const shown = bar.querySelector(".fb-state");
+  shown.dataset.error = "false";
+  shown.textContent = `✓ ${VERDICTS[ev.verdict]}${ev.reason ? `：${REASONS[ev.reason]}` : ""}`;
 }
 
 // -- side panels --------------------------------------------------------------------------------------------
@@ -290,6 +358,9 @@ function handle(ev) {
       break;
     case "prompt":
       promptCard(ev);
+      break;
+    case "prompt_feedback":
+      markCard(ev);
       break;
     case "checklist":
       checklist(ev);

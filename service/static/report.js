@@ -141,6 +141,50 @@ function checklist(topics) {
   }
 }
 
+// Each prompt the agent was shown, with the agent's verdict on it (已追问 / 提示有误) and its review (issue #31).
+const VERDICTS = { asked_again: "已追问", disputed: "提示有误" };
+const REASONS = { clear: "回答其实清楚", wrong_topic: "话题判断错误" };
+const REVIEWS = { open: "待复核", upheld: "已采纳（结论已更正）", overturned: "维持原评估" };
+
+function feedbackCell(f) {
+  if (!f) return "—";
+  const note = f.note ? `<div class="why">备注：${esc(f.note)}</div>` : "";
+  return `${VERDICTS[f.verdict] || esc(f.verdict)}${f.reason ? `：${REASONS[f.reason] || esc(f.reason)}` : ""}${note}`;
+}
+
+function reviewCell(f, names) {
+  if (!f || f.verdict !== "disputed") return "";
+  const label = f.reviewer_label ? `，复核结论：${LABELS[f.reviewer_label] || esc(f.reviewer_label)}` : "";
+  const topic = f.reviewer_topic ? `（${esc(names[f.reviewer_topic] || f.reviewer_topic)}）` : "";
+  return `${REVIEWS[f.review_status] || esc(f.review_status)}${label}${topic}`;
+}
+
+function promptsPanel(report) {
+  const body = $("prompts").querySelector("tbody");
+  const names = Object.fromEntries(report.topics.map((t) => [t.topic, t.name]));
+  const given = new Map((report.prompt_feedback || []).map((f) => [`${f.question_utterance_id}|${f.topic}`, f]));
+  if (!report.agent.prompts.length) body.innerHTML = '<tr class="empty-row"><td colspan="7">本通话没有追问提示</td></tr>';
+  for (const p of report.agent.prompts) {
+    const f = given.get(`${p.question_utterance_id}|${p.topic}`);
+    const tr = document.createElement("tr");
+    tr.dataset.topic = p.topic;
+    tr.dataset.feedback = f ? f.verdict : "";
+    tr.dataset.review = f ? f.review_status : "";
+    tr.innerHTML = `<td>${clock(p.at_s)}</td><td>${esc(names[p.topic] || p.topic)}</td>
+      <td><span class="pill" style="background:${COLORS[p.label]}">${LABELS[p.label]}</span></td><td>${esc(p.text)}</td>
+      <td>${p.followed_up ? "是" : "否"}</td><td class="feedback">${feedbackCell(f)}</td><td class="review">${reviewCell(f, names)}</td>`;
+    body.appendChild(tr);
+  }
+}
+
+// A verdict a supervisor corrected on review says so in the checklist.
+function markCorrected(feedback) {
+  for (const f of feedback.filter((x) => x.review_status === "upheld")) {
+    const cell = document.querySelector(`#checklist tr[data-topic="${CSS.escape(f.reviewer_topic || f.topic)}"] td:nth-child(3)`);
+    if (cell && !cell.querySelector(".corrected")) cell.insertAdjacentHTML("beforeend", '<div class="hint corrected">主管复核更正</div>');
+  }
+}
+
 function transcript(utterances) {
   const box = $("transcript");
   for (const u of utterances) {
@@ -204,6 +248,8 @@ async function main() {
   timeline(report);
   checklist(report.topics);
   otherAnswers(report.answers || []);
+  promptsPanel(report);
+  markCorrected(report.prompt_feedback || []);
   transcript(report.utterances);
   supervisorNotes(report.notes || []);
   // #t=START-END (the coaching pages' links to a moment): cue the player there and play it if the browser lets us.

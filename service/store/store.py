@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.store.anchor import Anchor
 from service.store.leases import LeasedRows
-from service.store.models import Answer, Call, CallVersion, LiveFinal, Recording, ReportVersion
+from service.store.models import Answer, Call, CallVersion, LiveFinal, PromptFeedback, Recording, ReportVersion
 from service.store.rows import ReportRow, ReportRows
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -563,6 +563,8 @@ class Store:
             for job in jobs:
                 s.delete(job)
             s.execute(delete(CallVersion).where(CallVersion.call_id == call_id))
+            # Agents' verdicts on its prompts keep its redacted question and answer: they go with the call.
+            s.execute(delete(PromptFeedback).where(PromptFeedback.call_id == call_id))
             return sorted(folders)
 
     def flush_deleted(self) -> None:

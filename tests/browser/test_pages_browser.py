@@ -365,9 +365,12 @@ def test_a_new_user_clicks_from_the_landing_page_to_every_kind_of_page(browser, 
     _follow(page, page.locator(f'#board a[href="/agents/{AGENT_ID}"]'), f"{site.base}/agents/{AGENT_ID}")
     expect(page.locator("#card")).to_be_visible()
     expect(page.locator('#figures tr[data-figure="calls"] .value')).to_have_text("3")
+    # The review queue of disputed prompts (#31).
+    _follow(page, page.locator("#sitenav a", has_text="提示复核"), re.compile(r"/reviews"))
+    expect(page.locator("#reviews")).to_be_visible()
     # Home again.
     _follow(page, page.locator("#sitenav a.brand"), f"{site.base}/")
-    expect(page.locator("#pages li")).to_have_count(7)  # six pages and the API's docs
+    expect(page.locator("#pages li")).to_have_count(8)  # seven pages and the API's docs
     assert watch.take() == []
     page.close()
 

@@ -70,9 +70,14 @@ def test_a_report_stored_before_format_versions_is_sent_as_it_was_stored(client:
     assert (sent.pop("source"), sent.pop("complete"), sent.pop("reprocessing")) == ("upload", True, False)
     assert (sent.pop("live_labels"), sent.pop("redecoded")) == ({}, [])  # not a live call: nothing re-decoded
     assert sent.pop("notes") == []  # no supervisor wrote to the agent during it
+    assert sent.pop("prompt_feedback") == []  # no agent's verdict on its prompts (#31)
+    for prompt in sent["agent"]["prompts"]:  # prompts name their question since #31: unknown in format 1
+        assert prompt.pop("question_utterance_id") is None
     assert sent == old
     _store(client, stored_report(old["call_id"]))  # a newer scoring (format 2) replaces it
     [version] = client.get(f"/v1/calls/{old['call_id']}/versions", headers=bearer("adm")).json()["versions"]
+    for prompt in version["report"]["agent"]["prompts"]:
+        assert prompt.pop("question_utterance_id") is None
     assert version["report"] == {**old, "live_labels": {}, "redecoded": []}
     listed = client.get("/v1/calls", headers=bearer("sup")).json()["items"]
     assert [c["labels"] for c in listed] == [{}]

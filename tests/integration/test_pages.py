@@ -34,7 +34,8 @@ def test_me_lists_the_pages_each_role_may_open_and_the_banks_zone(client: TestCl
         assert me["timezone"] == "Asia/Hong_Kong" and me["role"] == TOKENS[token][0]
         assert all(p["title"] and p["summary"] for p in me["pages"])
         pages[token] = ([p["path"] for p in me["pages"]], me["docs"] and me["docs"]["path"])
-    assert pages["sup"] == (["/console", "/live", *READERS[1:], "/agents"], "/docs")  # the wallboard: supervisors
+    # The wallboard and the review queue: supervisors only.
+    assert pages["sup"] == (["/console", "/live", *READERS[1:], "/agents", "/reviews"], "/docs")
     assert pages["adm"] == pages["sup"]
     assert pages["a1"] == ([*READERS, "/agents/A1"], None)  # their own scorecard, not the list of all
     assert pages["ing"] == ([], "/docs")  # a switch reads no page
@@ -44,12 +45,13 @@ def test_each_listed_page_opens_for_its_role(client: TestClient) -> None:
     """What /v1/me lists is what the role's token may read: the API behind each page answers it."""
     behind = {"/calls": "/v1/calls", "/customers": "/v1/customers", "/followups": "/v1/followups",
               "/agents": "/v1/agents", "/agents/A1": "/v1/agents/A1", "/console": "/v1/demo/calls",
-              "/live": "/v1/live/calls"}
+              "/live": "/v1/live/calls", "/reviews": "/v1/reviews"}
     for token in TOKENS:
         listed = {p["path"] for p in client.get("/v1/me", headers=bearer(token)).json()["pages"]}
         for page in listed:
             assert client.get(behind[page], headers=bearer(token)).status_code == 200, (token, page)
-        for page in {*READERS, "/live", "/agents"} - listed:  # not listed: the API refuses the page's first request
+        # Not listed: the API refuses the page's first request.
+        for page in {*READERS, "/live", "/agents", "/reviews"} - listed:
             assert client.get(behind[page], headers=bearer(token)).status_code == 403, (token, page)
 
 

@@ -48,6 +48,8 @@ def test_format_1_written_again_is_format_2_with_nothing_else_changed() -> None:
     assert data.pop("format_version") == REPORT_FORMAT == 2
     # Fields format 2 gained since (a live call's re-decoding, #29) come at their defaults.
     assert (data.pop("live_labels"), data.pop("redecoded")) == ({}, ())
+    for prompt in data["agent"]["prompts"]:  # prompts name their question since #31
+        assert prompt.pop("question_utterance_id") is None
     assert json.loads(json.dumps(data)) == stored
 
 
