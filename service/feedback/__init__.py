@@ -1,4 +1,4 @@
-"""Agents' verdicts on prompts and their review (issue #31, docs/floor-feedback.md).
+"""Agents' verdicts on prompts and their review (issue #31, docs/floor.md).
 
 An agent marks a prompt of their call 已追问 (`asked_again`) or 提示有误 (`disputed`: the answer was in fact clear,
 or the question was taken for the wrong topic). The server finds the prompt itself, in the stored report or, while

@@ -1,11 +1,12 @@
 """`POST /v1/calls/{call_id}/prompts/feedback` (the call's agent, supervisors): a verdict on a prompt, during the
 call or after it; `GET /v1/reviews` and `POST /v1/reviews/{id}` (supervisors): the review queue of disputed
 prompts. Every verdict, review and read of the queue is audited (`prompt_feedback`, `prompt_review`,
-`reviews_read`). docs/floor-feedback.md."""
+`reviews_read`). docs/floor.md."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
@@ -23,11 +24,13 @@ from service.feedback import repository as feedback
 from service.feedback.prompts import PromptFacts, live_report, prompt_in_report
 from service.feedback.repository import MAX_NOTE, FeedbackError, FeedbackRecord, Reason, Verdict
 from service.feedback.review import review
-from service.live.hub import CallHub
+from service.live.hub import BusUnavailable
 from service.metrics import PROMPT_FEEDBACK, PROMPT_REVIEWS
 from service.protocol import PromptFeedbackEvent, dump
 from service.state import AppState
 from service.store import Store, audit
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["feedback"])
 
@@ -87,18 +90,17 @@ class FeedbackSaved(FeedbackItem):
     replaced: bool
 
 
-def tell_screens(state: AppState, call_id: str, event: PromptFeedbackEvent) -> bool:
+async def tell_screens(state: AppState, call_id: str, event: PromptFeedbackEvent) -> bool:
     """The call's other screens learn that the card was marked, through the call's event feed; whether it was
-    published. The in-process bus (one replica) carries it to every screen. Through Redis only the replica that
-    streams the call publishes to its stream: entries carry ids its writer stamps from its own clock
-    (service/live/redis_bus.py), so an entry appended by another replica whose clock runs ahead would make the
-    call's next events collide with it and be refused; elsewhere the clicking screen marks its own card, and the
-    report shows the verdict. (Switched to the bus's way of publishing to a call streamed elsewhere once the bus
-    has one.)"""
-    if not isinstance(state.hub, CallHub) and call_id not in state.calls.active:
+    published. The bus hands the event to the replica that streams the call (with Redis, whichever replica the
+    request reached), which publishes it like the call's own events, so a console opened later shows the card
+    marked too. A call no replica streams any more has no screens to tell; an unreachable bus loses only this
+    courtesy (the verdict is stored, the report shows it)."""
+    try:
+        return await state.hub.post(call_id, dump(event), event.type)
+    except BusUnavailable:
+        log.warning("call %s: the event bus is unreachable; other screens do not see the prompt marked", call_id)
         return False
-    state.hub.publish(call_id, dump(event), event.type)
-    return True
 
 
 def _find(store: Store, state: AppState, call_id: str, body: FeedbackBody,
@@ -149,7 +151,7 @@ async def prompt_feedback(call_id: CallIdPath, body: FeedbackBody, principal: Vi
         "label": record.label, "verdict": record.verdict, "reason": record.reason, "replaced": replaced,
         "assessor_version": record.assessor_version, "note_sha256": audit.digest(note) if note else None})
     PROMPT_FEEDBACK.labels(record.topic, record.label, record.verdict, record.reason or "-").inc()
-    tell_screens(state, call_id, PromptFeedbackEvent(question_utterance_id=record.question_utterance_id,
+    await tell_screens(state, call_id, PromptFeedbackEvent(question_utterance_id=record.question_utterance_id,
                                                      topic=record.topic, verdict=body.verdict, reason=record.reason))
     return FeedbackSaved(**asdict(record), replaced=replaced)
 
