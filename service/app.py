@@ -53,7 +53,7 @@ from service.auth import (
 )
 from service.coaching import agents_api as agents
 from service.errors import ServiceError
-from service.feedback import api as feedback
+from service.feedback import feedback_api as feedback
 from service.floor import Floor, FloorBus, LocalFloorBus, RedisFloorBus, load_alert_rules
 from service.ids import process_name
 from service.live.books import BooksOptions, LiveBooks

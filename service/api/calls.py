@@ -15,8 +15,8 @@ from nlu.report import Action, AgentReview, AnswerRecord, Contribution, Silenced
 from service.api.deps import MAX_OFFSET, Admin, CallIdPath, SettingsDep, StoreDep, Viewer, checked_id
 from service.api.notes import NoteOut, report_notes
 from service.errors import ServiceError, forbidden
-from service.feedback.api import FeedbackItem
-from service.feedback.api import item as feedback_item
+from service.feedback.feedback_api import FeedbackItem
+from service.feedback.feedback_api import item as feedback_item
 from service.feedback.repository import call_feedback
 from service.ids import MAX_LENGTH
 from service.privacy import RawTextCipher
