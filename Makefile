@@ -49,14 +49,19 @@ run: install
 	@$(BIN)/huifang serve
 
 # The whole suite: lint, types and tests of every kind, the same here and in CI (.ci/run).
-# Two pytest processes, one per core of a 2-core machine: the integration tests (servers, databases, the real
-# model), and beside them the unit and browser tests, whose output follows once both are done. Both must pass.
+# Two pytest processes, one per core of a 2-core machine, of about equal length: the integration tests (servers,
+# databases, the real model), and beside them the unit and browser tests with the integration modules in
+# BESIDE (long ones that mostly wait on subprocesses: the README's commands as written, the installed package,
+# the soak, recordings through the model), whose output follows once both are done. Both must pass.
+BESIDE := tests/integration/test_readme.py tests/integration/test_transcribe.py \
+	tests/integration/test_soak_smoke.py tests/integration/test_packaging.py
 test: lint types
-	@$(BIN)/python -m pytest tests/unit tests/browser -p no:cacheprovider > $(VENV)/test-beside.log 2>&1 & \
+	@$(BIN)/python -m pytest tests/unit tests/browser $(BESIDE) -p no:cacheprovider > $(VENV)/test-beside.log 2>&1 & \
 	beside=$$!; \
-	$(BIN)/python -m pytest tests/integration; integration=$$?; \
+	$(BIN)/python -m pytest tests/integration $(addprefix --ignore=,$(BESIDE)); integration=$$?; \
 	wait $$beside; others=$$?; \
-	echo "== unit and browser tests (run beside the integration tests) =="; cat $(VENV)/test-beside.log; \
+	echo "== unit and browser tests, and $(words $(BESIDE)) integration modules (run beside the others) =="; \
+	cat $(VENV)/test-beside.log; \
 	test $$integration = 0 -a $$others = 0
 
 # One kind of test (tests/README.md says which is which), after the same install as `make test`:
