@@ -24,7 +24,7 @@ from typing import Any, Protocol, cast
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from service.live.redis_bus import BATCH, QUEUE_LIMIT, live_key
+from service.live.redis_bus import BATCH, QUEUE_LIMIT, live_key, raise_if_cancelled
 from service.metrics import BUS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,7 @@ class RedisFloorBus:
                         pipe.xadd(self.key, {"r": self.replica, "m": text}, maxlen=self.history, approximate=True)
                     await pipe.execute()
                 except (RedisError, OSError) as e:
+                    raise_if_cancelled()
                     if self.write_problem is None:
                         log.error("floor: Redis unreachable (%s); holding messages until it is back", e)
                     self.write_problem = f"Redis unreachable: {type(e).__name__}"
@@ -161,6 +162,7 @@ class RedisFloorBus:
                     continue
                 answer = await self._redis.xread({self.key: last}, count=BATCH, block=BLOCK_MS)
             except (RedisError, OSError) as e:
+                raise_if_cancelled()
                 if self.read_problem is None:
                     log.error("floor: cannot read the other replicas' calls from Redis (%s)", e)
                 self.read_problem = f"Redis unreachable: {type(e).__name__}"

@@ -27,6 +27,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service.errors import ServiceError
+from service.live.redis_bus import raise_if_cancelled
 from service.metrics import LIVE_ADMISSIONS
 from service.protocol import CloseCode
 
@@ -265,12 +266,17 @@ class RedisLoadBoard:
 
     async def _beat(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation (stop) that arrives
+            # as the awaited thing completes, and the loop would go on.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=LOAD_BEAT_S)
+                async with asyncio.timeout(LOAD_BEAT_S):
+                    await self._wake.wait()
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._publish(), timeout=READ_TIMEOUT_S * 4)
+                async with asyncio.timeout(READ_TIMEOUT_S * 4):
+                    await self._publish()
             except (RedisError, OSError, TimeoutError) as e:
+                raise_if_cancelled()
                 # The others then count this replica as gone (its key expires) and send it nothing.
                 log.debug("live load: could not publish (%s)", e)
 

@@ -31,6 +31,7 @@ import numpy as np
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from service.live.redis_bus import raise_if_cancelled
 from service.live.sources.base import AudioChunk
 from service.metrics import LISTEN_SKIPPED
 
@@ -283,6 +284,7 @@ class RedisAudioRelay:
                     pipe.publish(channel, message)
                 await pipe.execute()
             except (RedisError, OSError) as e:
+                raise_if_cancelled()
                 log.warning("listen-in relay: cannot publish audio (%s)", e)
                 await asyncio.sleep(POLL_S)
 
@@ -300,6 +302,7 @@ class RedisAudioRelay:
                     pipe.zcard(self._listeners_key(call_id))
                 answers = await pipe.execute()
             except (RedisError, OSError) as e:
+                raise_if_cancelled()
                 log.warning("listen-in relay: cannot read the listener sets (%s)", e)
                 continue
             for call_id, count in zip(calls, answers[1::2], strict=True):

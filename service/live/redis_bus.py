@@ -77,6 +77,16 @@ INBOX_LIMIT = 1000
 OPEN, END = "__open__", "__end__"
 
 
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a Redis error stands for. redis-py answers a cancellation that lands during a
+    command by dropping the connection and raising a connection error, so a loop that catches Redis errors and
+    goes on would outlive its own stop (a claims heartbeat renewing the claims of a replica that stopped). Call
+    first in such an except block."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def connect(url: str) -> aioredis.Redis:
     """A client for `url` (redis:// or rediss://, with password and database in the URL); connects lazily."""
     return aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=BLOCK_MS / 1000 + COMMAND_TIMEOUT_S,
@@ -260,6 +270,7 @@ class RedisHub:
                 try:
                     await self._send(batch)
                 except (RedisError, OSError) as e:
+                    raise_if_cancelled()
                     if self.write_problem is None:
                         log.error("event bus: Redis unreachable (%s); holding events until it is back", e)
                     self.write_problem = f"Redis unreachable: {type(e).__name__}"
@@ -405,6 +416,7 @@ class RedisHub:
             try:
                 answer = await _xread(reader, streams)
             except (RedisError, OSError) as e:
+                raise_if_cancelled()
                 for follow in list(self._follows.values()):
                     for sub in list(follow.subs):
                         self._tell(sub, e)
@@ -640,9 +652,13 @@ class RedisClaims:
 
     async def _beat(self) -> None:
         while True:
+            raise_if_cancelled()  # a cancellation a Redis call swallowed whole
             await asyncio.sleep(self.lease_ms / 3000)
             try:
-                await asyncio.wait_for(self._redis.ping(), timeout=COMMAND_TIMEOUT_S)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that arrives as the
+                # ping completes, and a heartbeat that outlives its replica's stop keeps its claims alive.
+                async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                    await self._redis.ping()
                 for call_id, owner in self.local.held():
                     held = await self._renew(keys=self._keys(call_id, owner), args=[
                         self.replica, self.lease_ms, "1" if owner is not None else "0", call_id])
@@ -653,6 +669,7 @@ class RedisClaims:
                     await self._renew_slot(keys=[f"{self.prefix}:demos"], args=[self.lease_ms, call_id])
                 self.problem = None
             except (RedisError, OSError, TimeoutError) as e:
+                raise_if_cancelled()
                 self._unreachable("claims are kept", e)
 
     async def start(self) -> None:

@@ -56,6 +56,9 @@ class WorkerLoop:
                 worked = False
             if not worked:
                 # Cleared after the wait, not before: a notify that came while the step ran is not lost.
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation (stop) that
+                # arrives as the wake-up does.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
+                    async with asyncio.timeout(self.poll_s):
+                        await self._wake.wait()
                 self._wake.clear()
