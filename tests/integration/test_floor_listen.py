@@ -64,6 +64,8 @@ def test_a_supervisor_hears_both_channels_of_the_call_as_streamed(client: TestCl
             assert np.array_equal(both, samples)
             switch.send_json({"type": "stop"})
             assert ear.receive_json() == {"type": "end", "call_id": "l1", "report_url": None, "resumable": False}
+            with pytest.raises(WebSocketDisconnect):  # the server closes once the listening's stop is audited
+                ear.receive_json()
     entries = audited(client, "listen_in")
     assert [(e.call_id, e.actor, json.loads(e.payload)["event"]) for e in entries] == [
         ("l1", "supervisor-2", "start"), ("l1", "supervisor-2", "stop")]
