@@ -24,15 +24,13 @@ from typing import Any, Protocol, cast
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from service.live.redis_bus import BATCH, QUEUE_LIMIT, live_key, raise_if_cancelled
+from service.live.redis_bus import BATCH, QUEUE_LIMIT, backoff, live_key, raise_if_cancelled, write_in_batches
 from service.metrics import BUS_ERRORS
 
 log = logging.getLogger(__name__)
 
 #: Longest a blocking read of the floor waits (milliseconds): the reader looks at its stop flag this often.
 BLOCK_MS = 1000
-#: Seconds between attempts while Redis is unreachable, doubling up to the last.
-RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 #: Delivers a message of another replica (its JSON form, and that replica's name) to this process's floor.
 Deliver = Callable[[dict[str, Any], str], None]
@@ -80,10 +78,6 @@ class LocalFloorBus:
         return None
 
 
-def _backoff(attempt: int) -> float:
-    return RETRY_S[min(attempt, len(RETRY_S) - 1)]
-
-
 class RedisFloorBus:
     """The floor of replicas sharing a Redis server: one stream, `{prefix}:floor`, bounded to `history`."""
 
@@ -113,28 +107,13 @@ class RedisFloorBus:
                 log.error("floor: %d message(s) dropped, Redis has been unreachable too long", self.dropped)
 
     async def _write_loop(self) -> None:
-        while True:
-            batch = [await self._outbox.get()]
-            while len(batch) < BATCH and not self._outbox.empty():
-                batch.append(self._outbox.get_nowait())
-            for attempt in range(1_000_000):
-                try:
-                    pipe = self._redis.pipeline(transaction=False)
-                    for text in batch:
-                        pipe.xadd(self.key, {"r": self.replica, "m": text}, maxlen=self.history, approximate=True)
-                    await pipe.execute()
-                except (RedisError, OSError) as e:
-                    raise_if_cancelled()
-                    if self.write_problem is None:
-                        log.error("floor: Redis unreachable (%s); holding messages until it is back", e)
-                    self.write_problem = f"Redis unreachable: {type(e).__name__}"
-                    BUS_ERRORS.labels("write").inc()
-                    await asyncio.sleep(_backoff(attempt))
-                    continue
-                if self.write_problem is not None:
-                    log.info("floor: Redis reachable again")
-                    self.write_problem = None
-                break
+        await write_in_batches(self._outbox, self._send, self, "floor", "messages")
+
+    async def _send(self, batch: list[str]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for text in batch:
+            pipe.xadd(self.key, {"r": self.replica, "m": text}, maxlen=self.history, approximate=True)
+        await pipe.execute()
 
     def _deliver(self, deliver: Deliver, entries: list[tuple[str, dict[str, str]]]) -> None:
         for _, fields in entries:
@@ -167,7 +146,7 @@ class RedisFloorBus:
                     log.error("floor: cannot read the other replicas' calls from Redis (%s)", e)
                 self.read_problem = f"Redis unreachable: {type(e).__name__}"
                 BUS_ERRORS.labels("read").inc()
-                await asyncio.sleep(_backoff(attempt))
+                await asyncio.sleep(backoff(attempt))
                 attempt += 1
                 continue
             attempt = 0

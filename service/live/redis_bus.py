@@ -37,7 +37,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
@@ -121,8 +121,41 @@ def _newer(entry_id: str, than: str) -> bool:
     return (int(a), int(b or 0)) > (int(c), int(d or 0))
 
 
-def _backoff(attempt: int) -> float:
+def backoff(attempt: int) -> float:
+    """Seconds to wait before attempt `attempt` (from 0) at reaching Redis again."""
     return RETRY_S[min(attempt, len(RETRY_S) - 1)]
+
+
+class Writer(Protocol):
+    """What `write_in_batches` keeps up to date: why writes cannot reach Redis now, or None."""
+
+    write_problem: str | None
+
+
+async def write_in_batches(outbox: asyncio.Queue[T], send: Callable[[list[T]], Awaitable[None]], writer: Writer,
+                           what: str, items: str) -> None:
+    """The one writer task of a bounded in-process queue: up to `BATCH` queued items at a time sent by `send`,
+    in order; while Redis is unreachable the batch is retried with `backoff` (the queue keeps filling, its
+    producers never wait), `writer.write_problem` says why, and the log says so once each way."""
+    while True:
+        batch = [await outbox.get()]
+        while len(batch) < BATCH and not outbox.empty():
+            batch.append(outbox.get_nowait())
+        for attempt in range(1_000_000):
+            try:
+                await send(batch)
+            except (RedisError, OSError) as e:
+                raise_if_cancelled()
+                if writer.write_problem is None:
+                    log.error("%s: Redis unreachable (%s); holding %s until it is back", what, e, items)
+                writer.write_problem = f"Redis unreachable: {type(e).__name__}"
+                BUS_ERRORS.labels("write").inc()
+                await asyncio.sleep(backoff(attempt))
+                continue
+            if writer.write_problem is not None:
+                log.info("%s: Redis reachable again", what)
+                writer.write_problem = None
+            break
 
 
 @dataclass(eq=False)
@@ -262,25 +295,7 @@ class RedisHub:
     # -- the writer ---------------------------------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
-        while True:
-            batch = [await self._outbox.get()]
-            while len(batch) < BATCH and not self._outbox.empty():
-                batch.append(self._outbox.get_nowait())
-            for attempt in range(1_000_000):
-                try:
-                    await self._send(batch)
-                except (RedisError, OSError) as e:
-                    raise_if_cancelled()
-                    if self.write_problem is None:
-                        log.error("event bus: Redis unreachable (%s); holding events until it is back", e)
-                    self.write_problem = f"Redis unreachable: {type(e).__name__}"
-                    BUS_ERRORS.labels("write").inc()
-                    await asyncio.sleep(_backoff(attempt))
-                    continue
-                if self.write_problem is not None:
-                    log.info("event bus: Redis reachable again")
-                    self.write_problem = None
-                break
+        await write_in_batches(self._outbox, self._send, self, "event bus", "events")
 
     async def _send(self, batch: list[_Out]) -> None:
         pipe = self._redis.pipeline(transaction=False)
@@ -364,7 +379,7 @@ class RedisHub:
                 return await read()
             except (RedisError, OSError) as e:
                 self._tell(sub, e)
-                await asyncio.sleep(_backoff(attempt))
+                await asyncio.sleep(backoff(attempt))
         raise AssertionError("unreachable")
 
     def _tell(self, sub: Subscription, error: BaseException) -> None:
@@ -420,7 +435,7 @@ class RedisHub:
                 for follow in list(self._follows.values()):
                     for sub in list(follow.subs):
                         self._tell(sub, e)
-                await asyncio.sleep(_backoff(attempt))
+                await asyncio.sleep(backoff(attempt))
                 attempt += 1
                 continue
             attempt = 0
