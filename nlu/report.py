@@ -319,10 +319,12 @@ def _standing(turns: list[Turn], dialogue: CallDialogue, script: CallScript) -> 
 
 @dataclass(frozen=True, slots=True)
 class LiveRisk:
-    """A call's risk score (0-100) and tier as it stands."""
+    """A call's risk score (0-100) and tier as it stands, with what its clear answers have stated so far
+    ((topic, value) pairs of configs/risk.yaml `stated`: a guarantor's clear 不同意 is `("guarantor", "no")`)."""
 
     score: int
     tier: Tier
+    stated: tuple[tuple[str, str], ...] = ()
 
 
 def live_risk(turns: list[Turn], dialogue: CallDialogue, script: CallScript, risk: RiskConfig,
@@ -335,7 +337,7 @@ def live_risk(turns: list[Turn], dialogue: CallDialogue, script: CallScript, ris
     standing = _standing(turns, dialogue, script)
     topics = standing.topics if ended else tuple(t for t in standing.topics if t.asked)
     scored = score_topics(topics, standing.answers, script, risk, standing.call_keys)
-    return LiveRisk(scored.score, scored.tier)
+    return LiveRisk(scored.score, scored.tier, tuple((t.topic, t.stated) for t in scored.topics if t.stated))
 
 
 @dataclass(frozen=True, slots=True)

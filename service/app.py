@@ -24,7 +24,7 @@ from asr.streaming import SileroStep
 from asr.transcribe import Transcriber
 from nlu.assess import Assessor
 from nlu.classifier import ClassifierUnavailableError
-from nlu.report import load_risk
+from nlu.report import RiskConfig, load_risk
 from service import bootstrap
 from service.api import (
     assess,
@@ -146,11 +146,11 @@ async def _start(settings: Settings, transcriber: Transcriber | None, stack: Asy
     assessor, classifier_error = await _assessor(settings)
     hub, claims, board, floor_bus = await _bus(settings, stack)
     load = _load(settings, board)
-    live_floor = await _floor(settings, assessor, floor_bus, stack)
+    risk = await asyncio.to_thread(load_risk, settings.scoring.risk_file)
+    live_floor = await _floor(settings, assessor, risk, floor_bus, stack)
     live_calls = LiveCalls(engine, hub, assessor, nlu_executor, LiveOptions(
         assist=settings.nlu.assist, dialogue=bootstrap.dialogue_options(settings),
-        max_calls_per_token=settings.auth.max_calls_per_token, max_call_s=settings.live.max_call_s,
-        risk=await asyncio.to_thread(load_risk, settings.scoring.risk_file)),
+        max_calls_per_token=settings.auth.max_calls_per_token, max_call_s=settings.live.max_call_s, risk=risk),
         asr_error=asr_error, claims=claims, load=load, board=board, floor=live_floor)
     if isinstance(hub, RedisHub):
         # Listening in on a call streamed by another replica: its audio through Redis while someone listens.
@@ -197,11 +197,13 @@ def _load(settings: Settings, board: LoadBoard) -> LiveLoad:
     return load
 
 
-async def _floor(settings: Settings, assessor: Assessor, bus: FloorBus, stack: AsyncExitStack) -> Floor:
-    """The supervisors' floor, its alert rules checked against the call script (a bad file stops start-up)."""
+async def _floor(settings: Settings, assessor: Assessor, risk: RiskConfig, bus: FloorBus,
+                 stack: AsyncExitStack) -> Floor:
+    """The supervisors' floor, its alert rules checked against the call script and the risk file's stated values
+    (a bad file stops start-up)."""
     script = assessor.script
     topics = set(script.topics) | ({script.other.id} if script.other is not None else set())
-    rules = await asyncio.to_thread(load_alert_rules, settings.floor.alerts_file, topics)
+    rules = await asyncio.to_thread(load_alert_rules, settings.floor.alerts_file, topics, risk.stated)
     replica = bus.replica if isinstance(bus, RedisFloorBus) else process_name()
     live_floor = Floor(rules, bus, replica, tile_interval_s=settings.floor.tile_interval_s,
                        keep_ended_s=settings.floor.keep_ended_s, refresh_s=settings.floor.refresh_s)

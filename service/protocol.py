@@ -287,6 +287,9 @@ class RiskEvent(BaseModel):
     type: Literal["risk"] = "risk"
     score: float = Field(..., ge=0, le=100)
     tier: Literal["low", "medium", "high"]
+    #: What clear answers have stated so far, by topic (configs/risk.yaml `stated`): a clear answer can be the
+    #: risk (guarantor `no`: the guarantor refuses; overdue `yes`: a difficulty is expected).
+    stated: dict[str, str] = Field(default_factory=dict)
 
 
 class PromptSummary(BaseModel):

@@ -3,17 +3,18 @@ against them.
 
 A rule names the moments worth a supervisor's eye as keys like those of configs/risk.yaml's actions:
 `guarantor.unclear` (an answer's topic and label), `*.mismatch` (a figure contradicting the loan file),
-`risk.high` (the call's live risk reaching a tier). `raised(call_id, event, rules, at_s)` gives the alerts an
-event raises, each with an id that is stable for the same moment (call, rule, question and topic; or call and
-rule for risk), so a later revision of the same answer, or the same event read again on another replica, never
-raises a second alert.
+`guarantor.stated:no` (what a clear answer states: a refusal is as worth a look as a hedge), `risk.high` (the
+call's live risk reaching a tier). `raised(call_id, event, rules, at_s)` gives the alerts an event raises, each
+with an id that is stable for the same moment (call, rule, question and topic; call, rule, topic and stated value;
+or call and rule for risk), so a later revision of the same answer, or the same event read again on another
+replica, never raises a second alert.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from pydantic import BaseModel
 
 from huifang_configs import configs_file
 from nlu.script import read_mapping
+from nlu.stated import StatedRule, stated_patterns_problem
 from service.floor.tile import iso
 from service.protocol import AssessmentEvent, RiskEvent
 
@@ -29,7 +31,7 @@ DEFAULT_ALERTS_FILE = configs_file("alerts.yaml")
 
 _LABELS = ("clear", "omission", "unclear", "evasive", "mismatch")
 _KEY = re.compile(r"^(?:risk\.(?:low|medium|high|\*)|(?P<topic>[a-z_*?\[\]]+)\.(?:" + "|".join(_LABELS)
-                  + r"|\*))$")
+                  + r"|\*|stated:[a-z_*?\[\]]+))$")
 _RULE_ID = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
@@ -81,9 +83,11 @@ class Alert:
         return self if not self.open else replace(self, acknowledged_by=by, acknowledged_at=iso(at_s))
 
 
-def load_alert_rules(path: str | Path | None = None, topics: Collection[str] | None = None) -> tuple[AlertRule, ...]:
+def load_alert_rules(path: str | Path | None = None, topics: Collection[str] | None = None,
+                     stated: Mapping[str, StatedRule] | None = None) -> tuple[AlertRule, ...]:
     """The rules of an alerts file (default configs/alerts.yaml). With `topics` (the call script's, `other`
-    included), a key naming a topic that is not one of them is refused: a typo would silently never fire.
+    included), a key naming a topic that is not one of them is refused, and with `stated` (configs/risk.yaml's
+    rules), a `TOPIC.stated:VALUE` key that rule never states: a typo would silently never fire.
     Raises `AlertsError`."""
     path = Path(path) if path else DEFAULT_ALERTS_FILE
     raw = read_mapping(path, AlertsError)
@@ -107,39 +111,54 @@ def load_alert_rules(path: str | Path | None = None, topics: Collection[str] | N
         for key in when:
             match = _KEY.match(key) if isinstance(key, str) else None
             if match is None:
-                raise AlertsError(f"{where} ({rule_id}): {key!r} is not TOPIC.LABEL, TOPIC.mismatch or risk.TIER")
+                raise AlertsError(f"{where} ({rule_id}): {key!r} is not TOPIC.LABEL, TOPIC.mismatch, "
+                                  "TOPIC.stated:VALUE or risk.TIER")
             topic = match.group("topic")
             if topics is not None and topic and not any(c in topic for c in "*?[") and topic not in topics:
                 raise AlertsError(f"{where} ({rule_id}): {key!r} names no topic of the call script")
+            if stated is not None and (problem := stated_patterns_problem([key], stated)):
+                raise AlertsError(f"{where} ({rule_id}): {problem} (configs/risk.yaml)")
         out.append(AlertRule(rule_id, title.strip(), tuple(when)))
     return tuple(out)
 
 
-def event_keys(event: BaseModel) -> tuple[tuple[str, ...], str | None, str | None, str]:
-    """What an event offers to the rules: (keys, topic, label, the moment's part of an alert id); no keys for an
-    event no rule can match."""
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """One moment of a call the rules may match: its keys, the topic and label an alert shows, and the moment's
+    part of an alert id (the same moment seen again gives the same id)."""
+
+    keys: tuple[str, ...]
+    topic: str | None
+    label: str | None
+    moment: str
+
+
+def event_moments(event: BaseModel) -> tuple[Moment, ...]:
+    """What an event offers to the rules: an answer is one moment (its label and any mismatch); a risk event is
+    the tier (once per call) and each value clear answers stated (once per topic and value); none for an event no
+    rule can match."""
     if isinstance(event, AssessmentEvent):
         keys = [f"{event.topic}.{event.label}"]
         if event.mismatch is not None:
             keys.append(f"{event.topic}.mismatch")
-        return tuple(keys), event.topic, event.label, f"{event.question_utterance_id}:{event.topic}"
+        return (Moment(tuple(keys), event.topic, event.label, f"{event.question_utterance_id}:{event.topic}"),)
     if isinstance(event, RiskEvent):
-        return (f"risk.{event.tier}",), None, event.tier, ""
-    return (), None, None, ""
+        said = tuple(Moment((f"{topic}.stated:{value}",), topic, f"stated:{value}", f"stated:{topic}:{value}")
+                     for topic, value in sorted(event.stated.items()))
+        return (Moment((f"risk.{event.tier}",), None, event.tier, ""), *said)
+    return ()
 
 
 def raised(call_id: str, event: BaseModel, rules: tuple[AlertRule, ...], at_s: float) -> list[Alert]:
     """The alerts `event` of call `call_id` raises under `rules` (before any is known to be raised already:
     the caller keeps those by `alert_id`). Pure."""
-    keys, topic, label, moment = event_keys(event)
-    if not keys:
-        return []
     out = []
-    for rule in rules:
-        matched = [k for k in keys if any(fnmatch.fnmatchcase(k, pattern) for pattern in rule.when)]
-        if not matched:
-            continue
-        shown = "mismatch" if matched[0].endswith(".mismatch") else label
-        alert_id = f"{call_id}:{rule.id}" + (f":{moment}" if moment else "")
-        out.append(Alert(alert_id, call_id, rule.id, rule.title, topic, shown, iso(at_s)))
+    for moment in event_moments(event):
+        for rule in rules:
+            matched = [k for k in moment.keys if any(fnmatch.fnmatchcase(k, pattern) for pattern in rule.when)]
+            if not matched:
+                continue
+            shown = "mismatch" if matched[0].endswith(".mismatch") else moment.label
+            alert_id = f"{call_id}:{rule.id}" + (f":{moment.moment}" if moment.moment else "")
+            out.append(Alert(alert_id, call_id, rule.id, rule.title, moment.topic, shown, iso(at_s)))
     return out

@@ -134,7 +134,7 @@ class CallAssist:
         if checklist is not None and (summary := self.pipeline.summary()) is not None:
             await self._emit(ChecklistEvent(items=[_item(i) for i in checklist], coverage=summary.coverage))
         if risk is not None:
-            await self._emit(RiskEvent(score=risk.score, tier=risk.tier))
+            await self._emit(RiskEvent(score=risk.score, tier=risk.tier, stated=dict(risk.stated)))
 
     def _run(self, fn: Callable[..., list[Verdict]], args: tuple[Any, ...], ended: bool) -> _Stepped:
         began = time.thread_time()

@@ -149,6 +149,37 @@ def test_a_live_call_shows_on_the_floor_raises_an_alert_and_its_ack_is_audited_a
     assert client.post("/v1/live/alerts/floor-1:nothing/ack", headers=bearer(SUPERVISOR)).status_code == 404
 
 
+def test_a_guarantor_who_plainly_refuses_raises_the_refusal_alert_not_a_hedge(tmp_path: Path,
+                                                                             shared_data: Path) -> None:
+    """call_s05 with the guarantor's answers made a plain refusal: clear answers, so no hedge alert and no
+    prompt, but what they state (configs/risk.yaml: guarantor `no`) raises `guarantor_refuses`, once."""
+    script, pcm = _call(shared_data)
+    refusals = iter(["这个担保我不同意。", "不同意，我不担保了。"])
+    turns = [{**t, "text": next(refusals)} if t["speaker"] == "customer" and t["start_s"] > 12 else t
+             for t in script["turns"]]
+    script = {**script, "turns": turns}
+    with tokens_client(tmp_path, TOKENS, ScriptedTranscriber(script), nlu=NLU) as client:
+        with client.websocket_connect("/v1/calls/floor-r/audio", headers=bearer(INGEST)) as call:
+            call.send_json(_start(script))
+            assert call.receive_json()["type"] == "ready"
+            for i in range(0, len(pcm), 12800):
+                call.send_bytes(pcm[i: i + 12800])
+            call.send_json({"type": "stop"})
+            with pytest.raises(WebSocketDisconnect):
+                while True:
+                    call.receive_json()
+        tile = _until(lambda: _tile(client, "floor-r"), lambda t: t is not None and t["state"] == "ended")
+        alerts = [a for a in _floor(client)["alerts"] if a["call_id"] == "floor-r"]
+        refused = [a for a in alerts if a["rule"] == "guarantor_refuses"]
+        assert [(a["topic"], a["label"], a["title"]) for a in refused] == [
+            ("guarantor", "stated:no", "担保人明确拒绝承担担保责任")], alerts
+        assert refused[0]["alert_id"] in tile["alerts"]
+        assert not [a for a in alerts if a["rule"] == "guarantor_hedged"]
+        assert tile["vague"] == {"omission": 0, "unclear": 0, "evasive": 0}
+        report = client.get("/v1/calls/floor-r/report", headers=bearer(SUPERVISOR)).json()
+        assert next(t for t in report["topics"] if t["topic"] == "guarantor")["stated"] == "no"
+
+
 def _metric(name: str, **labels: str) -> float:
     from service.metrics import REGISTRY
 

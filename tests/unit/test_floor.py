@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from nlu.report import load_risk
 from nlu.script import load_script
 from service.floor import Floor
 from service.floor.alerts import AlertsError, load_alert_rules, raised
@@ -32,7 +33,8 @@ from service.protocol import (
 
 SCRIPT = load_script()
 TOPICS = set(SCRIPT.topics) | {"other"}
-RULES = load_alert_rules(topics=TOPICS)
+STATED = load_risk().stated
+RULES = load_alert_rules(topics=TOPICS, stated=STATED)
 
 
 def assessment(topic: str, label: str, question: str = "agent-2", revision: int = 0,
@@ -132,7 +134,23 @@ def test_the_shipped_rules_raise_on_what_the_bank_asked_for() -> None:
     assert raised("c1", RiskEvent(score=30, tier="medium"), RULES, 0.0) == []
 
 
+def test_a_clear_refusal_or_a_stated_difficulty_raises_its_own_alert_once() -> None:
+    # A guarantor's plain 不同意 is a clear answer: no hedge alert, but what it states is the risk.
+    refused = RiskEvent(score=50, tier="high", stated={"guarantor": "no", "contact": "yes"})
+    alerts = raised("c1", refused, RULES, 0.0)
+    assert {(a.alert_id, a.rule, a.topic, a.label) for a in alerts} == {
+        ("c1:high_risk", "high_risk", None, "high"),
+        ("c1:guarantor_refuses:stated:guarantor:no", "guarantor_refuses", "guarantor", "stated:no")}
+    # The same stated value in the call's next risk event is the same moment: the same id, so raised once.
+    again = raised("c1", RiskEvent(score=65, tier="high", stated={"guarantor": "no", "overdue": "yes"}), RULES, 1.0)
+    assert {a.alert_id for a in again} == {"c1:high_risk", "c1:guarantor_refuses:stated:guarantor:no",
+                                           "c1:repayment_difficulty:stated:overdue:yes"}
+    assert raised("c1", RiskEvent(score=0, tier="low", stated={"overdue": "no", "contact": "yes"}), RULES, 0.0) == []
+
+
 @pytest.mark.parametrize("rules, problem", [
+    ("rules: [{id: x, title: t, when: ['guarantor.stated:maybe']}]", "never states 'maybe'"),
+    ("rules: [{id: x, title: t, when: ['loan_amount.stated:no']}]", "no stated rule for topic loan_amount"),
     ("rules: {}", "must be a list"),
     ("rules: [{id: x, title: t, when: [guarantor.hedged]}]", "is not TOPIC.LABEL"),
     ("rules: [{id: x, title: t, when: [guarantr.unclear]}]", "names no topic"),
@@ -145,7 +163,7 @@ def test_a_bad_alerts_file_is_refused_saying_where(tmp_path: Path, rules: str, p
     path = tmp_path / "alerts.yaml"
     path.write_text(rules, encoding="utf-8")
     with pytest.raises(AlertsError, match=problem):
-        load_alert_rules(path, TOPICS)
+        load_alert_rules(path, TOPICS, STATED)
 
 
 def test_patterns_may_name_any_topic(tmp_path: Path) -> None:

@@ -77,8 +77,11 @@ async def test_the_live_risk_at_the_end_of_a_call_is_its_reports(name: str, shar
                           risk=RISK)
     assert (risks[-1].score, risks[-1].tier) == (stored.risk_score, stored.tier) == (replayed.risk_score,
                                                                                       replayed.tier)
+    # What clear answers stated, as the report has it per topic (the floor's alerts match it).
+    assert risks[-1].stated == {t.topic: t.stated for t in stored.topics if t.stated}
     # Sent only when it changed, and the last one before the summary.
-    assert all((a.score, a.tier) != (b.score, b.tier) for a, b in zip(risks, risks[1:], strict=False))
+    assert all((a.score, a.tier, a.stated) != (b.score, b.tier, b.stated)
+               for a, b in zip(risks, risks[1:], strict=False))
     kinds = [e.type for e in events]  # type: ignore[attr-defined]
     assert kinds.index("summary") > max(i for i, k in enumerate(kinds) if k == "risk")
 
