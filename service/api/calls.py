@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from nlu.report import Action, AgentReview, AnswerRecord, Contribution, SilencedSpan, Tier, TopicResult, read_report
 from service.api.deps import MAX_OFFSET, Admin, CallIdPath, SettingsDep, StoreDep, Viewer, checked_id
 from service.api.notes import NoteOut, report_notes
+from service.bankdays import bank_zone, day_start_utc
 from service.errors import ServiceError, forbidden
 from service.feedback.feedback_api import FeedbackItem
 from service.feedback.feedback_api import item as feedback_item
@@ -193,8 +194,10 @@ async def call_audio_file(call_id: CallIdPath, index: int, principal: Viewer, st
 async def list_calls(
     principal: Viewer,
     store: StoreDep,
-    date_from: Annotated[date | None, Query(description="calls on or after this day (UTC)")] = None,
-    date_to: Annotated[date | None, Query(description="calls on or before this day (UTC)")] = None,
+    settings: SettingsDep,
+    date_from: Annotated[date | None, Query(description="calls on or after this day of the bank's calendar "
+                                                         "(HUIFANG_LOANBOOK__TIMEZONE)")] = None,
+    date_to: Annotated[date | None, Query(description="calls on or before this day of the bank's calendar")] = None,
     tier: Annotated[Literal["low", "medium", "high"] | None, Query()] = None,
     label: Annotated[Literal["clear", "omission", "unclear", "evasive"] | None,
                      Query(description="calls with at least one answer of this label")] = None,
@@ -208,9 +211,10 @@ async def list_calls(
         if agent is not None and agent != principal.agent_id:
             raise forbidden("agents may list only their own calls")
         agent = principal.agent_id
+    tz = bank_zone(settings.loanbook.timezone)
     f = CallFilter(
-        date_from=datetime.combine(date_from, datetime.min.time()) if date_from else None,
-        date_to=datetime.combine(date_to + timedelta(days=1), datetime.min.time()) if date_to else None,
+        date_from=day_start_utc(date_from, tz) if date_from else None,
+        date_to=day_start_utc(date_to + timedelta(days=1), tz) if date_to else None,
         tier=tier, label=label, agent_id=agent, limit=limit, offset=offset)
     rows, total = await asyncio.to_thread(store.list_calls, f)
     return CallPage(total=total, limit=limit, offset=offset, items=[

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
+from service.bankdays import bank_zone, day_start_utc
 from service.errors import ServiceError
 
 if TYPE_CHECKING:  # the command line imports settings only once a command runs
@@ -44,10 +44,11 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
 def parse_since(text: str, timezone: str) -> datetime:
     """`--since` as naive UTC (how call times are stored): a date is its midnight in the bank's time zone."""
-    zone = ZoneInfo(timezone)
+    zone = bank_zone(timezone)
     try:
-        local = (datetime.combine(date.fromisoformat(text), time()) if len(text) == 10
-                 else datetime.fromisoformat(text))
+        if len(text) == 10:
+            return day_start_utc(date.fromisoformat(text), zone)
+        local = datetime.fromisoformat(text)
     except ValueError as e:
         raise ServiceError("usage", f"--since {text!r} is not a date (YYYY-MM-DD) or time (YYYY-MM-DDTHH:MM)") from e
     if local.tzinfo is None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 from datetime import date
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
 from nlu.script import ScriptError
 from service.api.deps import AgentIdPath, SettingsDep, StoreDep, Supervisor, Viewer
+from service.bankdays import bank_zone
 from service.coaching import cards as coaching
 from service.coaching.figures import CoachingRules, Period, TopicFigures, load_rules
 from service.errors import ServiceError, forbidden
@@ -138,13 +138,6 @@ class AgentCard(BaseModel):
     review: list[ReviewItem]
 
 
-def _zone(settings: Settings) -> ZoneInfo:
-    try:
-        return ZoneInfo(settings.loanbook.timezone)
-    except (ZoneInfoNotFoundError, ValueError) as e:
-        raise ServiceError("bad_timezone", f"unknown time zone {settings.loanbook.timezone!r}", 503) from e
-
-
 def _rules(settings: Settings) -> CoachingRules:
     try:
         return load_rules(settings.coaching.rules_file)
@@ -171,7 +164,7 @@ async def list_agents(
     """Every agent with calls in the period (supervisors): calls, checklist coverage, high-sensitivity topics
     skipped, prompts shown and followed up, vague answers and loan-file mismatches left standing, talk ratio,
     silence after questions and call length, with the team's median and each agent's difference from it."""
-    tz = _zone(settings)
+    tz = bank_zone(settings.loanbook.timezone)
     w = coaching.window(period, day or coaching.today(tz), tz)
     board = await asyncio.to_thread(coaching.scoreboard, store, w, sort, order == "desc")
     await asyncio.to_thread(audit.append, store, "agent_read", principal.name, None,
@@ -196,7 +189,7 @@ async def agent_card(
     coaching list: the calls most worth reviewing and why (configs/coaching.yaml)."""
     if principal.role == "agent" and principal.agent_id != agent_id:
         raise forbidden("agents may read only their own scorecard")
-    tz = _zone(settings)
+    tz = bank_zone(settings.loanbook.timezone)
     w = coaching.window(period, day or coaching.today(tz), tz)
     rules = await asyncio.to_thread(_rules, settings)
     card = await asyncio.to_thread(coaching.agent_card, store, agent_id, w, rules)

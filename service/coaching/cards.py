@@ -13,10 +13,11 @@ Synchronous: the routes call these from a worker thread.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from service.bankdays import day_start_utc
 from service.coaching.figures import (
     FIGURES,
     CallStats,
@@ -65,11 +66,7 @@ class Window:
 def window(period: Period, day: date, tz: ZoneInfo) -> Window:
     """The period of kind `period` that contains the bank's calendar day `day`."""
     start, end = period_bounds(period, day)
-
-    def utc(d: date) -> datetime:
-        return datetime.combine(d, time(), tzinfo=tz).astimezone(UTC).replace(tzinfo=None)
-
-    return Window(period, start, end, utc(start), utc(end), tz)
+    return Window(period, start, end, day_start_utc(start, tz), day_start_utc(end, tz), tz)
 
 
 def today(tz: ZoneInfo) -> date:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from functools import partial
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from nlu.free_text import free_text_redactor
+from service.bankdays import day_start_utc
 from service.loanbook import repository
 from service.loanbook.outbox_queue import MessageView
 from service.loanbook.policy import (
@@ -104,8 +105,7 @@ class LoanBook:
         return (now or self.now()).replace(tzinfo=UTC).astimezone(self.tz).date()
 
     def _start_of_today(self, now: datetime) -> datetime:
-        local = datetime.combine(self.today(now), time(0), self.tz)
-        return local.astimezone(UTC).replace(tzinfo=None)
+        return day_start_utc(self.today(now), self.tz)
 
     # -- planning ----------------------------------------------------------------------------------------------
 

@@ -260,6 +260,32 @@ def _report(call_id: str, tier: Tier, score: int, labels: dict[str, str]) -> dic
     return stored_report(call_id, tier, score, labels)
 
 
+def test_calls_are_listed_by_the_day_of_the_banks_calendar(tmp_path: Path) -> None:
+    """Call times are stored as UTC, but a day asked for is the bank's (Asia/Shanghai by default, as the pages
+    show times): a call made at 07:30 on 1 December in Shanghai is stored at 23:30 on 30 November UTC."""
+    from datetime import datetime
+
+    from tests.support.server import bearer, tokens_client
+
+    with tokens_client(tmp_path, {"sup": ("supervisor", None)}, ScriptTranscriber({"turns": []})) as client:
+        store = state_of(client.app).store  # type: ignore[arg-type]
+        assert store is not None
+        for call_id, at in [("dec1-0730", datetime(2026, 11, 30, 23, 30)), ("dec1-2330", datetime(2026, 12, 1, 15, 30)),
+                            ("dec2-0030", datetime(2026, 12, 1, 16, 30))]:
+            job = store.create_job(call_id, [], None, None, f"job-{call_id}", created_at=at)
+            assert store.claim_next() is not None
+            store.complete_job(job.id, report_row(_report(call_id, "low", 0, {"term": "clear"})), None, None, None)
+
+        def listed(**days: str) -> list[str]:
+            page = client.get("/v1/calls", params=days, headers=bearer("sup"))
+            assert page.status_code == 200, page.text
+            return sorted(c["call_id"] for c in page.json()["items"])
+
+        assert listed(date_from="2026-12-01", date_to="2026-12-01") == ["dec1-0730", "dec1-2330"]
+        assert listed(date_to="2026-11-30") == []
+        assert listed(date_from="2026-12-02") == ["dec2-0030"]
+
+
 def test_the_store_on_sqlite_and_postgresql(tmp_path: Path, database: str | None) -> None:
     for url in [database or f"sqlite:///{tmp_path / 'store.db'}"]:
         store = Store(url)
