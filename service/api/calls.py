@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import FileResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from nlu.report import Action, AgentReview, AnswerRecord, Contribution, SilencedSpan, Tier, TopicResult, read_report
 from service.api.deps import MAX_OFFSET, Admin, CallIdPath, SettingsDep, StoreDep, Viewer, checked_id
@@ -123,11 +123,18 @@ class RawTranscript(BaseModel):
 
 
 class ReportVersion(BaseModel):
-    version: int
+    """An earlier report of the call and what replaced it."""
+
+    version: int = Field(description="1 for the call's first report, counting up")
+    reason: Literal["replace", "rescore", "redecode", "review"] = Field(
+        description="replace: an admin's new upload; rescore: `huifang rescore` with another assessor; redecode: a "
+                    "live call's utterances decoded again after the call; review: a supervisor upheld an agent's "
+                    "dispute of a prompt")
+    assessor_version: str = Field(description="what produced this report (empty for reports of before it was kept)")
     recording_id: str | None
     agent_id: str | None
-    created_at: str
-    replaced_at: str
+    created_at: str = Field(description="when the call came in (UTC)")
+    replaced_at: str = Field(description="when this report stopped being the call's report (UTC)")
     report: ReportBody
 
 
@@ -241,16 +248,19 @@ async def call_raw_transcript(call_id: CallIdPath, principal: Admin, store: Stor
 
 @router.get("/v1/calls/{call_id}/versions", response_model=CallVersions)
 async def call_versions(call_id: CallIdPath, principal: Admin, store: StoreDep) -> dict[str, Any]:
-    """The reports earlier scorings of the call gave before an admin replaced it (`replace=true` on
-    `POST /v1/recordings`), oldest first (admins; audited). Deleted with the call."""
-    versions = await asyncio.to_thread(store.call_versions, call_id)
+    """Every report the call had before its current one, oldest first, each with what replaced it: an admin's new
+    upload (`replace=true` on `POST /v1/recordings`), `huifang rescore`, a live call's re-decoding or a review
+    that upheld an agent's dispute (admins; audited). Deleted with the call."""
+    versions = await asyncio.to_thread(store.earlier_reports, call_id)
     await asyncio.to_thread(audit.append, store, "version_read", principal.name, call_id,
                             {"versions": len(versions)})
-    return {"call_id": call_id, "versions": [
-        {"version": v.version, "recording_id": v.recording_id, "agent_id": v.agent_id,
-         "created_at": v.created_at.isoformat(), "replaced_at": v.replaced_at.isoformat(),
-         "report": report_body(v.report)}
-        for v in versions]}
+    out = []
+    for v in versions:
+        report = read_report(v.report)  # the one reader (format 1 upgraded)
+        out.append({"version": v.version, "reason": v.reason, "assessor_version": report.assessor_version,
+                    "recording_id": v.recording_id, "agent_id": v.agent_id, "created_at": v.created_at.isoformat(),
+                    "replaced_at": v.replaced_at.isoformat(), "report": report.to_dict()})
+    return {"call_id": call_id, "versions": out}
 
 
 @router.delete("/v1/calls/{call_id}", status_code=204, responses={409: {"description": "under retention"}})

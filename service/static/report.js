@@ -221,10 +221,38 @@ function callNote(report) {
   $("call-note").hidden = !notes.length;
 }
 
+// Earlier reports of the call (admins): read when the panel is opened, since every reading is audited.
+const VERSION_REASONS = { replace: "管理员重新上传替换", rescore: "评估规则更新后重新评分", redecode: "通话后重新识别",
+  review: "主管复核更正" };
+
+function versionsPanel(callId, me) {
+  const panel = $("versions-panel");
+  if (!me || me.role !== "admin") return;
+  panel.hidden = false;
+  let loaded = false;
+  panel.addEventListener("toggle", async () => {
+    if (!panel.open || loaded) return;
+    loaded = true;
+    const res = await HF.api(`/v1/calls/${encodeURIComponent(callId)}/versions`);
+    if (!res.ok) {
+      loaded = false;
+      await refusedBanner(res, "读取历史版本");
+      return;
+    }
+    const { versions } = await res.json();
+    $("versions").querySelector("tbody").innerHTML = versions.map((v) => `<tr data-version="${v.version}" data-reason="${esc(v.reason)}">
+      <td>${v.version}</td><td>${esc(when(v.replaced_at))}</td><td>${esc(VERSION_REASONS[v.reason] || v.reason)}</td>
+      <td>${Math.round(v.report.risk_score)}（${esc(TIERS[v.report.tier] || v.report.tier)}）</td>
+      <td><code>${esc(v.assessor_version || "—")}</code></td></tr>`).join("");
+    $("versions").hidden = !versions.length;
+    $("versions-none").hidden = versions.length > 0;
+  });
+}
+
 async function main() {
   const callId = decodeURIComponent(location.pathname.split("/").pop());
   $("call-id").textContent = callId;
-  await NAV.me;
+  const me = await NAV.me;
   const res = await HF.api(`/v1/calls/${encodeURIComponent(callId)}/report`);
   if (!res.ok) {
     await refusedBanner(res, `打开通话 ${callId} 的报告`);
@@ -252,6 +280,7 @@ async function main() {
   markCorrected(report.prompt_feedback || []);
   transcript(report.utterances);
   supervisorNotes(report.notes || []);
+  versionsPanel(callId, me);
   // #t=START-END (the coaching pages' links to a moment): cue the player there and play it if the browser lets us.
   const cue = (new URLSearchParams(location.hash.slice(1)).get("t") || "").split("-").map(Number);
   if (cue.length === 2 && cue.every(Number.isFinite)) {

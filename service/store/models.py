@@ -97,8 +97,9 @@ class Call(Base):
 
 
 class CallVersion(Base):
-    """A report an admin's re-upload (`replace=true`) replaced: kept for admins, deleted with the call. Not a
-    foreign key of `calls`: the call's row itself is replaced when a re-scoring is stored."""
+    """A report an admin's re-upload (`replace=true`) replaced, or one its earlier re-scorings had kept
+    (`report_versions`, moved here with their reason when the call row is replaced): kept for admins, deleted
+    with the call. Not a foreign key of `calls`: the call's row itself is replaced when a re-scoring is stored."""
 
     __tablename__ = "call_versions"
 
@@ -112,6 +113,9 @@ class CallVersion(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     replaced_at: Mapped[datetime] = mapped_column(DateTime)
     report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: Why it stopped being the call's report: replace, or a kept report's own reason (rescore, redecode,
+    #: review); None for rows stored before migration 0011 (a replacement or a copy made at one).
+    reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class Answer(Base):
@@ -301,7 +305,7 @@ class ReportVersion(Base):
     report: Mapped[dict[str, Any]] = mapped_column(JSON)
     #: When this report stopped being the current one (naive UTC).
     created_at: Mapped[datetime] = mapped_column(DateTime)
-    reason: Mapped[str] = mapped_column(String(16))  # rescore | replace
+    reason: Mapped[str] = mapped_column(String(16))  # rescore | redecode | review
 
 
 class CallNote(Base):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,22 @@ class LiveClaim:
     finals: tuple[LiveFinalRecord, ...]
     #: The call had an earlier connection (this one continues it).
     resumed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EarlierReport:
+    """A report a call had before its current one. `reason` says what replaced it: `replace` (an admin's new
+    upload), `rescore` (`huifang rescore`), `redecode` (a live call's utterances decoded again after it) or
+    `review` (a supervisor upheld an agent's dispute); `created_at` is when the call came in, `replaced_at` when
+    this report stopped being current (both naive UTC)."""
+
+    version: int
+    reason: str
+    created_at: datetime
+    replaced_at: datetime
+    recording_id: str | None
+    agent_id: str | None
+    report: dict[str, Any]
 
 
 class Store:
@@ -434,11 +450,11 @@ class Store:
                                        .where(CallVersion.call_id == job.call_id)) or 0)
                 rescored = s.scalars(select(ReportVersion).where(ReportVersion.call_id == job.call_id)
                                      .order_by(ReportVersion.version)).all()
-                for kept in [*(r.report for r in rescored), old.report]:
+                for kept, reason in [*((r.report, r.reason) for r in rescored), (old.report, "replace")]:
                     earlier += 1
                     s.add(CallVersion(call_id=old.call_id, version=earlier, recording_id=old.recording_id,
                                       agent_id=old.agent_id, customer_id=old.customer_id, created_at=old.created_at,
-                                      replaced_at=utcnow(), report=kept))
+                                      replaced_at=utcnow(), report=kept, reason=reason))
             for earlier_job in superseded:
                 s.delete(earlier_job)
             s.execute(delete(Call).where(Call.call_id == job.call_id))
@@ -500,6 +516,23 @@ class Store:
         with self.session() as s:
             return list(s.scalars(select(ReportVersion).where(ReportVersion.call_id == call_id)
                                   .order_by(ReportVersion.version)))
+
+    def earlier_reports(self, call_id: str) -> list[EarlierReport]:
+        """Every report the call had before its current one, oldest first, numbered from 1 and each with why it
+        was replaced: those an admin's replacement kept (`call_versions`), then those re-scorings, re-decodings
+        and reviews of the current call kept (`report_versions`). Nothing kept is left out."""
+        with self.session() as s:
+            replaced = s.scalars(select(CallVersion).where(CallVersion.call_id == call_id)
+                                 .order_by(CallVersion.version)).all()
+            call = s.get(Call, call_id)
+            kept = s.scalars(select(ReportVersion).where(ReportVersion.call_id == call_id)
+                             .order_by(ReportVersion.version)).all() if call is not None else []
+            out = [EarlierReport(0, v.reason or "replace", v.created_at, v.replaced_at, v.recording_id, v.agent_id,
+                                 v.report) for v in replaced]
+            if call is not None:
+                out += [EarlierReport(0, v.reason, call.created_at, v.created_at, call.recording_id, call.agent_id,
+                                      v.report) for v in kept]
+        return [replace(e, version=n) for n, e in enumerate(out, start=1)]
 
     # -- calls -------------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from service.app import state_of
 from service.cli.feedback import export_command
 from tests.integration.test_live_assist import ScriptedTranscriber, _call
 from tests.support.paths import ARTIFACTS
-from tests.support.server import AGENT, AGENT_ID, INGEST, SUPERVISOR, bearer, served_app
+from tests.support.server import ADMIN, AGENT, AGENT_ID, INGEST, SUPERVISOR, bearer, served_app
 
 
 @pytest.mark.browser
@@ -80,7 +80,19 @@ def test_a_dispute_in_the_console_is_reviewed_on_the_queue_and_exported(  # type
         expect(corrected).to_have_attribute("data-label", "clear")
         expect(corrected.locator(".corrected")).to_have_text("主管复核更正")
         queue.screenshot(path=str(ARTIFACTS / "feedback-report.png"), full_page=True)
+        expect(queue.locator("#versions-panel")).to_be_hidden()  # earlier reports are for admins
         queue.close()
+
+        # An admin opens the earlier reports: the original, replaced by the review.
+        admin = browser.new_page(viewport={"width": 1280, "height": 900})
+        admin.goto(f"{base}/calls/fb-1#token={ADMIN}")
+        expect(admin.locator("body")).to_have_attribute("data-ready", "true", timeout=30_000)
+        admin.locator("#versions-panel summary").click()
+        kept = admin.locator('#versions tr[data-version="1"]')
+        expect(kept).to_have_attribute("data-reason", "review")
+        expect(kept).to_contain_text("主管复核更正")
+        admin.screenshot(path=str(ARTIFACTS / "feedback-report-versions.png"), full_page=True)
+        admin.close()
 
         out = tmp_path / "feedback.jsonl"
         assert export_command(state_of(app).settings, None, out) == 0

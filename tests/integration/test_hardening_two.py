@@ -238,8 +238,26 @@ def _versions_on(url: str, tmp_path: Path) -> None:
         assert len(store.call_versions("c1")) == n
     assert [v.report["tier"] for v in store.call_versions("c1")] == ["high", "low"]
     assert [v.version for v in store.call_versions("c1")] == [1, 2]
+    # A review corrects the current report (kept in report_versions); every earlier report is listed, each with
+    # what replaced it, and a later replacement keeps the review's reason on the report it moves.
+    from service.reports import report_row
+
+    current = store.get_call("c1")
+    assert current is not None
+    assert store.replace_report("c1", current.report, report_row(report("c1", "low", {"term": "clear"})), "v-old",
+                                reason="review") == 1
+    assert [(e.version, e.reason, e.report["tier"]) for e in store.earlier_reports("c1")] == [
+        (1, "replace", "high"), (2, "replace", "low"), (3, "review", "medium")]
+    job = store.create_job("c1", [], {"customer_id": "C1"}, "A1")
+    claimed = store.claim(job.id)
+    assert claimed is not None
+    rep = report("c1", "high", {"term": "clear"})
+    run_job(JobContext(store, tmp_path, lambda *_, r=rep: __import__("pipeline.recording", fromlist=["Scored"])
+                       .Scored(r, []), 30.0), claimed)
+    assert [(e.version, e.reason, e.report["tier"]) for e in store.earlier_reports("c1")] == [
+        (1, "replace", "high"), (2, "replace", "low"), (3, "review", "medium"), (4, "replace", "low")]
     store.delete_call("c1")
-    assert store.call_versions("c1") == []
+    assert store.call_versions("c1") == [] and store.earlier_reports("c1") == []
     store.close()
 
 

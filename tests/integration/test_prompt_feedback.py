@@ -178,6 +178,9 @@ def test_review_upheld_corrects_report_risk_and_plan_overturned_changes_nothing_
     assert (corrected["risk_score"], corrected["tier"]) == (outcome["risk_after"], "medium")
     [kept] = store.report_versions("c1")
     assert (kept.reason, kept.report) == ("review", report)  # the original, as it was
+    # Admins see it among the call's earlier reports, with what replaced it.
+    [earlier] = client.get("/v1/calls/c1/versions", headers=bearer("adm")).json()["versions"]
+    assert (earlier["version"], earlier["reason"], earlier["report"]["risk_score"]) == (1, "review", 63)
     with store.session() as s:
         answers = {a.topic: a.label for a in s.scalars(select(Answer).where(Answer.call_id == "c1"))}
     assert answers["overdue"] == "clear"

@@ -1,0 +1,28 @@
+"""Why each kept earlier report of a call was replaced (`call_versions.reason`): the reports a re-scoring, a
+re-decoding or a review kept (`report_versions`, with their reason) are copied into `call_versions` when an admin
+replaces the call, and kept their reason only from now on; rows from before say nothing (shown as `replace`).
+
+Revision ID: 0011
+Revises: 0010
+Create Date: 2026-12-07
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0011"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("call_versions") as batch:
+        batch.add_column(sa.Column("reason", sa.String(16), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("call_versions") as batch:
+        batch.drop_column("reason")
