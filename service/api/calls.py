@@ -126,10 +126,9 @@ class ReportVersion(BaseModel):
     """An earlier report of the call and what replaced it."""
 
     version: int = Field(description="1 for the call's first report, counting up")
-    reason: Literal["replace", "rescore", "redecode", "review"] = Field(
-        description="replace: an admin's new upload; rescore: `huifang rescore` with another assessor; redecode: a "
-                    "live call's utterances decoded again after the call; review: a supervisor upheld an agent's "
-                    "dispute of a prompt")
+    reason: str = Field(description="replace: an admin's new upload; rescore: `huifang rescore` with another "
+                                    "assessor; redecode: a live call's utterances decoded again after the call; "
+                                    "review: a supervisor upheld an agent's dispute of a prompt")
     assessor_version: str = Field(description="what produced this report (empty for reports of before it was kept)")
     recording_id: str | None
     agent_id: str | None

@@ -1,6 +1,7 @@
-"""Why each kept earlier report of a call was replaced (`call_versions.reason`): the reports a re-scoring, a
-re-decoding or a review kept (`report_versions`, with their reason) are copied into `call_versions` when an admin
-replaces the call, and kept their reason only from now on; rows from before say nothing (shown as `replace`).
+"""Why each kept earlier report of a call was replaced (`call_versions.reason`). When an admin replaces a call,
+the reports its re-scorings, re-decodings and reviews kept (`report_versions`, each with a reason) are copied into
+`call_versions`; from this revision on they keep their reason there. Rows copied before have none (listed as
+`replace`).
 
 Revision ID: 0011
 Revises: 0010
