@@ -61,7 +61,8 @@ def shapes() -> list[dict[str, Any]]:
                 pipeline.add(final.turn)
             t += 3.0
         pipeline.finish(t)
-        out.append({"name": name, "report": pipeline.report(t, load_risk()).to_dict(), "role": role})
+        report = pipeline.report(t, load_risk())
+        out.append({"name": name, "report": report.to_dict(), "typed": report, "role": role})
     return out
 
 
@@ -98,7 +99,7 @@ def load(url: str, customers: int, calls: int, seed: int = 7) -> float:
                               "facts) FROM STDIN") as copy:
                     for call_id, customer, loan, agent, at, kind in rows:
                         r = kind["report"]
-                        facts = call_facts(call_id, at, r).to_json()
+                        facts = call_facts(call_id, at, kind["typed"]).to_json()
                         facts["loan"] = {"repay_day": 15, "monthly_yuan": 4200, "role": kind["role"]}
                         copy.write_row((call_id, customer, loan, agent, at, r["risk_score"], r["tier"],
                                         json.dumps(facts, ensure_ascii=False)))

@@ -1,6 +1,6 @@
 """Agent coaching: what one scored call says about the agent, summed per agent and period, against the team.
 
-`call_stats(report, ...)` reads a report (nlu/report.py `Report`, or as stored: `read_report`) into a
+`call_stats(report, ...)` reads a report (nlu/report.py `Report`; a stored one through `read_report`) into a
 `CallStats`: checklist coverage, high-sensitivity topics skipped, prompts shown / followed up / clarified, vague
 answers and loan-file mismatches still standing at the end of the call, talk time per side and the silence after
 each question. Every count is additive, so a period's `Totals` is a sum (done in SQL over the stored rows, or by
@@ -19,7 +19,7 @@ from typing import Any, Literal, cast, get_args
 
 from huifang_configs import configs_file
 from nlu.dialogue import Turn
-from nlu.report import Report, read_report
+from nlu.report import Report
 from nlu.script import ScriptError, read_mapping
 
 DEFAULT_RULES_FILE = configs_file("coaching.yaml")
@@ -147,13 +147,11 @@ class Figures:
 # -- one call ---------------------------------------------------------------------------------------------------
 
 
-def call_stats(report: Report | Mapping[str, Any], sensitivity: Mapping[str, str], *, call_id: str,
-               agent_id: str | None, at: datetime) -> CallStats:
-    """The coaching figures of one report (typed, or as stored: `nlu.report.read_report` reads it, and gives a
-    report of the first format without answers none, so its counts that need them are zero). `sensitivity`:
-    topic -> low/medium/high (the call script's); a topic not in it counts as medium."""
-    if not isinstance(report, Report):
-        report = read_report(report)
+def call_stats(report: Report, sensitivity: Mapping[str, str], *, call_id: str, agent_id: str | None,
+               at: datetime) -> CallStats:
+    """The coaching figures of one report (a stored one read by `nlu.report.read_report`, which gives a report of
+    the first format without answers none, so its counts that need them are zero). `sensitivity`: topic ->
+    low/medium/high (the call script's); a topic not in it counts as medium."""
     prompts = report.agent.prompts
     per_topic: list[TopicStats] = []
     for t in report.topics:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from huifang_configs import configs_file
-from nlu.report import Report, read_report
+from nlu.report import Report
 from nlu.script import ScriptError, read_mapping
 
 Tier = Literal["low", "medium", "high"]
@@ -67,11 +67,8 @@ class CallFacts:
                    {str(k): tuple(v) for k, v in (facts.get("actions") or {}).items()})
 
 
-def call_facts(call_id: str, at: datetime, report: Report | Mapping[str, Any]) -> CallFacts:
-    """Reduce a report (typed, or as stored: `nlu.report.read_report` reads it) to the facts the loan book keeps
-    of it."""
-    if not isinstance(report, Report):
-        report = read_report(report)
+def call_facts(call_id: str, at: datetime, report: Report) -> CallFacts:
+    """Reduce a report (a stored one read by `nlu.report.read_report`) to the facts the loan book keeps of it."""
     unresolved: dict[str, str] = {}
     clear: list[str] = []
     mismatched: list[str] = []

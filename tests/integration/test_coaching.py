@@ -21,7 +21,7 @@ from sqlalchemy import select, text
 
 from nlu.assess import Assessor
 from nlu.dialogue import Turn
-from nlu.report import score_call
+from nlu.report import read_report, score_call
 from nlu.script import ScriptError, load_script
 from nlu.types import LoanRecord
 from service.app import create_app, state_of
@@ -29,6 +29,7 @@ from service.auth import write_tokens_file
 from service.bootstrap import report_rows
 from service.coaching.cards import window
 from service.coaching.figures import (
+    CallStats,
     CoachingRules,
     Rule,
     call_stats,
@@ -89,12 +90,17 @@ def report_of(assessor: Assessor, turns: list[tuple[Any, ...]], call_id: str = "
     return score_call(call_id, [Turn(*t) for t in turns], assessor, loan, duration_s).to_dict()
 
 
+def _stats(report: dict[str, Any], sensitivity: dict[str, str], **row: Any) -> CallStats:
+    """`call_stats` of a report as stored (read by the one reader, as the service reads it)."""
+    return call_stats(read_report(report), sensitivity, **row)
+
+
 # -- pure figures ---------------------------------------------------------------------------------------------
 
 
 def test_one_calls_figures_by_hand(assessor: Assessor) -> None:
     report = report_of(assessor, GUARANTOR_CALL)
-    c = call_stats(report, SENSITIVITY, call_id="g1", agent_id="A1", at=AT)
+    c = _stats(report, SENSITIVITY, call_id="g1", agent_id="A1", at=AT)
     # 11 topics on a guarantor's checklist; asked: loan_amount, repay_date, monthly.
     assert (c.topics_total, c.topics_asked) == (11, 3) and c.coverage == pytest.approx(3 / 11, abs=1e-3)
     # Never asked and high: purpose, income, overdue, guarantor.
@@ -116,8 +122,8 @@ def test_one_calls_figures_by_hand(assessor: Assessor) -> None:
 
 
 def test_a_period_sums_calls_and_divides_once(assessor: Assessor) -> None:
-    g = call_stats(report_of(assessor, GUARANTOR_CALL), SENSITIVITY, call_id="g", agent_id="A1", at=AT)
-    ok = call_stats(report_of(assessor, CLEAN_CALL, role="borrower", duration_s=20.0), SENSITIVITY,
+    g = _stats(report_of(assessor, GUARANTOR_CALL), SENSITIVITY, call_id="g", agent_id="A1", at=AT)
+    ok = _stats(report_of(assessor, CLEAN_CALL, role="borrower", duration_s=20.0), SENSITIVITY,
                     call_id="ok", agent_id="A1", at=AT)
     # The clean call: 2 of 10 borrower topics asked, both clear; silences 0.5 and 2 s; 3 high topics skipped.
     assert (ok.topics_asked, ok.topics_total, ok.prompts_shown, ok.vague_unresolved) == (2, 10, 0, 0)
@@ -155,8 +161,8 @@ def test_periods_of_the_calendar() -> None:
 
 
 def test_per_topic_coverage_and_moments(assessor: Assessor) -> None:
-    g = call_stats(report_of(assessor, GUARANTOR_CALL), SENSITIVITY, call_id="g", agent_id="A1", at=AT)
-    ok = call_stats(report_of(assessor, CLEAN_CALL, role="borrower", duration_s=20.0), SENSITIVITY,
+    g = _stats(report_of(assessor, GUARANTOR_CALL), SENSITIVITY, call_id="g", agent_id="A1", at=AT)
+    ok = _stats(report_of(assessor, CLEAN_CALL, role="borrower", duration_s=20.0), SENSITIVITY,
                     call_id="ok", agent_id="A1", at=AT)
     topics = {t.topic: t for t in per_topic([g, ok])}
     assert (topics["repay_date"].calls, topics["repay_date"].asked, topics["repay_date"].coverage) == (2, 2, 1.0)
@@ -173,8 +179,8 @@ def test_per_topic_coverage_and_moments(assessor: Assessor) -> None:
 
 def test_the_coaching_list_ranks_calls_by_the_configured_rules(assessor: Assessor) -> None:
     rules = load_rules()
-    g = call_stats(report_of(assessor, GUARANTOR_CALL), SENSITIVITY, call_id="g", agent_id="A1", at=AT)
-    ok = call_stats(report_of(assessor, CLEAN_CALL, role="borrower", duration_s=20.0), SENSITIVITY,
+    g = _stats(report_of(assessor, GUARANTOR_CALL), SENSITIVITY, call_id="g", agent_id="A1", at=AT)
+    ok = _stats(report_of(assessor, CLEAN_CALL, role="borrower", duration_s=20.0), SENSITIVITY,
                     call_id="ok", agent_id="A1", at=AT)
     reasons = {f.rule: f for f in findings(g, rules)}
     assert reasons["guarantor_consent_skipped"].topic == "guarantor"
@@ -201,7 +207,7 @@ def test_bad_rules_are_refused(tmp_path: Path) -> None:
 
 def test_reports_without_the_agent_side_count_as_zero() -> None:
     old = {"call_id": "x", "duration_s": 10.0, "topics": [], "labels": {}, "risk_score": 0, "tier": "low"}
-    c = call_stats(old, SENSITIVITY, call_id="x", agent_id="A1", at=AT)
+    c = _stats(old, SENSITIVITY, call_id="x", agent_id="A1", at=AT)
     assert (c.topics_total, c.prompts_shown, c.questions, c.agent_talk_s) == (0, 0, 0, 0.0)
 
 
@@ -237,12 +243,12 @@ def test_stored_rows_sum_to_the_pure_figures_and_follow_rescoring(store: Store, 
     far = (datetime(2000, 1, 1), datetime(2100, 1, 1))
     sums = agent_totals(store, *far)
     assert set(sums) == {"A1", "A2"}
-    expected = totals(call_stats(r, SENSITIVITY, call_id=r["call_id"], agent_id="A1", at=AT) for r in reports[:2])
+    expected = totals(_stats(r, SENSITIVITY, call_id=r["call_id"], agent_id="A1", at=AT) for r in reports[:2])
     assert sums["A1"] == expected  # SQL sums are the pure sums
     stored = {c.call_id: c for c in agent_calls(store, "A1", *far)}
     assert set(stored) == {"g1", "ok1"}
     # The row holds everything the card needs: read back, it is the call's pure figures.
-    assert stored["g1"] == replace(call_stats(reports[0], SENSITIVITY, call_id="g1", agent_id="A1", at=AT),
+    assert stored["g1"] == replace(_stats(reports[0], SENSITIVITY, call_id="g1", agent_id="A1", at=AT),
                                    at=stored["g1"].at)
 
     # Re-scoring a call replaces its row: g2 scored again as a clean call, A2's figures follow.
@@ -257,7 +263,7 @@ def test_stored_rows_sum_to_the_pure_figures_and_follow_rescoring(store: Store, 
              (datetime(2026, 1, 1), datetime(2100, 1, 1))]
     by_year = period_totals(store, years, agent_id="A1")
     assert [{a: t.calls for a, t in year.items()} for year in by_year] == [{}, {"A1": 1}, {"A1": 1}]
-    assert by_year[1]["A1"] == totals([call_stats(reports[1], SENSITIVITY, call_id="ok1", agent_id="A1", at=AT)])
+    assert by_year[1]["A1"] == totals([_stats(reports[1], SENSITIVITY, call_id="ok1", agent_id="A1", at=AT)])
     assert set(period_totals(store, years)[2]) == {"A1", "A2"}
     # Deleting a call removes its row.
     store.delete_call("ok1")
