@@ -59,18 +59,22 @@ _PROBE: dict[str, Any] = {"response_model": Health,
 
 
 def _body(state: AppState, conn: HTTPConnection, problems: list[str], ok: bool,
-          live: LiveLoadInfo | None = None) -> JSONResponse:
+          live: LiveLoadInfo | None = None, warnings: list[str] | None = None) -> JSONResponse:
     """The answer both probes share. Anyone may ask, so it names no file or database location; an admin token
-    also gets `detail`, the full reasons."""
+    also gets `detail`, the full reasons. `warnings`: what is degraded without taking the replica out of
+    service."""
+    warnings = list(warnings or ())
+    if state.classifier_error is not None:
+        # Serving: answers are assessed by the rules alone.
+        warnings.insert(0, "the learned answer classifier cannot be loaded: answers are assessed by the rules alone")
     model = PurePath(state.settings.asr.model).name
-    body = Health(status="ok" if ok and state.classifier_error is None else "degraded", asr_model=model,
+    body = Health(status="ok" if ok and not warnings else "degraded", asr_model=model,
                   database=state.store.engine.dialect.name if state.store is not None else None,
                   assessor_version=state.assessor.version, error="; ".join(problems) or None)
     if live is not None:
         body.live = live
-    if state.classifier_error is not None:
-        # Serving: answers are assessed by the rules alone.
-        body.warning = "the learned answer classifier cannot be loaded: answers are assessed by the rules alone"
+    if warnings:
+        body.warning = "; ".join(warnings)
     caller = state.tokens.authenticate(bearer_token(conn.headers))
     if caller is not None and caller.role == "admin":
         body.detail = HealthDetail(asr=state.asr_error, database=state.store_error,
@@ -98,7 +102,9 @@ async def healthz(state: State, conn: HTTPConnection) -> JSONResponse:
 async def readyz(state: State, conn: HTTPConnection) -> JSONResponse:
     """Readiness: 200 when this replica should get traffic: model loaded, database reachable, the event bus
     (Redis, when configured) reachable, not stopping. `live` says how full it is of live calls (a full replica is
-    still ready: it sends new calls on, or records them)."""
+    still ready: it sends new calls on, or records them). The supervisors' floor stream failing makes it
+    `degraded` with a `warning`, still ready: calls and prompts go on, only wallboards of other replicas miss
+    this one's calls."""
     problems = _model_problems(state)
     if state.store_error:
         problems.append("the database is not available")
@@ -109,4 +115,7 @@ async def readyz(state: State, conn: HTTPConnection) -> JSONResponse:
         problems.append("the server is stopping")
     load = state.calls.load
     live = LiveLoadInfo(calls=load.decoded, record_only=load.record_only, capacity=load.capacity, full=load.full)
-    return _body(state, conn, problems, not problems, live)
+    floor = await state.floor.bus.check()
+    warnings = [f"the live floor's stream is not available ({floor}): other replicas' wallboards miss this "
+                "replica's calls"] if floor is not None else []
+    return _body(state, conn, problems, not problems, live, warnings)

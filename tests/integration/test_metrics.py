@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from service.app import create_app
 from service.metrics import scrape
@@ -61,3 +62,21 @@ def test_readiness_follows_a_stopping_server(tmp_path: Path) -> None:
         ready = client.get("/readyz")
         assert ready.status_code == 503 and "stopping" in ready.json()["error"]
         assert client.get("/healthz").status_code == 200  # alive: it is finishing its calls
+
+
+def test_a_failing_floor_stream_degrades_readiness_without_taking_the_replica_out(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.app import state_of
+
+    app = create_app(Settings(data_dir=tmp_path), transcriber=FakeTranscriber())  # type: ignore[arg-type]
+    with authed(app) as client:
+        assert client.get("/readyz").json()["status"] == "ok"
+
+        async def unreachable() -> str:
+            return "Redis unreachable: ConnectionError"
+
+        monkeypatch.setattr(state_of(app).floor.bus, "check", unreachable)
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text  # calls and prompts go on
+        body = ready.json()
+        assert body["status"] == "degraded" and "live floor" in body["warning"] and body["error"] is None
