@@ -196,6 +196,20 @@ async def call_audio_file(call_id: CallIdPath, index: int, principal: Viewer, st
     return FileResponse(path)
 
 
+def _day_bounds(first: date | None, last: date | None, zone: str) -> tuple[datetime | None, datetime | None]:
+    """Stored-time bounds [start of `first`, start of the day after `last`) of days of the bank's calendar
+    (None: unbounded); a day whose start is out of range is refused (422)."""
+    if first is None and last is None:
+        return None, None
+    tz = bank_zone(zone)
+    try:
+        return (day_start_utc(first, tz) if first else None,
+                day_start_utc(last + timedelta(days=1), tz) if last else None)
+    except OverflowError as e:  # 0001-01-01 in a zone east of UTC, 9999-12-31 and the day after
+        raise ServiceError("bad_date", "date_from and date_to must be days from 0001-01-02 to 9999-12-30",
+                           422) from e
+
+
 @router.get("/v1/calls", response_model=CallPage)
 async def list_calls(
     principal: Viewer,
@@ -217,11 +231,8 @@ async def list_calls(
         if agent is not None and agent != principal.agent_id:
             raise forbidden("agents may list only their own calls")
         agent = principal.agent_id
-    tz = bank_zone(settings.loanbook.timezone)
-    f = CallFilter(
-        date_from=day_start_utc(date_from, tz) if date_from else None,
-        date_to=day_start_utc(date_to + timedelta(days=1), tz) if date_to else None,
-        tier=tier, label=label, agent_id=agent, limit=limit, offset=offset)
+    since, until = _day_bounds(date_from, date_to, settings.loanbook.timezone)
+    f = CallFilter(date_from=since, date_to=until, tier=tier, label=label, agent_id=agent, limit=limit, offset=offset)
     rows, total = await asyncio.to_thread(store.list_calls, f)
     return CallPage(total=total, limit=limit, offset=offset, items=[
         CallSummaryRow(call_id=c.call_id, created_at=c.created_at, agent_id=c.agent_id, duration_s=c.duration_s,

@@ -440,7 +440,9 @@ class Store:
             _fence(job, version)
             superseded = [r for r in s.scalars(select(Recording).where(
                 Recording.call_id == job.call_id, Recording.id != job_id, Recording.status.in_(("done", "failed"))))]
-            old = s.get(Call, job.call_id)
+            # Locked as replace_report locks it: a review or re-scoring committing meanwhile would otherwise have
+            # its kept report (report_versions) deleted with the row below before it is copied.
+            old = s.get(Call, job.call_id, with_for_update=True)
             stale = {f for f in [old.audio_dir if old else None, *(folder_of(r.files) for r in superseded)]
                      if f and f != audio_dir}
             if old is not None:
@@ -450,11 +452,13 @@ class Store:
                                        .where(CallVersion.call_id == job.call_id)) or 0)
                 rescored = s.scalars(select(ReportVersion).where(ReportVersion.call_id == job.call_id)
                                      .order_by(ReportVersion.version)).all()
-                for kept, reason in [*((r.report, r.reason) for r in rescored), (old.report, "replace")]:
+                now = utcnow()
+                for kept, reason, at in [*((r.report, r.reason, r.created_at) for r in rescored),
+                                         (old.report, "replace", now)]:
                     earlier += 1
                     s.add(CallVersion(call_id=old.call_id, version=earlier, recording_id=old.recording_id,
                                       agent_id=old.agent_id, customer_id=old.customer_id, created_at=old.created_at,
-                                      replaced_at=utcnow(), report=kept, reason=reason))
+                                      replaced_at=at, report=kept, reason=reason))
             for earlier_job in superseded:
                 s.delete(earlier_job)
             s.execute(delete(Call).where(Call.call_id == job.call_id))

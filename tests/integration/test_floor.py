@@ -158,6 +158,7 @@ def test_a_guarantor_who_plainly_refuses_raises_the_refusal_alert_not_a_hedge(tm
     turns = [{**t, "text": next(refusals)} if t["speaker"] == "customer" and t["start_s"] > 12 else t
              for t in script["turns"]]
     script = {**script, "turns": turns}
+    raised_before = _metric("huifang_floor_alerts_total", rule="guarantor_refuses")
     with tokens_client(tmp_path, TOKENS, ScriptedTranscriber(script), nlu=NLU) as client:
         with client.websocket_connect("/v1/calls/floor-r/audio", headers=bearer(INGEST)) as call:
             call.send_json(_start(script))
@@ -174,6 +175,8 @@ def test_a_guarantor_who_plainly_refuses_raises_the_refusal_alert_not_a_hedge(tm
         assert [(a["topic"], a["label"], a["title"]) for a in refused] == [
             ("guarantor", "stated:no", "担保人明确拒绝承担担保责任")], alerts
         assert refused[0]["alert_id"] in tile["alerts"]
+        # Raised once, though the refusal stands in every risk event after it (the board would hide a second).
+        assert _metric("huifang_floor_alerts_total", rule="guarantor_refuses") == raised_before + 1
         assert not [a for a in alerts if a["rule"] == "guarantor_hedged"]
         assert tile["vague"] == {"omission": 0, "unclear": 0, "evasive": 0}
         report = client.get("/v1/calls/floor-r/report", headers=bearer(SUPERVISOR)).json()

@@ -248,6 +248,7 @@ def _versions_on(url: str, tmp_path: Path) -> None:
                                 reason="review") == 1
     assert [(e.version, e.reason, e.report["tier"]) for e in store.earlier_reports("c1")] == [
         (1, "replace", "high"), (2, "replace", "low"), (3, "review", "medium")]
+    reviewed_at = store.earlier_reports("c1")[2].replaced_at
     job = store.create_job("c1", [], {"customer_id": "C1"}, "A1")
     claimed = store.claim(job.id)
     assert claimed is not None
@@ -256,6 +257,9 @@ def _versions_on(url: str, tmp_path: Path) -> None:
                        .Scored(r, []), 30.0), claimed)
     assert [(e.version, e.reason, e.report["tier"]) for e in store.earlier_reports("c1")] == [
         (1, "replace", "high"), (2, "replace", "low"), (3, "review", "medium"), (4, "replace", "low")]
+    # Moved with the replacement, the review's report keeps when the review replaced it.
+    times = [e.replaced_at for e in store.earlier_reports("c1")]
+    assert times[2] == reviewed_at and times == sorted(times)
     store.delete_call("c1")
     assert store.call_versions("c1") == [] and store.earlier_reports("c1") == []
     store.close()

@@ -284,6 +284,9 @@ def test_calls_are_listed_by_the_day_of_the_banks_calendar(tmp_path: Path) -> No
         assert listed(date_from="2026-12-01", date_to="2026-12-01") == ["dec1-0730", "dec1-2330"]
         assert listed(date_to="2026-11-30") == []
         assert listed(date_from="2026-12-02") == ["dec2-0030"]
+        # A day whose start is out of the stored range is refused plainly, not a server error.
+        far = client.get("/v1/calls", params={"date_from": "0001-01-01"}, headers=bearer("sup"))
+        assert far.status_code == 422 and far.json()["code"] == "bad_date", far.text
 
 
 def test_the_store_on_sqlite_and_postgresql(tmp_path: Path, database: str | None) -> None:
