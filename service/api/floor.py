@@ -20,6 +20,7 @@ from service.api.deps import State, StoreDep, Supervisor
 from service.auth import authenticate
 from service.errors import ServiceError
 from service.floor import LIVE_TICKET_SCOPE, Floor
+from service.live.sockets import Waited, next_unless_gone, until_disconnect
 from service.metrics import ERRORS
 from service.protocol import CloseCode, ErrorEvent, dump
 from service.store import audit
@@ -158,7 +159,7 @@ async def live_events(ws: WebSocket, state: State) -> None:
     board = state.floor.board
     sub = board.subscribe()  # no await before the snapshot: nothing falls between the two
     first: dict[str, Any] = {"type": "snapshot", **board.snapshot(time.time())}
-    gone = asyncio.create_task(_until_disconnect(ws))
+    gone = asyncio.create_task(until_disconnect(ws))
     code = CloseCode.NORMAL
     try:
         await ws.send_text(_stamped(json.dumps(first, ensure_ascii=False)))
@@ -167,12 +168,9 @@ async def live_events(ws: WebSocket, state: State) -> None:
                 log.warning("a wallboard stopped reading; dropping it")
                 code = CloseCode.SLOW_CONSUMER
                 return
-            get = asyncio.ensure_future(sub.queue.get())
-            done, _ = await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if gone in done:
-                get.cancel()
+            text = await next_unless_gone(sub.queue.get(), gone)
+            if isinstance(text, Waited):  # gone (no timeout here)
                 return
-            text = get.result()
             if text is None:
                 code = CloseCode.GOING_AWAY
                 return
@@ -188,9 +186,3 @@ async def live_events(ws: WebSocket, state: State) -> None:
                 await asyncio.wait_for(ws.close(code=code), timeout=5)
 
 
-async def _until_disconnect(ws: WebSocket) -> None:
-    """Read and discard what the page sends (the stream is read-only) until it goes away."""
-    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-        while True:
-            if (await ws.receive())["type"] == "websocket.disconnect":
-                return

@@ -24,6 +24,7 @@ from service.errors import ServiceError, bad_call_id, unavailable
 from service.ids import id_problem
 from service.live.hub import BusUnavailable
 from service.live.listen import Listener, TapFormat
+from service.live.sockets import Waited, next_unless_gone, until_disconnect
 from service.metrics import ERRORS, LISTEN_IN
 from service.protocol import CloseCode, EndEvent, ErrorEvent, ListenFormat, dump
 from service.state import AppState
@@ -118,17 +119,14 @@ async def listen(ws: WebSocket, call_id: str, state: State) -> None:
 async def _play(ws: WebSocket, call_id: str, listener: Listener, fmt: TapFormat | None) -> None:
     """Send the listener's frames (the format first and whenever it changes) until the call ends or the
     listener goes."""
-    gone = asyncio.create_task(_until_disconnect(ws))
+    gone = asyncio.create_task(until_disconnect(ws))
     try:
         if fmt is not None:
             await ws.send_text(_format(call_id, fmt))
         while True:
-            get = asyncio.ensure_future(listener.get())
-            done, _ = await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if gone in done:
-                get.cancel()
+            frame = await next_unless_gone(listener.get(), gone)
+            if isinstance(frame, Waited):  # gone (no timeout here)
                 return
-            frame = get.result()
             if frame is None:
                 await ws.send_text(dump(EndEvent(call_id=call_id)))
                 return
@@ -147,8 +145,3 @@ def _format(call_id: str, fmt: TapFormat) -> str:
                              roles=list(fmt.roles)))
 
 
-async def _until_disconnect(ws: WebSocket) -> None:
-    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-        while True:
-            if (await ws.receive())["type"] == "websocket.disconnect":
-                return

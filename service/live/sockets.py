@@ -14,9 +14,10 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from enum import Enum
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
@@ -308,13 +309,36 @@ async def stream_source(run: SocketCall, source: AudioSource[WireFrame]) -> Lite
             active_until = time.monotonic() + limits.idle_timeout_s
 
 
-async def _until_disconnect(ws: WebSocket) -> None:
-    """Read and discard what the subscriber sends (the stream is read-only) until it goes away."""
+async def until_disconnect(ws: WebSocket) -> None:
+    """Read and discard what the client of a read-only stream sends until it goes away (run as a task beside
+    the sending loop, which `next_unless_gone` stops once this is done)."""
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
+
+
+T = TypeVar("T")
+
+
+class Waited(Enum):
+    """Why `next_unless_gone` has no item: the client went, or the wait ran out."""
+
+    GONE = "gone"
+    TIMEOUT = "timeout"
+
+
+async def next_unless_gone(get: Awaitable[T], gone: asyncio.Task[None],
+                           timeout: float | None = None) -> T | Waited:
+    """The next item `get` gives a read-only stream's sending loop, unless the client went first (`gone`, an
+    `until_disconnect` task) or `timeout` seconds passed; the pending get is cancelled then, never left behind."""
+    pending = asyncio.ensure_future(get)
+    done, _ = await asyncio.wait({pending, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    if gone in done or not done:
+        pending.cancel()
+        return Waited.GONE if gone in done else Waited.TIMEOUT
+    return pending.result()
 
 
 @dataclass
@@ -356,7 +380,7 @@ async def stream_events(ws: WebSocket, call_id: str, hub: EventBus, tokens: Toke
         await ws.close(code=e.close_code)
         return
     sub = hub.subscribe(call_id, principal.agent_id if principal.role == "agent" else None)
-    gone = asyncio.create_task(_until_disconnect(ws))
+    gone = asyncio.create_task(until_disconnect(ws))
     code = CloseCode.NORMAL
     give_up = time.monotonic() + watchers.wait_s
     try:
@@ -370,19 +394,15 @@ async def stream_events(ws: WebSocket, call_id: str, hub: EventBus, tokens: Toke
                 log.warning("call %s: an events subscriber stopped reading; dropping it", call_id)
                 code = CloseCode.SLOW_CONSUMER
                 return
-            get = asyncio.ensure_future(sub.queue.get())
             wait = None if sub.started else max(0.0, give_up - time.monotonic())
-            done, _ = await asyncio.wait({get, gone}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-            if gone in done:
-                get.cancel()
+            text = await next_unless_gone(sub.queue.get(), gone, wait)
+            if text is Waited.GONE:
                 return
-            if not done:
-                get.cancel()
+            if text is Waited.TIMEOUT:
                 await ws.send_text(dump(ErrorEvent(code="call_not_started", message=f"call {call_id} did not "
                                                    f"start within {watchers.wait_s:.0f} s")))
                 code = CloseCode.NOT_STARTED
                 return
-            text = get.result()
             if text is None:
                 if sub.forbidden:
                     continue  # says so at the top of the loop
