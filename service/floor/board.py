@@ -17,25 +17,18 @@ from datetime import datetime
 from typing import Any
 
 from service.floor.alerts import Alert
+from service.live.hub import Feed
 
 #: Messages queued per wallboard before it counts as not reading (a few minutes of a busy floor).
 SUBSCRIBER_QUEUE = 2000
 
 
 @dataclass(eq=False)
-class FloorSubscription:
-    """One wallboard's queue of serialised messages; `None` ends its stream (the server is stopping)."""
+class FloorSubscription(Feed):
+    """One wallboard's feed of serialised messages; `None` ends its stream (the server is stopping). An
+    overflowed one is closed by its socket's loop with 4408."""
 
     queue: asyncio.Queue[str | None] = field(default_factory=lambda: asyncio.Queue(maxsize=SUBSCRIBER_QUEUE))
-    overflowed: bool = False
-
-    def put(self, text: str | None) -> None:
-        if self.overflowed:
-            return
-        try:
-            self.queue.put_nowait(text)
-        except asyncio.QueueFull:
-            self.overflowed = True  # the socket's loop sees it next and closes with 4408
 
 
 @dataclass

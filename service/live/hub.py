@@ -26,20 +26,12 @@ SUBSCRIBER_QUEUE = 1000
 
 
 @dataclass(eq=False)
-class Subscription:
-    """One subscriber's queue of serialised events; `None` marks the end of the stream."""
+class Feed:
+    """One reader's bounded queue of serialised messages; `None` ends its stream. A reader that falls
+    `SUBSCRIBER_QUEUE` behind is marked `overflowed` and gets nothing more: the publisher never waits for it."""
 
-    call_id: str
     queue: asyncio.Queue[str | None] = field(default_factory=lambda: asyncio.Queue(maxsize=SUBSCRIBER_QUEUE))
     overflowed: bool = False
-    #: An agent's screen may watch only the calls assigned to that agent; None may watch any call.
-    agent_id: str | None = None
-    #: Set when the call turned out to be someone else's: the stream ends without its events.
-    forbidden: bool = False
-    #: Set once the call is known to have started (it may have ended since).
-    started: bool = False
-    #: Set while the subscriber has been told its events are interrupted (a shared bus unreachable).
-    interrupted: bool = False
 
     def put(self, text: str | None) -> None:
         if self.overflowed:
@@ -48,6 +40,21 @@ class Subscription:
             self.queue.put_nowait(text)
         except asyncio.QueueFull:
             self.overflowed = True  # the queue is full, so the sender is not waiting: it sees this next
+
+
+@dataclass(eq=False, kw_only=True)
+class Subscription(Feed):
+    """One subscriber's feed of a call's serialised events; `None` marks the end of the stream."""
+
+    call_id: str
+    #: An agent's screen may watch only the calls assigned to that agent; None may watch any call.
+    agent_id: str | None = None
+    #: Set when the call turned out to be someone else's: the stream ends without its events.
+    forbidden: bool = False
+    #: Set once the call is known to have started (it may have ended since).
+    started: bool = False
+    #: Set while the subscriber has been told its events are interrupted (a shared bus unreachable).
+    interrupted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +168,7 @@ class CallHub:
     def subscribe(self, call_id: str, agent_id: str | None = None) -> Subscription:
         """Watch a call: its history now, live events after, end of stream when it ends. With `agent_id`, only
         a call assigned to that agent (otherwise the subscription comes back `forbidden`)."""
-        sub = Subscription(call_id, agent_id=agent_id)
+        sub = Subscription(call_id=call_id, agent_id=agent_id)
         feed = self._feeds.get(call_id)
         if feed is None:
             feed = _Feed()  # the call has not started yet: wait for it

@@ -322,7 +322,7 @@ class RedisHub:
     # -- the screens' side --------------------------------------------------------------------------------------
 
     def subscribe(self, call_id: str, agent_id: str | None = None) -> Subscription:
-        sub = Subscription(call_id, agent_id=agent_id)
+        sub = Subscription(call_id=call_id, agent_id=agent_id)
         task = asyncio.create_task(self._join(sub))
         self._joins.add(task)
         task.add_done_callback(self._joins.discard)
