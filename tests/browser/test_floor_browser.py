@@ -18,8 +18,8 @@ import httpx
 import numpy as np
 import pytest
 
-from asr.types import Utterance
 from tests.browser.test_pages_browser import ALLOWED_LATIN, AUDIT_JS, WIDTHS, Watch
+from tests.integration.test_live_assist import ScriptedTranscriber
 from tests.support.paths import ARTIFACTS
 from tests.support.server import AGENT, AGENT_ID, SUPERVISOR, bearer, served_app
 
@@ -29,19 +29,14 @@ DEMOS = ("call_s01", "call_s09", "call_s05")
 RATE_HZ = 16_000
 
 
-class RecordingsTranscriber:
+class RecordingsTranscriber(ScriptedTranscriber):
     """Returns the script text of the turn a span overlaps, in the recording the span came from (found by its
     samples: each demo call replays one of `recordings`' audio)."""
-
-    model_path = "scripted"
 
     def __init__(self, recordings: dict[str, tuple[np.ndarray, list[dict[str, Any]]]]) -> None:
         self.recordings = recordings
 
-    def load(self) -> None:
-        pass
-
-    def _turns_of(self, samples: np.ndarray, channel: str, offset_s: float) -> list[dict[str, Any]]:
+    def turns_for(self, samples: np.ndarray, channel: str, offset_s: float) -> list[dict[str, Any]]:
         row = 0 if channel == "agent" else 1
         start = round(offset_s * RATE_HZ)
 
@@ -52,21 +47,7 @@ class RecordingsTranscriber:
             return float(np.abs(piece - samples).mean())
 
         audio, turns = min(self.recordings.values(), key=lambda r: distance(r[0]))
-        return turns
-
-    def transcribe_span(self, samples: np.ndarray, channel: str, offset_s: float, beam_size: int | None = None,
-                        min_window_s: float | None = None, provisional: bool = False,
-                        abandon: Any = None) -> Utterance | None:
-        end_s = offset_s + len(samples) / RATE_HZ
-        turns = [t for t in self._turns_of(samples, channel, offset_s) if t["speaker"] == channel and t["text"]]
-        best = max(turns, key=lambda t: min(end_s, t["end_s"]) - max(offset_s, t["start_s"]))
-        if min(end_s, best["end_s"]) - max(offset_s, best["start_s"]) <= 0:
-            return None
-        return Utterance(channel, offset_s, end_s, best["text"], None, -0.1, 0.0)
-
-    def transcribe_spans(self, spans: Any, beam_size: int | None = None,
-                         min_window_s: float | None = None) -> list[Utterance | None]:
-        return [self.transcribe_span(samples, channel, offset_s) for samples, channel, offset_s in spans]
+        return [t for t in turns if t["text"]]
 
 
 @dataclass

@@ -34,11 +34,15 @@ class ScriptedTranscriber:
     def load(self) -> None:
         pass
 
+    def turns_for(self, samples: np.ndarray, channel: str, offset_s: float) -> list[dict[str, Any]]:
+        """The scripted turns (with text) a span may come from: the call's."""
+        return self.turns
+
     def transcribe_span(self, samples: np.ndarray, channel: str, offset_s: float, beam_size: int | None = None,
                         min_window_s: float | None = None, provisional: bool = False,
                         abandon: Any = None) -> Utterance | None:
         end_s = offset_s + len(samples) / 16000
-        best = max((t for t in self.turns if t["speaker"] == channel),
+        best = max((t for t in self.turns_for(samples, channel, offset_s) if t["speaker"] == channel),
                    key=lambda t: min(end_s, t["end_s"]) - max(offset_s, t["start_s"]))
         if min(end_s, best["end_s"]) - max(offset_s, best["start_s"]) <= 0:
             return None
